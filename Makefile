@@ -1,0 +1,45 @@
+# Two commands: `make dev` runs the embedded default, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: dev test lint typecheck unit protos bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+dev: $(VENV)/.installed
+	$(BIN)/cvault dev
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed-test
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+protos: $(VENV)/.installed-test
+	$(BIN)/python scripts/gen_protos.py
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/records.py
+
+clean:
+	rm -rf $(VENV) .cvault .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,123 @@
+"""Shared fixtures: a real OpenBao dev server, SQLite and PostgreSQL databases, services.
+
+PostgreSQL comes from ``CVAULT_TEST_POSTGRES_URL`` (default: the local server's ``test``
+database). Each run creates its own database there and drops it at the end. When the server
+cannot be reached the PostgreSQL tests are skipped, except under ``CI=true``, where that fails.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support import (
+    ADMIN_KEY,
+    ADMIN_KEY_SHA256,
+    FIELD_CLASSES,
+    IN_CI,
+    KEY_PREFIX,
+    POSTGRES_URL,
+    make_service,
+)
+from vault.api import RunningServer, start_server
+from vault.client import VaultClient
+from vault.keys import init_field_keys
+from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.service import RecordsService
+from vault.storage import Database, upgrade
+
+
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoDevServer]:
+    """One OpenBao dev server for the session, with a file audit device counting requests."""
+    audit = tmp_path_factory.mktemp("openbao") / "audit.log"
+    server = OpenBaoDevServer(audit_log_path=audit)
+    server.start()
+    try:
+        init_field_keys(
+            server.url, server.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
+        )
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'vault.db'}"
+    upgrade(url)
+    return url
+
+
+def _admin_conninfo() -> str:
+    return POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this run's own on the PostgreSQL server, dropped afterwards."""
+    try:
+        admin = psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL not reachable at CVAULT_TEST_POSTGRES_URL: {type(exc).__name__}"
+        if IN_CI:
+            pytest.fail(message + " (required under CI=true)")
+        pytest.skip(message)
+    name = f"cvault_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = _admin_conninfo().rpartition("/")
+    url = f"{base}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as admin2:
+            admin2.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = Database(db_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def records(database: Database, openbao: OpenBaoDevServer) -> RecordsService:
+    return make_service(database, openbao)
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def server(records: RecordsService) -> Iterator[RunningServer]:
+    running = start_server(
+        records, "127.0.0.1:0", dev_admin_key_sha256=ADMIN_KEY_SHA256, health_interval=0.2
+    )
+    yield running
+    running.stop(grace=0)
+
+
+@pytest.fixture
+def admin_client(server: RunningServer) -> Iterator[VaultClient]:
+    with VaultClient(server.address, admin_key=ADMIN_KEY, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[VaultClient]:
+    with VaultClient(server.address, timeout=30) as c:
+        yield c

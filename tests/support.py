@@ -1,0 +1,86 @@
+"""Helpers shared by tests (importable as ``tests.support``; fixtures live in conftest)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import uuid
+from pathlib import Path
+
+from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper
+from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.schema import load_schema
+from vault.service import RecordsService
+from vault.storage import Database
+
+POSTGRES_URL = os.environ.get(
+    "CVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+FIELD_CLASSES = (
+    "email",
+    "phone",
+    "name",
+    "address",
+    "date_of_birth",
+    "national_id",
+    "card_number",
+    "iban",
+    "free_text",
+)
+KEY_PREFIX = "cvault"
+ADMIN_KEY = "dev-admin-" + secrets.token_hex(8)
+ADMIN_KEY_SHA256 = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+
+
+def make_wrapper(openbao: OpenBaoDevServer, url: str | None = None) -> TransitKeyWrapper:
+    # A root token never expires, so no renewal look-ups are needed (renew=False).
+    return TransitKeyWrapper(
+        url or openbao.url, TokenAuth(openbao.root_token, renew=False), key_prefix=KEY_PREFIX
+    )
+
+
+def make_service(db: Database, openbao: OpenBaoDevServer, url: str | None = None) -> RecordsService:
+    """A service with fresh key caches: what a newly started process would have."""
+    return RecordsService(db, KeyManager(make_wrapper(openbao, url)), load_schema())
+
+
+SAMPLE = {
+    "email": "Ada.Lovelace@Example.com",
+    "phone": "+44 20 7946 0958",
+    "full_name": "Ada Lovelace",
+    "address": "12 St James's Square, London SW1Y 4JH",
+    "date_of_birth": "1990-12-10",
+    "national_id": "QQ123456C",
+    "card_number": "4111 1111 1111 1111",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "notes": "Prefers contact by letter; VIP since 2019.",
+}
+
+
+def sample_record(i: int = 0) -> dict[str, str]:
+    """A valid record with values unique to ``i`` (so a byte scan can look for each)."""
+    return {
+        "email": f"person{i}.{uuid.uuid4().hex[:6]}@example.com",
+        "phone": f"+4420794{60000 + i % 40000:05d}",
+        "full_name": f"Person Number{i} Zyx{uuid.uuid4().hex[:6]}",
+        "national_id": f"AB{100000 + i:06d}C",
+        "card_number": luhn_complete(f"4000{i:011d}"),
+    }
+
+
+def luhn_complete(digits15: str) -> str:
+    total = 0
+    for pos, ch in enumerate(reversed(digits15)):
+        d = int(ch)
+        if pos % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return digits15 + str((10 - total % 10) % 10)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,303 @@
+"""``cvault``: run the service (``dev``, ``serve``), operate it (``db``, ``keys``) and try it by
+hand (``create``, ``get``, ``update``, ``find``, ``delete``)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vault import errors
+
+DEV_SETTINGS = "dev.json"
+FIELD_CLASSES = (
+    "email", "phone", "name", "address", "date_of_birth", "national_id", "card_number", "iban",
+    "free_text",
+)
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir or os.environ.get("CVAULT_STATE_DIR", ".cvault"))
+
+
+def _dev_settings(args: argparse.Namespace) -> dict[str, Any]:
+    path = _state_dir(args) / DEV_SETTINGS
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
+
+
+# --- dev ---------------------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Embedded default: OpenBao + SQLite + the gRPC server, all stopped on Ctrl-C."""
+    from vault.app import build_app
+    from vault.config import OpenBaoSettings, Settings
+    from vault.keys import init_field_keys, setup_approle, write_policy
+    from vault.keys.openbao_dev import OpenBaoDevServer
+    from vault.storage import upgrade
+
+    state = _state_dir(args)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    bao = OpenBaoDevServer(persistent_dir=state / "openbao")
+    bao.start()
+    stop = threading.Event()
+    try:
+        prefix = "cvault"
+        init_field_keys(bao.url, bao.root_token, key_prefix=prefix, field_classes=FIELD_CLASSES)
+        policy = (Path(__file__).resolve().parent / "_deploy" / "runtime-policy.hcl")
+        if not policy.is_file():
+            policy = Path(__file__).resolve().parent.parent / "deploy" / "openbao" / "runtime-policy.hcl"
+        write_policy(bao.url, bao.root_token, "cvault-runtime", policy.read_text())
+        role_id, secret_id = setup_approle(
+            bao.url, bao.root_token, role_name="cvault-dev", policies=["cvault-runtime"],
+            token_ttl="1h", token_max_ttl="24h",
+        )
+        db_url = f"sqlite:///{(state / 'vault.db').resolve()}"
+        upgrade(db_url)
+        admin_key = secrets.token_urlsafe(32)
+        settings = Settings(
+            listen=args.listen,
+            database_url=db_url,
+            dev_admin_key_sha256=hashlib.sha256(admin_key.encode()).hexdigest(),
+            openbao=OpenBaoSettings(
+                url=bao.url, key_prefix=prefix, auth="approle", role_id=role_id, secret_id=secret_id
+            ),
+        )
+        app = build_app(settings)
+        running = app.serve()
+        info = {
+            "address": running.address,
+            "admin_key": admin_key,
+            "tenant": "demo",
+            "database_url": db_url,
+            "openbao_url": bao.url,
+            "openbao_root_token": bao.root_token,
+        }
+        settings_path = state / DEV_SETTINGS
+        fd = os.open(settings_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh, indent=2)
+        print(
+            f"cvault dev: serving vault.v1 on {running.address} (SQLite {state / 'vault.db'}, "
+            f"OpenBao {bao.url})\n"
+            f"  dev settings (address, admin key) written to {settings_path}; the CLI reads them.\n"
+            "  try:\n"
+            "    .venv/bin/cvault create --tenant demo email=ada@example.com phone=+442079460958\n"
+            "    .venv/bin/cvault get --tenant demo <record-id> [--reveal]\n"
+            "    .venv/bin/cvault find --tenant demo email=ADA@example.com\n"
+            "    .venv/bin/cvault delete --tenant demo <record-id>\n"
+            f"  or any gRPC client (reflection is on): grpcurl -plaintext {running.address} list\n"
+            "  Ctrl-C stops the server and OpenBao.",
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        print("cvault dev: stopping", flush=True)
+        running.stop()
+        app.close()
+    finally:
+        bao.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vault.app import build_app
+    from vault.config import load_settings
+
+    app = build_app(load_settings(args.config))
+    running = app.serve()
+    print(f"cvault: serving vault.v1 on port {running.port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    running.stop(grace=10)
+    app.close()
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from vault.config import load_settings
+    from vault.storage import upgrade
+
+    url = args.database_url or load_settings(args.config).database_url
+    upgrade(url)
+    print("database is at the newest schema revision")
+    return 0
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from vault.keys import init_field_keys
+
+    token = os.environ.get("BAO_TOKEN") or os.environ.get("VAULT_TOKEN") or ""
+    if not token:
+        print("cvault keys init: set BAO_TOKEN (or VAULT_TOKEN) to an admin token", file=sys.stderr)
+        return 2
+    url = args.url or os.environ.get("BAO_ADDR") or os.environ.get("VAULT_ADDR") or ""
+    names = init_field_keys(url, token, key_prefix=args.prefix, field_classes=FIELD_CLASSES)
+    for name in names:
+        print(name)
+    return 0
+
+
+# --- client commands ---------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace, *, admin: bool = False) -> Any:
+    from vault.client import VaultClient
+
+    dev = _dev_settings(args)
+    address = args.address or os.environ.get("CVAULT_ADDRESS") or dev.get("address")
+    if not address:
+        raise SystemExit("no server address: pass --address or run `make dev` first")
+    key = (os.environ.get("CVAULT_ADMIN_KEY") or dev.get("admin_key")) if admin else None
+    return VaultClient(address, admin_key=key)
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{what} must be name=value (got a field without '=')")
+        out[name] = value
+    return out
+
+
+def _tenant(args: argparse.Namespace) -> str:
+    return str(args.tenant or _dev_settings(args).get("tenant") or "demo")
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    with _client(args) as vc:
+        r = vc.create_record(_tenant(args), _pairs(args.fields, "fields"), idempotency_key=args.idempotency_key or "")
+    _print({"record_id": r.record_id, "version": r.version, "tokens": dict(r.tokens)})
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client(args, admin=args.reveal) as vc:
+        r = vc.get_record(_tenant(args), args.record_id, fields=args.field or ())
+    _print({"record_id": r.record_id, "version": r.version,
+            "fields": {k: {"output": v.output, "value": v.value} for k, v in r.fields.items()}})
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    with _client(args) as vc:
+        r = vc.update_record(_tenant(args), args.record_id, expected_version=args.expected_version,
+                             set_fields=_pairs(args.fields, "fields"), clear_fields=args.clear or ())
+    _print({"record_id": r.record_id, "version": r.version, "tokens": dict(r.tokens)})
+    return 0
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    with _client(args) as vc:
+        ids = vc.find_records(_tenant(args), _pairs(args.match, "match"), limit=args.limit)
+    _print({"record_ids": ids})
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args) as vc:
+        r = vc.delete_record(_tenant(args), args.record_id)
+    _print({"tenant": r.tenant, "record_id": r.record_id, "erased_at": r.erased_at.isoformat(),
+            "data_key_ids": list(r.data_key_ids)})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cvault", description=__doc__)
+    p.add_argument("--state-dir", help="dev state folder (default .cvault or $CVAULT_STATE_DIR)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("dev", help="run OpenBao + SQLite + the server in the foreground")
+    d.add_argument("--listen", default="127.0.0.1:50051")
+    d.set_defaults(func=cmd_dev)
+
+    s = sub.add_parser("serve", help="run the server from a settings file")
+    s.add_argument("--config", help="TOML settings file")
+    s.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database operations").add_subparsers(dest="db_command", required=True)
+    up = db.add_parser("upgrade", help="apply migrations")
+    up.add_argument("--database-url")
+    up.add_argument("--config")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="key-server operations").add_subparsers(dest="keys_command", required=True)
+    ki = keys.add_parser("init", help="create the transit field keys (admin token in $BAO_TOKEN)")
+    ki.add_argument("--url", help="OpenBao address (default $BAO_ADDR)")
+    ki.add_argument("--prefix", default="cvault")
+    ki.set_defaults(func=cmd_keys_init)
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text)
+        c.add_argument("--address", help="server address (default: from make dev's settings)")
+        c.add_argument("--tenant")
+        return c
+
+    c = client_parser("create", "create a record: cvault create email=... phone=...")
+    c.add_argument("fields", nargs="+", metavar="FIELD=VALUE")
+    c.add_argument("--idempotency-key")
+    c.set_defaults(func=cmd_create)
+    g = client_parser("get", "read a record (tokens; --reveal uses the dev admin key)")
+    g.add_argument("record_id")
+    g.add_argument("--field", action="append")
+    g.add_argument("--reveal", action="store_true")
+    g.set_defaults(func=cmd_get)
+    u = client_parser("update", "update a record")
+    u.add_argument("record_id")
+    u.add_argument("fields", nargs="*", metavar="FIELD=VALUE")
+    u.add_argument("--expected-version", type=int, required=True)
+    u.add_argument("--clear", action="append")
+    u.set_defaults(func=cmd_update)
+    f = client_parser("find", "find records by searchable fields")
+    f.add_argument("match", nargs="+", metavar="FIELD=VALUE")
+    f.add_argument("--limit", type=int, default=0)
+    f.set_defaults(func=cmd_find)
+    x = client_parser("delete", "crypto-shred a record and print the erasure receipt")
+    x.add_argument("record_id")
+    x.set_defaults(func=cmd_delete)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except errors.VaultServiceError as exc:
+        print(f"cvault: {exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Python SDK: typed methods over the ``vault.v1`` gRPC stubs, raising ``vault.errors`` classes.
+
+    from vault.client import VaultClient
+    with VaultClient("127.0.0.1:50051", admin_key=...) as vc:
+        created = vc.create_record("acme", {"email": "ada@example.com"})
+        record = vc.get_record("acme", created.record_id)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from vault import errors
+from vault.api._status import ERROR_OF_STATUS, REASONS
+from vault.v1 import records_pb2 as pb
+from vault.v1 import records_pb2_grpc as pb_grpc
+
+_OUTPUT_NAMES = {
+    pb.OUTPUT_PLAIN: "plain",
+    pb.OUTPUT_MASKED: "masked",
+    pb.OUTPUT_TOKEN: "token",
+    pb.OUTPUT_OMIT: "omit",
+}
+
+
+@dataclass(frozen=True)
+class CreatedRecord:
+    record_id: str
+    version: int
+    tokens: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class FieldValue:
+    output: str
+    value: str = field(repr=False)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    record_id: str
+    version: int
+    fields: Mapping[str, FieldValue]
+
+    def values(self) -> dict[str, str]:
+        """Field name -> value (plaintext or token, whatever the server gave)."""
+        return {k: v.value for k, v in self.fields.items()}
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    tenant: str
+    record_id: str
+    erased_at: datetime
+    data_key_ids: tuple[str, ...]
+
+
+def _error(exc: grpc.RpcError) -> errors.VaultServiceError:
+    code = exc.code()  # type: ignore[attr-defined]
+    details = exc.details() or ""  # type: ignore[attr-defined]
+    reason, _, message = details.partition(": ")
+    cls = REASONS.get(reason) or ERROR_OF_STATUS.get(code) or errors.VaultServiceError
+    if cls is errors.InvalidInput:
+        field_name, _, problem = message.partition(": ")
+        return errors.InvalidInput(field_name, problem)
+    if cls is errors.DecryptionFailed:
+        return errors.DecryptionFailed()
+    err = cls(message or details)
+    err.reason = reason or err.reason
+    return err
+
+
+class VaultClient:
+    """A connection to the vault. Thread-safe; reuse one per process."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        admin_key: str | None = None,
+        timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        options = [("grpc.max_receive_message_length", 32 * 1024 * 1024),
+                   ("grpc.max_send_message_length", 32 * 1024 * 1024)]
+        self._channel = (
+            grpc.secure_channel(address, credentials, options=options)
+            if credentials
+            else grpc.insecure_channel(address, options=options)
+        )
+        self._records = pb_grpc.RecordsStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {admin_key}"),) if admin_key else ()
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"VaultClient(admin={'yes' if self._metadata else 'no'})"
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def create_record(
+        self,
+        tenant: str,
+        fields: Mapping[str, str],
+        *,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+    ) -> CreatedRecord:
+        r = self._call(
+            self._records.CreateRecord,
+            pb.CreateRecordRequest(tenant=tenant, fields=dict(fields), idempotency_key=idempotency_key),
+            timeout,
+        )
+        return CreatedRecord(r.record_id, r.version, dict(r.tokens))
+
+    def batch_create_records(
+        self,
+        tenant: str,
+        records: Iterable[Mapping[str, str]],
+        *,
+        idempotency_keys: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[CreatedRecord]:
+        recs = list(records)
+        keys = list(idempotency_keys) if idempotency_keys else [""] * len(recs)
+        r = self._call(
+            self._records.BatchCreateRecords,
+            pb.BatchCreateRecordsRequest(
+                tenant=tenant,
+                records=[pb.RecordInput(fields=dict(f), idempotency_key=k) for f, k in zip(recs, keys, strict=True)],
+            ),
+            timeout,
+        )
+        return [CreatedRecord(x.record_id, x.version, dict(x.tokens)) for x in r.records]
+
+    def get_record(
+        self, tenant: str, record_id: str, *, fields: Sequence[str] = (), timeout: float | None = None
+    ) -> Record:
+        r = self._call(
+            self._records.GetRecord,
+            pb.GetRecordRequest(tenant=tenant, record_id=record_id, fields=list(fields)),
+            timeout,
+        )
+        return Record(
+            r.record_id,
+            r.version,
+            {k: FieldValue(_OUTPUT_NAMES.get(v.output, "unspecified"), v.value, v.reason) for k, v in r.fields.items()},
+        )
+
+    def update_record(
+        self,
+        tenant: str,
+        record_id: str,
+        *,
+        expected_version: int,
+        set_fields: Mapping[str, str] | None = None,
+        clear_fields: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> CreatedRecord:
+        r = self._call(
+            self._records.UpdateRecord,
+            pb.UpdateRecordRequest(
+                tenant=tenant,
+                record_id=record_id,
+                expected_version=expected_version,
+                set_fields=dict(set_fields or {}),
+                clear_fields=list(clear_fields),
+            ),
+            timeout,
+        )
+        return CreatedRecord(r.record_id, r.version, dict(r.tokens))
+
+    def delete_record(self, tenant: str, record_id: str, *, timeout: float | None = None) -> ErasureReceipt:
+        r = self._call(
+            self._records.DeleteRecord, pb.DeleteRecordRequest(tenant=tenant, record_id=record_id), timeout
+        ).receipt
+        return ErasureReceipt(
+            r.tenant, r.record_id, r.erased_at.ToDatetime(tzinfo=None), tuple(r.data_key_ids)
+        )
+
+    def find_records(
+        self, tenant: str, match: Mapping[str, str], *, limit: int = 0, timeout: float | None = None
+    ) -> list[str]:
+        r = self._call(
+            self._records.FindRecords,
+            pb.FindRecordsRequest(tenant=tenant, match=dict(match), limit=limit),
+            timeout,
+        )
+        return list(r.record_ids)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """``SERVING`` / ``NOT_SERVING`` / ... as the standard health service reports it."""
+        r = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status))

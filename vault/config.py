@@ -1,0 +1,149 @@
+"""Service settings: a TOML file, with ``CVAULT_*`` environment variables taking precedence.
+
+Example (``cvault serve --config vault.toml``)::
+
+    listen = "127.0.0.1:50051"
+    database_url = "postgresql://vault@db/vault"
+    schema = "schema.yaml"            # optional; the packaged default otherwise
+    dev_admin_key_sha256 = "..."      # optional; see README "Until access control lands"
+
+    [openbao]
+    url = "https://openbao:8200"
+    key_prefix = "cvault"
+    auth = "approle"                  # or "token"
+    role_id_file = "/run/secrets/role_id"
+    secret_id_file = "/run/secrets/secret_id"
+    # token_file = "/run/secrets/token"   (auth = "token"; or CVAULT_OPENBAO_TOKEN)
+
+    [cache]
+    tenant_keys_max_entries = 10000
+    tenant_keys_max_age_seconds = 3600
+    tenant_keys_max_uses = 1000000
+    data_keys_max_entries = 100000
+    data_keys_max_age_seconds = 600
+    data_keys_max_uses = 1000000
+
+Secrets are read from files or the environment, never from the TOML file itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vault.errors import ConfigError
+from vault.keys import CacheLimits, CacheSettings
+
+
+@dataclass(frozen=True)
+class OpenBaoSettings:
+    url: str = "http://127.0.0.1:8200"
+    key_prefix: str = "cvault"
+    mount: str = "transit"
+    auth: str = "token"
+    token: str = field(default="", repr=False)
+    role_id: str = field(default="", repr=False)
+    secret_id: str = field(default="", repr=False)
+    timeout_seconds: float = 5.0
+    ca_cert: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    database_url: str = "sqlite:///.cvault/vault.db"
+    schema: str = ""
+    dev_admin_key_sha256: str = field(default="", repr=False)
+    health_interval_seconds: float = 2.0
+    max_workers: int = 16
+    openbao: OpenBaoSettings = field(default_factory=OpenBaoSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+
+
+def _read_secret(table: Mapping[str, Any], key: str, source: str) -> str:
+    if f"{key}_file" in table:
+        path = Path(str(table[f"{key}_file"]))
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read {key}_file: {exc.strerror}") from None
+    if key in table:
+        raise ConfigError(f"{source}: put {key} in a file ({key}_file) or the environment")
+    return ""
+
+
+def _cache_limits(table: Mapping[str, Any], prefix: str, default: CacheLimits) -> CacheLimits:
+    return CacheLimits(
+        max_entries=int(table.get(f"{prefix}_max_entries", default.max_entries)),
+        max_age_seconds=float(table.get(f"{prefix}_max_age_seconds", default.max_age_seconds)),
+        max_uses=int(table.get(f"{prefix}_max_uses", default.max_uses)),
+    )
+
+
+_TOP = {"listen", "database_url", "schema", "dev_admin_key_sha256", "health_interval_seconds",
+        "max_workers", "openbao", "cache"}
+_OPENBAO = {"url", "key_prefix", "mount", "auth", "token_file", "role_id_file", "secret_id_file",
+            "timeout_seconds", "ca_cert", "token", "role_id", "secret_id"}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from a TOML file (optional) and the environment.
+
+    Raises:
+        ConfigError: unknown keys, unreadable secret files or bad values, naming the file.
+    """
+    env = os.environ if env is None else env
+    source = str(path) if path else "<environment>"
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"{source}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    unknown = set(data) - _TOP
+    if unknown:
+        raise ConfigError(f"{source}: unknown settings {sorted(unknown)}")
+    bao = dict(data.get("openbao", {}))
+    if set(bao) - _OPENBAO:
+        raise ConfigError(f"{source}: unknown [openbao] settings {sorted(set(bao) - _OPENBAO)}")
+    cache = dict(data.get("cache", {}))
+    defaults = CacheSettings()
+    try:
+        openbao = OpenBaoSettings(
+            url=env.get("CVAULT_OPENBAO_URL", bao.get("url", OpenBaoSettings.url)),
+            key_prefix=env.get("CVAULT_KEY_PREFIX", bao.get("key_prefix", "cvault")),
+            mount=bao.get("mount", "transit"),
+            auth=env.get("CVAULT_OPENBAO_AUTH", bao.get("auth", "token")),
+            token=env.get("CVAULT_OPENBAO_TOKEN") or _read_secret(bao, "token", source),
+            role_id=env.get("CVAULT_OPENBAO_ROLE_ID") or _read_secret(bao, "role_id", source),
+            secret_id=env.get("CVAULT_OPENBAO_SECRET_ID") or _read_secret(bao, "secret_id", source),
+            timeout_seconds=float(bao.get("timeout_seconds", 5.0)),
+            ca_cert=bao.get("ca_cert", ""),
+        )
+        settings = Settings(
+            listen=env.get("CVAULT_LISTEN", data.get("listen", Settings.listen)),
+            database_url=env.get("CVAULT_DATABASE_URL", data.get("database_url", Settings.database_url)),
+            schema=env.get("CVAULT_SCHEMA", data.get("schema", "")),
+            dev_admin_key_sha256=env.get(
+                "CVAULT_DEV_ADMIN_KEY_SHA256", data.get("dev_admin_key_sha256", "")
+            ),
+            health_interval_seconds=float(data.get("health_interval_seconds", 2.0)),
+            max_workers=int(data.get("max_workers", 16)),
+            openbao=openbao,
+            cache=CacheSettings(
+                tenant_keys=_cache_limits(cache, "tenant_keys", defaults.tenant_keys),
+                data_keys=_cache_limits(cache, "data_keys", defaults.data_keys),
+            ),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if openbao.auth not in ("token", "approle"):
+        raise ConfigError(f"{source}: [openbao] auth must be 'token' or 'approle'")
+    return settings

@@ -1,0 +1,34 @@
+"""Envelope AEAD, data-key wrapping, blind indexes and token minting (the sharp layer)."""
+
+from vault.crypto._aead import (
+    DEK_V1,
+    KEY_BYTES,
+    VALUE_V1,
+    DataKey,
+    new_key,
+    open_value,
+    seal_value,
+    unwrap_data_key,
+    value_key_id,
+    wrap_data_key,
+    wrapped_dek_tenant_key_id,
+)
+from vault.crypto._blind_index import blind_index
+from vault.crypto._tokens import TOKEN_RE, random_token
+
+__all__ = [
+    "DEK_V1",
+    "KEY_BYTES",
+    "TOKEN_RE",
+    "VALUE_V1",
+    "DataKey",
+    "blind_index",
+    "new_key",
+    "open_value",
+    "random_token",
+    "seal_value",
+    "unwrap_data_key",
+    "value_key_id",
+    "wrap_data_key",
+    "wrapped_dek_tenant_key_id",
+]

@@ -1,0 +1,106 @@
+"""One error tree for the whole service; `vault.api` maps each class to one gRPC status.
+
+Messages never carry a customer value: they name the field, the reason code and, for key-server
+errors, the key name. Decryption failures carry no detail at all (like pyca's ``InvalidTag``).
+"""
+
+from __future__ import annotations
+
+
+class VaultServiceError(Exception):
+    """Root of every error the service raises on purpose."""
+
+    #: short machine-readable reason code, sent to clients in the status message
+    reason: str = "error"
+    #: whether a client may retry the same call unchanged
+    retryable: bool = False
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args and self.args[0] else self.reason
+
+
+class InvalidInput(VaultServiceError):
+    """A request field is missing, malformed, unknown or too long. Names the field, never the value."""
+
+    reason = "invalid_argument"
+
+    def __init__(self, field: str, problem: str, *, reason: str = "invalid_argument") -> None:
+        super().__init__(f"{field}: {problem}", reason=reason)
+        self.field = field
+        self.problem = problem
+
+
+class Unauthenticated(VaultServiceError):
+    reason = "unauthenticated"
+
+
+class PermissionDenied(VaultServiceError):
+    reason = "permission_denied"
+
+
+class NotFound(VaultServiceError):
+    reason = "not_found"
+
+
+class Erased(VaultServiceError):
+    """The record was crypto-shredded: its data keys are gone, its values are unrecoverable."""
+
+    reason = "erased"
+
+
+class Conflict(VaultServiceError):
+    """Optimistic concurrency failed (stale ``expected_version``, or a concurrent writer)."""
+
+    reason = "version_mismatch"
+
+
+class DecryptionFailed(VaultServiceError):
+    """A ciphertext or wrapped key did not authenticate. Deliberately carries no detail."""
+
+    reason = "decryption_failed"
+
+    def __init__(self) -> None:
+        super().__init__("decryption failed")
+
+
+class ResourceExhausted(VaultServiceError):
+    reason = "resource_exhausted"
+
+
+class Unavailable(VaultServiceError):
+    """A dependency is down or overloaded; retrying later may succeed. Nothing was written."""
+
+    reason = "unavailable"
+    retryable = True
+
+
+class KeyServerUnavailable(Unavailable):
+    """OpenBao/Vault could not be reached, was sealed, or kept answering 412/429/5xx."""
+
+    reason = "key_server_unavailable"
+
+
+class KeyServerPermissionDenied(VaultServiceError):
+    """OpenBao/Vault refused the credential or the path (403), or the key does not exist.
+
+    Kept apart from :class:`KeyServerUnavailable`: retrying a policy error never helps and an
+    operator must be told it is a configuration problem, not an outage.
+    """
+
+    reason = "key_server_permission_denied"
+
+
+class DatabaseUnavailable(Unavailable):
+    reason = "database_unavailable"
+
+
+class ConfigError(VaultServiceError):
+    """Configuration, schema or policy file is invalid; raised at construction, names the file."""
+
+    reason = "config_error"

@@ -1,0 +1,24 @@
+"""Use cases (the recipe layer): records now; tokens, text and admin as they land."""
+
+from vault.service._keyring import Keyring, TenantKey
+from vault.service._types import (
+    ErasureReceipt,
+    FieldOutput,
+    Output,
+    RecordInput,
+    RecordView,
+    StoredRecord,
+)
+from vault.service.records import RecordsService
+
+__all__ = [
+    "ErasureReceipt",
+    "FieldOutput",
+    "Keyring",
+    "Output",
+    "RecordInput",
+    "RecordView",
+    "RecordsService",
+    "StoredRecord",
+    "TenantKey",
+]

@@ -1,0 +1,151 @@
+"""Tenant and index keys per (tenant, field class): found, created or unwrapped on demand.
+
+Creating keys for a new tenant costs one key-server call per field class (tenant key and index
+key wrapped together); after that, keys come from the cache. Two processes creating the same
+tenant's keys at once is resolved by the unique constraint: the loser reads the winner's rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from vault.crypto._encoding import lp
+from vault.deadline import Deadline
+from vault.errors import DecryptionFailed
+from vault.keys import KeyManager, WrappedRef
+from vault.storage import Database, TenantKeyRow, repo
+
+DATA = "data"
+INDEX = "index"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKey:
+    """An unwrapped tenant or index key with the row id that names it."""
+
+    id: str
+    field_class: str
+    kind: str
+    version: int
+    key: bytes = field(repr=False)
+
+
+def key_aad(tenant: str, field_class: str, kind: str, version: int, key_id: str) -> bytes:
+    """AAD given to the key server with each tenant/index key: a wrapped key moved to another
+    tenant, class, kind, version or row does not unwrap."""
+    return b"cvault/tenant-key/v1" + lp(tenant) + lp(field_class) + lp(kind) + lp(str(version)) + lp(key_id)
+
+
+class Keyring:
+    def __init__(self, db: Database, keys: KeyManager) -> None:
+        self._db = db
+        self._keys = keys
+
+    def current(
+        self, tenant: str, classes: Iterable[str], *, deadline: Deadline
+    ) -> dict[tuple[str, str], TenantKey]:
+        """Newest tenant and index key for each class, creating what does not exist yet."""
+        wanted = sorted(set(classes))
+        if not wanted:
+            return {}
+        with self._db.begin(write=False) as conn:
+            rows = repo.current_tenant_keys(conn, tenant, wanted)
+        missing = [c for c in wanted if (c, DATA) not in rows or (c, INDEX) not in rows]
+        created: dict[tuple[str, str], TenantKey] = {}
+        if missing:
+            created = self._create(tenant, missing, rows, deadline=deadline)
+            if len(created) < sum(
+                (c, k) not in rows for c in missing for k in (DATA, INDEX)
+            ):  # lost a race: another process created some of them first
+                with self._db.begin(write=False) as conn:
+                    rows = repo.current_tenant_keys(conn, tenant, wanted)
+                created = {k: v for k, v in created.items() if k not in rows}
+        out = self._unwrap_rows(tenant, [r for r in rows.values()], deadline=deadline)
+        result = {(k.field_class, k.kind): k for k in out.values()}
+        result.update(created)
+        return result
+
+    def by_ids(self, tenant: str, ids: Iterable[str], *, deadline: Deadline) -> dict[str, TenantKey]:
+        """Keys by row id (for reading data keys wrapped under older versions)."""
+        wanted = set(ids)
+        rows = []
+        with self._db.begin(write=False) as conn:
+            rows = list(repo.tenant_keys_by_id(conn, wanted).values())
+        for r in rows:
+            if r.tenant != tenant:
+                raise DecryptionFailed()
+        return self._unwrap_rows(tenant, rows, deadline=deadline)
+
+    def index_keys(self, tenant: str, field_class: str, *, deadline: Deadline) -> list[TenantKey]:
+        """Every index-key version of a class (empty when the tenant never wrote this class)."""
+        with self._db.begin(write=False) as conn:
+            rows = repo.index_keys(conn, tenant, field_class)
+        return list(self._unwrap_rows(tenant, rows, deadline=deadline).values())
+
+    def _unwrap_rows(
+        self, tenant: str, rows: Iterable[TenantKeyRow], *, deadline: Deadline
+    ) -> dict[str, TenantKey]:
+        by_class: dict[str, list[TenantKeyRow]] = defaultdict(list)
+        for r in rows:
+            by_class[r.field_class].append(r)
+        out: dict[str, TenantKey] = {}
+        for field_class, class_rows in by_class.items():
+            plain = self._keys.unwrap(
+                field_class,
+                [
+                    WrappedRef(r.id, r.wrapped, key_aad(tenant, r.field_class, r.kind, r.version, r.id))
+                    for r in class_rows
+                ],
+                deadline=deadline,
+            )
+            for r in class_rows:
+                out[r.id] = TenantKey(r.id, r.field_class, r.kind, r.version, plain[r.id])
+        return out
+
+    def _create(
+        self,
+        tenant: str,
+        classes: list[str],
+        existing: dict[tuple[str, str], TenantKeyRow],
+        *,
+        deadline: Deadline,
+    ) -> dict[tuple[str, str], TenantKey]:
+        now = datetime.now(UTC)
+        made: dict[tuple[str, str], TenantKey] = {}
+        row_dicts: list[dict[str, object]] = []
+        for field_class in classes:
+            kinds = [k for k in (DATA, INDEX) if (field_class, k) not in existing]
+            ids = [str(uuid.uuid4()) for _ in kinds]
+            versions = [1 for _ in kinds]
+            new = self._keys.new_keys(
+                field_class,
+                [
+                    key_aad(tenant, field_class, k, v, i)
+                    for k, v, i in zip(kinds, versions, ids, strict=True)
+                ],
+                deadline=deadline,
+            )
+            for kind, version, key_id, nk in zip(kinds, versions, ids, new, strict=True):
+                made[(field_class, kind)] = TenantKey(key_id, field_class, kind, version, nk.key)
+                row_dicts.append(
+                    {
+                        "id": key_id,
+                        "tenant": tenant,
+                        "field_class": field_class,
+                        "kind": kind,
+                        "version": version,
+                        "wrapped": nk.wrapped,
+                        "created_at": now,
+                    }
+                )
+        with self._db.begin() as conn:
+            inserted = repo.insert_tenant_keys(conn, row_dicts)
+        if not inserted:
+            return {}
+        for k in made.values():
+            self._keys.remember(k.id, k.key)
+        return made

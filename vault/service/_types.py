@@ -1,0 +1,52 @@
+"""Domain values the records service takes and returns (no protobuf here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Output(StrEnum):
+    PLAIN = "plain"
+    MASKED = "masked"
+    TOKEN = "token"
+    OMIT = "omit"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInput:
+    fields: Mapping[str, str] = field(repr=False)
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """What a create or update returns: id, version and a token per stored field."""
+
+    record_id: str
+    version: int
+    tokens: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldOutput:
+    output: Output
+    value: str = field(repr=False, default="")
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordView:
+    record_id: str
+    version: int
+    fields: Mapping[str, FieldOutput]
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReceipt:
+    tenant: str
+    record_id: str
+    erased_at: datetime
+    data_key_ids: tuple[str, ...]

@@ -1,0 +1,20 @@
+"""Storage: SQLAlchemy 2 tables, repositories and migrations (SQLite WAL and PostgreSQL)."""
+
+from vault.storage import _repo as repo
+from vault.storage._engine import Database, make_engine, normalize_url
+from vault.storage._migrate import current_revision, migrations_dir, upgrade
+from vault.storage._repo import NewRecord, RecordRow, StoredValue, TenantKeyRow
+
+__all__ = [
+    "Database",
+    "NewRecord",
+    "RecordRow",
+    "StoredValue",
+    "TenantKeyRow",
+    "current_revision",
+    "make_engine",
+    "migrations_dir",
+    "normalize_url",
+    "repo",
+    "upgrade",
+]

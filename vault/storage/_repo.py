@@ -1,0 +1,364 @@
+"""Repository functions over one open connection; the service layer owns the transaction.
+
+Every read that leads to a decrypt fetches the data-key row in the same query as the ciphertext
+and left-joins the data-key tombstones, so a value whose key was destroyed can never be opened,
+whatever any cache holds and even if an old copy of the key row was written back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from vault.storage.models import (
+    BlindIndexRow,
+    DataKeyRow,
+    Erasure,
+    ErasedDataKey,
+    Record,
+    RecordValue,
+    TenantKey,
+)
+
+_tk = TenantKey.__table__
+_rec = Record.__table__
+_dk = DataKeyRow.__table__
+_val = RecordValue.__table__
+_bi = BlindIndexRow.__table__
+_er = Erasure.__table__
+_edk = ErasedDataKey.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKeyRow:
+    id: str
+    tenant: str
+    field_class: str
+    kind: str
+    version: int
+    wrapped: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    id: str
+    tenant: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """A sealed value joined with its data-key row (None when the key is gone or tombstoned)."""
+
+    field_name: str
+    field_class: str
+    token: str
+    ciphertext: bytes = field(repr=False)
+    data_key_id: str
+    wrapped_dek: bytes | None = field(repr=False)
+    tenant_key_id: str | None
+    dek_erased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """Everything one created record writes, sealed before the transaction opens."""
+
+    id: str
+    tenant: str
+    schema_version: int
+    idempotency_key: str | None
+    data_keys: Sequence[Mapping[str, object]]
+    values: Sequence[Mapping[str, object]]
+    index_rows: Sequence[Mapping[str, object]]
+
+
+# --- tenant and index keys -------------------------------------------------------------------
+
+
+def current_tenant_keys(
+    conn: Connection, tenant: str, classes: Iterable[str]
+) -> dict[tuple[str, str], TenantKeyRow]:
+    """Newest version per (class, kind) for these classes of one tenant."""
+    rows = conn.execute(
+        select(_tk).where(_tk.c.tenant == tenant, _tk.c.field_class.in_(sorted(set(classes))))
+    ).all()
+    out: dict[tuple[str, str], TenantKeyRow] = {}
+    for r in rows:
+        k = (r.field_class, r.kind)
+        if k not in out or out[k].version < r.version:
+            out[k] = TenantKeyRow(r.id, r.tenant, r.field_class, r.kind, r.version, r.wrapped)
+    return out
+
+
+def tenant_keys_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, TenantKeyRow]:
+    rows = conn.execute(select(_tk).where(_tk.c.id.in_(sorted(set(ids))))).all()
+    return {
+        r.id: TenantKeyRow(r.id, r.tenant, r.field_class, r.kind, r.version, r.wrapped) for r in rows
+    }
+
+
+def index_keys(conn: Connection, tenant: str, field_class: str) -> list[TenantKeyRow]:
+    """Every index-key version of a class: searches look under all of them during a rotation."""
+    rows = conn.execute(
+        select(_tk).where(
+            _tk.c.tenant == tenant, _tk.c.field_class == field_class, _tk.c.kind == "index"
+        )
+    ).all()
+    return [TenantKeyRow(r.id, r.tenant, r.field_class, r.kind, r.version, r.wrapped) for r in rows]
+
+
+def insert_tenant_keys(conn: Connection, rows: Sequence[Mapping[str, object]]) -> bool:
+    """Insert new key rows; False when another process created the same versions first."""
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(_tk), list(rows))
+    except IntegrityError:
+        return False
+    return True
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def records_by_idempotency_key(
+    conn: Connection, tenant: str, keys: Iterable[str]
+) -> dict[str, str]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(_rec.c.idempotency_key, _rec.c.id).where(
+            _rec.c.tenant == tenant, _rec.c.idempotency_key.in_(wanted)
+        )
+    ).all()
+    return {r.idempotency_key: r.id for r in rows}
+
+
+def insert_records(conn: Connection, records: Sequence[NewRecord], now: datetime) -> None:
+    """Write records with their data keys, ciphertexts and blind indexes (one transaction).
+
+    Raises:
+        IntegrityError: an idempotency key was taken concurrently (the caller re-reads).
+    """
+    conn.execute(
+        insert(_rec),
+        [
+            {
+                "id": r.id,
+                "tenant": r.tenant,
+                "version": 1,
+                "schema_version": r.schema_version,
+                "idempotency_key": r.idempotency_key,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r in records
+        ],
+    )
+    data_keys = [dict(d, created_at=now) for r in records for d in r.data_keys]
+    if data_keys:
+        conn.execute(insert(_dk), data_keys)
+    values = [dict(v) for r in records for v in r.values]
+    if values:
+        conn.execute(insert(_val), values)
+    index_rows = [dict(i) for r in records for i in r.index_rows]
+    if index_rows:
+        conn.execute(insert(_bi), index_rows)
+
+
+def get_record(conn: Connection, tenant: str, record_id: str) -> RecordRow | None:
+    r = conn.execute(
+        select(_rec.c.id, _rec.c.tenant, _rec.c.version).where(
+            _rec.c.id == record_id, _rec.c.tenant == tenant
+        )
+    ).first()
+    return RecordRow(r.id, r.tenant, r.version) if r else None
+
+
+def is_erased(conn: Connection, tenant: str, record_id: str) -> bool:
+    return (
+        conn.execute(
+            select(_er.c.record_id).where(_er.c.record_id == record_id, _er.c.tenant == tenant)
+        ).first()
+        is not None
+    )
+
+
+def read_values(
+    conn: Connection, tenant: str, record_id: str, names: Sequence[str] | None = None
+) -> list[StoredValue]:
+    """Ciphertexts with their data-key rows and tombstones, in one query."""
+    q = (
+        select(
+            _val.c.field_name,
+            _val.c.field_class,
+            _val.c.token,
+            _val.c.ciphertext,
+            _val.c.data_key_id,
+            _dk.c.wrapped,
+            _dk.c.tenant_key_id,
+            _edk.c.data_key_id.label("erased_key"),
+            _er.c.record_id.label("erased_record"),
+        )
+        .select_from(
+            _val.outerjoin(
+                _dk,
+                and_(
+                    _dk.c.id == _val.c.data_key_id,
+                    _dk.c.record_id == _val.c.record_id,
+                    _dk.c.tenant == _val.c.tenant,
+                    _dk.c.field_class == _val.c.field_class,
+                ),
+            )
+            .outerjoin(_edk, _edk.c.data_key_id == _val.c.data_key_id)
+            .outerjoin(_er, _er.c.record_id == _val.c.record_id)
+        )
+        .where(_val.c.tenant == tenant, _val.c.record_id == record_id)
+        .order_by(_val.c.field_name)
+    )
+    if names is not None:
+        q = q.where(_val.c.field_name.in_(list(names)))
+    return [
+        StoredValue(
+            field_name=r.field_name,
+            field_class=r.field_class,
+            token=r.token,
+            ciphertext=r.ciphertext,
+            data_key_id=r.data_key_id,
+            wrapped_dek=r.wrapped,
+            tenant_key_id=r.tenant_key_id,
+            dek_erased=r.erased_key is not None or r.erased_record is not None,
+        )
+        for r in conn.execute(q).all()
+    ]
+
+
+def record_tokens(conn: Connection, tenant: str, record_id: str) -> dict[str, str]:
+    rows = conn.execute(
+        select(_val.c.field_name, _val.c.token).where(
+            _val.c.tenant == tenant, _val.c.record_id == record_id
+        )
+    ).all()
+    return {r.field_name: r.token for r in rows}
+
+
+def record_data_keys(
+    conn: Connection, tenant: str, record_id: str
+) -> dict[str, tuple[str, bytes, str]]:
+    """field class -> (data key id, wrapped key, tenant key id) for one live record."""
+    rows = conn.execute(
+        select(_dk.c.id, _dk.c.field_class, _dk.c.wrapped, _dk.c.tenant_key_id)
+        .select_from(_dk.outerjoin(_edk, _edk.c.data_key_id == _dk.c.id))
+        .where(_dk.c.tenant == tenant, _dk.c.record_id == record_id, _edk.c.data_key_id.is_(None))
+    ).all()
+    return {r.field_class: (r.id, r.wrapped, r.tenant_key_id) for r in rows}
+
+
+def bump_version(
+    conn: Connection, tenant: str, record_id: str, expected: int, now: datetime
+) -> bool:
+    """Compare-and-set the record version; False when it is no longer ``expected``."""
+    res = conn.execute(
+        update(_rec)
+        .where(_rec.c.id == record_id, _rec.c.tenant == tenant, _rec.c.version == expected)
+        .values(version=expected + 1, updated_at=now)
+    )
+    return res.rowcount == 1
+
+
+def replace_values(
+    conn: Connection,
+    record_id: str,
+    *,
+    new_data_keys: Sequence[Mapping[str, object]],
+    values: Sequence[Mapping[str, object]],
+    index_rows: Sequence[Mapping[str, object]],
+    cleared: Sequence[str],
+    now: datetime,
+) -> None:
+    """Replace the named fields' ciphertexts and blind indexes; drop the cleared fields."""
+    names = sorted({str(v["field_name"]) for v in values} | set(cleared))
+    if new_data_keys:
+        conn.execute(insert(_dk), [dict(d, created_at=now) for d in new_data_keys])
+    if names:
+        conn.execute(delete(_val).where(_val.c.record_id == record_id, _val.c.field_name.in_(names)))
+        conn.execute(delete(_bi).where(_bi.c.record_id == record_id, _bi.c.field_name.in_(names)))
+    if values:
+        conn.execute(insert(_val), [dict(v) for v in values])
+    if index_rows:
+        conn.execute(insert(_bi), [dict(i) for i in index_rows])
+
+
+def erase_record(conn: Connection, tenant: str, record_id: str, now: datetime) -> list[str]:
+    """Crypto-shred: tombstone and delete the data keys, drop ciphertexts, indexes and the record.
+
+    Returns the destroyed data-key ids (sorted). The tombstones are written first so that a
+    concurrent reader that still sees a key row also sees its tombstone.
+    """
+    dek_ids = sorted(
+        conn.execute(
+            select(_dk.c.id).where(_dk.c.tenant == tenant, _dk.c.record_id == record_id)
+        ).scalars()
+    )
+    if dek_ids:
+        conn.execute(
+            insert(_edk),
+            [
+                {"data_key_id": d, "record_id": record_id, "tenant": tenant, "erased_at": now}
+                for d in dek_ids
+            ],
+        )
+    conn.execute(
+        insert(_er),
+        {
+            "record_id": record_id,
+            "tenant": tenant,
+            "erased_at": now,
+            "data_key_ids": json.dumps(dek_ids),
+        },
+    )
+    conn.execute(delete(_bi).where(_bi.c.record_id == record_id))
+    conn.execute(delete(_val).where(_val.c.record_id == record_id))
+    conn.execute(delete(_dk).where(_dk.c.record_id == record_id))
+    conn.execute(delete(_rec).where(_rec.c.id == record_id))
+    return dek_ids
+
+
+def find_records(
+    conn: Connection,
+    tenant: str,
+    conditions: Mapping[str, Sequence[bytes]],
+    limit: int,
+) -> list[str]:
+    """Record ids whose blind index matches every condition (field -> candidate digests)."""
+    clauses = [
+        and_(_bi.c.field_name == name, _bi.c.digest.in_(list(digests)))
+        for name, digests in conditions.items()
+    ]
+
+    q = (
+        select(_bi.c.record_id)
+        .where(_bi.c.tenant == tenant, or_(*clauses))
+        .group_by(_bi.c.record_id)
+        .having(func.count(func.distinct(_bi.c.field_name)) == len(conditions))
+        .order_by(_bi.c.record_id)
+        .limit(limit)
+    )
+    return list(conn.execute(q).scalars())
+
+
+def erasure(conn: Connection, tenant: str, record_id: str) -> tuple[datetime, str] | None:
+    """(erased_at, JSON list of data-key ids) from an erased record's tombstone."""
+    r = conn.execute(
+        select(_er.c.erased_at, _er.c.data_key_ids).where(
+            _er.c.record_id == record_id, _er.c.tenant == tenant
+        )
+    ).first()
+    return (r.erased_at, r.data_key_ids) if r else None

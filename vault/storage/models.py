@@ -1,0 +1,132 @@
+"""SQLAlchemy 2 table definitions. Nothing here holds plaintext: only ciphertexts, wrapped keys,
+keyed digests and opaque ids. Migrations in ``migrations/`` create exactly these tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TENANT = 64
+ID = 36
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class TenantKey(Base):
+    """A tenant key (``kind='data'``) or index key (``kind='index'``) per (tenant, class, version),
+    stored only as the key server's wrapped blob."""
+
+    __tablename__ = "tenant_keys"
+    __table_args__ = (UniqueConstraint("tenant", "field_class", "kind", "version"),)
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    field_class: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(8))
+    version: Mapped[int] = mapped_column(Integer)
+    wrapped: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Record(Base):
+    __tablename__ = "records"
+    __table_args__ = (UniqueConstraint("tenant", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT), index=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DataKeyRow(Base):
+    """One data key per (tenant, record, field class), wrapped locally by a tenant key."""
+
+    __tablename__ = "data_keys"
+    __table_args__ = (UniqueConstraint("record_id", "field_class"),)
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    record_id: Mapped[str] = mapped_column(String(ID))
+    field_class: Mapped[str] = mapped_column(String(32))
+    tenant_key_id: Mapped[str] = mapped_column(ForeignKey("tenant_keys.id"), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecordValue(Base):
+    """One sealed field value of a record, with the record-scoped token that stands for it."""
+
+    __tablename__ = "record_values"
+
+    record_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    field_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    field_class: Mapped[str] = mapped_column(String(32))
+    data_key_id: Mapped[str] = mapped_column(String(ID), index=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class BlindIndexRow(Base):
+    """Keyed digest of a searchable value; never plaintext, never an unkeyed hash."""
+
+    __tablename__ = "blind_index"
+    __table_args__ = (
+        Index("ix_blind_index_lookup", "tenant", "field_name", "digest"),
+        UniqueConstraint("record_id", "field_name", "index_key_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    record_id: Mapped[str] = mapped_column(String(ID))
+    field_name: Mapped[str] = mapped_column(String(64))
+    index_key_id: Mapped[str] = mapped_column(ForeignKey("tenant_keys.id"))
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Erasure(Base):
+    """Tombstone of an erased record, with what its receipt said."""
+
+    __tablename__ = "erasures"
+
+    record_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data_key_ids: Mapped[str] = mapped_column(Text)
+
+
+class ErasedDataKey(Base):
+    """Tombstone of a destroyed data key: a restored copy of its row is refused and never read."""
+
+    __tablename__ = "erased_data_keys"
+
+    data_key_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(ID), index=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -38,8 +38,12 @@ class WrappedRef:
 
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
-    tenant_keys: CacheLimits = CacheLimits(max_entries=10_000, max_age_seconds=3600.0)
-    data_keys: CacheLimits = CacheLimits(max_entries=100_000, max_age_seconds=600.0)
+    tenant_keys: CacheLimits = field(
+        default_factory=lambda: CacheLimits(max_entries=10_000, max_age_seconds=3600.0)
+    )
+    data_keys: CacheLimits = field(
+        default_factory=lambda: CacheLimits(max_entries=100_000, max_age_seconds=600.0)
+    )
 
 
 class KeyManager:

@@ -1,0 +1,37 @@
+# Operator policy for `cvault keys init` and key rotation (never given to the service).
+#
+# "cvault" is the key prefix and must match the service's `key_prefix` setting.
+
+# Enable the transit secrets engine at transit/ (first `cvault keys init`) and read its config.
+path "sys/mounts/transit" {
+  capabilities = ["create", "read", "update"]
+}
+
+# List keys (to check what exists).
+path "transit/keys" {
+  capabilities = ["list"]
+}
+
+# Create the field keys and read their metadata (type, versions, exportable).
+path "transit/keys/cvault-*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Rotation: new key version, then min_decryption_version / min_encryption_version, then trim.
+# (Covered by the glob above too; listed so a reader sees what rotation needs.)
+path "transit/keys/cvault-*/rotate" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/cvault-*/config" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/cvault-*/trim" {
+  capabilities = ["update"]
+}
+
+# Re-wrap stored wrapped keys to the newest version: the plaintext never leaves the key server.
+path "transit/rewrap/cvault-*" {
+  capabilities = ["update"]
+}

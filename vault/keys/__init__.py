@@ -1,0 +1,27 @@
+"""Key-server layer: wrap/unwrap tenant and index keys under OpenBao/Vault transit field keys."""
+
+from vault.keys._admin import init_field_keys, setup_approle, write_policy
+from vault.keys._auth import AppRoleAuth, KeyServerAuth, TokenAuth
+from vault.keys._cache import CacheLimits, KeyCache
+from vault.keys._manager import CacheSettings, KeyManager, NewKey, WrappedRef
+from vault.keys._transit import TransitKeyWrapper
+from vault.keys._wrapper import KeyWrapper, UnwrapItem, WrapItem
+
+__all__ = [
+    "AppRoleAuth",
+    "CacheLimits",
+    "CacheSettings",
+    "KeyCache",
+    "KeyManager",
+    "KeyServerAuth",
+    "KeyWrapper",
+    "NewKey",
+    "TokenAuth",
+    "TransitKeyWrapper",
+    "UnwrapItem",
+    "WrapItem",
+    "WrappedRef",
+    "init_field_keys",
+    "setup_approle",
+    "write_policy",
+]

@@ -285,7 +285,7 @@ class RecordsService:
             if erased:
                 raise Erased("record erased")
             raise NotFound("record not found")
-        if any(s.dek_erased or s.wrapped_dek is None for s in stored):
+        if any(s.dek_erased for s in stored):
             raise Erased("record erased")
         if not reveal:
             return RecordView(
@@ -303,8 +303,11 @@ class RecordsService:
     def _open(
         self, tenant: str, record_id: str, stored: Sequence[StoredValue], *, deadline: Deadline
     ) -> dict[str, str]:
-        if any(s.dek_erased or s.wrapped_dek is None or s.tenant_key_id is None for s in stored):
+        if any(s.dek_erased for s in stored):
             raise Erased("record erased")
+        if any(s.wrapped_dek is None or s.tenant_key_id is None for s in stored):
+            # the data key a value names is missing or belongs elsewhere: tampering, not erasure
+            raise DecryptionFailed()
         deks: dict[str, DataKey] = {}
         need_tk: set[str] = set()
         for s in stored:

@@ -20,7 +20,7 @@ SECRET = "Zq7SecretValue"
 def _row_counts(db: Database) -> dict[str, int]:
     with db.engine.connect() as conn:
         return {
-            t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())  # noqa: S608
+            t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
             for t in ("records", "data_keys", "record_values", "blind_index", "tenant_keys")
         }
 

@@ -20,7 +20,14 @@ from vault import errors
 
 DEV_SETTINGS = "dev.json"
 FIELD_CLASSES = (
-    "email", "phone", "name", "address", "date_of_birth", "national_id", "card_number", "iban",
+    "email",
+    "phone",
+    "name",
+    "address",
+    "date_of_birth",
+    "national_id",
+    "card_number",
+    "iban",
     "free_text",
 )
 
@@ -56,13 +63,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         prefix = "cvault"
         init_field_keys(bao.url, bao.root_token, key_prefix=prefix, field_classes=FIELD_CLASSES)
-        policy = (Path(__file__).resolve().parent / "_deploy" / "runtime-policy.hcl")
+        policy = Path(__file__).resolve().parent / "_deploy" / "runtime-policy.hcl"
         if not policy.is_file():
-            policy = Path(__file__).resolve().parent.parent / "deploy" / "openbao" / "runtime-policy.hcl"
+            policy = (
+                Path(__file__).resolve().parent.parent / "deploy" / "openbao" / "runtime-policy.hcl"
+            )
         write_policy(bao.url, bao.root_token, "cvault-runtime", policy.read_text())
         role_id, secret_id = setup_approle(
-            bao.url, bao.root_token, role_name="cvault-dev", policies=["cvault-runtime"],
-            token_ttl="1h", token_max_ttl="24h",
+            bao.url,
+            bao.root_token,
+            role_name="cvault-dev",
+            policies=["cvault-runtime"],
+            token_ttl="1h",  # noqa: S106 - a duration
+            token_max_ttl="24h",  # noqa: S106 - a duration
         )
         db_url = f"sqlite:///{(state / 'vault.db').resolve()}"
         upgrade(db_url)
@@ -193,7 +206,9 @@ def _print(obj: Any) -> None:
 
 def cmd_create(args: argparse.Namespace) -> int:
     with _client(args) as vc:
-        r = vc.create_record(_tenant(args), _pairs(args.fields, "fields"), idempotency_key=args.idempotency_key or "")
+        r = vc.create_record(
+            _tenant(args), _pairs(args.fields, "fields"), idempotency_key=args.idempotency_key or ""
+        )
     _print({"record_id": r.record_id, "version": r.version, "tokens": dict(r.tokens)})
     return 0
 
@@ -201,15 +216,25 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     with _client(args, admin=args.reveal) as vc:
         r = vc.get_record(_tenant(args), args.record_id, fields=args.field or ())
-    _print({"record_id": r.record_id, "version": r.version,
-            "fields": {k: {"output": v.output, "value": v.value} for k, v in r.fields.items()}})
+    _print(
+        {
+            "record_id": r.record_id,
+            "version": r.version,
+            "fields": {k: {"output": v.output, "value": v.value} for k, v in r.fields.items()},
+        }
+    )
     return 0
 
 
 def cmd_update(args: argparse.Namespace) -> int:
     with _client(args) as vc:
-        r = vc.update_record(_tenant(args), args.record_id, expected_version=args.expected_version,
-                             set_fields=_pairs(args.fields, "fields"), clear_fields=args.clear or ())
+        r = vc.update_record(
+            _tenant(args),
+            args.record_id,
+            expected_version=args.expected_version,
+            set_fields=_pairs(args.fields, "fields"),
+            clear_fields=args.clear or (),
+        )
     _print({"record_id": r.record_id, "version": r.version, "tokens": dict(r.tokens)})
     return 0
 
@@ -224,8 +249,14 @@ def cmd_find(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     with _client(args) as vc:
         r = vc.delete_record(_tenant(args), args.record_id)
-    _print({"tenant": r.tenant, "record_id": r.record_id, "erased_at": r.erased_at.isoformat(),
-            "data_key_ids": list(r.data_key_ids)})
+    _print(
+        {
+            "tenant": r.tenant,
+            "record_id": r.record_id,
+            "erased_at": r.erased_at.isoformat(),
+            "data_key_ids": list(r.data_key_ids),
+        }
+    )
     return 0
 
 
@@ -243,13 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML settings file")
     s.set_defaults(func=cmd_serve)
 
-    db = sub.add_parser("db", help="database operations").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="database operations").add_subparsers(
+        dest="db_command", required=True
+    )
     up = db.add_parser("upgrade", help="apply migrations")
     up.add_argument("--database-url")
     up.add_argument("--config")
     up.set_defaults(func=cmd_db_upgrade)
 
-    keys = sub.add_parser("keys", help="key-server operations").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="key-server operations").add_subparsers(
+        dest="keys_command", required=True
+    )
     ki = keys.add_parser("init", help="create the transit field keys (admin token in $BAO_TOKEN)")
     ki.add_argument("--url", help="OpenBao address (default $BAO_ADDR)")
     ki.add_argument("--prefix", default="cvault")

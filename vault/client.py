@@ -1,16 +1,16 @@
 """Python SDK: typed methods over the ``vault.v1`` gRPC stubs, raising ``vault.errors`` classes.
 
-    from vault.client import VaultClient
-    with VaultClient("127.0.0.1:50051", admin_key=...) as vc:
-        created = vc.create_record("acme", {"email": "ada@example.com"})
-        record = vc.get_record("acme", created.record_id)
+from vault.client import VaultClient
+with VaultClient("127.0.0.1:50051", admin_key=...) as vc:
+    created = vc.create_record("acme", {"email": "ada@example.com"})
+    record = vc.get_record("acme", created.record_id)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -64,8 +64,8 @@ class ErasureReceipt:
 
 
 def _error(exc: grpc.RpcError) -> errors.VaultServiceError:
-    code = exc.code()  # type: ignore[attr-defined]
-    details = exc.details() or ""  # type: ignore[attr-defined]
+    code = exc.code()
+    details = exc.details() or ""
     reason, _, message = details.partition(": ")
     cls = REASONS.get(reason) or ERROR_OF_STATUS.get(code) or errors.VaultServiceError
     if cls is errors.InvalidInput:
@@ -89,8 +89,10 @@ class VaultClient:
         timeout: float = 30.0,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        options = [("grpc.max_receive_message_length", 32 * 1024 * 1024),
-                   ("grpc.max_send_message_length", 32 * 1024 * 1024)]
+        options = [
+            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+            ("grpc.max_send_message_length", 32 * 1024 * 1024),
+        ]
         self._channel = (
             grpc.secure_channel(address, credentials, options=options)
             if credentials
@@ -131,7 +133,9 @@ class VaultClient:
     ) -> CreatedRecord:
         r = self._call(
             self._records.CreateRecord,
-            pb.CreateRecordRequest(tenant=tenant, fields=dict(fields), idempotency_key=idempotency_key),
+            pb.CreateRecordRequest(
+                tenant=tenant, fields=dict(fields), idempotency_key=idempotency_key
+            ),
             timeout,
         )
         return CreatedRecord(r.record_id, r.version, dict(r.tokens))
@@ -150,14 +154,22 @@ class VaultClient:
             self._records.BatchCreateRecords,
             pb.BatchCreateRecordsRequest(
                 tenant=tenant,
-                records=[pb.RecordInput(fields=dict(f), idempotency_key=k) for f, k in zip(recs, keys, strict=True)],
+                records=[
+                    pb.RecordInput(fields=dict(f), idempotency_key=k)
+                    for f, k in zip(recs, keys, strict=True)
+                ],
             ),
             timeout,
         )
         return [CreatedRecord(x.record_id, x.version, dict(x.tokens)) for x in r.records]
 
     def get_record(
-        self, tenant: str, record_id: str, *, fields: Sequence[str] = (), timeout: float | None = None
+        self,
+        tenant: str,
+        record_id: str,
+        *,
+        fields: Sequence[str] = (),
+        timeout: float | None = None,
     ) -> Record:
         r = self._call(
             self._records.GetRecord,
@@ -167,7 +179,10 @@ class VaultClient:
         return Record(
             r.record_id,
             r.version,
-            {k: FieldValue(_OUTPUT_NAMES.get(v.output, "unspecified"), v.value, v.reason) for k, v in r.fields.items()},
+            {
+                k: FieldValue(_OUTPUT_NAMES.get(v.output, "unspecified"), v.value, v.reason)
+                for k, v in r.fields.items()
+            },
         )
 
     def update_record(
@@ -193,12 +208,16 @@ class VaultClient:
         )
         return CreatedRecord(r.record_id, r.version, dict(r.tokens))
 
-    def delete_record(self, tenant: str, record_id: str, *, timeout: float | None = None) -> ErasureReceipt:
+    def delete_record(
+        self, tenant: str, record_id: str, *, timeout: float | None = None
+    ) -> ErasureReceipt:
         r = self._call(
-            self._records.DeleteRecord, pb.DeleteRecordRequest(tenant=tenant, record_id=record_id), timeout
+            self._records.DeleteRecord,
+            pb.DeleteRecordRequest(tenant=tenant, record_id=record_id),
+            timeout,
         ).receipt
         return ErasureReceipt(
-            r.tenant, r.record_id, r.erased_at.ToDatetime(tzinfo=None), tuple(r.data_key_ids)
+            r.tenant, r.record_id, r.erased_at.ToDatetime(tzinfo=UTC), tuple(r.data_key_ids)
         )
 
     def find_records(

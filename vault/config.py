@@ -84,13 +84,35 @@ def _cache_limits(table: Mapping[str, Any], prefix: str, default: CacheLimits) -
     )
 
 
-_TOP = {"listen", "database_url", "schema", "dev_admin_key_sha256", "health_interval_seconds",
-        "max_workers", "openbao", "cache"}
-_OPENBAO = {"url", "key_prefix", "mount", "auth", "token_file", "role_id_file", "secret_id_file",
-            "timeout_seconds", "ca_cert", "token", "role_id", "secret_id"}
+_TOP = {
+    "listen",
+    "database_url",
+    "schema",
+    "dev_admin_key_sha256",
+    "health_interval_seconds",
+    "max_workers",
+    "openbao",
+    "cache",
+}
+_OPENBAO = {
+    "url",
+    "key_prefix",
+    "mount",
+    "auth",
+    "token_file",
+    "role_id_file",
+    "secret_id_file",
+    "timeout_seconds",
+    "ca_cert",
+    "token",
+    "role_id",
+    "secret_id",
+}
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Settings from a TOML file (optional) and the environment.
 
     Raises:
@@ -129,7 +151,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         )
         settings = Settings(
             listen=env.get("CVAULT_LISTEN", data.get("listen", Settings.listen)),
-            database_url=env.get("CVAULT_DATABASE_URL", data.get("database_url", Settings.database_url)),
+            database_url=env.get(
+                "CVAULT_DATABASE_URL", data.get("database_url", Settings.database_url)
+            ),
             schema=env.get("CVAULT_SCHEMA", data.get("schema", "")),
             dev_admin_key_sha256=env.get(
                 "CVAULT_DEV_ADMIN_KEY_SHA256", data.get("dev_admin_key_sha256", "")

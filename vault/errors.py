@@ -26,7 +26,7 @@ class VaultServiceError(Exception):
 
 
 class InvalidInput(VaultServiceError):
-    """A request field is missing, malformed, unknown or too long. Names the field, never the value."""
+    """A request field is missing, malformed, unknown or too long. Names the field only."""
 
     reason = "invalid_argument"
 

@@ -1,4 +1,4 @@
-"""gRPC layer: the only place that knows protobuf (besides the SDK on the other side of the wire)."""
+"""gRPC layer: the only place that knows protobuf (the SDK holds the other end of the wire)."""
 
 from vault.api._status import ERROR_OF_STATUS, REASONS, status_of
 from vault.api.records import RecordsServicer

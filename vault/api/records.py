@@ -50,7 +50,7 @@ def handle_errors(method: Callable[..., R]) -> Callable[..., R]:
             if exc.retryable:
                 log.warning("%s: %s", method.__name__, exc.reason)
             _abort(context, exc)
-        except Exception as exc:  # noqa: BLE001 - the last line before the wire
+        except Exception as exc:
             request_id = uuid.uuid4().hex[:12]
             log.error(
                 "internal error %s in %s: %s\n%s",
@@ -70,7 +70,9 @@ def _deadline(context: grpc.ServicerContext) -> Deadline:
 
 
 def _stored(rec: StoredRecord) -> pb.CreateRecordResponse:
-    return pb.CreateRecordResponse(record_id=rec.record_id, version=rec.version, tokens=dict(rec.tokens))
+    return pb.CreateRecordResponse(
+        record_id=rec.record_id, version=rec.version, tokens=dict(rec.tokens)
+    )
 
 
 def _receipt(r: ErasureReceipt) -> pb.ErasureReceipt:
@@ -151,13 +153,17 @@ class RecordsServicer(pb_grpc.RecordsServicer):
             clear_fields=list(request.clear_fields),
             deadline=_deadline(context),
         )
-        return pb.UpdateRecordResponse(record_id=rec.record_id, version=rec.version, tokens=dict(rec.tokens))
+        return pb.UpdateRecordResponse(
+            record_id=rec.record_id, version=rec.version, tokens=dict(rec.tokens)
+        )
 
     @handle_errors
     def DeleteRecord(
         self, request: pb.DeleteRecordRequest, context: grpc.ServicerContext
     ) -> pb.DeleteRecordResponse:
-        return pb.DeleteRecordResponse(receipt=_receipt(self._service.delete(request.tenant, request.record_id)))
+        return pb.DeleteRecordResponse(
+            receipt=_receipt(self._service.delete(request.tenant, request.record_id))
+        )
 
     @handle_errors
     def FindRecords(

@@ -29,7 +29,9 @@ class HealthMonitor:
     and never counted against a tenant's key-server budget.
     """
 
-    def __init__(self, service: RecordsService, servicer: health.HealthServicer, interval: float) -> None:
+    def __init__(
+        self, service: RecordsService, servicer: health.HealthServicer, interval: float
+    ) -> None:
         self._service = service
         self._servicer = servicer
         self._interval = interval
@@ -41,7 +43,10 @@ class HealthMonitor:
         state = self._service.dependencies_healthy()
         ok = all(state.values())
         if state != self.last:
-            log.info("dependencies: %s", ", ".join(f"{k}={'up' if v else 'DOWN'}" for k, v in state.items()))
+            log.info(
+                "dependencies: %s",
+                ", ".join(f"{k}={'up' if v else 'DOWN'}" for k, v in state.items()),
+            )
         self.last = state
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -113,7 +118,11 @@ def start_server(
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (RECORDS_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            RECORDS_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = (

@@ -84,7 +84,9 @@ def value_key_id(ciphertext: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=ciphertext[1:17])
 
 
-def open_value(dek: DataKey, tenant: str, record_id: str, field_name: str, ciphertext: bytes) -> str:
+def open_value(
+    dek: DataKey, tenant: str, record_id: str, field_name: str, ciphertext: bytes
+) -> str:
     """Decrypt one value; any mismatch of key, place or bytes raises DecryptionFailed."""
     if value_key_id(ciphertext) != dek.id:
         raise DecryptionFailed()

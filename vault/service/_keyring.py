@@ -37,7 +37,14 @@ class TenantKey:
 def key_aad(tenant: str, field_class: str, kind: str, version: int, key_id: str) -> bytes:
     """AAD given to the key server with each tenant/index key: a wrapped key moved to another
     tenant, class, kind, version or row does not unwrap."""
-    return b"cvault/tenant-key/v1" + lp(tenant) + lp(field_class) + lp(kind) + lp(str(version)) + lp(key_id)
+    return (
+        b"cvault/tenant-key/v1"
+        + lp(tenant)
+        + lp(field_class)
+        + lp(kind)
+        + lp(str(version))
+        + lp(key_id)
+    )
 
 
 class Keyring:
@@ -69,7 +76,9 @@ class Keyring:
         result.update(created)
         return result
 
-    def by_ids(self, tenant: str, ids: Iterable[str], *, deadline: Deadline) -> dict[str, TenantKey]:
+    def by_ids(
+        self, tenant: str, ids: Iterable[str], *, deadline: Deadline
+    ) -> dict[str, TenantKey]:
         """Keys by row id (for reading data keys wrapped under older versions)."""
         wanted = set(ids)
         rows = []
@@ -97,7 +106,9 @@ class Keyring:
             plain = self._keys.unwrap(
                 field_class,
                 [
-                    WrappedRef(r.id, r.wrapped, key_aad(tenant, r.field_class, r.kind, r.version, r.id))
+                    WrappedRef(
+                        r.id, r.wrapped, key_aad(tenant, r.field_class, r.kind, r.version, r.id)
+                    )
                     for r in class_rows
                 ],
                 deadline=deadline,

@@ -11,7 +11,7 @@ from enum import StrEnum
 class Output(StrEnum):
     PLAIN = "plain"
     MASKED = "masked"
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 - an output form, not a secret
     OMIT = "omit"
 
 

@@ -67,7 +67,12 @@ class RecordsService:
     """Records over envelope encryption. Thread-safe; one instance serves every request."""
 
     def __init__(
-        self, db: Database, keys: KeyManager, schema: RecordSchema, *, keyring: Keyring | None = None
+        self,
+        db: Database,
+        keys: KeyManager,
+        schema: RecordSchema,
+        *,
+        keyring: Keyring | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
@@ -77,7 +82,12 @@ class RecordsService:
     # --- create ------------------------------------------------------------------------------
 
     def create(
-        self, tenant: str, records: Sequence[RecordInput], *, deadline: Deadline, batch: bool = False
+        self,
+        tenant: str,
+        records: Sequence[RecordInput],
+        *,
+        deadline: Deadline,
+        batch: bool = False,
     ) -> list[StoredRecord]:
         """Create records (all or nothing). Retried idempotency keys return the first result.
 
@@ -133,7 +143,9 @@ class RecordsService:
                 for key, rid in repo.records_by_idempotency_key(conn, tenant, keys).items():
                     row = repo.get_record(conn, tenant, rid)
                     if row is not None:
-                        existing[key] = StoredRecord(rid, row.version, repo.record_tokens(conn, tenant, rid))
+                        existing[key] = StoredRecord(
+                            rid, row.version, repo.record_tokens(conn, tenant, rid)
+                        )
         todo = [
             (i, values)
             for i, (rec, values) in enumerate(zip(records, canonical, strict=True))
@@ -197,7 +209,12 @@ class RecordsService:
             tk = tkeys[(field_class, DATA)]
             dek = DataKey(uuid.uuid4(), crypto.new_key())
             wrapped = crypto.wrap_data_key(
-                uuid.UUID(tk.id), tk.key, dek, tenant=tenant, record_id=record_id, field_class=field_class
+                uuid.UUID(tk.id),
+                tk.key,
+                dek,
+                tenant=tenant,
+                record_id=record_id,
+                field_class=field_class,
             )
             deks[field_class] = dek
             self.keys.data_keys.put(str(dek.id), dek.key)
@@ -251,7 +268,9 @@ class RecordsService:
                         "record_id": record_id,
                         "field_name": name,
                         "index_key_id": ik.id,
-                        "digest": crypto.blind_index(ik.key, name, self.schema.index_form(name, value)),
+                        "digest": crypto.blind_index(
+                            ik.key, name, self.schema.index_form(name, value)
+                        ),
                     }
                 )
         return value_rows, index_rows, out_tokens
@@ -397,9 +416,7 @@ class RecordsService:
         classes = {self.schema.spec(n).field_class.value for n in values}
         tkeys = self.keyring.current(tenant, classes, deadline=deadline) if classes else {}
         deks = self._existing_deks(tenant, record_id, existing_deks, classes, deadline=deadline)
-        new_deks, new_dek_rows = self._new_data_keys(
-            tenant, record_id, classes - set(deks), tkeys
-        )
+        new_deks, new_dek_rows = self._new_data_keys(tenant, record_id, classes - set(deks), tkeys)
         deks.update(new_deks)
         value_rows, index_rows, new_tokens = self._seal_values(
             tenant, record_id, values, deks, tkeys, tokens=tokens
@@ -480,8 +497,8 @@ class RecordsService:
                 receipt = repo.erasure(conn, tenant, record_id)
                 if receipt is None:
                     raise NotFound("record not found")
-                erased_at, dek_ids = receipt
-                return ErasureReceipt(tenant, record_id, erased_at, tuple(json.loads(dek_ids)))
+                erased_at, ids_json = receipt
+                return ErasureReceipt(tenant, record_id, erased_at, tuple(json.loads(ids_json)))
             dek_ids = repo.erase_record(conn, tenant, record_id, now)
         for d in dek_ids:
             self.keys.data_keys.discard(d)

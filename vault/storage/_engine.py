@@ -90,7 +90,10 @@ class Database:
                 with conn.begin():
                     yield conn
         except _UNAVAILABLE as exc:
-            log.warning("database unavailable: %s", type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__)
+            log.warning(
+                "database unavailable: %s",
+                type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__,
+            )
             raise DatabaseUnavailable("database unavailable") from None
 
     def ping(self) -> bool:
@@ -99,7 +102,7 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return True
-        except Exception:  # noqa: BLE001 - health probe: any failure means "not serving"
+        except Exception:
             return False
 
     def dispose(self) -> None:

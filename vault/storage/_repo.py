@@ -11,28 +11,29 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from vault.storage.models import (
     BlindIndexRow,
     DataKeyRow,
-    Erasure,
     ErasedDataKey,
+    Erasure,
     Record,
     RecordValue,
     TenantKey,
 )
 
-_tk = TenantKey.__table__
-_rec = Record.__table__
-_dk = DataKeyRow.__table__
-_val = RecordValue.__table__
-_bi = BlindIndexRow.__table__
-_er = Erasure.__table__
-_edk = ErasedDataKey.__table__
+_tk = cast(Table, TenantKey.__table__)
+_rec = cast(Table, Record.__table__)
+_dk = cast(Table, DataKeyRow.__table__)
+_val = cast(Table, RecordValue.__table__)
+_bi = cast(Table, BlindIndexRow.__table__)
+_er = cast(Table, Erasure.__table__)
+_edk = cast(Table, ErasedDataKey.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,8 @@ def current_tenant_keys(
 def tenant_keys_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, TenantKeyRow]:
     rows = conn.execute(select(_tk).where(_tk.c.id.in_(sorted(set(ids))))).all()
     return {
-        r.id: TenantKeyRow(r.id, r.tenant, r.field_class, r.kind, r.version, r.wrapped) for r in rows
+        r.id: TenantKeyRow(r.id, r.tenant, r.field_class, r.kind, r.version, r.wrapped)
+        for r in rows
     }
 
 
@@ -288,7 +290,9 @@ def replace_values(
     if new_data_keys:
         conn.execute(insert(_dk), [dict(d, created_at=now) for d in new_data_keys])
     if names:
-        conn.execute(delete(_val).where(_val.c.record_id == record_id, _val.c.field_name.in_(names)))
+        conn.execute(
+            delete(_val).where(_val.c.record_id == record_id, _val.c.field_name.in_(names))
+        )
         conn.execute(delete(_bi).where(_bi.c.record_id == record_id, _bi.c.field_name.in_(names)))
     if values:
         conn.execute(insert(_val), [dict(v) for v in values])

@@ -1,0 +1,140 @@
+"""The records service over SQLite and the in-memory key wrapper: fast checks of the layers above
+the key server (integration tests repeat the important ones against real OpenBao)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vault.deadline import Deadline
+from vault.errors import KeyServerUnavailable
+from vault.keys import CacheLimits, CacheSettings, KeyManager
+from vault.schema import load_schema
+from vault.service import RecordInput, RecordsService
+from vault.storage import Database, upgrade
+from vault.testing import InMemoryKeyWrapper
+
+DL = Deadline.after(3600)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('svc') / 'v.db'}"
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def wrapper() -> InMemoryKeyWrapper:
+    return InMemoryKeyWrapper()
+
+
+def service(
+    db: Database, wrapper: InMemoryKeyWrapper, caches: CacheSettings | None = None
+) -> RecordsService:
+    return RecordsService(db, KeyManager(wrapper, caches), load_schema())
+
+
+def test_key_server_calls_one_per_class_then_none(
+    db: Database, wrapper: InMemoryKeyWrapper
+) -> None:
+    svc = service(db, wrapper)
+    wrapper.calls.clear()
+    fields = {"email": "a@example.com", "full_name": "A B", "notes": "x"}
+    svc.create("calls", [RecordInput(fields)] * 3, deadline=DL)
+    assert sorted(c[:2] for c in wrapper.calls) == [
+        ("wrap", "email"),
+        ("wrap", "free_text"),
+        ("wrap", "name"),
+    ]
+    assert all(c[2] == 2 for c in wrapper.calls)  # tenant key and index key together
+    wrapper.calls.clear()
+    svc.create("calls", [RecordInput(fields)], deadline=DL)
+    assert wrapper.calls == []
+
+
+def test_cache_max_uses_forces_unwrap_again(db: Database, wrapper: InMemoryKeyWrapper) -> None:
+    tiny = CacheSettings(tenant_keys=CacheLimits(max_uses=1), data_keys=CacheLimits(max_uses=1))
+    svc = service(db, wrapper, tiny)
+    (rec,) = svc.create("uses", [RecordInput({"email": "u@example.com"})], deadline=DL)
+    wrapper.calls.clear()
+    unwraps = []
+    for _ in range(4):
+        svc.get("uses", rec.record_id, reveal=True, deadline=DL)
+        unwraps.append([c[0] for c in wrapper.calls].count("unwrap"))
+    # One use per cached entry: read 1 uses the data key, read 2 re-unwraps it with the tenant
+    # key (its one use), read 3 uses the new data key, read 4 must ask the key server again.
+    assert unwraps == [0, 0, 0, 1]
+
+
+def test_outage_during_create_writes_nothing(db: Database, wrapper: InMemoryKeyWrapper) -> None:
+    svc = service(db, wrapper)
+    wrapper.fail_with = KeyServerUnavailable
+    try:
+        with pytest.raises(KeyServerUnavailable):
+            svc.create("outage", [RecordInput({"email": "o@example.com"})], deadline=DL)
+    finally:
+        wrapper.fail_with = None
+    assert svc.find("outage", {"email": "o@example.com"}, deadline=DL) == []
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=200
+    ).filter(lambda s: s.strip() != "")
+)
+def test_free_text_round_trip_arbitrary_unicode(
+    db: Database, wrapper: InMemoryKeyWrapper, value: str
+) -> None:
+    svc = service(db, wrapper)
+    (rec,) = svc.create("prop", [RecordInput({"notes": value})], deadline=DL)
+    got = svc.get("prop", rec.record_id, reveal=True, deadline=DL)
+    assert got.fields["notes"].value == svc.schema.validate({"notes": value})["notes"]
+
+
+def test_two_fields_of_one_class_share_a_data_key_but_not_ciphertexts(
+    tmp_path: Path, wrapper: InMemoryKeyWrapper
+) -> None:
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(
+        "schema_version: 2\nfields:\n"
+        "  email: {class: email, searchable: true}\n"
+        "  work_email: {class: email, searchable: true}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    upgrade(url)
+    db = Database(url)
+    try:
+        svc = RecordsService(db, KeyManager(wrapper), load_schema(schema_file))
+        (rec,) = svc.create(
+            "two",
+            [RecordInput({"email": "home@example.com", "work_email": "work@example.com"})],
+            deadline=DL,
+        )
+        # the same value in the two fields must not match across fields
+        assert svc.find("two", {"work_email": "home@example.com"}, deadline=DL) == []
+        assert svc.find("two", {"email": "home@example.com"}, deadline=DL) == [rec.record_id]
+        from sqlalchemy import text
+
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE record_values SET ciphertext = (SELECT ciphertext FROM record_values "
+                    "WHERE field_name = 'email') WHERE field_name = 'work_email'"
+                )
+            )
+        from vault.errors import DecryptionFailed
+
+        with pytest.raises(DecryptionFailed):
+            svc.get("two", rec.record_id, fields=["work_email"], reveal=True, deadline=DL)
+    finally:
+        db.dispose()

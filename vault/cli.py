@@ -307,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_get)
     u = client_parser("update", "update a record")
     u.add_argument("record_id")
-    u.add_argument("fields", nargs="*", metavar="FIELD=VALUE")
     u.add_argument("--expected-version", type=int, required=True)
-    u.add_argument("--clear", action="append")
+    u.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="fields")
+    u.add_argument("--clear", action="append", metavar="FIELD")
     u.set_defaults(func=cmd_update)
     f = client_parser("find", "find records by searchable fields")
     f.add_argument("match", nargs="+", metavar="FIELD=VALUE")
@@ -323,10 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    server_side = args.command in ("dev", "serve", "db", "keys")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.INFO if server_side else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except errors.VaultServiceError as exc:

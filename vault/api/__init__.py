@@ -1,14 +1,32 @@
-"""gRPC layer: the only place that knows protobuf (the SDK holds the other end of the wire)."""
+"""gRPC layer: the only place that knows protobuf (the SDK holds the other end of the wire).
 
-from vault.api._status import ERROR_OF_STATUS, REASONS, status_of
-from vault.api.records import RecordsServicer
-from vault.api.server import RunningServer, start_server
+Imports are lazy so that the SDK, which needs only the status table, does not load the server
+stack (SQLAlchemy, Alembic, hvac) into client processes.
+"""
 
-__all__ = [
-    "ERROR_OF_STATUS",
-    "REASONS",
-    "RecordsServicer",
-    "RunningServer",
-    "start_server",
-    "status_of",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vault.api._status import ERROR_OF_STATUS, REASONS, status_of
+    from vault.api.records import RecordsServicer
+    from vault.api.server import RunningServer, start_server
+
+_EXPORTS = {
+    "ERROR_OF_STATUS": "vault.api._status",
+    "REASONS": "vault.api._status",
+    "status_of": "vault.api._status",
+    "RecordsServicer": "vault.api.records",
+    "RunningServer": "vault.api.server",
+    "start_server": "vault.api.server",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)

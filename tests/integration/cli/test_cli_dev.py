@@ -1,0 +1,105 @@
+"""`cvault dev` end to end: starts OpenBao + SQLite + the server, the CLI talks to it, Ctrl-C
+stops everything (OpenBao included), and a restart finds the same data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.openbao, pytest.mark.slow]
+
+CVAULT = [sys.executable, "-m", "vault.cli"]
+
+
+def _start(state: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [*CVAULT, "--state-dir", str(state), "dev", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        if line.startswith("cvault dev: serving"):
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError("cvault dev did not start")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _cli(state: Path, *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [*CVAULT, "--state-dir", str(state), *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def _bao_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"bao\x00server" in cmd:
+                pids.add(int(entry.name))
+    return pids
+
+
+def test_dev_end_to_end(tmp_path: Path) -> None:
+    state = tmp_path / ".cvault"
+    before = _bao_pids()
+    proc = _start(state)
+    try:
+        settings = json.loads((state / "dev.json").read_text())
+        assert oct((state / "dev.json").stat().st_mode & 0o777) == "0o600"
+        assert settings["address"].startswith("127.0.0.1:")
+        created = _cli(state, "create", "email=ada@example.com", "phone=+442079460958")
+        rid = str(created["record_id"])
+        tokens = _cli(state, "get", rid)
+        assert {v["output"] for v in tokens["fields"].values()} == {"token"}  # type: ignore[union-attr]
+        plain = _cli(state, "get", rid, "--reveal")
+        assert plain["fields"]["email"]["value"] == "ada@example.com"  # type: ignore[index]
+        assert _cli(state, "find", "email=ADA@example.com")["record_ids"] == [rid]
+        started = _bao_pids() - before
+        assert started, "OpenBao is not running"
+    finally:
+        _stop(proc)
+    assert not (_bao_pids() & started), "OpenBao was left running"
+
+    # A second start finds the same keys and data.
+    proc = _start(state)
+    try:
+        plain = _cli(state, "get", rid, "--reveal")
+        assert plain["fields"]["phone"]["value"] == "+442079460958"  # type: ignore[index]
+        receipt = _cli(state, "delete", rid)
+        assert len(receipt["data_key_ids"]) == 2  # type: ignore[arg-type]
+        gone = subprocess.run(
+            [*CVAULT, "--state-dir", str(state), "get", rid, "--reveal"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert gone.returncode == 1
+        assert "erased" in gone.stderr
+    finally:
+        _stop(proc)
+    assert os.path.exists(state / "vault.db")

@@ -23,7 +23,14 @@ _EXPORTS = {
     "start_server": "vault.api.server",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ERROR_OF_STATUS",
+    "REASONS",
+    "RecordsServicer",
+    "RunningServer",
+    "start_server",
+    "status_of",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -346,3 +346,8 @@ def index_form(spec: FieldSpec, value: str) -> bytes:
         InvalidInput: if ``value`` is not a valid value of the field.
     """
     return _INDEX_FORMS[spec.field_class](canonicalize(spec, value)).encode("utf-8")
+
+
+def index_form_of_canonical(spec: FieldSpec, canonical: str) -> bytes:
+    """The search form of a value already returned by :func:`canonicalize` for ``spec``."""
+    return _INDEX_FORMS[spec.field_class](canonical).encode("utf-8")

@@ -269,7 +269,7 @@ class RecordsService:
                         "field_name": name,
                         "index_key_id": ik.id,
                         "digest": crypto.blind_index(
-                            ik.key, name, self.schema.index_form(name, value)
+                            ik.key, name, self.schema.index_form(name, value, trusted=True)
                         ),
                     }
                 )
@@ -297,8 +297,7 @@ class RecordsService:
         for name in fields:
             self.schema.spec(name)
         with self.db.begin(write=False) as conn:
-            row = repo.get_record(conn, tenant, record_id)
-            stored = repo.read_values(conn, tenant, record_id, list(fields) or None) if row else []
+            row, stored = repo.read_record(conn, tenant, record_id, list(fields) or None)
             erased = row is None and repo.is_erased(conn, tenant, record_id)
         if row is None:
             if erased:

@@ -37,6 +37,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 
         # pysqlite's own transaction handling defers BEGIN; take it over so that a write

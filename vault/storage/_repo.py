@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -193,12 +193,14 @@ def is_erased(conn: Connection, tenant: str, record_id: str) -> bool:
     )
 
 
-def read_values(
-    conn: Connection, tenant: str, record_id: str, names: Sequence[str] | None = None
-) -> list[StoredValue]:
-    """Ciphertexts with their data-key rows and tombstones, in one query."""
-    q = (
+def _read_record_query(with_names: bool) -> Select[Any]:
+    """Built once: statement construction costs more than running it on the hot read path."""
+    on_values = and_(_val.c.record_id == _rec.c.id, _val.c.tenant == _rec.c.tenant)
+    if with_names:
+        on_values = and_(on_values, _val.c.field_name.in_(bindparam("names", expanding=True)))
+    return (
         select(
+            _rec.c.version,
             _val.c.field_name,
             _val.c.field_class,
             _val.c.token,
@@ -210,7 +212,8 @@ def read_values(
             _er.c.record_id.label("erased_record"),
         )
         .select_from(
-            _val.outerjoin(
+            _rec.outerjoin(_val, on_values)
+            .outerjoin(
                 _dk,
                 and_(
                     _dk.c.id == _val.c.data_key_id,
@@ -220,14 +223,30 @@ def read_values(
                 ),
             )
             .outerjoin(_edk, _edk.c.data_key_id == _val.c.data_key_id)
-            .outerjoin(_er, _er.c.record_id == _val.c.record_id)
+            .outerjoin(_er, _er.c.record_id == _rec.c.id)
         )
-        .where(_val.c.tenant == tenant, _val.c.record_id == record_id)
+        .where(_rec.c.tenant == bindparam("tenant"), _rec.c.id == bindparam("record_id"))
         .order_by(_val.c.field_name)
     )
+
+
+_READ_ALL = _read_record_query(with_names=False)
+_READ_NAMED = _read_record_query(with_names=True)
+
+
+def read_record(
+    conn: Connection, tenant: str, record_id: str, names: Sequence[str] | None = None
+) -> tuple[RecordRow | None, list[StoredValue]]:
+    """The record's version and its ciphertexts joined with their data-key rows and tombstones,
+    in one query (None when there is no such live record)."""
+    params: dict[str, object] = {"tenant": tenant, "record_id": record_id}
     if names is not None:
-        q = q.where(_val.c.field_name.in_(list(names)))
-    return [
+        params["names"] = list(names)
+    rows = conn.execute(_READ_NAMED if names is not None else _READ_ALL, params).all()
+    if not rows:
+        return None, []
+    record = RecordRow(record_id, tenant, rows[0].version)
+    return record, [
         StoredValue(
             field_name=r.field_name,
             field_class=r.field_class,
@@ -238,7 +257,8 @@ def read_values(
             tenant_key_id=r.tenant_key_id,
             dek_erased=r.erased_key is not None or r.erased_record is not None,
         )
-        for r in conn.execute(q).all()
+        for r in rows
+        if r.field_name is not None
     ]
 
 

@@ -1,0 +1,55 @@
+"""Settings: the example file loads, mistakes fail at start naming the file, secrets stay out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import repo_root
+from vault.config import load_settings
+from vault.errors import ConfigError
+
+
+def test_example_settings_load(tmp_path: Path) -> None:
+    text = (repo_root() / "deploy" / "vault.example.toml").read_text()
+    (tmp_path / "role").write_text("the-role\n")
+    (tmp_path / "secret").write_text("the-secret\n")
+    text = text.replace("/run/secrets/cvault/role_id", str(tmp_path / "role"))
+    text = text.replace("/run/secrets/cvault/secret_id", str(tmp_path / "secret"))
+    cfg = tmp_path / "vault.toml"
+    cfg.write_text(text)
+    settings = load_settings(cfg, env={})
+    assert settings.openbao.auth == "approle"
+    assert settings.openbao.role_id == "the-role"
+    assert settings.openbao.secret_id == "the-secret"
+    assert settings.cache.data_keys.max_entries == 100_000
+    assert "the-secret" not in repr(settings)
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    settings = load_settings(
+        None, env={"CVAULT_DATABASE_URL": "sqlite:///x.db", "CVAULT_OPENBAO_TOKEN": "s.tok"}
+    )
+    assert settings.database_url == "sqlite:///x.db"
+    assert settings.openbao.token == "s.tok"
+    assert "s.tok" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('listn = "x"\n', "unknown settings"),
+        ('[openbao]\ntoken = "s.inline"\n', "put token in a file"),
+        ('[openbao]\nauth = "ldap"\n', "auth must be"),
+        ("listen = [\n", "vault.toml"),
+        ('[cache]\ndata_keys_max_entries = 0\n', "positive"),
+    ],
+)
+def test_bad_settings_name_the_file(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "vault.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_settings(cfg, env={})
+    assert str(cfg) in str(exc.value)
+    assert "s.inline" not in str(exc.value)

@@ -43,7 +43,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         ('[openbao]\ntoken = "s.inline"\n', "put token in a file"),
         ('[openbao]\nauth = "ldap"\n', "auth must be"),
         ("listen = [\n", "vault.toml"),
-        ('[cache]\ndata_keys_max_entries = 0\n', "positive"),
+        ("[cache]\ndata_keys_max_entries = 0\n", "positive"),
     ],
 )
 def test_bad_settings_name_the_file(tmp_path: Path, text: str, message: str) -> None:

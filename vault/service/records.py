@@ -295,7 +295,10 @@ class RecordsService:
         check_tenant(tenant)
         check_record_id(record_id)
         for name in fields:
-            self.schema.spec(name)
+            try:
+                self.schema.spec(name)
+            except InvalidInput as exc:
+                raise InvalidInput(f"fields.{exc.field}", exc.problem) from None
         with self.db.begin(write=False) as conn:
             row, stored = repo.read_record(conn, tenant, record_id, list(fields) or None)
             erased = row is None and repo.is_erased(conn, tenant, record_id)
@@ -389,8 +392,9 @@ class RecordsService:
         for name in clear_fields:
             try:
                 self.schema.spec(name)
-            except InvalidInput:
-                raise InvalidInput(f"clear_fields.{name}", "unknown field") from None
+            except InvalidInput as exc:
+                # exc.field is the name only when it looks like a field name (never a value)
+                raise InvalidInput(f"clear_fields.{exc.field}", "unknown field") from None
             if name in set_fields:
                 raise InvalidInput(f"clear_fields.{name}", "also in set_fields")
         try:
@@ -521,8 +525,8 @@ class RecordsService:
         for name in match:
             try:
                 spec = self.schema.spec(name)
-            except InvalidInput:
-                raise InvalidInput(f"match.{name}", "unknown field") from None
+            except InvalidInput as exc:
+                raise InvalidInput(f"match.{exc.field}", "unknown field") from None
             if not spec.searchable:
                 raise InvalidInput(f"match.{name}", "field is not searchable")
         try:

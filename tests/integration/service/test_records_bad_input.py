@@ -90,7 +90,7 @@ def test_batch_with_one_bad_record_writes_nothing(
         ("CreateRecord", pb.CreateRecordRequest(tenant="bad tenant!", fields={"email": "a@example.com"}), "tenant"),
         ("CreateRecord", pb.CreateRecordRequest(tenant="t", fields={"email": "a@example.com"}, idempotency_key="x" * 200), "idempotency_key"),
         ("GetRecord", pb.GetRecordRequest(tenant="t", record_id="not-a-uuid"), "record_id"),
-        ("GetRecord", pb.GetRecordRequest(tenant="t", record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10", fields=["nope"]), "nope"),
+        ("GetRecord", pb.GetRecordRequest(tenant="t", record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10", fields=["nope"]), "fields.nope"),
         ("UpdateRecord", pb.UpdateRecordRequest(tenant="t", record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10", expected_version=0, set_fields={"email": "a@example.com"}), "expected_version"),
         ("UpdateRecord", pb.UpdateRecordRequest(tenant="t", record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10", expected_version=1), "set_fields"),
         ("DeleteRecord", pb.DeleteRecordRequest(tenant="t", record_id=""), "record_id"),
@@ -122,3 +122,24 @@ def test_unknown_record_is_not_found(server: RunningServer, tenant: str) -> None
                 timeout=10,
             )
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "field_name"),
+    [
+        ("CreateRecord", pb.CreateRecordRequest(tenant="t", fields={f"{SECRET}@example.com": "x"}), "fields.<invalid field name>"),
+        ("FindRecords", pb.FindRecordsRequest(tenant="t", match={f"{SECRET}@example.com": "x"}), "match.<invalid field name>"),
+        ("GetRecord", pb.GetRecordRequest(tenant="t", record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10", fields=[f"{SECRET}@example.com"]), "fields.<invalid field name>"),
+        ("UpdateRecord", pb.UpdateRecordRequest(tenant="t", record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10", expected_version=1, clear_fields=[f"{SECRET}@example.com"]), "clear_fields.<invalid field name>"),
+    ],
+)  # fmt: skip
+def test_a_value_pasted_as_field_name_is_not_echoed(
+    server: RunningServer, method: str, request_: object, field_name: str
+) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.RecordsStub(channel)
+        with pytest.raises(grpc.RpcError) as exc:
+            getattr(stub, method)(request_, timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field_name}:" in (exc.value.details() or "")
+    assert SECRET not in (exc.value.details() or "")

@@ -13,17 +13,16 @@ def lp(value: str | bytes) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
-def base62(raw: bytes, width: int = 22) -> str:
-    """Fixed-width base62 of ``raw`` (22 characters hold 128 bits)."""
-    n = int.from_bytes(raw, "big")
-    out = []
-    for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(_BASE62[r])
-    if n:
-        raise ValueError("value too large for width")
-    return "".join(reversed(out))
+# Bytes 0..247 map to base62 digits by ``b % 62`` (247 = 4 * 62 - 1, so each digit is equally
+# likely); bytes 248..255 are dropped. Both steps run in C through bytes.translate.
+_DIGIT_OF_BYTE = bytes(ord(_BASE62[b % 62]) if b < 248 else 0 for b in range(256))
+_REJECTED = bytes(range(248, 256))
 
 
 def random_base62(bits: int = 128) -> str:
-    return base62(secrets.token_bytes(bits // 8))
+    """Uniformly random base62 digits carrying at least ``bits`` bits (22 digits for 128)."""
+    width = -(-bits * 1000 // 5954)  # ceil(bits / log2(62)); log2(62) ~= 5.954
+    out = b""
+    while len(out) < width:
+        out += secrets.token_bytes(width + 8).translate(_DIGIT_OF_BYTE, _REJECTED)
+    return out[:width].decode("ascii")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from vault.crypto._encoding import lp
 from vault.deadline import Deadline
-from vault.errors import DecryptionFailed
+from vault.errors import Conflict, DecryptionFailed
 from vault.keys import KeyManager, WrappedRef
 from vault.storage import Database, TenantKeyRow, repo
 
@@ -59,18 +59,21 @@ class Keyring:
         wanted = sorted(set(classes))
         if not wanted:
             return {}
-        with self._db.begin(write=False) as conn:
-            rows = repo.current_tenant_keys(conn, tenant, wanted)
-        missing = [c for c in wanted if (c, DATA) not in rows or (c, INDEX) not in rows]
         created: dict[tuple[str, str], TenantKey] = {}
-        if missing:
+        # Another process may create some of the same keys at the same time: the unique
+        # constraint makes one insert win; the loser reads the winner's rows and creates only
+        # what is still missing (its set of classes may differ from the winner's).
+        for _attempt in range(3):
+            with self._db.begin(write=False) as conn:
+                rows = repo.current_tenant_keys(conn, tenant, wanted)
+            missing = [c for c in wanted if (c, DATA) not in rows or (c, INDEX) not in rows]
+            if not missing:
+                break
             created = self._create(tenant, missing, rows, deadline=deadline)
-            if len(created) < sum(
-                (c, k) not in rows for c in missing for k in (DATA, INDEX)
-            ):  # lost a race: another process created some of them first
-                with self._db.begin(write=False) as conn:
-                    rows = repo.current_tenant_keys(conn, tenant, wanted)
-                created = {k: v for k, v in created.items() if k not in rows}
+            if created:
+                break
+        else:
+            raise Conflict("tenant keys are being created concurrently; retry")
         out = self._unwrap_rows(tenant, [r for r in rows.values()], deadline=deadline)
         result = {(k.field_class, k.kind): k for k in out.values()}
         result.update(created)

@@ -8,11 +8,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import text
 
 from tests.support import SAMPLE, sample_record
 from vault import errors
 from vault.api import RunningServer
 from vault.client import VaultClient
+from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
 
@@ -201,3 +203,42 @@ def test_health_and_reflection(server: RunningServer) -> None:
         )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"vault.v1.Records", "grpc.health.v1.Health"} <= names
+
+
+def test_concurrent_first_writes_of_a_new_tenant_share_one_key_per_class(
+    admin_client: VaultClient, database: Database, tenant: str
+) -> None:
+    """Writers racing to create a new tenant's keys, with overlapping sets of classes."""
+    extra = ["phone", "full_name", "national_id", "card_number"]
+    values = sample_record(7)
+    errors_seen: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            name = extra[i % len(extra)]
+            admin_client.create_record(tenant, {"email": f"w{i}@example.com", name: values[name]})
+        except BaseException as exc:
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors_seen == []
+    with database.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT field_class, kind, count(*) FROM tenant_keys WHERE tenant = :t "
+                "GROUP BY field_class, kind"
+            ),
+            {"t": tenant},
+        ).all()
+    assert {(r[0], r[1]): r[2] for r in rows} == {
+        (c, k): 1
+        for c in ("email", "phone", "name", "national_id", "card_number")
+        for k in ("data", "index")
+    }
+    assert len(admin_client.find_records(tenant, {"phone": values["phone"]})) == 2

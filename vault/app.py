@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from vault.api import RunningServer, start_server
 from vault.config import Settings
+from vault.errors import ConfigError
 from vault.keys import AppRoleAuth, KeyManager, KeyServerAuth, TokenAuth, TransitKeyWrapper
 from vault.schema import RecordSchema, load_schema
 from vault.service import RecordsService
-from vault.storage import Database
+from vault.storage import Database, current_revision, head_revision
 
 
 def make_auth(settings: Settings) -> KeyServerAuth:
@@ -38,6 +39,23 @@ class App:
     keys: KeyManager
     schema: RecordSchema
     records: RecordsService
+
+    def check_ready(self) -> None:
+        """Refuse to start a server that cannot serve (STYLE 6): the database must answer and
+        be at the newest migration, and the key server must answer.
+
+        Raises:
+            ConfigError: with what is wrong and how to fix it.
+        """
+        if not self.db.ping():
+            raise ConfigError("database unreachable: check database_url")
+        current, head = current_revision(self.settings.database_url), head_revision()
+        if current != head:
+            raise ConfigError(
+                f"database schema is at {current or 'nothing'}, not {head}: run `cvault db upgrade`"
+            )
+        if not self.keys.healthy():
+            raise ConfigError(f"key server unreachable or sealed at {self.settings.openbao.url}")
 
     def serve(self, listen: str | None = None) -> RunningServer:
         return start_server(

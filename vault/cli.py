@@ -89,6 +89,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             ),
         )
         app = build_app(settings)
+        app.check_ready()
         running = app.serve()
         info = {
             "address": running.address,
@@ -134,6 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vault.config import load_settings
 
     app = build_app(load_settings(args.config))
+    app.check_ready()
     running = app.serve()
     print(f"cvault: serving vault.v1 on port {running.port}", flush=True)
     stop = threading.Event()

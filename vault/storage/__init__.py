@@ -2,7 +2,7 @@
 
 from vault.storage import _repo as repo
 from vault.storage._engine import Database, make_engine, normalize_url
-from vault.storage._migrate import current_revision, migrations_dir, upgrade
+from vault.storage._migrate import current_revision, head_revision, migrations_dir, upgrade
 from vault.storage._repo import NewRecord, RecordRow, StoredValue, TenantKeyRow
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "StoredValue",
     "TenantKeyRow",
     "current_revision",
+    "head_revision",
     "make_engine",
     "migrations_dir",
     "normalize_url",

@@ -1,0 +1,57 @@
+"""A server that starts is a server that can serve: start-up checks name what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vault.app import build_app
+from vault.config import OpenBaoSettings, Settings
+from vault.errors import ConfigError
+from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.storage import upgrade
+
+pytestmark = pytest.mark.openbao
+
+
+def _settings(db_url: str, bao_url: str, token: str) -> Settings:
+    return Settings(database_url=db_url, openbao=OpenBaoSettings(url=bao_url, token=token))
+
+
+def test_ready_when_migrated_and_key_server_up(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ok.db'}"
+    upgrade(url)
+    app = build_app(_settings(url, openbao.url, openbao.root_token))
+    try:
+        app.check_ready()
+    finally:
+        app.close()
+
+
+def test_unmigrated_database_is_refused(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
+    app = build_app(_settings(f"sqlite:///{tmp_path / 'new.db'}", openbao.url, openbao.root_token))
+    try:
+        with pytest.raises(ConfigError, match="cvault db upgrade"):
+            app.check_ready()
+    finally:
+        app.close()
+
+
+def test_unreachable_key_server_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ok.db'}"
+    upgrade(url)
+    app = build_app(_settings(url, "http://127.0.0.1:9", "unused"))
+    try:
+        with pytest.raises(ConfigError, match="key server unreachable"):
+            app.check_ready()
+    finally:
+        app.close()
+
+
+def test_bad_schema_file_fails_at_build(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("schema_version: 1\nfields:\n  email: {class: emial}\n")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", schema=str(schema))
+    with pytest.raises(ConfigError, match=r"schema\.yaml:3"):
+        build_app(settings)

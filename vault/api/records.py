@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vault.api._status import status_of, wire_message
 from vault.deadline import Deadline
-from vault.errors import VaultServiceError
+from vault.errors import InvalidInput, VaultServiceError
 from vault.service import ErasureReceipt, Output, RecordInput, RecordsService, StoredRecord
 from vault.v1 import records_pb2 as pb
 from vault.v1 import records_pb2_grpc as pb_grpc
@@ -38,12 +39,33 @@ def _abort(context: grpc.ServicerContext, exc: VaultServiceError) -> NoReturn:
     raise AssertionError("unreachable")  # context.abort raises
 
 
+class _Malformed:
+    """Stands for a request whose bytes did not parse (e.g. a string that is not UTF-8)."""
+
+
+MALFORMED = _Malformed()
+
+
+def safe_deserializer(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """grpcio answers INTERNAL when a request does not parse; we want INVALID_ARGUMENT."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return MALFORMED
+
+    return deserialize
+
+
 def handle_errors(method: Callable[..., R]) -> Callable[..., R]:
     """Map our errors to their status; anything else is a bug: INTERNAL, logged without its
     message (a library's message may quote a value), with a request id to find it by."""
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+        if request is MALFORMED:
+            _abort(context, InvalidInput("request", "not a valid message (bad bytes or UTF-8)"))
         try:
             return method(self, request, context)
         except VaultServiceError as exc:
@@ -173,3 +195,18 @@ class RecordsServicer(pb_grpc.RecordsServicer):
             request.tenant, dict(request.match), limit=request.limit, deadline=_deadline(context)
         )
         return pb.FindRecordsResponse(record_ids=ids)
+
+
+def records_handler(servicer: RecordsServicer) -> grpc.GenericRpcHandler[Any, Any]:
+    """The Records service's handlers, like the generated ``add_RecordsServicer_to_server`` but
+    with request parsing failures answered as INVALID_ARGUMENT instead of INTERNAL."""
+    service = pb.DESCRIPTOR.services_by_name["Records"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=safe_deserializer(getattr(pb, m.input_type.name).FromString),
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)

@@ -11,9 +11,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vault.api.records import RecordsServicer
+from vault.api.records import RecordsServicer, records_handler
 from vault.service import RecordsService
-from vault.v1 import records_pb2, records_pb2_grpc
+from vault.v1 import records_pb2
 
 log = logging.getLogger("vault.api.server")
 
@@ -112,8 +112,8 @@ def start_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    records_pb2_grpc.add_RecordsServicer_to_server(
-        RecordsServicer(service, dev_admin_key_sha256=dev_admin_key_sha256), server
+    server.add_generic_rpc_handlers(
+        (records_handler(RecordsServicer(service, dev_admin_key_sha256=dev_admin_key_sha256)),)
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

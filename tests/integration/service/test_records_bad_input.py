@@ -143,3 +143,28 @@ def test_a_value_pasted_as_field_name_is_not_echoed(
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"{field_name}:" in (exc.value.details() or "")
     assert SECRET not in (exc.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "CreateRecord",
+        "BatchCreateRecords",
+        "GetRecord",
+        "UpdateRecord",
+        "DeleteRecord",
+        "FindRecords",
+    ],
+)
+@pytest.mark.parametrize(
+    "payload", [b"\x0a\x03\xff\xfe\xfd", b"\xff\xff\xff\xff"], ids=["bad-utf8", "garbage"]
+)
+def test_unparseable_request_is_invalid_argument(
+    server: RunningServer, method: str, payload: bytes
+) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.unary_unary(f"/vault.v1.Records/{method}")
+        with pytest.raises(grpc.RpcError) as exc:
+            call(payload, timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (exc.value.details() or "").startswith("invalid_argument: request:")

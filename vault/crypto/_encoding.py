@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import time
+import uuid
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -26,3 +28,17 @@ def random_base62(bits: int = 128) -> str:
     while len(out) < width:
         out += secrets.token_bytes(width + 8).translate(_DIGIT_OF_BYTE, _REJECTED)
     return out[:width].decode("ascii")
+
+
+def uuid7() -> uuid.UUID:
+    """A version-7 UUID (RFC 9562): 48-bit Unix time in milliseconds, then 74 random bits.
+
+    Used for record and data-key ids so that B-tree inserts land at the right edge of the
+    primary-key indexes instead of on random pages (far fewer pages written per batch). The
+    time it carries is no more than a record's created_at; tokens stay fully random.
+    """
+    ms = time.time_ns() // 1_000_000
+    raw = bytearray(ms.to_bytes(6, "big") + secrets.token_bytes(10))
+    raw[6] = 0x70 | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)
+    return uuid.UUID(bytes=bytes(raw))

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vault import crypto
 from vault.crypto import DataKey
+from vault.crypto._encoding import uuid7
 from vault.deadline import Deadline
 from vault.errors import Conflict, DecryptionFailed, Erased, InvalidInput, NotFound
 from vault.keys import KeyManager
@@ -178,7 +179,7 @@ class RecordsService:
         values: Mapping[str, str],
         tkeys: Mapping[tuple[str, str], TenantKey],
     ) -> tuple[NewRecord, StoredRecord]:
-        record_id = str(uuid.uuid4())
+        record_id = str(uuid7())
         data_keys, dek_rows = self._new_data_keys(
             tenant, record_id, {self.schema.spec(n).field_class.value for n in values}, tkeys
         )
@@ -207,7 +208,7 @@ class RecordsService:
         rows: list[dict[str, object]] = []
         for field_class in sorted(classes):
             tk = tkeys[(field_class, DATA)]
-            dek = DataKey(uuid.uuid4(), crypto.new_key())
+            dek = DataKey(uuid7(), crypto.new_key())
             wrapped = crypto.wrap_data_key(
                 uuid.UUID(tk.id),
                 tk.key,

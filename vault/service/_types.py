@@ -5,14 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
-
-class Output(StrEnum):
-    PLAIN = "plain"
-    MASKED = "masked"
-    TOKEN = "token"  # noqa: S105 - an output form, not a secret
-    OMIT = "omit"
+from vault.policy import Output
 
 
 @dataclass(frozen=True, slots=True)

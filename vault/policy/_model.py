@@ -1,0 +1,366 @@
+"""The access policy as immutable values, and the decision rules over them.
+
+Decision rules (the same text is in ``deploy/policy/README.md``):
+
+1. Default deny: a principal not in the policy has no role (``unknown_principal``); a role may
+   do only the actions it lists (``action_not_allowed``).
+2. A purpose, when required or given, must be one of the policy's purposes (else
+   :class:`InvalidInput` naming ``purpose``) and one of the role's (``purpose_not_allowed``).
+3. Each field gets the role's output for its class (``fields``, ``*`` for the rest, absent:
+   ``omit``), lowered by the role's ``purpose_overrides`` for that purpose. Overrides only lower.
+4. Without a purpose, ``plain`` and ``masked`` become ``token``: never more than allowed.
+5. A consent-bound purpose is reported in :attr:`Decision.needs_consent`; the caller refuses
+   records without that consent (FAILED_PRECONDITION).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+from vault.errors import InvalidInput, PermissionDenied
+from vault.identity import AuthMethod, Principal
+from vault.schema import FieldClass
+
+
+class Output(StrEnum):
+    """What a caller gets for one field, from most to least revealing."""
+
+    PLAIN = "plain"
+    MASKED = "masked"
+    TOKEN = "token"  # noqa: S105 - an output form, not a secret
+    OMIT = "omit"
+
+
+#: How much each output reveals; a purpose override may only go down this scale.
+OUTPUT_RANK: Final[Mapping[Output, int]] = MappingProxyType(
+    {Output.OMIT: 0, Output.TOKEN: 1, Output.MASKED: 2, Output.PLAIN: 3}
+)
+
+#: Outputs that carry (part of) the plaintext.
+REVEALING: Final = frozenset({Output.PLAIN, Output.MASKED})
+
+
+def at_most(output: Output, ceiling: Output) -> Output:
+    """The less revealing of two outputs."""
+    return output if OUTPUT_RANK[output] <= OUTPUT_RANK[ceiling] else ceiling
+
+
+class Action(StrEnum):
+    """What a principal may ask the vault to do."""
+
+    RECORD_WRITE = "record.write"
+    RECORD_READ = "record.read"
+    RECORD_ERASE = "record.erase"
+    RECORD_FIND = "record.find"
+    TOKEN_CREATE = "token.create"  # noqa: S105 - an action name, not a secret
+    TOKEN_REVEAL = "token.reveal"  # noqa: S105 - an action name, not a secret
+    CONSENT_WRITE = "consent.write"
+    AUDIT_READ = "audit.read"
+    EXPORT = "record.export"
+    ADMIN_KEYS = "admin.keys"
+    ADMIN_AUDIT = "admin.audit"
+
+
+#: Wildcards a policy file may use in a role's ``actions``. Only ``admin.*``: a ``record.*``
+#: would silently grant export and erasure, and every action added later.
+ACTION_WILDCARDS: Final[Mapping[str, frozenset[Action]]] = MappingProxyType(
+    {"admin.*": frozenset(a for a in Action if a.value.startswith("admin."))}
+)
+
+#: Actions whose result is plaintext whatever the field outputs say; a ``never_plaintext`` role
+#: may not have them.
+PLAINTEXT_ACTIONS: Final = frozenset({Action.TOKEN_REVEAL, Action.EXPORT})
+
+# Reason codes of FieldDecision (omit, or lowered for lack of a purpose).
+#: The role may not see this field class at all.
+FIELD_NOT_ALLOWED: Final = "field_not_allowed"
+#: The role may see this class, but not for this purpose (a purpose override omits it).
+FIELD_NOT_ALLOWED_FOR_PURPOSE: Final = "field_not_allowed_for_purpose"
+#: Lowered from plain/masked to token because the call stated no purpose.
+PURPOSE_MISSING: Final = "purpose_missing"
+
+PRINCIPAL_API_KEY_PREFIX: Final = "apikey:"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Plaintext values (fields returned ``plain``) per role; ``None``: no limit. Enforced in
+    the database, not here."""
+
+    plain_per_minute: int | None = None
+    plain_per_day: int | None = None
+
+    def __post_init__(self) -> None:
+        for value in (self.plain_per_minute, self.plain_per_day):
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError("limits must be positive integers or None")
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    """A reason for a call; ``consent_required`` purposes need the customer's consent."""
+
+    name: str
+    consent_required: bool = False
+    description: str = ""
+
+
+def _freeze_outputs(outputs: Mapping[FieldClass, Output]) -> Mapping[FieldClass, Output]:
+    return MappingProxyType({FieldClass(c): Output(o) for c, o in outputs.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """What the principals of one role may do and see.
+
+    Attributes:
+        outputs: the output for every field class (explicit, or ``default_output``).
+        default_output: what the policy file gave ``"*"`` (``omit`` when absent).
+        purpose_outputs: for purposes with an override, the resulting output for every class;
+            each is at most the one in ``outputs``.
+        never_plaintext: the role may never get plain or masked values, nor plaintext actions.
+    """
+
+    name: str
+    actions: frozenset[Action]
+    purposes: frozenset[str]
+    outputs: Mapping[FieldClass, Output] = field(hash=False)
+    default_output: Output
+    limits: Limits
+    purpose_outputs: Mapping[str, Mapping[FieldClass, Output]] = field(
+        default_factory=dict, hash=False
+    )
+    never_plaintext: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # Read-only snapshots, completed for every class, and the invariants the loader checks
+        # with line numbers re-checked here so a Role built in code cannot break them either.
+        default = Output(self.default_output)
+        base = {c: Output(self.outputs.get(c, default)) for c in FieldClass}
+        object.__setattr__(self, "outputs", _freeze_outputs(base))
+        per_purpose: dict[str, Mapping[FieldClass, Output]] = {}
+        for purpose, outputs in self.purpose_outputs.items():
+            if purpose not in self.purposes:
+                raise ValueError(f"role {self.name!r}: override for a purpose it lacks")
+            full = {c: Output(outputs.get(c, base[c])) for c in FieldClass}
+            if any(OUTPUT_RANK[full[c]] > OUTPUT_RANK[base[c]] for c in FieldClass):
+                raise ValueError(f"role {self.name!r}: a purpose override may only lower outputs")
+            per_purpose[purpose] = _freeze_outputs(full)
+        object.__setattr__(self, "purpose_outputs", MappingProxyType(per_purpose))
+        object.__setattr__(self, "actions", frozenset(Action(a) for a in self.actions))
+        object.__setattr__(self, "purposes", frozenset(self.purposes))
+        if self.never_plaintext:
+            if REVEALING & set(base.values()) or default in REVEALING:
+                raise ValueError(f"role {self.name!r} is never_plaintext but has plain/masked")
+            if self.actions & PLAINTEXT_ACTIONS:
+                raise ValueError(f"role {self.name!r} is never_plaintext but may reveal")
+
+    def output(self, field_class: FieldClass, purpose: str | None) -> Output:
+        """The output for one class under a purpose (already checked), before degrading."""
+        if purpose is not None and purpose in self.purpose_outputs:
+            return self.purpose_outputs[purpose][field_class]
+        return self.outputs[field_class]
+
+    @property
+    def may_reveal(self) -> bool:
+        """Whether any field class can come back plain or masked for this role."""
+        return any(o in REVEALING for o in self.outputs.values())
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDecision:
+    """The output for one field; ``reason`` is empty unless omitted or lowered."""
+
+    output: Output
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Everything :meth:`Policy.decide` concluded for one call.
+
+    Attributes:
+        outputs: field name -> decision, for every field asked about.
+        needs_consent: the purpose when it is consent-bound: the caller must refuse records
+            without that consent (FAILED_PRECONDITION).
+    """
+
+    role: str
+    outputs: Mapping[str, FieldDecision] = field(hash=False)
+    needs_consent: str | None
+    purpose: str | None = None
+
+
+class Policy:
+    """One loaded policy file. Immutable; swap whole policies to change it (PolicyHolder)."""
+
+    __slots__ = ("_principals", "_purposes", "_roles", "digest", "source", "version")
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        version: int,
+        purposes: Mapping[str, Purpose],
+        roles: Mapping[str, Role],
+        principals: Mapping[str, str],
+        digest: str = "",
+    ) -> None:
+        """Raises ValueError when roles reference unknown purposes or principals unknown roles."""
+        self.source = source
+        self.version = version
+        #: sha256 of the file's bytes (hex), for audit rows and logs
+        self.digest = digest
+        self._purposes: Mapping[str, Purpose] = MappingProxyType(dict(purposes))
+        self._roles: Mapping[str, Role] = MappingProxyType(dict(roles))
+        self._principals: Mapping[str, str] = MappingProxyType(dict(principals))
+        for role in self._roles.values():
+            if not role.purposes <= self._purposes.keys():
+                raise ValueError(f"role {role.name!r} references an unknown purpose")
+        for principal, role_name in self._principals.items():
+            if role_name not in self._roles:
+                raise ValueError(f"principal {principal!r} references an unknown role")
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(source={self.source!r}, version={self.version}, digest={self.digest[:12]!r})"
+        )
+
+    @property
+    def purposes(self) -> Mapping[str, Purpose]:
+        return self._purposes
+
+    @property
+    def roles(self) -> Mapping[str, Role]:
+        return self._roles
+
+    @property
+    def principals(self) -> Mapping[str, str]:
+        return self._principals
+
+    def purpose(self, name: str) -> Purpose | None:
+        """The purpose of that name, or ``None``."""
+        return self._purposes.get(name)
+
+    def role_of(self, principal: Principal) -> Role:
+        """The role of an authenticated principal.
+
+        An ``apikey:`` entry matches only API-key principals and any other entry only mTLS
+        ones, so a certificate whose URI SAN reads ``apikey:...`` cannot take an API key's role.
+
+        Raises:
+            PermissionDenied: reason ``unknown_principal`` (default deny).
+        """
+        role_name = self._principals.get(principal.name)
+        is_key_entry = principal.name.startswith(PRINCIPAL_API_KEY_PREFIX)
+        if role_name is None or is_key_entry != (principal.method == AuthMethod.API_KEY):
+            raise PermissionDenied(
+                f"principal {principal.name!r} has no role in the policy",
+                reason="unknown_principal",
+            )
+        return self._roles[role_name]
+
+    def check_action(self, principal: Principal, action: Action) -> Role:
+        """The principal's role, if it may perform ``action``.
+
+        Raises:
+            PermissionDenied: reason ``unknown_principal`` or ``action_not_allowed``.
+        """
+        role = self.role_of(principal)
+        if Action(action) not in role.actions:
+            raise PermissionDenied(
+                f"role {role.name!r} may not perform {Action(action).value!r}",
+                reason="action_not_allowed",
+            )
+        return role
+
+    def check_purpose(self, role: Role, purpose: str | None, *, required: bool) -> Purpose | None:
+        """Check a stated purpose against the policy and the role.
+
+        Args:
+            purpose: as the caller stated it; ``None`` or ``""`` for none.
+            required: whether the call must state one (it can return plain or masked values).
+
+        Returns:
+            The purpose, or ``None`` when none was stated and none is required.
+
+        Raises:
+            InvalidInput: field ``purpose``, missing though required, or not in the policy (the
+                message does not echo the value).
+            PermissionDenied: reason ``purpose_not_allowed``: known, but not one of the role's.
+        """
+        if not purpose:
+            if required:
+                raise InvalidInput("purpose", "is required")
+            return None
+        found = self._purposes.get(purpose)
+        if found is None:
+            raise InvalidInput("purpose", "not a purpose of the policy")
+        if purpose not in role.purposes:
+            raise PermissionDenied(
+                f"role {role.name!r} may not act for purpose {purpose!r}",
+                reason="purpose_not_allowed",
+            )
+        return found
+
+    def outputs(
+        self, role: Role, purpose: str | None, fields: Mapping[str, FieldClass]
+    ) -> dict[str, FieldDecision]:
+        """What the role gets for each field under ``purpose``; never more than allowed.
+
+        Args:
+            fields: field name -> field class (from the record schema).
+
+        Returns:
+            field name -> decision. Without a purpose, plain and masked become token (reason
+            ``purpose_missing``); omitted fields say why (``field_not_allowed`` or
+            ``field_not_allowed_for_purpose``).
+
+        Raises:
+            InvalidInput, PermissionDenied: as :meth:`check_purpose` (with ``required=False``).
+        """
+        self.check_purpose(role, purpose, required=False)
+        purpose = purpose or None
+        decisions: dict[str, FieldDecision] = {}
+        for name, field_class in fields.items():
+            base = role.outputs[field_class]
+            output = role.output(field_class, purpose)
+            if output is Output.OMIT:
+                reason = FIELD_NOT_ALLOWED if base is Output.OMIT else FIELD_NOT_ALLOWED_FOR_PURPOSE
+                decisions[name] = FieldDecision(Output.OMIT, reason)
+            elif purpose is None and output in REVEALING:
+                decisions[name] = FieldDecision(Output.TOKEN, PURPOSE_MISSING)
+            else:
+                decisions[name] = FieldDecision(output)
+        return decisions
+
+    def decide(
+        self,
+        principal: Principal,
+        action: Action,
+        purpose: str | None,
+        fields: Mapping[str, FieldClass],
+        *,
+        purpose_required: bool = True,
+    ) -> Decision:
+        """Action, purpose and per-field outputs in one call, in that order of checks.
+
+        Raises:
+            PermissionDenied: ``unknown_principal``, ``action_not_allowed``,
+                ``purpose_not_allowed``.
+            InvalidInput: field ``purpose``, missing (when required) or unknown.
+        """
+        role = self.check_action(principal, action)
+        found = self.check_purpose(role, purpose, required=purpose_required)
+        outputs = self.outputs(role, found.name if found else None, fields)
+        return Decision(
+            role=role.name,
+            outputs=MappingProxyType(outputs),
+            needs_consent=found.name if found is not None and found.consent_required else None,
+            purpose=found.name if found is not None else None,
+        )

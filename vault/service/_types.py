@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from vault.policy import Output
+from vault.policy import Output as Output
 
 
 @dataclass(frozen=True, slots=True)

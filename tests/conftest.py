@@ -16,11 +16,13 @@ import pytest
 
 from tests.support import (
     ADMIN_KEY,
-    ADMIN_KEY_SHA256,
     FIELD_CLASSES,
     IN_CI,
     KEY_PREFIX,
     POSTGRES_URL,
+    TEST_PURPOSE,
+    TOKENS_KEY,
+    authenticator,
     make_service,
 )
 from vault.api import RunningServer, start_server
@@ -105,7 +107,7 @@ def tenant() -> str:
 @pytest.fixture
 def server(records: RecordsService) -> Iterator[RunningServer]:
     running = start_server(
-        records, "127.0.0.1:0", dev_admin_key_sha256=ADMIN_KEY_SHA256, health_interval=0.2
+        records, "127.0.0.1:0", authenticator=authenticator(), health_interval=0.2
     )
     yield running
     running.stop(grace=0)
@@ -113,11 +115,11 @@ def server(records: RecordsService) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def admin_client(server: RunningServer) -> Iterator[VaultClient]:
-    with VaultClient(server.address, admin_key=ADMIN_KEY, timeout=30) as c:
+    with VaultClient(server.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=30) as c:
         yield c
 
 
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[VaultClient]:
-    with VaultClient(server.address, timeout=30) as c:
+    with VaultClient(server.address, api_key=TOKENS_KEY, timeout=30) as c:
         yield c

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 import socket
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+
+from vault.api._authn import ApiKeyStore, Authenticator, new_api_key
+from vault.audit import AuditLog, AuditSink, MemoryCheckpointStore
+from vault.identity import AuthMethod, Principal
 from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper
 from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.policy import PolicyHolder
 from vault.schema import load_schema
-from vault.service import RecordsService
+from vault.service import Access, Caller, RecordsService
 from vault.storage import Database
 
 POSTGRES_URL = os.environ.get(
@@ -33,8 +38,47 @@ FIELD_CLASSES = (
     "free_text",
 )
 KEY_PREFIX = "cvault"
-ADMIN_KEY = "dev-admin-" + secrets.token_hex(8)
-ADMIN_KEY_SHA256 = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+TEST_POLICY = Path(__file__).resolve().parent / "data" / "policy.yaml"
+SAMPLE_POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "sample-policy.yaml"
+TEST_PURPOSE = "testing"
+
+# API keys for every principal of the test policy that uses one: key id -> (key, stored entry)
+API_KEYS: dict[str, tuple[str, dict[str, str]]] = {
+    key_id: new_api_key(key_id)
+    for key_id in (
+        "test-admin",
+        "test-tokens",
+        *(
+            f"dev-{role}"
+            for role in (
+                "backend-service",
+                "support-agent",
+                "ai-pipeline",
+                "fraud-analyst",
+                "dpo",
+                "key-admin",
+            )
+        ),
+    )
+}
+ADMIN_KEY = API_KEYS["test-admin"][0]
+TOKENS_KEY = API_KEYS["test-tokens"][0]
+ADMIN = Caller.of(Principal("apikey:test-admin", AuthMethod.API_KEY), TEST_PURPOSE)
+TOKENS = Caller.of(Principal("apikey:test-tokens", AuthMethod.API_KEY))
+
+
+def api_key_of(role: str) -> str:
+    return API_KEYS[f"dev-{role}"][0]
+
+
+def caller_of(role: str, purpose: str = "") -> Caller:
+    return Caller.of(Principal(f"apikey:dev-{role}", AuthMethod.API_KEY), purpose)
+
+
+def authenticator() -> Authenticator:
+    return Authenticator(
+        api_keys=ApiKeyStore({k: v[1] for k, v in API_KEYS.items()}), allow_mtls=False
+    )
 
 
 def make_wrapper(openbao: OpenBaoDevServer, url: str | None = None) -> TransitKeyWrapper:
@@ -44,9 +88,19 @@ def make_wrapper(openbao: OpenBaoDevServer, url: str | None = None) -> TransitKe
     )
 
 
-def make_service(db: Database, openbao: OpenBaoDevServer, url: str | None = None) -> RecordsService:
+def make_service(
+    db: Database,
+    openbao: OpenBaoDevServer,
+    url: str | None = None,
+    *,
+    policy: Path = TEST_POLICY,
+    sinks: Sequence[AuditSink] = (),
+) -> RecordsService:
     """A service with fresh key caches: what a newly started process would have."""
-    return RecordsService(db, KeyManager(make_wrapper(openbao, url)), load_schema())
+    keys = KeyManager(make_wrapper(openbao, url))
+    audit = AuditLog(db, keys, sinks=sinks, checkpoint=MemoryCheckpointStore())
+    access = Access(PolicyHolder(policy), audit)
+    return RecordsService(db, keys, load_schema(), access)
 
 
 SAMPLE = {
@@ -167,3 +221,20 @@ class TcpProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        metadata = [*(details.metadata or ()), ("x-api-key", self._key)]
+        details = details._replace(metadata=metadata)
+        return continuation(details, request)
+
+
+def keyed_channel(address: str, key: str | None = None) -> grpc.Channel:
+    """An insecure channel that sends an API key (the test admin's by default) on every call."""
+    return grpc.intercept_channel(
+        grpc.insecure_channel(address), _ApiKeyInterceptor(key or ADMIN_KEY)
+    )

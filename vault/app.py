@@ -1,15 +1,32 @@
-"""Wiring: settings -> database, key server client, key manager, schema, services, server."""
+"""Wiring: settings -> database, key server, key manager, schema, policy, audit log, services,
+authentication and the gRPC server."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
 
 from vault.api import RunningServer, start_server
-from vault.config import Settings
+from vault.api._authn import ApiKeyStore, Authenticator, server_credentials
+from vault.audit import DENIED, AuditEvent, AuditLog, AuditSink, JsonLinesSink
+from vault.config import Settings, deploy_file
+from vault.deadline import Deadline
 from vault.errors import ConfigError
-from vault.keys import AppRoleAuth, KeyManager, KeyServerAuth, TokenAuth, TransitKeyWrapper
+from vault.keys import (
+    AppRoleAuth,
+    KeyManager,
+    KeyServerAuth,
+    KvCheckpointStore,
+    TokenAuth,
+    TransitKeyWrapper,
+)
+from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
-from vault.service import RecordsService
+from vault.service import Access, RecordsService
 from vault.storage import Database, current_revision, head_revision
 
 
@@ -20,15 +37,35 @@ def make_auth(settings: Settings) -> KeyServerAuth:
     return TokenAuth(bao.token)
 
 
-def make_wrapper(settings: Settings) -> TransitKeyWrapper:
+def make_wrapper(settings: Settings, auth: KeyServerAuth) -> TransitKeyWrapper:
     bao = settings.openbao
     return TransitKeyWrapper(
         bao.url,
-        make_auth(settings),
+        auth,
         key_prefix=bao.key_prefix,
         mount=bao.mount,
         timeout=bao.timeout_seconds,
         verify=bao.ca_cert or True,
+    )
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def make_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (with client certificates when required) when a certificate is configured."""
+    auth = settings.auth
+    if not auth.tls_cert_file:
+        return None
+    return server_credentials(
+        cert_chain=_read(auth.tls_cert_file, "tls_cert_file"),
+        private_key=_read(auth.tls_key_file, "tls_key_file"),
+        client_ca=_read(auth.client_ca_file, "client_ca_file") if auth.client_ca_file else None,
+        require_client_auth=auth.require_client_auth and bool(auth.client_ca_file),
     )
 
 
@@ -38,7 +75,11 @@ class App:
     db: Database
     keys: KeyManager
     schema: RecordSchema
+    policy: PolicyHolder
+    audit: AuditLog
     records: RecordsService
+    authenticator: Authenticator
+    credentials: grpc.ServerCredentials | None
 
     def check_ready(self) -> None:
         """Refuse to start a server that cannot serve (STYLE 6): the database must answer and
@@ -57,22 +98,90 @@ class App:
         if not self.keys.healthy():
             raise ConfigError(f"key server unreachable or sealed at {self.settings.openbao.url}")
 
-    def serve(self, listen: str | None = None) -> RunningServer:
+    def serve(
+        self,
+        listen: str | None = None,
+        *,
+        extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
+    ) -> RunningServer:
+        self.policy.start_watching()
         return start_server(
             self.records,
             listen or self.settings.listen,
-            dev_admin_key_sha256=self.settings.dev_admin_key_sha256,
+            authenticator=self.authenticator,
+            credentials=self.credentials,
+            extra_ports=extra_ports,
             max_workers=self.settings.max_workers,
             health_interval=self.settings.health_interval_seconds,
         )
 
     def close(self) -> None:
+        self.policy.stop()
+        self.audit.close()
         self.db.dispose()
 
 
 def build_app(settings: Settings) -> App:
-    """Build every part and fail at construction on a bad schema or settings (STYLE 6)."""
+    """Build every part and fail at construction on bad settings, schema or policy (STYLE 6)."""
     schema = load_schema(settings.schema or None)
+    policy = PolicyHolder(settings.policy or deploy_file("policy", "sample-policy.yaml"))
     db = Database(settings.database_url)
-    keys = KeyManager(make_wrapper(settings), settings.cache)
-    return App(settings, db, keys, schema, RecordsService(db, keys, schema))
+    auth = make_auth(settings)
+    keys = KeyManager(make_wrapper(settings, auth), settings.cache)
+    sinks: list[AuditSink] = []
+    if settings.audit.jsonl == "-":
+        sinks.append(JsonLinesSink(sys.stdout))
+    elif settings.audit.jsonl:
+        sinks.append(JsonLinesSink(settings.audit.jsonl))
+    bao = settings.openbao
+    checkpoint = KvCheckpointStore(
+        bao.url,
+        auth,
+        mount=settings.audit.kv_mount,
+        path=settings.audit.kv_path,
+        verify=bao.ca_cert or True,
+    )
+    audit = AuditLog(
+        db,
+        keys,
+        chain=settings.audit.chain,
+        sinks=sinks,
+        checkpoint=checkpoint,
+        checkpoint_every=settings.audit.checkpoint_every,
+    )
+    access = Access(policy, audit)
+    api_keys = ApiKeyStore(settings.auth.api_keys) if settings.auth.api_keys else None
+    authenticator = Authenticator(
+        api_keys=api_keys,
+        allow_mtls=bool(settings.auth.tls_cert_file and settings.auth.client_ca_file),
+        on_denied=_audit_denial(access),
+    )
+    return App(
+        settings,
+        db,
+        keys,
+        schema,
+        policy,
+        audit,
+        RecordsService(db, keys, schema, access),
+        authenticator,
+        make_credentials(settings),
+    )
+
+
+def _audit_denial(access: Access) -> Callable[[str, str], None]:
+    """Unauthenticated calls are audited as denials (principal unknown)."""
+
+    def on_denied(reason: str, peer: str) -> None:
+        event = AuditEvent(
+            action="auth.authenticate",
+            outcome=DENIED,
+            principal="",
+            role="",
+            purpose="",
+            tenant="",
+            reason=reason,
+        )
+        access.audit.after_commit(access.audit.record([event], deadline=Deadline.after(5)))
+
+    return on_denied

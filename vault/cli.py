@@ -4,11 +4,9 @@ hand (``create``, ``get``, ``update``, ``find``, ``delete``)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -47,10 +45,21 @@ def _dev_settings(args: argparse.Namespace) -> dict[str, Any]:
 # --- dev ---------------------------------------------------------------------------------------
 
 
+DEV_ROLES = ("backend-service", "support-agent", "ai-pipeline", "fraud-analyst", "dpo", "key-admin")
+
+
+def _dev_listen_pair(listen: str) -> tuple[str, str]:
+    """API-key port as asked, and the mTLS port next to it (port + 1; port 0 picks any)."""
+    host, _, port = listen.rpartition(":")
+    return listen, f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded default: OpenBao + SQLite + the gRPC server, all stopped on Ctrl-C."""
+    from vault.api._authn import new_api_key, server_credentials
     from vault.app import build_app
-    from vault.config import OpenBaoSettings, Settings
+    from vault.config import AuditSettings, AuthSettings, OpenBaoSettings, Settings, deploy_file
+    from vault.devcerts import generate_dev_pki
     from vault.keys import init_field_keys, setup_approle, write_policy
     from vault.keys.openbao_dev import OpenBaoDevServer
     from vault.storage import upgrade
@@ -63,12 +72,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         prefix = "cvault"
         init_field_keys(bao.url, bao.root_token, key_prefix=prefix, field_classes=FIELD_CLASSES)
-        policy = Path(__file__).resolve().parent / "_deploy" / "runtime-policy.hcl"
-        if not policy.is_file():
-            policy = (
-                Path(__file__).resolve().parent.parent / "deploy" / "openbao" / "runtime-policy.hcl"
-            )
-        write_policy(bao.url, bao.root_token, "cvault-runtime", policy.read_text())
+        runtime_policy = deploy_file("openbao", "runtime-policy.hcl").read_text()
+        write_policy(bao.url, bao.root_token, "cvault-runtime", runtime_policy)
         role_id, secret_id = setup_approle(
             bao.url,
             bao.root_token,
@@ -79,23 +84,61 @@ def cmd_dev(args: argparse.Namespace) -> int:
         )
         db_url = f"sqlite:///{(state / 'vault.db').resolve()}"
         upgrade(db_url)
-        admin_key = secrets.token_urlsafe(32)
+        pki = generate_dev_pki(state / "pki", roles=DEV_ROLES)
+        # One API key per sample role, made fresh each start: the keys go to dev.json (0600),
+        # only their salted hashes to the server's settings.
+        api_keys: dict[str, str] = {}
+        stored: dict[str, dict[str, str]] = {}
+        for role in DEV_ROLES:
+            key, entry = new_api_key(f"dev-{role}")
+            api_keys[role] = key
+            stored[f"dev-{role}"] = entry
+        policy_file = (
+            Path(args.policy) if args.policy else deploy_file("policy", "sample-policy.yaml")
+        )
+        key_listen, mtls_listen = _dev_listen_pair(args.listen)
         settings = Settings(
-            listen=args.listen,
+            listen=key_listen,
             database_url=db_url,
-            dev_admin_key_sha256=hashlib.sha256(admin_key.encode()).hexdigest(),
+            policy=str(policy_file),
             openbao=OpenBaoSettings(
                 url=bao.url, key_prefix=prefix, auth="approle", role_id=role_id, secret_id=secret_id
             ),
+            auth=AuthSettings(
+                tls_cert_file=str(pki.server.cert),
+                tls_key_file=str(pki.server.key),
+                client_ca_file=str(pki.ca.cert),
+                api_keys=stored,
+            ),
+            audit=AuditSettings(jsonl=str(state / "audit.jsonl")),
         )
         app = build_app(settings)
         app.check_ready()
-        running = app.serve()
+        mtls = server_credentials(
+            cert_chain=pki.server.cert.read_bytes(),
+            private_key=pki.server.key.read_bytes(),
+            client_ca=pki.ca.cert.read_bytes(),
+            require_client_auth=True,
+        )
+        # the API-key port is plaintext loopback for trying things by hand; mTLS is the real mode
+        app.credentials = None
+        running = app.serve(extra_ports=[(mtls_listen, mtls)])
+        mtls_address = f"127.0.0.1:{running.extra_ports[0]}"
         info = {
             "address": running.address,
-            "admin_key": admin_key,
+            "mtls_address": mtls_address,
+            "api_keys": api_keys,
+            "pki": {
+                "ca": str(pki.ca.cert),
+                **{
+                    role: {"cert": str(c.cert), "key": str(c.key)}
+                    for role, c in pki.clients.items()
+                },
+            },
+            "policy": str(policy_file),
             "tenant": "demo",
             "database_url": db_url,
+            "audit_jsonl": str(state / "audit.jsonl"),
             "openbao_url": bao.url,
             "openbao_root_token": bao.root_token,
         }
@@ -104,15 +147,20 @@ def cmd_dev(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as fh:
             json.dump(info, fh, indent=2)
         print(
-            f"cvault dev: serving vault.v1 on {running.address} (SQLite {state / 'vault.db'}, "
-            f"OpenBao {bao.url})\n"
-            f"  dev settings (address, admin key) written to {settings_path}; the CLI reads them.\n"
-            "  try:\n"
-            "    .venv/bin/cvault create --tenant demo email=ada@example.com phone=+442079460958\n"
-            "    .venv/bin/cvault get --tenant demo <record-id> [--reveal]\n"
-            "    .venv/bin/cvault find --tenant demo email=ADA@example.com\n"
-            "    .venv/bin/cvault delete --tenant demo <record-id>\n"
-            f"  or any gRPC client (reflection is on): grpcurl -plaintext {running.address} list\n"
+            f"cvault dev: serving vault.v1 on {running.address} (API keys) and {mtls_address} "
+            f"(mTLS)\n  SQLite {state / 'vault.db'}, OpenBao {bao.url}, policy {policy_file}\n"
+            f"  dev settings (addresses, one API key per sample role, certificate paths) are in "
+            f"{settings_path}; the CLI reads them.\n"
+            "  try (each command acts as a policy role: --as ROLE, default backend-service):\n"
+            "    .venv/bin/cvault create email=ada@example.com phone=+442079460958\n"
+            "    .venv/bin/cvault get <record-id> --purpose account-management\n"
+            "    .venv/bin/cvault --as support-agent get <record-id> --purpose customer-support\n"
+            "    .venv/bin/cvault --as ai-pipeline get <record-id>            # tokens only\n"
+            "    .venv/bin/cvault find email=ADA@example.com\n"
+            "    .venv/bin/cvault --as dpo access <record-id>                  # who saw it\n"
+            "    .venv/bin/cvault delete <record-id>\n"
+            f"  mTLS with the dev certificates in {state / 'pki'}, e.g. grpcurl -cacert ca.pem "
+            f"-cert dpo.pem -key dpo-key.pem {mtls_address} list\n"
             "  Ctrl-C stops the server and OpenBao.",
             flush=True,
         )
@@ -177,15 +225,18 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 # --- client commands ---------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace, *, admin: bool = False) -> Any:
+def _client(args: argparse.Namespace) -> Any:
+    """A client acting as ``--as ROLE`` with that role's dev API key (or $CVAULT_API_KEY)."""
     from vault.client import VaultClient
 
     dev = _dev_settings(args)
     address = args.address or os.environ.get("CVAULT_ADDRESS") or dev.get("address")
     if not address:
         raise SystemExit("no server address: pass --address or run `make dev` first")
-    key = (os.environ.get("CVAULT_ADMIN_KEY") or dev.get("admin_key")) if admin else None
-    return VaultClient(address, admin_key=key)
+    key = os.environ.get("CVAULT_API_KEY") or dict(dev.get("api_keys", {})).get(args.role)
+    if not key:
+        raise SystemExit(f"no API key for role {args.role!r}: set CVAULT_API_KEY")
+    return VaultClient(address, api_key=str(key), purpose=getattr(args, "purpose", "") or "")
 
 
 def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
@@ -216,7 +267,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    with _client(args, admin=args.reveal) as vc:
+    with _client(args) as vc:
         r = vc.get_record(_tenant(args), args.record_id, fields=args.field or ())
     _print(
         {
@@ -262,14 +313,83 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consent(args: argparse.Namespace) -> int:
+    with _client(args) as vc:
+        if args.set is None:
+            c = vc.get_consent(_tenant(args), args.record_id)
+        else:
+            c = vc.update_consent(
+                _tenant(args),
+                args.record_id,
+                [p for p in args.set.split(",") if p],
+                expected_version=args.expected_version,
+                source=args.source,
+            )
+    _print(
+        {
+            "version": c.version,
+            "purposes": list(c.purposes),
+            "source": c.source,
+            "updated_at": c.updated_at.isoformat() if c.updated_at else None,
+        }
+    )
+    return 0
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    with _client(args) as vc:
+        events = vc.query_access(_tenant(args), args.record_id, limit=args.limit)
+    _print(
+        [
+            {
+                "time": e.time.isoformat(),
+                "principal": e.principal,
+                "role": e.role,
+                "action": e.action,
+                "purpose": e.purpose,
+                "field_classes": list(e.field_classes),
+                "outcome": e.outcome,
+                "reason": e.reason,
+            }
+            for e in events
+        ]
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    key = b""
+    if args.recipient_key:
+        import base64
+
+        key = base64.b64decode(Path(args.recipient_key).read_text().strip())
+    with _client(args) as vc:
+        media_type, document = vc.export_customer_data(
+            _tenant(args), args.record_id, recipient_public_key=key
+        )
+    if args.output:
+        Path(args.output).write_bytes(document)
+        print(f"{media_type}: {len(document)} bytes written to {args.output}")
+    else:
+        sys.stdout.buffer.write(document + b"\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cvault", description=__doc__)
     p.add_argument("--state-dir", help="dev state folder (default .cvault or $CVAULT_STATE_DIR)")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--as",
+        dest="role",
+        default="backend-service",
+        help="client commands: act as this sample-policy role (its dev API key)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("dev", help="run OpenBao + SQLite + the server in the foreground")
-    d.add_argument("--listen", default="127.0.0.1:50051")
+    d.add_argument("--listen", default="127.0.0.1:50051", help="API-key port; mTLS on port+1")
+    d.add_argument("--policy", help="policy file (default: deploy/policy/sample-policy.yaml)")
     d.set_defaults(func=cmd_dev)
 
     s = sub.add_parser("serve", help="run the server from a settings file")
@@ -305,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = client_parser("get", "read a record (tokens; --reveal uses the dev admin key)")
     g.add_argument("record_id")
     g.add_argument("--field", action="append")
-    g.add_argument("--reveal", action="store_true")
+    g.add_argument("--purpose", help="why you read (a purpose of the policy)")
     g.set_defaults(func=cmd_get)
     u = client_parser("update", "update a record")
     u.add_argument("record_id")
@@ -320,6 +440,23 @@ def build_parser() -> argparse.ArgumentParser:
     x = client_parser("delete", "crypto-shred a record and print the erasure receipt")
     x.add_argument("record_id")
     x.set_defaults(func=cmd_delete)
+    cn = client_parser("consent", "show, or --set, the purposes a customer consents to")
+    cn.add_argument("record_id")
+    cn.add_argument("--set", help="comma-separated purposes (the complete new set)")
+    cn.add_argument("--expected-version", type=int, default=0)
+    cn.add_argument("--source", default="cvault-cli")
+    cn.set_defaults(func=cmd_consent)
+    ac = client_parser("access", "who saw this customer's data, when and why (audit.read)")
+    ac.add_argument("record_id")
+    ac.add_argument("--limit", type=int, default=0)
+    ac.add_argument("--purpose")
+    ac.set_defaults(func=cmd_access)
+    ex = client_parser("export", "data subject access export (record.export)")
+    ex.add_argument("record_id")
+    ex.add_argument("--purpose", default="dsar")
+    ex.add_argument("--recipient-key", help="file with a base64 X25519 public key: seal to it")
+    ex.add_argument("--output", help="write the document here instead of stdout")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

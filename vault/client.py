@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -19,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vault import errors
 from vault.api._status import ERROR_OF_STATUS, REASONS
+from vault.v1 import audit_pb2 as audit_pb
+from vault.v1 import audit_pb2_grpc as audit_pb_grpc
 from vault.v1 import records_pb2 as pb
 from vault.v1 import records_pb2_grpc as pb_grpc
 
@@ -56,6 +59,40 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Consent:
+    tenant: str
+    record_id: str
+    version: int
+    purposes: tuple[str, ...]
+    source: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AccessEvent:
+    time: datetime
+    principal: str
+    role: str
+    action: str
+    purpose: str
+    field_classes: tuple[str, ...]
+    outcome: str
+    reason: str
+    request_id: str
+
+
+def _consent(r: pb.Consent) -> Consent:
+    return Consent(
+        r.tenant,
+        r.record_id,
+        r.version,
+        tuple(r.purposes),
+        r.source,
+        r.updated_at.ToDatetime(tzinfo=UTC) if r.HasField("updated_at") else None,
+    )
+
+
+@dataclass(frozen=True)
 class ErasureReceipt:
     tenant: str
     record_id: str
@@ -85,10 +122,12 @@ class VaultClient:
         self,
         address: str,
         *,
-        admin_key: str | None = None,
+        api_key: str | None = None,
+        purpose: str = "",
         timeout: float = 30.0,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """``purpose`` is the default purpose of reads (each call may state another one)."""
         options = [
             ("grpc.max_receive_message_length", 32 * 1024 * 1024),
             ("grpc.max_send_message_length", 32 * 1024 * 1024),
@@ -100,11 +139,32 @@ class VaultClient:
         )
         self._records = pb_grpc.RecordsStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {admin_key}"),) if admin_key else ()
+        self._metadata = (("x-api-key", api_key),) if api_key else ()
+        self._purpose = purpose
         self._timeout = timeout
+        self._audit = audit_pb_grpc.AuditStub(self._channel)
+
+    @classmethod
+    def mtls(
+        cls,
+        address: str,
+        *,
+        ca: str | Path,
+        cert: str | Path,
+        key: str | Path,
+        purpose: str = "",
+        timeout: float = 30.0,
+    ) -> VaultClient:
+        """A client authenticating with a client certificate (the production mode)."""
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca).read_bytes(),
+            private_key=Path(key).read_bytes(),
+            certificate_chain=Path(cert).read_bytes(),
+        )
+        return cls(address, credentials=creds, purpose=purpose, timeout=timeout)
 
     def __repr__(self) -> str:
-        return f"VaultClient(admin={'yes' if self._metadata else 'no'})"
+        return f"VaultClient(api_key={'yes' if self._metadata else 'no'})"
 
     def __enter__(self) -> VaultClient:
         return self
@@ -169,11 +229,17 @@ class VaultClient:
         record_id: str,
         *,
         fields: Sequence[str] = (),
+        purpose: str | None = None,
         timeout: float | None = None,
     ) -> Record:
         r = self._call(
             self._records.GetRecord,
-            pb.GetRecordRequest(tenant=tenant, record_id=record_id, fields=list(fields)),
+            pb.GetRecordRequest(
+                tenant=tenant,
+                record_id=record_id,
+                fields=list(fields),
+                purpose=self._purpose if purpose is None else purpose,
+            ),
             timeout,
         )
         return Record(
@@ -229,6 +295,94 @@ class VaultClient:
             timeout,
         )
         return list(r.record_ids)
+
+    def update_consent(
+        self,
+        tenant: str,
+        record_id: str,
+        purposes: Iterable[str],
+        *,
+        expected_version: int,
+        source: str,
+        timeout: float | None = None,
+    ) -> Consent:
+        r = self._call(
+            self._records.UpdateConsent,
+            pb.UpdateConsentRequest(
+                tenant=tenant,
+                record_id=record_id,
+                purposes=list(purposes),
+                expected_version=expected_version,
+                source=source,
+            ),
+            timeout,
+        )
+        return _consent(r)
+
+    def get_consent(self, tenant: str, record_id: str, *, timeout: float | None = None) -> Consent:
+        r = self._call(
+            self._records.GetConsent,
+            pb.GetConsentRequest(tenant=tenant, record_id=record_id),
+            timeout,
+        )
+        return _consent(r)
+
+    def export_customer_data(
+        self,
+        tenant: str,
+        record_id: str,
+        *,
+        recipient_public_key: bytes = b"",
+        purpose: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[str, bytes]:
+        """(media type, document): JSON, or a NaCl sealed box of it for the given key."""
+        r = self._call(
+            self._records.ExportCustomerData,
+            pb.ExportCustomerDataRequest(
+                tenant=tenant,
+                record_id=record_id,
+                purpose=self._purpose if purpose is None else purpose,
+                recipient_public_key=recipient_public_key,
+            ),
+            timeout,
+        )
+        return r.media_type, bytes(r.document)
+
+    def query_access(
+        self,
+        tenant: str,
+        record_id: str,
+        *,
+        limit: int = 0,
+        purpose: str | None = None,
+        timeout: float | None = None,
+    ) -> list[AccessEvent]:
+        """Who saw this customer's data, when and why (newest first)."""
+        r = self._call(
+            self._audit.QueryAccess,
+            audit_pb.QueryAccessRequest(
+                tenant=tenant,
+                record_id=record_id,
+                limit=limit,
+                purpose=self._purpose if purpose is None else purpose,
+            ),
+            timeout,
+        )
+        return [
+            AccessEvent(
+                e.time.ToDatetime(tzinfo=UTC),
+                e.principal,
+                e.role,
+                e.action,
+                e.purpose,
+                tuple(e.field_classes),
+                e.outcome,
+                e.reason,
+                e.request_id,
+            )
+            for e in r.events
+        ]
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """``SERVING`` / ``NOT_SERVING`` / ... as the standard health service reports it."""

@@ -53,15 +53,41 @@ class OpenBaoSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """How callers authenticate: mTLS (production) and/or API keys (development, tests).
+
+    ``api_keys`` maps key id -> {"principal", "salt", "hash"} (salted hashes, never the keys;
+    make them with :func:`vault.api._authn.new_api_key`).
+    """
+
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""
+    require_client_auth: bool = True
+    api_keys: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    jsonl: str = ""  # "" no second sink, "-" stdout, else a file path
+    chain: str = "main"
+    checkpoint_every: int = 1000
+    kv_mount: str = "secret"
+    kv_path: str = "cvault/audit/head"
+
+
+@dataclass(frozen=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = "sqlite:///.cvault/vault.db"
     schema: str = ""
-    dev_admin_key_sha256: str = field(default="", repr=False)
+    policy: str = ""
     health_interval_seconds: float = 2.0
     max_workers: int = 16
     openbao: OpenBaoSettings = field(default_factory=OpenBaoSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 def _read_secret(table: Mapping[str, Any], key: str, source: str) -> str:
@@ -86,9 +112,11 @@ def _cache_limits(table: Mapping[str, Any], prefix: str, default: CacheLimits) -
 
 _TOP = {
     "listen",
+    "policy",
+    "auth",
+    "audit",
     "database_url",
     "schema",
-    "dev_admin_key_sha256",
     "health_interval_seconds",
     "max_workers",
     "openbao",
@@ -108,6 +136,47 @@ _OPENBAO = {
     "role_id",
     "secret_id",
 }
+
+
+_AUTH = {"tls_cert_file", "tls_key_file", "client_ca_file", "require_client_auth", "api_keys"}
+_AUDIT = {"jsonl", "chain", "checkpoint_every", "kv_mount", "kv_path"}
+
+
+def _auth(table: Mapping[str, Any], source: str) -> AuthSettings:
+    if set(table) - _AUTH:
+        raise ConfigError(f"{source}: unknown [auth] settings {sorted(set(table) - _AUTH)}")
+    keys = table.get("api_keys", {})
+    if not isinstance(keys, Mapping) or not all(isinstance(v, Mapping) for v in keys.values()):
+        raise ConfigError(f"{source}: [auth.api_keys] must map key ids to tables")
+    return AuthSettings(
+        tls_cert_file=str(table.get("tls_cert_file", "")),
+        tls_key_file=str(table.get("tls_key_file", "")),
+        client_ca_file=str(table.get("client_ca_file", "")),
+        require_client_auth=bool(table.get("require_client_auth", True)),
+        api_keys={str(k): {str(a): str(b) for a, b in v.items()} for k, v in keys.items()},
+    )
+
+
+def _audit(table: Mapping[str, Any], source: str) -> AuditSettings:
+    if set(table) - _AUDIT:
+        raise ConfigError(f"{source}: unknown [audit] settings {sorted(set(table) - _AUDIT)}")
+    return AuditSettings(
+        jsonl=str(table.get("jsonl", "")),
+        chain=str(table.get("chain", "main")),
+        checkpoint_every=int(table.get("checkpoint_every", 1000)),
+        kv_mount=str(table.get("kv_mount", "secret")),
+        kv_path=str(table.get("kv_path", "cvault/audit/head")),
+    )
+
+
+def deploy_file(*parts: str) -> Path:
+    """A file shipped from ``deploy/``: inside the installed package, or in the source tree."""
+    here = Path(__file__).resolve().parent
+    for base in (here / "_deploy", here.parent / "deploy"):
+        candidate = base.joinpath(*parts)
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"deploy file not found: {'/'.join(parts)}")
 
 
 def load_settings(
@@ -155,9 +224,7 @@ def load_settings(
                 "CVAULT_DATABASE_URL", data.get("database_url", Settings.database_url)
             ),
             schema=env.get("CVAULT_SCHEMA", data.get("schema", "")),
-            dev_admin_key_sha256=env.get(
-                "CVAULT_DEV_ADMIN_KEY_SHA256", data.get("dev_admin_key_sha256", "")
-            ),
+            policy=env.get("CVAULT_POLICY", data.get("policy", "")),
             health_interval_seconds=float(data.get("health_interval_seconds", 2.0)),
             max_workers=int(data.get("max_workers", 16)),
             openbao=openbao,
@@ -165,6 +232,8 @@ def load_settings(
                 tenant_keys=_cache_limits(cache, "tenant_keys", defaults.tenant_keys),
                 data_keys=_cache_limits(cache, "data_keys", defaults.data_keys),
             ),
+            auth=_auth(data.get("auth", {}), source),
+            audit=_audit(data.get("audit", {}), source),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None

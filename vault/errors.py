@@ -54,6 +54,12 @@ class Erased(VaultServiceError):
     reason = "erased"
 
 
+class ConsentRequired(VaultServiceError):
+    """The purpose needs the customer's consent and the record does not carry it."""
+
+    reason = "consent_required"
+
+
 class Conflict(VaultServiceError):
     """Optimistic concurrency failed (stale ``expected_version``, or a concurrent writer)."""
 

@@ -17,3 +17,9 @@ path "transit/encrypt/cvault-*" {
 path "transit/decrypt/cvault-*" {
   capabilities = ["update"]
 }
+
+# The audit log's chain-head checkpoint (vault/audit): KV v2 at secret/, one entry per chain.
+# Kept outside the database so that deleting the newest audit rows is detected too.
+path "secret/data/cvault/audit/*" {
+  capabilities = ["create", "update", "read"]
+}

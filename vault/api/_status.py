@@ -14,6 +14,7 @@ STATUS_OF: tuple[tuple[type[errors.VaultServiceError], grpc.StatusCode], ...] = 
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.Erased, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ConsentRequired, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Conflict, grpc.StatusCode.ABORTED),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
@@ -34,8 +35,10 @@ ERROR_OF_STATUS: dict[grpc.StatusCode, type[errors.VaultServiceError]] = {
 }
 REASONS: dict[str, type[errors.VaultServiceError]] = {
     "erased": errors.Erased,
+    "consent_required": errors.ConsentRequired,
     "key_server_unavailable": errors.KeyServerUnavailable,
     "database_unavailable": errors.DatabaseUnavailable,
+    "audit_unavailable": errors.Unavailable,
     "key_server_permission_denied": errors.KeyServerPermissionDenied,
 }
 

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
+import re
 import traceback
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from vault.api._authn import current_principal
 from vault.api._status import status_of, wire_message
 from vault.deadline import Deadline
 from vault.errors import InvalidInput, VaultServiceError
-from vault.service import ErasureReceipt, Output, RecordInput, RecordsService, StoredRecord
+from vault.service import (
+    Caller,
+    ConsentView,
+    ErasureReceipt,
+    Output,
+    RecordInput,
+    RecordsService,
+    StoredRecord,
+)
+from vault.v1 import audit_pb2 as audit_pb
+from vault.v1 import audit_pb2_grpc as audit_pb_grpc
 from vault.v1 import records_pb2 as pb
 from vault.v1 import records_pb2_grpc as pb_grpc
 
@@ -105,26 +116,47 @@ def _receipt(r: ErasureReceipt) -> pb.ErasureReceipt:
     )
 
 
-class RecordsServicer(pb_grpc.RecordsServicer):
-    def __init__(self, service: RecordsService, *, dev_admin_key_sha256: str = "") -> None:
-        self._service = service
-        self._admin_digest = bytes.fromhex(dev_admin_key_sha256) if dev_admin_key_sha256 else b""
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-    def _is_dev_admin(self, context: grpc.ServicerContext) -> bool:
-        """Until access control lands, plaintext goes only to the dev admin credential."""
-        if not self._admin_digest:
-            return False
-        for key, value in context.invocation_metadata():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                presented = hashlib.sha256(value[7:].encode()).digest()
-                return hmac.compare_digest(presented, self._admin_digest)
-        return False
+
+def _caller(context: grpc.ServicerContext, purpose: str = "") -> Caller:
+    """The authenticated principal (set by the auth interceptor), the stated purpose and a
+    request id: the client's ``x-request-id`` when it is well formed, else a new one."""
+    request_id = ""
+    for key, value in context.invocation_metadata():
+        if key == "x-request-id" and isinstance(value, str) and REQUEST_ID_RE.match(value):
+            request_id = value
+    return Caller.of(current_principal(), purpose, request_id)
+
+
+def _ts(value: datetime | None) -> Timestamp:
+    ts = Timestamp()
+    if value is not None:
+        ts.FromDatetime(value)
+    return ts
+
+
+def _consent(view: ConsentView) -> pb.Consent:
+    return pb.Consent(
+        tenant=view.tenant,
+        record_id=view.record_id,
+        version=view.version,
+        purposes=list(view.purposes),
+        source=view.source,
+        updated_at=_ts(view.updated_at),
+    )
+
+
+class RecordsServicer(pb_grpc.RecordsServicer):
+    def __init__(self, service: RecordsService) -> None:
+        self._service = service
 
     @handle_errors
     def CreateRecord(
         self, request: pb.CreateRecordRequest, context: grpc.ServicerContext
     ) -> pb.CreateRecordResponse:
         [rec] = self._service.create(
+            _caller(context),
             request.tenant,
             [RecordInput(dict(request.fields), request.idempotency_key or None)],
             deadline=_deadline(context),
@@ -136,6 +168,7 @@ class RecordsServicer(pb_grpc.RecordsServicer):
         self, request: pb.BatchCreateRecordsRequest, context: grpc.ServicerContext
     ) -> pb.BatchCreateRecordsResponse:
         recs = self._service.create(
+            _caller(context),
             request.tenant,
             [RecordInput(dict(r.fields), r.idempotency_key or None) for r in request.records],
             deadline=_deadline(context),
@@ -148,10 +181,10 @@ class RecordsServicer(pb_grpc.RecordsServicer):
         self, request: pb.GetRecordRequest, context: grpc.ServicerContext
     ) -> pb.GetRecordResponse:
         view = self._service.get(
+            _caller(context, request.purpose),
             request.tenant,
             request.record_id,
             fields=list(request.fields),
-            reveal=self._is_dev_admin(context),
             deadline=_deadline(context),
         )
         return pb.GetRecordResponse(
@@ -168,6 +201,7 @@ class RecordsServicer(pb_grpc.RecordsServicer):
         self, request: pb.UpdateRecordRequest, context: grpc.ServicerContext
     ) -> pb.UpdateRecordResponse:
         rec = self._service.update(
+            _caller(context),
             request.tenant,
             request.record_id,
             expected_version=request.expected_version,
@@ -183,29 +217,106 @@ class RecordsServicer(pb_grpc.RecordsServicer):
     def DeleteRecord(
         self, request: pb.DeleteRecordRequest, context: grpc.ServicerContext
     ) -> pb.DeleteRecordResponse:
-        return pb.DeleteRecordResponse(
-            receipt=_receipt(self._service.delete(request.tenant, request.record_id))
+        receipt = self._service.delete(
+            _caller(context), request.tenant, request.record_id, deadline=_deadline(context)
         )
+        return pb.DeleteRecordResponse(receipt=_receipt(receipt))
 
     @handle_errors
     def FindRecords(
         self, request: pb.FindRecordsRequest, context: grpc.ServicerContext
     ) -> pb.FindRecordsResponse:
         ids = self._service.find(
-            request.tenant, dict(request.match), limit=request.limit, deadline=_deadline(context)
+            _caller(context),
+            request.tenant,
+            dict(request.match),
+            limit=request.limit,
+            deadline=_deadline(context),
         )
         return pb.FindRecordsResponse(record_ids=ids)
 
+    @handle_errors
+    def UpdateConsent(
+        self, request: pb.UpdateConsentRequest, context: grpc.ServicerContext
+    ) -> pb.Consent:
+        view = self._service.update_consent(
+            _caller(context),
+            request.tenant,
+            request.record_id,
+            list(request.purposes),
+            expected_version=request.expected_version,
+            source=request.source,
+            deadline=_deadline(context),
+        )
+        return _consent(view)
 
-def records_handler(servicer: RecordsServicer) -> grpc.GenericRpcHandler[Any, Any]:
-    """The Records service's handlers, like the generated ``add_RecordsServicer_to_server`` but
-    with request parsing failures answered as INVALID_ARGUMENT instead of INTERNAL."""
-    service = pb.DESCRIPTOR.services_by_name["Records"]
+    @handle_errors
+    def GetConsent(
+        self, request: pb.GetConsentRequest, context: grpc.ServicerContext
+    ) -> pb.Consent:
+        view = self._service.get_consent(
+            _caller(context), request.tenant, request.record_id, deadline=_deadline(context)
+        )
+        return _consent(view)
+
+    @handle_errors
+    def ExportCustomerData(
+        self, request: pb.ExportCustomerDataRequest, context: grpc.ServicerContext
+    ) -> pb.ExportCustomerDataResponse:
+        export = self._service.export(
+            _caller(context, request.purpose),
+            request.tenant,
+            request.record_id,
+            recipient_public_key=request.recipient_public_key,
+            deadline=_deadline(context),
+        )
+        return pb.ExportCustomerDataResponse(media_type=export.media_type, document=export.document)
+
+
+class AuditServicer(audit_pb_grpc.AuditServicer):
+    def __init__(self, service: RecordsService) -> None:
+        self._service = service
+
+    @handle_errors
+    def QueryAccess(
+        self, request: audit_pb.QueryAccessRequest, context: grpc.ServicerContext
+    ) -> audit_pb.QueryAccessResponse:
+        entries = self._service.query_access(
+            _caller(context, request.purpose),
+            request.tenant,
+            request.record_id,
+            limit=request.limit,
+            deadline=_deadline(context),
+        )
+        return audit_pb.QueryAccessResponse(
+            events=[
+                audit_pb.AccessEvent(
+                    time=_ts(e.time),
+                    principal=e.principal,
+                    role=e.role,
+                    action=e.action,
+                    purpose=e.purpose,
+                    field_classes=list(e.field_classes),
+                    outcome=e.outcome,
+                    reason=e.reason,
+                    request_id=e.request_id,
+                )
+                for e in entries
+            ]
+        )
+
+
+def service_handler(
+    servicer: object, module: Any, service_name: str
+) -> grpc.GenericRpcHandler[Any, Any]:
+    """A service's handlers, like the generated ``add_*Servicer_to_server`` but with request
+    parsing failures answered as INVALID_ARGUMENT instead of INTERNAL."""
+    service = module.DESCRIPTOR.services_by_name[service_name]
     handlers = {
         m.name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, m.name),
-            request_deserializer=safe_deserializer(getattr(pb, m.input_type.name).FromString),
-            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+            request_deserializer=safe_deserializer(getattr(module, m.input_type.name).FromString),
+            response_serializer=getattr(module, m.output_type.name).SerializeToString,
         )
         for m in service.methods
     }

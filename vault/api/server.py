@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -11,13 +12,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vault.api.records import RecordsServicer, records_handler
+from vault.api._authn import Authenticator, AuthInterceptor
+from vault.api.records import AuditServicer, RecordsServicer, service_handler
 from vault.service import RecordsService
-from vault.v1 import records_pb2
+from vault.v1 import audit_pb2, records_pb2
 
 log = logging.getLogger("vault.api.server")
 
 RECORDS_SERVICE = records_pb2.DESCRIPTOR.services_by_name["Records"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
@@ -53,7 +56,7 @@ class HealthMonitor:
             if ok
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", RECORDS_SERVICE):
+        for name in ("", RECORDS_SERVICE, AUDIT_SERVICE):
             self._servicer.set(name, status)
         return ok
 
@@ -77,6 +80,7 @@ class RunningServer:
     port: int
     monitor: HealthMonitor
     health: health.HealthServicer
+    extra_ports: list[int] = field(default_factory=list)
     _stopped: bool = field(default=False)
 
     @property
@@ -99,27 +103,37 @@ def start_server(
     service: RecordsService,
     listen: str = "127.0.0.1:0",
     *,
-    dev_admin_key_sha256: str = "",
+    authenticator: Authenticator,
     max_workers: int = 16,
     health_interval: float = 2.0,
     credentials: grpc.ServerCredentials | None = None,
+    extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
 ) -> RunningServer:
-    """Start serving on ``listen`` (port 0 picks a free port) and return at once."""
+    """Start serving on ``listen`` (port 0 picks a free port) and return at once.
+
+    Every call except health checks and reflection must authenticate (mTLS client certificate
+    when ``credentials`` require one, or an API key when the authenticator has keys).
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cvault-rpc"),
+        interceptors=[AuthInterceptor(authenticator)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
     server.add_generic_rpc_handlers(
-        (records_handler(RecordsServicer(service, dev_admin_key_sha256=dev_admin_key_sha256)),)
+        (
+            service_handler(RecordsServicer(service), records_pb2, "Records"),
+            service_handler(AuditServicer(service), audit_pb2, "Audit"),
+        )
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RECORDS_SERVICE,
+            AUDIT_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -132,8 +146,12 @@ def start_server(
     )
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
+    extra = [
+        server.add_secure_port(addr, creds) if creds is not None else server.add_insecure_port(addr)
+        for addr, creds in extra_ports
+    ]
     monitor = HealthMonitor(service, health_servicer, health_interval)
     server.start()
     monitor.start()
     log.info("serving vault.v1 on port %d", port)
-    return RunningServer(server, port, monitor, health_servicer)
+    return RunningServer(server, port, monitor, health_servicer, extra)

@@ -25,3 +25,7 @@ __all__ = [
     "setup_approle",
     "write_policy",
 ]
+
+from vault.keys._kv import KvCheckpointStore
+
+__all__ += ["KvCheckpointStore"]

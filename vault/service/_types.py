@@ -44,3 +44,21 @@ class ErasureReceipt:
     record_id: str
     erased_at: datetime
     data_key_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentView:
+    tenant: str
+    record_id: str
+    version: int
+    purposes: tuple[str, ...]
+    source: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """A data-subject access export: JSON, or a NaCl sealed box holding it."""
+
+    media_type: str
+    document: bytes = field(repr=False)

@@ -15,30 +15,49 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+from nacl.public import PublicKey, SealedBox
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from vault import crypto
+from vault.audit import AuditEntry, AuditEvent
 from vault.crypto import DataKey
 from vault.crypto._encoding import uuid7
 from vault.deadline import Deadline
-from vault.errors import Conflict, DecryptionFailed, Erased, InvalidInput, NotFound
+from vault.errors import (
+    Conflict,
+    ConsentRequired,
+    DecryptionFailed,
+    Erased,
+    InvalidInput,
+    NotFound,
+    ResourceExhausted,
+)
 from vault.keys import KeyManager
-from vault.schema import RecordSchema
+from vault.policy import Action, FieldDecision, mask
+from vault.schema import FieldClass, RecordSchema
 from vault.service._keyring import DATA, INDEX, Keyring, TenantKey
 from vault.service._types import (
+    ConsentView,
     ErasureReceipt,
+    Export,
     FieldOutput,
     Output,
     RecordInput,
     RecordView,
     StoredRecord,
 )
+from vault.service.access import Access, Caller
 from vault.storage import Database, NewRecord, StoredValue, repo
+from vault.storage import _access_repo as access_repo
 
 log = logging.getLogger("vault.service.records")
 
+_REVEALING = (Output.PLAIN, Output.MASKED)
+
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+SOURCE_RE = re.compile(r"^[\x20-\x7e]{1,128}$")
 MAX_BATCH = 1000
 MAX_FIND = 1000
 DEFAULT_FIND = 100
@@ -72,31 +91,41 @@ class RecordsService:
         db: Database,
         keys: KeyManager,
         schema: RecordSchema,
+        access: Access,
         *,
         keyring: Keyring | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
         self.schema = schema
+        self.access = access
+        self.audit = access.audit
         self.keyring = keyring or Keyring(db, keys)
 
     # --- create ------------------------------------------------------------------------------
 
     def create(
         self,
+        caller: Caller,
         tenant: str,
         records: Sequence[RecordInput],
         *,
         deadline: Deadline,
         batch: bool = False,
     ) -> list[StoredRecord]:
-        """Create records (all or nothing). Retried idempotency keys return the first result.
+        """Create records (all or nothing), one audit row per record written. Retried
+        idempotency keys return the first result.
 
         Raises:
+            PermissionDenied: the caller may not write records (audited).
             InvalidInput: a tenant, field, value or idempotency key is invalid (names it).
-            KeyServerUnavailable, DatabaseUnavailable: retryable; nothing was written.
+            KeyServerUnavailable, DatabaseUnavailable, AuditUnavailable: retryable; nothing
+                was written.
         """
         check_tenant(tenant)
+        _, role = self.access.authorize(
+            caller, Action.RECORD_WRITE, tenant=tenant, deadline=deadline
+        )
         if not records:
             raise InvalidInput("records", "at least one record is required")
         if len(records) > MAX_BATCH:
@@ -122,7 +151,9 @@ class RecordsService:
                 seen_keys.add(key)
         for _attempt in range(2):
             try:
-                return self._create(tenant, records, canonical, deadline=deadline)
+                return self._create(
+                    caller, role.name, tenant, records, canonical, deadline=deadline
+                )
             except IntegrityError:
                 # Another call with the same idempotency key committed first: the next pass
                 # finds it and returns its result.
@@ -131,6 +162,8 @@ class RecordsService:
 
     def _create(
         self,
+        caller: Caller,
+        role: str,
         tenant: str,
         records: Sequence[RecordInput],
         canonical: list[dict[str, str]],
@@ -157,12 +190,26 @@ class RecordsService:
             classes = {self.schema.spec(name).field_class.value for _, v in todo for name in v}
             tkeys = self.keyring.current(tenant, classes, deadline=deadline)
             new_records: list[NewRecord] = []
+            events: list[AuditEvent] = []
             for i, values in todo:
                 new, stored = self._seal_new(tenant, records[i].idempotency_key, values, tkeys)
                 new_records.append(new)
                 results[i] = stored
+                events.append(
+                    self.access.event(
+                        caller,
+                        role,
+                        Action.RECORD_WRITE,
+                        tenant=tenant,
+                        record_id=new.id,
+                        field_classes=self._classes(values),
+                    )
+                )
+            self.audit.prepare(deadline=deadline)
             with self.db.begin() as conn:
                 repo.insert_records(conn, new_records, datetime.now(UTC))
+                entries = self.audit.append(conn, events, deadline=deadline)
+            self.audit.after_commit(entries)
         out = []
         for i, rec in enumerate(records):
             if i in results:
@@ -171,6 +218,9 @@ class RecordsService:
                 assert rec.idempotency_key is not None
                 out.append(existing[rec.idempotency_key])
         return out
+
+    def _classes(self, names: Mapping[str, object] | Sequence[str]) -> list[str]:
+        return sorted({self.schema.spec(n).field_class.value for n in names})
 
     def _seal_new(
         self,
@@ -280,18 +330,26 @@ class RecordsService:
 
     def get(
         self,
+        caller: Caller,
         tenant: str,
         record_id: str,
         *,
         fields: Sequence[str] = (),
-        reveal: bool,
         deadline: Deadline,
     ) -> RecordView:
-        """Read a record: plaintext when ``reveal`` (the caller was authorized), tokens otherwise.
+        """Read a record, field by field exactly as the policy gives this caller's role for the
+        stated purpose: plain, masked, token or omitted (with a reason). Plaintext leaves only
+        after its audit row and the rate-limit count have committed.
 
         Raises:
+            PermissionDenied: action or purpose not allowed (audited).
+            InvalidInput: bad ids or field names; a purpose missing (when the role could see
+                plaintext or masked values) or unknown.
             NotFound: no such record in this tenant. Erased: it was crypto-shredded.
+            ConsentRequired: a consent-bound purpose the customer did not consent to (audited).
+            ResourceExhausted: the role's plaintext limit is reached (audited).
             DecryptionFailed: a stored value or key did not authenticate (tampering).
+            Unavailable: key server, database or audit log unreachable; nothing revealed.
         """
         check_tenant(tenant)
         check_record_id(record_id)
@@ -300,6 +358,19 @@ class RecordsService:
                 self.schema.spec(name)
             except InvalidInput as exc:
                 raise InvalidInput(f"fields.{exc.field}", exc.problem) from None
+        policy, role = self.access.authorize(
+            caller, Action.RECORD_READ, tenant=tenant, record_id=record_id, deadline=deadline
+        )
+        purpose = self.access.check_purpose(
+            policy,
+            caller,
+            role,
+            Action.RECORD_READ,
+            required=role.may_reveal,
+            tenant=tenant,
+            record_id=record_id,
+            deadline=deadline,
+        )
         with self.db.begin(write=False) as conn:
             row, stored = repo.read_record(conn, tenant, record_id, list(fields) or None)
             erased = row is None and repo.is_erased(conn, tenant, record_id)
@@ -309,18 +380,78 @@ class RecordsService:
             raise NotFound("record not found")
         if any(s.dek_erased for s in stored):
             raise Erased("record erased")
-        if not reveal:
-            return RecordView(
-                record_id,
-                row.version,
-                {s.field_name: FieldOutput(Output.TOKEN, s.token) for s in stored},
-            )
-        plain = self._open(tenant, record_id, stored, deadline=deadline)
-        return RecordView(
-            record_id,
-            row.version,
-            {name: FieldOutput(Output.PLAIN, value) for name, value in plain.items()},
+        decisions = policy.outputs(
+            role,
+            purpose.name if purpose else None,
+            {s.field_name: FieldClass(s.field_class) for s in stored},
         )
+        revealed = [s for s in stored if decisions[s.field_name].output in _REVEALING]
+        if not revealed:
+            return RecordView(record_id, row.version, self._render(stored, decisions, {}))
+        plain = self._open(tenant, record_id, revealed, deadline=deadline)
+        classes = sorted({s.field_class for s in revealed})
+        n_plain = sum(1 for s in revealed if decisions[s.field_name].output is Output.PLAIN)
+        event = self.access.event(
+            caller,
+            role.name,
+            Action.RECORD_READ,
+            tenant=tenant,
+            record_id=record_id,
+            field_classes=classes,
+        )
+        self.audit.prepare(deadline=deadline)
+        try:
+            with self.db.begin() as conn:
+                if purpose is not None and not self.access.has_consent(
+                    conn, tenant, record_id, purpose
+                ):
+                    raise ConsentRequired(f"no consent for purpose {purpose.name}")
+                self.access.charge(conn, caller, role, n_plain)
+                entries = self.audit.append(conn, [event], deadline=deadline)
+        except ConsentRequired as exc:
+            raise self.access.deny(
+                caller,
+                role.name,
+                Action.RECORD_READ,
+                exc,
+                tenant=tenant,
+                record_id=record_id,
+                field_classes=classes,
+                deadline=deadline,
+            ) from None
+        except ResourceExhausted as exc:
+            raise self.access.deny(
+                caller,
+                role.name,
+                "limit.exceeded",
+                exc,
+                tenant=tenant,
+                record_id=record_id,
+                field_classes=classes,
+                deadline=deadline,
+            ) from None
+        self.audit.after_commit(entries)
+        return RecordView(record_id, row.version, self._render(stored, decisions, plain))
+
+    def _render(
+        self,
+        stored: Sequence[StoredValue],
+        decisions: Mapping[str, FieldDecision],
+        plain: Mapping[str, str],
+    ) -> dict[str, FieldOutput]:
+        out: dict[str, FieldOutput] = {}
+        for s in stored:
+            d = decisions[s.field_name]
+            if d.output is Output.PLAIN:
+                out[s.field_name] = FieldOutput(Output.PLAIN, plain[s.field_name], d.reason)
+            elif d.output is Output.MASKED:
+                masked = mask(FieldClass(s.field_class), plain[s.field_name])
+                out[s.field_name] = FieldOutput(Output.MASKED, masked, d.reason)
+            elif d.output is Output.TOKEN:
+                out[s.field_name] = FieldOutput(Output.TOKEN, s.token, d.reason)
+            else:
+                out[s.field_name] = FieldOutput(Output.OMIT, "", d.reason)
+        return out
 
     def _open(
         self, tenant: str, record_id: str, stored: Sequence[StoredValue], *, deadline: Deadline
@@ -370,6 +501,7 @@ class RecordsService:
 
     def update(
         self,
+        caller: Caller,
         tenant: str,
         record_id: str,
         *,
@@ -386,6 +518,9 @@ class RecordsService:
         """
         check_tenant(tenant)
         check_record_id(record_id)
+        _, role = self.access.authorize(
+            caller, Action.RECORD_WRITE, tenant=tenant, record_id=record_id, deadline=deadline
+        )
         if expected_version < 1:
             raise InvalidInput("expected_version", "must be at least 1")
         if not set_fields and not clear_fields:
@@ -426,6 +561,15 @@ class RecordsService:
             tenant, record_id, values, deks, tkeys, tokens=tokens
         )
         now = datetime.now(UTC)
+        event = self.access.event(
+            caller,
+            role.name,
+            Action.RECORD_WRITE,
+            tenant=tenant,
+            record_id=record_id,
+            field_classes=self._classes([*values, *clear_fields]),
+        )
+        self.audit.prepare(deadline=deadline)
         try:
             with self.db.begin() as conn:
                 if not repo.bump_version(conn, tenant, record_id, expected_version, now):
@@ -441,8 +585,10 @@ class RecordsService:
                     cleared=list(clear_fields),
                     now=now,
                 )
+                entries = self.audit.append(conn, [event], deadline=deadline)
         except IntegrityError:
             raise Conflict("record changed concurrently") from None
+        self.audit.after_commit(entries)
         kept = {n: t for n, t in tokens.items() if n not in clear_fields}
         kept.update(new_tokens)
         return StoredRecord(record_id, expected_version + 1, kept)
@@ -486,15 +632,26 @@ class RecordsService:
 
     # --- erase -------------------------------------------------------------------------------
 
-    def delete(self, tenant: str, record_id: str) -> ErasureReceipt:
-        """Crypto-shred a record. Repeating it returns the first receipt.
+    def delete(
+        self, caller: Caller, tenant: str, record_id: str, *, deadline: Deadline
+    ) -> ErasureReceipt:
+        """Crypto-shred a record (audited). Repeating it returns the first receipt.
 
         Raises:
+            PermissionDenied: the caller may not erase records (audited).
             NotFound: no such record (and none erased) in this tenant.
         """
         check_tenant(tenant)
         check_record_id(record_id)
+        _, role = self.access.authorize(
+            caller, Action.RECORD_ERASE, tenant=tenant, record_id=record_id, deadline=deadline
+        )
         now = datetime.now(UTC)
+        event = self.access.event(
+            caller, role.name, Action.RECORD_ERASE, tenant=tenant, record_id=record_id
+        )
+        self.audit.prepare(deadline=deadline)
+        entries: list[AuditEntry] = []
         with self.db.begin() as conn:
             row = repo.get_record(conn, tenant, record_id)
             if row is None:
@@ -504,6 +661,9 @@ class RecordsService:
                 erased_at, ids_json = receipt
                 return ErasureReceipt(tenant, record_id, erased_at, tuple(json.loads(ids_json)))
             dek_ids = repo.erase_record(conn, tenant, record_id, now)
+            access_repo.erase_consents(conn, record_id)
+            entries = self.audit.append(conn, [event], deadline=deadline)
+        self.audit.after_commit(entries)
         for d in dek_ids:
             self.keys.data_keys.discard(d)
         return ErasureReceipt(tenant, record_id, now, tuple(dek_ids))
@@ -511,7 +671,13 @@ class RecordsService:
     # --- find --------------------------------------------------------------------------------
 
     def find(
-        self, tenant: str, match: Mapping[str, str], *, limit: int = 0, deadline: Deadline
+        self,
+        caller: Caller,
+        tenant: str,
+        match: Mapping[str, str],
+        *,
+        limit: int = 0,
+        deadline: Deadline,
     ) -> list[str]:
         """Record ids whose searchable fields equal every given value (through blind indexes).
 
@@ -519,6 +685,7 @@ class RecordsService:
             InvalidInput: no condition, a field that is unknown or not searchable, a bad value.
         """
         check_tenant(tenant)
+        self.access.authorize(caller, Action.RECORD_FIND, tenant=tenant, deadline=deadline)
         if not match:
             raise InvalidInput("match", "at least one condition is required")
         if limit < 0 or limit > MAX_FIND:
@@ -544,6 +711,261 @@ class RecordsService:
             conditions[name] = [crypto.blind_index(ik.key, name, form) for ik in iks]
         with self.db.begin(write=False) as conn:
             return repo.find_records(conn, tenant, conditions, limit or DEFAULT_FIND)
+
+    # --- consent ---------------------------------------------------------------------------
+
+    def get_consent(
+        self, caller: Caller, tenant: str, record_id: str, *, deadline: Deadline
+    ) -> ConsentView:
+        """The purposes the customer consents to (no customer values: purpose names only)."""
+        check_tenant(tenant)
+        check_record_id(record_id)
+        self.access.authorize(
+            caller, Action.RECORD_READ, tenant=tenant, record_id=record_id, deadline=deadline
+        )
+        with self.db.begin(write=False) as conn:
+            self._live_record(conn, tenant, record_id)
+            state = access_repo.get_consent(conn, tenant, record_id)
+        return ConsentView(
+            tenant,
+            record_id,
+            state.version,
+            tuple(sorted(state.purposes)),
+            state.source,
+            state.updated_at,
+        )
+
+    def update_consent(
+        self,
+        caller: Caller,
+        tenant: str,
+        record_id: str,
+        purposes: Sequence[str],
+        *,
+        expected_version: int,
+        source: str,
+        deadline: Deadline,
+    ) -> ConsentView:
+        """Replace the consented purposes (versioned like records; audited).
+
+        Raises:
+            InvalidInput: an unknown purpose, a bad source or version.
+            Conflict: the consent changed since ``expected_version``.
+        """
+        check_tenant(tenant)
+        check_record_id(record_id)
+        policy, role = self.access.authorize(
+            caller, Action.CONSENT_WRITE, tenant=tenant, record_id=record_id, deadline=deadline
+        )
+        if expected_version < 0:
+            raise InvalidInput("expected_version", "must be 0 or more")
+        if not SOURCE_RE.match(source):
+            raise InvalidInput("source", "must be 1-128 printable ASCII characters")
+        for i, name in enumerate(purposes):
+            if policy.purpose(name) is None:
+                raise InvalidInput(f"purposes[{i}]", "not a purpose of the policy")
+        event = self.access.event(
+            caller,
+            role.name,
+            Action.CONSENT_WRITE,
+            tenant=tenant,
+            record_id=record_id,
+            purpose="",
+        )
+        self.audit.prepare(deadline=deadline)
+        with self.db.begin() as conn:
+            self._live_record(conn, tenant, record_id)
+            state = access_repo.set_consent(
+                conn,
+                tenant,
+                record_id,
+                purposes,
+                expected_version=expected_version,
+                source=source,
+                now=datetime.now(UTC),
+            )
+            if state is None:
+                raise Conflict("consent version is not expected_version")
+            entries = self.audit.append(conn, [event], deadline=deadline)
+        self.audit.after_commit(entries)
+        return ConsentView(
+            tenant,
+            record_id,
+            state.version,
+            tuple(sorted(state.purposes)),
+            state.source,
+            state.updated_at,
+        )
+
+    @staticmethod
+    def _live_record(conn: Connection, tenant: str, record_id: str) -> None:
+        if repo.get_record(conn, tenant, record_id) is None:
+            if repo.is_erased(conn, tenant, record_id):
+                raise Erased("record erased")
+            raise NotFound("record not found")
+
+    # --- data subject access --------------------------------------------------------------
+
+    def export(
+        self,
+        caller: Caller,
+        tenant: str,
+        record_id: str,
+        *,
+        recipient_public_key: bytes = b"",
+        deadline: Deadline,
+    ) -> Export:
+        """Everything held about one customer: fields (as the policy gives them), consents and
+        access history, as JSON; sealed to ``recipient_public_key`` (X25519) when given.
+
+        Raises:
+            InvalidInput: a public key that is not 32 bytes; a missing or unknown purpose.
+            PermissionDenied, NotFound, Erased, ResourceExhausted, Unavailable: as for get.
+        """
+        check_tenant(tenant)
+        check_record_id(record_id)
+        if recipient_public_key and len(recipient_public_key) != PublicKey.SIZE:
+            raise InvalidInput("recipient_public_key", "must be a 32-byte X25519 public key")
+        policy, role = self.access.authorize(
+            caller, Action.EXPORT, tenant=tenant, record_id=record_id, deadline=deadline
+        )
+        purpose = self.access.check_purpose(
+            policy,
+            caller,
+            role,
+            Action.EXPORT,
+            required=True,
+            tenant=tenant,
+            record_id=record_id,
+            deadline=deadline,
+        )
+        assert purpose is not None
+        with self.db.begin(write=False) as conn:
+            row, stored = repo.read_record(conn, tenant, record_id)
+            self._live_record(conn, tenant, record_id)
+            consent = access_repo.get_consent(conn, tenant, record_id)
+            history = access_repo.consent_history(conn, tenant, record_id)
+        assert row is not None
+        if any(s.dek_erased for s in stored):
+            raise Erased("record erased")
+        decisions = policy.outputs(
+            role, purpose.name, {s.field_name: FieldClass(s.field_class) for s in stored}
+        )
+        revealed = [s for s in stored if decisions[s.field_name].output in _REVEALING]
+        plain = self._open(tenant, record_id, revealed, deadline=deadline) if revealed else {}
+        rendered = self._render(stored, decisions, plain)
+        access_log = self.audit.query(tenant, record_id, deadline=deadline)
+        document = {
+            "format": "cvault-dsar-export/1",
+            "tenant": tenant,
+            "record_id": record_id,
+            "version": row.version,
+            "fields": {
+                name: {
+                    "class": next(s.field_class for s in stored if s.field_name == name),
+                    "output": f.output.value,
+                    "value": f.value,
+                }
+                for name, f in rendered.items()
+            },
+            "consent": {
+                "version": consent.version,
+                "purposes": sorted(consent.purposes),
+                "source": consent.source,
+                "updated_at": consent.updated_at.isoformat() if consent.updated_at else None,
+                "history": [
+                    {
+                        "version": h.version,
+                        "purposes": sorted(h.purposes),
+                        "source": h.source,
+                        "changed_at": h.updated_at.isoformat() if h.updated_at else None,
+                    }
+                    for h in history
+                ],
+            },
+            "access_history": [
+                {
+                    "time": e.time.isoformat(),
+                    "principal": e.principal,
+                    "role": e.role,
+                    "action": e.action,
+                    "purpose": e.purpose,
+                    "field_classes": list(e.field_classes),
+                    "outcome": e.outcome,
+                }
+                for e in access_log
+            ],
+        }
+        raw = json.dumps(document, sort_keys=True).encode("utf-8")
+        classes = sorted({s.field_class for s in revealed})
+        n_plain = sum(1 for s in revealed if decisions[s.field_name].output is Output.PLAIN)
+        event = self.access.event(
+            caller,
+            role.name,
+            Action.EXPORT,
+            tenant=tenant,
+            record_id=record_id,
+            field_classes=classes,
+        )
+        self.audit.prepare(deadline=deadline)
+        try:
+            with self.db.begin() as conn:
+                self.access.charge(conn, caller, role, n_plain)
+                entries = self.audit.append(conn, [event], deadline=deadline)
+        except ResourceExhausted as exc:
+            raise self.access.deny(
+                caller,
+                role.name,
+                "limit.exceeded",
+                exc,
+                tenant=tenant,
+                record_id=record_id,
+                field_classes=classes,
+                deadline=deadline,
+            ) from None
+        self.audit.after_commit(entries)
+        if recipient_public_key:
+            sealed = SealedBox(PublicKey(recipient_public_key)).encrypt(raw)
+            return Export("application/json+nacl-sealedbox", bytes(sealed))
+        return Export("application/json", raw)
+
+    # --- audit ---------------------------------------------------------------------------
+
+    def query_access(
+        self, caller: Caller, tenant: str, record_id: str, *, limit: int = 0, deadline: Deadline
+    ) -> list[AuditEntry]:
+        """Who saw this customer's data, when and why (newest first). The query is audited."""
+        check_tenant(tenant)
+        check_record_id(record_id)
+        if limit < 0 or limit > MAX_FIND:
+            raise InvalidInput("limit", f"must be between 0 and {MAX_FIND}")
+        policy, role = self.access.authorize(
+            caller, Action.AUDIT_READ, tenant=tenant, record_id=record_id, deadline=deadline
+        )
+        self.access.check_purpose(
+            policy,
+            caller,
+            role,
+            Action.AUDIT_READ,
+            required=False,
+            tenant=tenant,
+            record_id=record_id,
+            deadline=deadline,
+        )
+        entries = self.audit.query(
+            tenant, record_id, deadline=deadline, limit=limit or DEFAULT_FIND
+        )
+        self.audit.after_commit(
+            self.audit.record(
+                [
+                    self.access.event(
+                        caller, role.name, Action.AUDIT_READ, tenant=tenant, record_id=record_id
+                    )
+                ],
+                deadline=deadline,
+            )
+        )
+        return entries
 
     # --- health ------------------------------------------------------------------------------
 

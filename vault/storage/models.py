@@ -130,3 +130,51 @@ class ErasedDataKey(Base):
     record_id: Mapped[str] = mapped_column(String(ID), index=True)
     tenant: Mapped[str] = mapped_column(String(TENANT))
     erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditKey(Base):
+    """The audit-log key per version, stored only wrapped by the ``<prefix>-audit`` transit key."""
+
+    __tablename__ = "audit_keys"
+    __table_args__ = (UniqueConstraint("version"),)
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    wrapped: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEventRow(Base):
+    """One audit event, MAC-chained to the row before it in its chain (see ``vault.audit``).
+
+    Holds no customer value: the record is named only by a keyed pseudonym (``record_ref``).
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_lookup", "tenant", "record_ref"),)
+
+    chain: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    principal: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    record_ref: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    field_classes: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(128))
+    audit_key_id: Mapped[str] = mapped_column(ForeignKey("audit_keys.id"))
+    mac: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditChainHead(Base):
+    """The newest (seq, mac) of each audit chain: appenders lock it to serialize themselves."""
+
+    __tablename__ = "audit_chain_heads"
+
+    chain: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    mac: Mapped[bytes] = mapped_column(LargeBinary)

@@ -64,6 +64,21 @@ class RecordsStub:
                 request_serializer=vault_dot_v1_dot_records__pb2.FindRecordsRequest.SerializeToString,
                 response_deserializer=vault_dot_v1_dot_records__pb2.FindRecordsResponse.FromString,
                 _registered_method=True)
+        self.UpdateConsent = channel.unary_unary(
+                '/vault.v1.Records/UpdateConsent',
+                request_serializer=vault_dot_v1_dot_records__pb2.UpdateConsentRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_records__pb2.Consent.FromString,
+                _registered_method=True)
+        self.GetConsent = channel.unary_unary(
+                '/vault.v1.Records/GetConsent',
+                request_serializer=vault_dot_v1_dot_records__pb2.GetConsentRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_records__pb2.Consent.FromString,
+                _registered_method=True)
+        self.ExportCustomerData = channel.unary_unary(
+                '/vault.v1.Records/ExportCustomerData',
+                request_serializer=vault_dot_v1_dot_records__pb2.ExportCustomerDataRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_records__pb2.ExportCustomerDataResponse.FromString,
+                _registered_method=True)
 
 
 class RecordsServicer:
@@ -111,6 +126,28 @@ class RecordsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateConsent(self, request, context):
+        """Replace the set of purposes the customer consents to (versioned, audited).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsent(self, request, context):
+        """The purposes the customer currently consents to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCustomerData(self, request, context):
+        """Everything held about one customer (fields, consents, access history) for a data subject
+        access request; sealed to the requester's X25519 public key when one is given. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +180,21 @@ def add_RecordsServicer_to_server(servicer, server):
                     servicer.FindRecords,
                     request_deserializer=vault_dot_v1_dot_records__pb2.FindRecordsRequest.FromString,
                     response_serializer=vault_dot_v1_dot_records__pb2.FindRecordsResponse.SerializeToString,
+            ),
+            'UpdateConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConsent,
+                    request_deserializer=vault_dot_v1_dot_records__pb2.UpdateConsentRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_records__pb2.Consent.SerializeToString,
+            ),
+            'GetConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsent,
+                    request_deserializer=vault_dot_v1_dot_records__pb2.GetConsentRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_records__pb2.Consent.SerializeToString,
+            ),
+            'ExportCustomerData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCustomerData,
+                    request_deserializer=vault_dot_v1_dot_records__pb2.ExportCustomerDataRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_records__pb2.ExportCustomerDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +359,87 @@ class Records:
             '/vault.v1.Records/FindRecords',
             vault_dot_v1_dot_records__pb2.FindRecordsRequest.SerializeToString,
             vault_dot_v1_dot_records__pb2.FindRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.Records/UpdateConsent',
+            vault_dot_v1_dot_records__pb2.UpdateConsentRequest.SerializeToString,
+            vault_dot_v1_dot_records__pb2.Consent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.Records/GetConsent',
+            vault_dot_v1_dot_records__pb2.GetConsentRequest.SerializeToString,
+            vault_dot_v1_dot_records__pb2.Consent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCustomerData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.Records/ExportCustomerData',
+            vault_dot_v1_dot_records__pb2.ExportCustomerDataRequest.SerializeToString,
+            vault_dot_v1_dot_records__pb2.ExportCustomerDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,14 @@ class RecordsStub:
     """Crypto-shred a record: destroy its data keys, keep a tombstone, return a receipt."""
     FindRecords: _grpc.UnaryUnaryMultiCallable[_records_pb2.FindRecordsRequest, _records_pb2.FindRecordsResponse]
     """Exact match on searchable fields through a blind index (all conditions must match)."""
+    UpdateConsent: _grpc.UnaryUnaryMultiCallable[_records_pb2.UpdateConsentRequest, _records_pb2.Consent]
+    """Replace the set of purposes the customer consents to (versioned, audited)."""
+    GetConsent: _grpc.UnaryUnaryMultiCallable[_records_pb2.GetConsentRequest, _records_pb2.Consent]
+    """The purposes the customer currently consents to."""
+    ExportCustomerData: _grpc.UnaryUnaryMultiCallable[_records_pb2.ExportCustomerDataRequest, _records_pb2.ExportCustomerDataResponse]
+    """Everything held about one customer (fields, consents, access history) for a data subject
+    access request; sealed to the requester's X25519 public key when one is given. Audited.
+    """
 
 @_typing.type_check_only
 class RecordsAsyncStub(RecordsStub):
@@ -63,6 +71,14 @@ class RecordsAsyncStub(RecordsStub):
     """Crypto-shred a record: destroy its data keys, keep a tombstone, return a receipt."""
     FindRecords: _aio.UnaryUnaryMultiCallable[_records_pb2.FindRecordsRequest, _records_pb2.FindRecordsResponse]  # type: ignore[assignment]
     """Exact match on searchable fields through a blind index (all conditions must match)."""
+    UpdateConsent: _aio.UnaryUnaryMultiCallable[_records_pb2.UpdateConsentRequest, _records_pb2.Consent]  # type: ignore[assignment]
+    """Replace the set of purposes the customer consents to (versioned, audited)."""
+    GetConsent: _aio.UnaryUnaryMultiCallable[_records_pb2.GetConsentRequest, _records_pb2.Consent]  # type: ignore[assignment]
+    """The purposes the customer currently consents to."""
+    ExportCustomerData: _aio.UnaryUnaryMultiCallable[_records_pb2.ExportCustomerDataRequest, _records_pb2.ExportCustomerDataResponse]  # type: ignore[assignment]
+    """Everything held about one customer (fields, consents, access history) for a data subject
+    access request; sealed to the requester's X25519 public key when one is given. Audited.
+    """
 
 class RecordsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -112,5 +128,31 @@ class RecordsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_records_pb2.FindRecordsResponse, _abc.Awaitable[_records_pb2.FindRecordsResponse]]:
         """Exact match on searchable fields through a blind index (all conditions must match)."""
+
+    @_abc_1.abstractmethod
+    def UpdateConsent(
+        self,
+        request: _records_pb2.UpdateConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_records_pb2.Consent, _abc.Awaitable[_records_pb2.Consent]]:
+        """Replace the set of purposes the customer consents to (versioned, audited)."""
+
+    @_abc_1.abstractmethod
+    def GetConsent(
+        self,
+        request: _records_pb2.GetConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_records_pb2.Consent, _abc.Awaitable[_records_pb2.Consent]]:
+        """The purposes the customer currently consents to."""
+
+    @_abc_1.abstractmethod
+    def ExportCustomerData(
+        self,
+        request: _records_pb2.ExportCustomerDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_records_pb2.ExportCustomerDataResponse, _abc.Awaitable[_records_pb2.ExportCustomerDataResponse]]:
+        """Everything held about one customer (fields, consents, access history) for a data subject
+        access request; sealed to the requester's X25519 public key when one is given. Audited.
+        """
 
 def add_RecordsServicer_to_server(servicer: RecordsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import API_KEYS
 from vault.app import build_app
-from vault.config import OpenBaoSettings, Settings
+from vault.config import AuthSettings, OpenBaoSettings, Settings
 from vault.errors import ConfigError
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.storage import upgrade
@@ -16,7 +17,11 @@ pytestmark = pytest.mark.openbao
 
 
 def _settings(db_url: str, bao_url: str, token: str) -> Settings:
-    return Settings(database_url=db_url, openbao=OpenBaoSettings(url=bao_url, token=token))
+    return Settings(
+        database_url=db_url,
+        openbao=OpenBaoSettings(url=bao_url, token=token),
+        auth=AuthSettings(api_keys={"test-admin": API_KEYS["test-admin"][1]}),
+    )
 
 
 def test_ready_when_migrated_and_key_server_up(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
@@ -47,6 +52,14 @@ def test_unreachable_key_server_is_refused(tmp_path: Path) -> None:
             app.check_ready()
     finally:
         app.close()
+
+
+def test_no_way_to_authenticate_fails_at_build(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'x.db'}", openbao=OpenBaoSettings(token="t")
+    )
+    with pytest.raises(ConfigError, match="enable mTLS, API keys"):
+        build_app(settings)
 
 
 def test_bad_schema_file_fails_at_build(tmp_path: Path) -> None:

@@ -74,11 +74,27 @@ def test_dev_end_to_end(tmp_path: Path) -> None:
         assert settings["address"].startswith("127.0.0.1:")
         created = _cli(state, "create", "email=ada@example.com", "phone=+442079460958")
         rid = str(created["record_id"])
-        tokens = _cli(state, "get", rid)
+        tokens = _cli(state, "--as", "ai-pipeline", "get", rid)
         assert {v["output"] for v in tokens["fields"].values()} == {"token"}  # type: ignore[union-attr]
-        plain = _cli(state, "get", rid, "--reveal")
+        plain = _cli(state, "get", rid, "--purpose", "account-management")
         assert plain["fields"]["email"]["value"] == "ada@example.com"  # type: ignore[index]
+        masked = _cli(state, "--as", "support-agent", "get", rid, "--purpose", "customer-support")
+        assert masked["fields"]["email"]["output"] == "masked"  # type: ignore[index]
+        assert "ada@" not in json.dumps(masked)
         assert _cli(state, "find", "email=ADA@example.com")["record_ids"] == [rid]
+        seen = subprocess.run(
+            [*CVAULT, "--state-dir", str(state), "--as", "dpo", "access", rid],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert seen.returncode == 0, seen.stderr
+        roles = {e["role"] for e in json.loads(seen.stdout)}
+        assert {"backend-service", "support-agent"} <= roles
+        # the audit's JSON-lines sink got the same events, with no values in them
+        lines = (state / "audit.jsonl").read_text()
+        assert "record.read" in lines
+        assert "ada@example.com" not in lines
         started = _bao_pids() - before
         assert started, "OpenBao is not running"
     finally:
@@ -88,12 +104,12 @@ def test_dev_end_to_end(tmp_path: Path) -> None:
     # A second start finds the same keys and data.
     proc = _start(state)
     try:
-        plain = _cli(state, "get", rid, "--reveal")
+        plain = _cli(state, "get", rid, "--purpose", "account-management")
         assert plain["fields"]["phone"]["value"] == "+442079460958"  # type: ignore[index]
         receipt = _cli(state, "delete", rid)
         assert len(receipt["data_key_ids"]) == 2  # type: ignore[arg-type]
         gone = subprocess.run(
-            [*CVAULT, "--state-dir", str(state), "get", rid, "--reveal"],
+            [*CVAULT, "--state-dir", str(state), "get", rid, "--purpose", "account-management"],
             capture_output=True,
             text=True,
             timeout=60,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from tests.support import SAMPLE, make_service, sample_record
+from tests.support import ADMIN, SAMPLE, TOKENS, make_service, sample_record
 from vault.deadline import Deadline
 from vault.errors import DecryptionFailed, Erased
 from vault.keys.openbao_dev import OpenBaoDevServer
@@ -58,18 +58,21 @@ def test_no_plaintext_at_rest_or_in_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     inputs = [sample_record(i) for i in range(50)] + [SAMPLE]
-    created = records.create(tenant, [RecordInput(f) for f in inputs], deadline=_dl(), batch=True)
+    created = records.create(
+        ADMIN, tenant, [RecordInput(f) for f in inputs], deadline=_dl(), batch=True
+    )
     # update, read, search and erase too, so every write path has run
     records.update(
+        ADMIN,
         tenant,
         created[0].record_id,
         expected_version=1,
         set_fields={"notes": "Updated note about a sensitive matter 4242"},
         deadline=_dl(),
     )
-    records.get(tenant, created[1].record_id, reveal=True, deadline=_dl())
-    records.find(tenant, {"email": inputs[2]["email"]}, deadline=_dl())
-    records.delete(tenant, created[3].record_id)
+    records.get(ADMIN, tenant, created[1].record_id, deadline=_dl())
+    records.find(ADMIN, tenant, {"email": inputs[2]["email"]}, deadline=_dl())
+    records.delete(ADMIN, tenant, created[3].record_id, deadline=_dl())
 
     canonical = [records.schema.validate(f) for f in inputs]
     needles = set()
@@ -92,6 +95,7 @@ def test_ciphertext_moved_to_another_record_fails(
     records: RecordsService, database: Database, tenant: str, openbao: OpenBaoDevServer
 ) -> None:
     a, b = records.create(
+        ADMIN,
         tenant,
         [RecordInput({"email": "alice@example.com"}), RecordInput({"email": "bob@example.com"})],
         deadline=_dl(),
@@ -105,17 +109,18 @@ def test_ciphertext_moved_to_another_record_fails(
         dst=b.record_id,
     )
     with pytest.raises(DecryptionFailed):
-        records.get(tenant, b.record_id, reveal=True, deadline=_dl())
+        records.get(ADMIN, tenant, b.record_id, deadline=_dl())
     # A fresh process (no cached keys) refuses it the same way.
     fresh = make_service(database, openbao)
     with pytest.raises(DecryptionFailed):
-        fresh.get(tenant, b.record_id, reveal=True, deadline=_dl())
+        fresh.get(ADMIN, tenant, b.record_id, deadline=_dl())
 
 
 def test_ciphertext_moved_to_another_field_fails(
     records: RecordsService, database: Database, tenant: str
 ) -> None:
     (a,) = records.create(
+        ADMIN,
         tenant,
         [RecordInput({"full_name": "Alice Liddell", "address": "1 Wonder Lane"})],
         deadline=_dl(),
@@ -130,9 +135,9 @@ def test_ciphertext_moved_to_another_field_fails(
         r=a.record_id,
     )
     with pytest.raises(DecryptionFailed):
-        records.get(tenant, a.record_id, fields=["address"], reveal=True, deadline=_dl())
+        records.get(ADMIN, tenant, a.record_id, fields=["address"], deadline=_dl())
     assert (
-        records.get(tenant, a.record_id, fields=["full_name"], reveal=True, deadline=_dl())
+        records.get(ADMIN, tenant, a.record_id, fields=["full_name"], deadline=_dl())
         .fields["full_name"]
         .value
         == "Alice Liddell"
@@ -143,8 +148,10 @@ def test_ciphertext_moved_to_another_tenant_fails(
     records: RecordsService, database: Database, tenant: str
 ) -> None:
     other = tenant + "-b"
-    (a,) = records.create(tenant, [RecordInput({"email": "alice@example.com"})], deadline=_dl())
-    (b,) = records.create(other, [RecordInput({"email": "bob@example.com"})], deadline=_dl())
+    (a,) = records.create(
+        ADMIN, tenant, [RecordInput({"email": "alice@example.com"})], deadline=_dl()
+    )
+    (b,) = records.create(ADMIN, other, [RecordInput({"email": "bob@example.com"})], deadline=_dl())
     _swap(
         database,
         "UPDATE record_values SET ciphertext = (SELECT ciphertext FROM record_values "
@@ -154,13 +161,14 @@ def test_ciphertext_moved_to_another_tenant_fails(
         dst=b.record_id,
     )
     with pytest.raises(DecryptionFailed):
-        records.get(other, b.record_id, reveal=True, deadline=_dl())
+        records.get(ADMIN, other, b.record_id, deadline=_dl())
 
 
 def test_wrapped_data_key_moved_to_another_record_fails(
     records: RecordsService, database: Database, tenant: str, openbao: OpenBaoDevServer
 ) -> None:
     a, b = records.create(
+        ADMIN,
         tenant,
         [RecordInput({"email": "alice@example.com"}), RecordInput({"email": "bob@example.com"})],
         deadline=_dl(),
@@ -174,14 +182,16 @@ def test_wrapped_data_key_moved_to_another_record_fails(
     )
     fresh = make_service(database, openbao)  # cold caches: must unwrap the row
     with pytest.raises(DecryptionFailed):
-        fresh.get(tenant, b.record_id, reveal=True, deadline=_dl())
+        fresh.get(ADMIN, tenant, b.record_id, deadline=_dl())
 
 
 @pytest.mark.parametrize("position", [0, 5, 20, 35, -1])
 def test_flipped_byte_in_stored_ciphertext_fails(
     records: RecordsService, database: Database, tenant: str, position: int
 ) -> None:
-    (a,) = records.create(tenant, [RecordInput({"email": "flip@example.com"})], deadline=_dl())
+    (a,) = records.create(
+        ADMIN, tenant, [RecordInput({"email": "flip@example.com"})], deadline=_dl()
+    )
     with database.engine.begin() as conn:
         ct = bytearray(
             conn.execute(
@@ -195,7 +205,7 @@ def test_flipped_byte_in_stored_ciphertext_fails(
             {"c": bytes(ct), "r": a.record_id},
         )
     with pytest.raises(DecryptionFailed):
-        records.get(tenant, a.record_id, reveal=True, deadline=_dl())
+        records.get(ADMIN, tenant, a.record_id, deadline=_dl())
 
 
 _TABLES = ("records", "data_keys", "record_values", "blind_index")
@@ -261,15 +271,15 @@ def _restore_guards(db: Database) -> None:
 def test_erased_record_stays_unreadable_after_rows_are_written_back(
     records: RecordsService, database: Database, tenant: str, openbao: OpenBaoDevServer
 ) -> None:
-    (a,) = records.create(tenant, [RecordInput(dict(SAMPLE))], deadline=_dl())
+    (a,) = records.create(ADMIN, tenant, [RecordInput(dict(SAMPLE))], deadline=_dl())
     replica = make_service(database, openbao)
     # Both "replicas" have every key of the record cached before the erasure.
-    records.get(tenant, a.record_id, reveal=True, deadline=_dl())
-    replica.get(tenant, a.record_id, reveal=True, deadline=_dl())
+    records.get(ADMIN, tenant, a.record_id, deadline=_dl())
+    replica.get(ADMIN, tenant, a.record_id, deadline=_dl())
     snap = _snapshot(database, a.record_id)
     assert all(snap[t] for t in ("records", "data_keys", "record_values"))
 
-    receipt = records.delete(tenant, a.record_id)
+    receipt = records.delete(ADMIN, tenant, a.record_id, deadline=_dl())
     assert sorted(receipt.data_key_ids) == sorted(str(r["id"]) for r in snap["data_keys"])
 
     # 1. The database refuses the restored rows.
@@ -283,9 +293,9 @@ def test_erased_record_stays_unreadable_after_rows_are_written_back(
         _restore(database, snap)
         for service in (records, replica, make_service(database, openbao)):
             with pytest.raises(Erased):
-                service.get(tenant, a.record_id, reveal=True, deadline=_dl())
+                service.get(ADMIN, tenant, a.record_id, deadline=_dl())
             with pytest.raises(Erased):
-                service.get(tenant, a.record_id, reveal=False, deadline=_dl())
+                service.get(TOKENS, tenant, a.record_id, deadline=_dl())
     finally:
         with database.engine.begin() as conn:
             for table in _TABLES:

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from tests.support import sample_record
+from tests.support import keyed_channel, sample_record
 from vault.api import RunningServer
 from vault.storage import Database
 from vault.v1 import records_pb2 as pb
@@ -47,7 +47,7 @@ def test_create_rejects_bad_input(
     server: RunningServer, database: Database, tenant: str, fields: dict[str, str], field_name: str
 ) -> None:
     before = _row_counts(database)
-    with grpc.insecure_channel(server.address) as channel:
+    with keyed_channel(server.address) as channel:
         stub = pb_grpc.RecordsStub(channel)
         with pytest.raises(grpc.RpcError) as exc:
             stub.CreateRecord(pb.CreateRecordRequest(tenant=tenant, fields=fields), timeout=10)
@@ -67,7 +67,7 @@ def test_batch_with_one_bad_record_writes_nothing(
     good = [sample_record(i) for i in range(5)]
     bad = dict(good[0], email=f"{SECRET}@@example.com")
     before = _row_counts(database)
-    with grpc.insecure_channel(server.address) as channel:
+    with keyed_channel(server.address) as channel:
         stub = pb_grpc.RecordsStub(channel)
         with pytest.raises(grpc.RpcError) as exc:
             stub.BatchCreateRecords(
@@ -103,7 +103,7 @@ def test_batch_with_one_bad_record_writes_nothing(
 def test_every_rpc_names_the_bad_field(
     server: RunningServer, method: str, request_: object, field_name: str
 ) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+    with keyed_channel(server.address) as channel:
         stub = pb_grpc.RecordsStub(channel)
         with pytest.raises(grpc.RpcError) as exc:
             getattr(stub, method)(request_, timeout=10)
@@ -112,12 +112,14 @@ def test_every_rpc_names_the_bad_field(
 
 
 def test_unknown_record_is_not_found(server: RunningServer, tenant: str) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+    with keyed_channel(server.address) as channel:
         stub = pb_grpc.RecordsStub(channel)
         with pytest.raises(grpc.RpcError) as exc:
             stub.GetRecord(
                 pb.GetRecordRequest(
-                    tenant=tenant, record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10"
+                    tenant=tenant,
+                    record_id="6f1c1f38-0c7e-4a53-9a3f-2f4e1f0b9d10",
+                    purpose="testing",
                 ),
                 timeout=10,
             )
@@ -136,7 +138,7 @@ def test_unknown_record_is_not_found(server: RunningServer, tenant: str) -> None
 def test_a_value_pasted_as_field_name_is_not_echoed(
     server: RunningServer, method: str, request_: object, field_name: str
 ) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+    with keyed_channel(server.address) as channel:
         stub = pb_grpc.RecordsStub(channel)
         with pytest.raises(grpc.RpcError) as exc:
             getattr(stub, method)(request_, timeout=10)
@@ -162,7 +164,7 @@ def test_a_value_pasted_as_field_name_is_not_echoed(
 def test_unparseable_request_is_invalid_argument(
     server: RunningServer, method: str, payload: bytes
 ) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+    with keyed_channel(server.address) as channel:
         call = channel.unary_unary(f"/vault.v1.Records/{method}")
         with pytest.raises(grpc.RpcError) as exc:
             call(payload, timeout=10)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import text
 
-from tests.support import SAMPLE, sample_record
+from tests.support import SAMPLE, keyed_channel, sample_record
 from vault import errors
 from vault.api import RunningServer
 from vault.client import VaultClient
@@ -192,7 +191,7 @@ def test_other_tenant_cannot_read(admin_client: VaultClient, tenant: str) -> Non
 
 
 def test_health_and_reflection(server: RunningServer) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+    with keyed_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "vault.v1.Records"):
             resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)

@@ -10,7 +10,14 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import text
 
-from tests.support import ADMIN_KEY, ADMIN_KEY_SHA256, TcpProxy, make_service, sample_record
+from tests.support import (
+    ADMIN_KEY,
+    TEST_PURPOSE,
+    TcpProxy,
+    authenticator,
+    make_service,
+    sample_record,
+)
 from vault.api import start_server
 from vault.client import VaultClient
 from vault.errors import Unavailable
@@ -50,10 +57,10 @@ def test_key_server_outage_fails_closed_and_recovers(
 ) -> None:
     service = make_service(database, openbao, url=f"http://{bao_proxy.address}")
     running = start_server(
-        service, "127.0.0.1:0", dev_admin_key_sha256=ADMIN_KEY_SHA256, health_interval=0.1
+        service, "127.0.0.1:0", authenticator=authenticator(), health_interval=0.1
     )
     try:
-        with VaultClient(running.address, admin_key=ADMIN_KEY, timeout=5) as vc:
+        with VaultClient(running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=5) as vc:
             before_outage = vc.create_record(tenant, sample_record(1))
             assert vc.health() == "SERVING"
 
@@ -66,9 +73,11 @@ def test_key_server_outage_fails_closed_and_recovers(
             assert exc.value.reason == "key_server_unavailable"
             # a fresh replica has nothing cached: reading needs the key server
             cold = make_service(database, openbao, url=f"http://{bao_proxy.address}")
-            cold_server = start_server(cold, "127.0.0.1:0", dev_admin_key_sha256=ADMIN_KEY_SHA256)
+            cold_server = start_server(cold, "127.0.0.1:0", authenticator=authenticator())
             try:
-                with VaultClient(cold_server.address, admin_key=ADMIN_KEY, timeout=5) as cold_vc:
+                with VaultClient(
+                    cold_server.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=5
+                ) as cold_vc:
                     with pytest.raises(Unavailable):
                         cold_vc.get_record(tenant, before_outage.record_id)
                     with pytest.raises(Unavailable):
@@ -97,10 +106,12 @@ def test_database_outage_fails_closed_and_recovers(
     db = Database(proxied)
     service = make_service(db, openbao)
     running = start_server(
-        service, "127.0.0.1:0", dev_admin_key_sha256=ADMIN_KEY_SHA256, health_interval=0.1
+        service, "127.0.0.1:0", authenticator=authenticator(), health_interval=0.1
     )
     try:
-        with VaultClient(running.address, admin_key=ADMIN_KEY, timeout=10) as vc:
+        with VaultClient(
+            running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=10
+        ) as vc:
             created = vc.create_record(tenant, sample_record(5))
             proxy.cut()
             assert _wait_for(lambda: vc.health() == "NOT_SERVING")

@@ -7,12 +7,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from vault.storage import Database, current_revision
+from vault.storage import Database, current_revision, head_revision
 from vault.storage.models import Base
 
 
 def test_migrated_schema_matches_models(database: Database, db_url: str) -> None:
-    assert current_revision(db_url) == "0001"
+    assert current_revision(db_url) == head_revision()
     with database.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 

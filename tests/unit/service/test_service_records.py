@@ -10,11 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import ADMIN, TEST_POLICY
+from vault.audit import AuditLog, MemoryCheckpointStore
 from vault.deadline import Deadline
 from vault.errors import KeyServerUnavailable
 from vault.keys import CacheLimits, CacheSettings, KeyManager
-from vault.schema import load_schema
-from vault.service import RecordInput, RecordsService
+from vault.policy import PolicyHolder
+from vault.schema import RecordSchema, load_schema
+from vault.service import Access, RecordInput, RecordsService
 from vault.storage import Database, upgrade
 from vault.testing import InMemoryKeyWrapper
 
@@ -36,9 +39,16 @@ def wrapper() -> InMemoryKeyWrapper:
 
 
 def service(
-    db: Database, wrapper: InMemoryKeyWrapper, caches: CacheSettings | None = None
+    db: Database,
+    wrapper: InMemoryKeyWrapper,
+    caches: CacheSettings | None = None,
+    schema: RecordSchema | None = None,
 ) -> RecordsService:
-    return RecordsService(db, KeyManager(wrapper, caches), load_schema())
+    keys = KeyManager(wrapper, caches)
+    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore())
+    return RecordsService(
+        db, keys, schema or load_schema(), Access(PolicyHolder(TEST_POLICY), audit)
+    )
 
 
 def test_key_server_calls_one_per_class_then_none(
@@ -47,27 +57,30 @@ def test_key_server_calls_one_per_class_then_none(
     svc = service(db, wrapper)
     wrapper.calls.clear()
     fields = {"email": "a@example.com", "full_name": "A B", "notes": "x"}
-    svc.create("calls", [RecordInput(fields)] * 3, deadline=DL)
-    assert sorted(c[:2] for c in wrapper.calls) == [
+    svc.create(ADMIN, "calls", [RecordInput(fields)] * 3, deadline=DL)
+    # the audit key is made once per database (its first audited write), not per tenant
+    assert [c for c in wrapper.calls if c[1] == "audit"] in ([], [("wrap", "audit", 1)])
+    assert sorted(c[:2] for c in wrapper.calls if c[1] != "audit") == [
         ("wrap", "email"),
         ("wrap", "free_text"),
         ("wrap", "name"),
     ]
-    assert all(c[2] == 2 for c in wrapper.calls)  # tenant key and index key together
+    # tenant key and index key together
+    assert all(c[2] == 2 for c in wrapper.calls if c[1] != "audit")
     wrapper.calls.clear()
-    svc.create("calls", [RecordInput(fields)], deadline=DL)
+    svc.create(ADMIN, "calls", [RecordInput(fields)], deadline=DL)
     assert wrapper.calls == []
 
 
 def test_cache_max_uses_forces_unwrap_again(db: Database, wrapper: InMemoryKeyWrapper) -> None:
     tiny = CacheSettings(tenant_keys=CacheLimits(max_uses=1), data_keys=CacheLimits(max_uses=1))
     svc = service(db, wrapper, tiny)
-    (rec,) = svc.create("uses", [RecordInput({"email": "u@example.com"})], deadline=DL)
+    (rec,) = svc.create(ADMIN, "uses", [RecordInput({"email": "u@example.com"})], deadline=DL)
     wrapper.calls.clear()
     unwraps = []
     for _ in range(4):
-        svc.get("uses", rec.record_id, reveal=True, deadline=DL)
-        unwraps.append([c[0] for c in wrapper.calls].count("unwrap"))
+        svc.get(ADMIN, "uses", rec.record_id, deadline=DL)
+        unwraps.append(sum(1 for c in wrapper.calls if c[:2] == ("unwrap", "email")))
     # One use per cached entry: read 1 uses the data key, read 2 re-unwraps it with the tenant
     # key (its one use), read 3 uses the new data key, read 4 must ask the key server again.
     assert unwraps == [0, 0, 0, 1]
@@ -78,10 +91,10 @@ def test_outage_during_create_writes_nothing(db: Database, wrapper: InMemoryKeyW
     wrapper.fail_with = KeyServerUnavailable
     try:
         with pytest.raises(KeyServerUnavailable):
-            svc.create("outage", [RecordInput({"email": "o@example.com"})], deadline=DL)
+            svc.create(ADMIN, "outage", [RecordInput({"email": "o@example.com"})], deadline=DL)
     finally:
         wrapper.fail_with = None
-    assert svc.find("outage", {"email": "o@example.com"}, deadline=DL) == []
+    assert svc.find(ADMIN, "outage", {"email": "o@example.com"}, deadline=DL) == []
 
 
 @settings(
@@ -96,8 +109,8 @@ def test_free_text_round_trip_arbitrary_unicode(
     db: Database, wrapper: InMemoryKeyWrapper, value: str
 ) -> None:
     svc = service(db, wrapper)
-    (rec,) = svc.create("prop", [RecordInput({"notes": value})], deadline=DL)
-    got = svc.get("prop", rec.record_id, reveal=True, deadline=DL)
+    (rec,) = svc.create(ADMIN, "prop", [RecordInput({"notes": value})], deadline=DL)
+    got = svc.get(ADMIN, "prop", rec.record_id, deadline=DL)
     assert got.fields["notes"].value == svc.schema.validate({"notes": value})["notes"]
 
 
@@ -114,15 +127,16 @@ def test_two_fields_of_one_class_share_a_data_key_but_not_ciphertexts(
     upgrade(url)
     db = Database(url)
     try:
-        svc = RecordsService(db, KeyManager(wrapper), load_schema(schema_file))
+        svc = service(db, wrapper, schema=load_schema(schema_file))
         (rec,) = svc.create(
+            ADMIN,
             "two",
             [RecordInput({"email": "home@example.com", "work_email": "work@example.com"})],
             deadline=DL,
         )
         # the same value in the two fields must not match across fields
-        assert svc.find("two", {"work_email": "home@example.com"}, deadline=DL) == []
-        assert svc.find("two", {"email": "home@example.com"}, deadline=DL) == [rec.record_id]
+        assert svc.find(ADMIN, "two", {"work_email": "home@example.com"}, deadline=DL) == []
+        assert svc.find(ADMIN, "two", {"email": "home@example.com"}, deadline=DL) == [rec.record_id]
         from sqlalchemy import text
 
         with db.engine.begin() as conn:
@@ -135,6 +149,6 @@ def test_two_fields_of_one_class_share_a_data_key_but_not_ciphertexts(
         from vault.errors import DecryptionFailed
 
         with pytest.raises(DecryptionFailed):
-            svc.get("two", rec.record_id, fields=["work_email"], reveal=True, deadline=DL)
+            svc.get(ADMIN, "two", rec.record_id, fields=["work_email"], deadline=DL)
     finally:
         db.dispose()

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from vault.storage import current_revision, upgrade
+from vault.storage import current_revision, head_revision, upgrade
 from vault.storage._migrate import alembic_config
 from vault.storage.models import Base
 
@@ -16,7 +16,7 @@ from vault.storage.models import Base
 def test_sqlite_migration_matches_models(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade(url)
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == head_revision()
     engine = create_engine(url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)

@@ -1,0 +1,108 @@
+"""The tamper-evident audit log: append (fail closed), verify, checkpoint, query.
+
+**What a row holds.** One row per plaintext or masked read, reveal, write, erasure, consent
+change, admin action and denial: time, principal, role, action, purpose, tenant, the record's
+pseudonym (``record_ref``, a keyed hash of tenant and record id: never the id), field classes,
+outcome, reason code, request id, the audit key id and a MAC. No customer value, ever.
+
+**The chain.** Rows of a chain are numbered 1, 2, 3, ... without gaps (``seq``). Each row's
+MAC covers every other column of the row, its chain and seq, and the MAC of the row before it
+(32 zero bytes for seq 1); the exact layout is in ``vault/audit/_mac.py``. The MAC key is
+derived from the **audit key**: 32 random bytes made locally, stored in ``audit_keys`` only
+wrapped by the transit key ``<prefix>-audit`` (with its row id and version as associated
+data), unwrapped once per process and cached by :class:`~vault.keys.KeyManager`. So
+whoever can write the database but cannot use that transit key cannot forge, edit, reorder or
+insert a row without :meth:`AuditLog.verify` naming the first one that is wrong; deleting a row
+leaves a gap in ``seq`` or breaks the next row's MAC.
+
+**Appending.** :meth:`AuditLog.append` runs inside the caller's write transaction. It locks the
+chain's row in ``audit_chain_heads`` (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write
+transaction is already exclusive), computes the MACs from the head, inserts the rows and moves
+the head. Concurrent appenders in any number of threads and processes therefore build one valid
+chain, and each waits for the previous one's commit: append last, right before the commit.
+If the key cannot be had or the insert is refused, :class:`AuditUnavailable` (an
+``Unavailable``: gRPC UNAVAILABLE) is raised and the caller's transaction rolls back, so the
+call fails and nothing is revealed. The service does::
+
+    log.prepare(deadline=d)              # before its transaction; no I/O in steady state
+    with db.begin(write=True) as conn:
+        ...                              # its own reads and writes
+        entries = log.append(conn, events, deadline=d)
+    log.after_commit(entries)            # sinks, checkpoint when due; never raises
+    return result                        # plaintext leaves only now
+
+Denials, which have no transaction of their own, use :meth:`AuditLog.record`.
+
+**The tail, and the checkpoint.** Deleting the newest rows leaves no gap. The head table
+catches that unless it is rewritten too, so the head is also **checkpointed outside the
+database**: every ``checkpoint_every`` rows (or ``checkpoint_max_age`` seconds) a background
+thread verifies the rows since the previous checkpoint and, only if they are intact, writes
+``{chain, seq, mac}`` to a :class:`CheckpointStore` (an OpenBao KV v2 entry,
+:class:`vault.keys.KvCheckpointStore`). ``verify`` reports a ``truncated tail`` when rows at or
+before the checkpoint are gone. **The window:** rows appended after the last checkpoint, then
+deleted together with a matching rewrite of the head row, are not detected; lower
+``checkpoint_every`` (or call :meth:`AuditLog.checkpoint_now`) to narrow it. A checkpoint
+never certifies a broken chain, so an attacker cannot launder a truncation by waiting for the
+next checkpoint.
+
+**Sinks.** After the commit, the same entries go to each :class:`AuditSink` (e.g.
+:class:`JsonLinesSink`, :class:`StdoutSink`) as JSON lines. A sink failure is logged, never
+raised: the database row is the record of truth.
+
+**Query.** :meth:`AuditLog.query` answers "who saw this customer's data, when and why" through
+the pseudonym (under every audit key version), newest first.
+"""
+
+from vault.audit._checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    CheckpointStore,
+    MemoryCheckpointStore,
+    parse_checkpoint,
+)
+from vault.audit._errors import AuditUnavailable
+from vault.audit._event import ALLOWED, DENIED, ERROR, OUTCOMES, AuditEntry, AuditEvent
+from vault.audit._log import AUDIT_KEY_CLASS, AuditLog
+from vault.audit._sinks import AuditSink, JsonLinesSink, StdoutSink
+from vault.audit._verify import (
+    BAD_CHECKPOINT,
+    BAD_KEY,
+    CHECKPOINT_MISMATCH,
+    DELETED,
+    EDITED,
+    HEAD_MISMATCH,
+    INSERTED,
+    REORDERED,
+    TRUNCATED,
+    VerifyReport,
+)
+
+__all__ = [
+    "ALLOWED",
+    "AUDIT_KEY_CLASS",
+    "BAD_CHECKPOINT",
+    "BAD_KEY",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_MISMATCH",
+    "DELETED",
+    "DENIED",
+    "EDITED",
+    "ERROR",
+    "HEAD_MISMATCH",
+    "INSERTED",
+    "OUTCOMES",
+    "REORDERED",
+    "TRUNCATED",
+    "AuditEntry",
+    "AuditEvent",
+    "AuditLog",
+    "AuditSink",
+    "AuditUnavailable",
+    "Checkpoint",
+    "CheckpointStore",
+    "JsonLinesSink",
+    "MemoryCheckpointStore",
+    "StdoutSink",
+    "VerifyReport",
+    "parse_checkpoint",
+]

@@ -1,0 +1,637 @@
+"""AuditLog: append chained events in the caller's transaction; verify, checkpoint, query."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from vault.audit import _store as store
+from vault.audit._checkpoint import CHECKPOINT_FORMAT, Checkpoint, CheckpointStore, parse_checkpoint
+from vault.audit._errors import AuditUnavailable
+from vault.audit._event import AuditEntry, AuditEvent
+from vault.audit._mac import (
+    AuditKeys,
+    RowContent,
+    derive,
+    join_classes,
+    pseudonym,
+    row_mac,
+    split_classes,
+    utc,
+)
+from vault.audit._sinks import AuditSink
+from vault.audit._verify import (
+    BAD_CHECKPOINT,
+    CHECKPOINT_MISMATCH,
+    TRUNCATED,
+    VerifyReport,
+    WalkResult,
+    walk,
+)
+from vault.crypto._encoding import lp
+from vault.deadline import Deadline
+from vault.errors import (
+    ConfigError,
+    DecryptionFailed,
+    KeyServerPermissionDenied,
+    KeyServerUnavailable,
+)
+from vault.keys import KeyManager, WrappedRef
+from vault.storage import Database
+
+log = logging.getLogger("vault.audit")
+
+#: the key class of the audit key: transit key ``<prefix>-audit``
+AUDIT_KEY_CLASS = "audit"
+_CHAIN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+# Connectivity failures are left to Database.begin, which maps them to DatabaseUnavailable.
+_CONNECTIVITY = (OperationalError, InterfaceError)
+_KEY_ERRORS = (KeyServerUnavailable, KeyServerPermissionDenied, DecryptionFailed)
+_CREATED_KEY = "cvault.audit.created_key"
+
+
+def key_aad(key_id: str, version: int) -> bytes:
+    """AAD of a wrapped audit key: a blob moved to another row or version does not unwrap."""
+    return b"cvault/audit-key/v1" + lp(key_id) + lp(str(version))
+
+
+def _cache_id(key_id: str) -> str:
+    return f"audit-key:{key_id}"
+
+
+def _entry(row: store.StoredRow) -> AuditEntry:
+    c = row.content
+    return AuditEntry(
+        chain=row.chain,
+        seq=row.seq,
+        time=utc(c.time),
+        principal=c.principal,
+        role=c.role,
+        action=c.action,
+        purpose=c.purpose,
+        tenant=c.tenant,
+        record_ref=c.record_ref,
+        field_classes=split_classes(c.field_classes),
+        outcome=c.outcome,
+        reason=c.reason,
+        request_id=c.request_id,
+    )
+
+
+class AuditLog:
+    """The tamper-evident audit log of one chain. Thread-safe; one instance per process.
+
+    Args:
+        db: the database holding ``audit_keys``, ``audit_events`` and ``audit_chain_heads``.
+        keys: unwraps the audit key under the ``audit`` key class (and caches it).
+        chain: the chain this instance appends to (1-32 of ``A-Z a-z 0-9 _ . -``).
+        sinks: secondary outputs written by :meth:`after_commit` (never fail a call).
+        checkpoint: where :meth:`checkpoint_now` records the verified head outside the
+            database; None disables checkpoints (and truncation beyond the head table goes
+            undetected).
+        checkpoint_every: :meth:`after_commit` starts a checkpoint after this many rows...
+        checkpoint_max_age: ...or when this many seconds passed since the last one and rows
+            were appended since.
+        checkpoint_in_background: run those checkpoints on a short-lived thread (default), or
+            inline in :meth:`after_commit` (tests).
+
+    Raises:
+        ConfigError: an invalid chain name or checkpoint setting.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyManager,
+        *,
+        chain: str = "main",
+        sinks: Sequence[AuditSink] = (),
+        checkpoint: CheckpointStore | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_max_age: float = 300.0,
+        checkpoint_in_background: bool = True,
+    ) -> None:
+        if not _CHAIN_RE.match(chain):
+            raise ConfigError(f"invalid audit chain name {chain!r:.40}")
+        if checkpoint_every < 1 or not checkpoint_max_age > 0:
+            raise ConfigError("audit checkpoint_every and checkpoint_max_age must be positive")
+        self._db = db
+        self._keys = keys
+        self.chain = chain
+        self._sinks = tuple(sinks)
+        self._store = checkpoint
+        self._every = checkpoint_every
+        self._max_age = checkpoint_max_age
+        self._background = checkpoint_in_background
+        # the newest audit key row, once known to be committed (wrapped only: not secret)
+        self._key_row: store.KeyRow | None = None
+        self._key_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._pending = 0
+        self._last_checkpoint = time.monotonic()
+        self._retry_after = 0.0
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"AuditLog(chain={self.chain!r}, sinks={len(self._sinks)})"
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def prepare(self, *, deadline: Deadline) -> None:
+        """Make sure the audit key is loaded and unwrapped, before the caller's transaction.
+
+        In steady state this is a cache hit (no database or key-server call). The first call
+        of a process reads ``audit_keys`` and unwraps the key (one key-server call); the first
+        call ever also creates it.
+
+        Raises:
+            AuditUnavailable: the audit key could not be obtained (key server down or refusing).
+            DatabaseUnavailable: the database could not be reached.
+        """
+        self._current_keys(None, deadline)
+
+    def append(
+        self, conn: Connection, events: Sequence[AuditEvent], *, deadline: Deadline
+    ) -> list[AuditEntry]:
+        """Append ``events`` to the chain inside the caller's open write transaction.
+
+        Call it as the last statement before the commit: it locks the chain head until the
+        transaction ends, so every other appender of this chain waits meanwhile. The rows are
+        durable only once the caller commits; then pass the result to :meth:`after_commit`.
+
+        Returns:
+            The entries as stored (seq, pseudonym), in the order given.
+
+        Raises:
+            AuditUnavailable: the audit key could not be obtained, or the database refused the
+                rows (permissions, a trigger, an inconsistent head). The caller must let its
+                transaction roll back and fail the call.
+            DatabaseUnavailable: (from the caller's ``Database.begin``) connectivity failures
+                are re-raised unchanged for it to map.
+            ValueError: ``conn`` is not in a write transaction (a caller bug).
+        """
+        if not events:
+            return []
+        if not conn.in_transaction() or conn.info.get("write") is False:
+            raise ValueError("AuditLog.append needs an open write transaction")
+        keys = self._current_keys(conn, deadline)
+        try:
+            head = store.lock_head(conn, self.chain)
+            rows: list[dict[str, Any]] = []
+            entries: list[AuditEntry] = []
+            prev, seq = head.mac, head.seq
+            for event in events:
+                seq += 1
+                content = RowContent(
+                    time=utc(event.time),
+                    principal=event.principal,
+                    role=event.role,
+                    action=event.action,
+                    purpose=event.purpose,
+                    tenant=event.tenant,
+                    record_ref=(
+                        None
+                        if event.record_id is None
+                        else pseudonym(keys.pseudonym_key, event.tenant, event.record_id)
+                    ),
+                    field_classes=join_classes(event.field_classes),
+                    outcome=event.outcome,
+                    reason=event.reason,
+                    request_id=event.request_id,
+                    audit_key_id=keys.key_id,
+                )
+                prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
+                row = store.StoredRow(self.chain, seq, content, prev)
+                rows.append(_row_dict(row))
+                entries.append(_entry(row))
+            store.insert_events(conn, rows)
+            store.set_head(conn, self.chain, store.Head(seq, prev))
+        except _CONNECTIVITY:
+            raise
+        except DBAPIError as exc:
+            # Type only: a driver message can quote parameters.
+            log.error(
+                "audit rows refused by the database (%s); failing the call",
+                type(exc.orig).__name__,
+            )
+            raise AuditUnavailable("audit log could not be written") from None
+        return entries
+
+    def after_commit(self, entries: Sequence[AuditEntry]) -> None:
+        """Tell the log that rows from :meth:`append` are committed: write them to the sinks
+        and start a checkpoint when one is due. Never raises for a sink or checkpoint failure
+        (those are logged); call it after the commit, before or after returning the result."""
+        if not entries:
+            return
+        for sink in self._sinks:
+            try:
+                sink.write(entries)
+            except Exception as exc:
+                log.error("audit sink %r failed (%s)", sink, type(exc).__name__)
+        if self._store is None:
+            return
+        now = time.monotonic()
+        thread: threading.Thread | None = None
+        with self._state_lock:
+            self._pending += len(entries)
+            due = self._pending >= self._every or now - self._last_checkpoint >= self._max_age
+            if not due or self._running or now < self._retry_after:
+                return
+            self._pending = 0
+            self._last_checkpoint = now
+            self._running = True
+            if self._background:
+                # Off the request path: the checkpoint walks up to checkpoint_every rows and
+                # makes a key-server call.
+                thread = threading.Thread(
+                    target=self._checkpoint_job, name="cvault-audit-checkpoint", daemon=True
+                )
+                self._thread = thread
+        if thread is not None:
+            thread.start()
+        else:
+            self._checkpoint_job()
+
+    def record(self, events: Sequence[AuditEvent], *, deadline: Deadline) -> list[AuditEntry]:
+        """Append ``events`` in a transaction of their own (e.g. a denial), then
+        :meth:`after_commit`.
+
+        Raises:
+            AuditUnavailable, DatabaseUnavailable: as for :meth:`append`; nothing was written.
+        """
+        self.prepare(deadline=deadline)
+        with self._db.begin(write=True) as conn:
+            entries = self.append(conn, events, deadline=deadline)
+        self.after_commit(entries)
+        return entries
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for a background checkpoint in progress (if any) to end."""
+        with self._state_lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def pseudonym(self, tenant: str, record_id: str, *, deadline: Deadline) -> str:
+        """The ``record_ref`` that rows appended now carry for this record.
+
+        Raises:
+            AuditUnavailable: the audit key could not be obtained.
+        """
+        return pseudonym(self._current_keys(None, deadline).pseudonym_key, tenant, record_id)
+
+    def query(
+        self, tenant: str, record_id: str, *, deadline: Deadline, limit: int = 1000
+    ) -> list[AuditEntry]:
+        """Who touched this record's data, when and why: its events in every chain, newest
+        first, found by its pseudonym under every audit key version.
+
+        Raises:
+            ValueError: ``limit`` is not in 1..10000.
+            KeyServerUnavailable, KeyServerPermissionDenied: an audit key could not be unwrapped.
+            DecryptionFailed: a wrapped audit key was tampered with.
+            DatabaseUnavailable: the database could not be reached.
+        """
+        if not 1 <= limit <= 10_000:
+            raise ValueError("limit must be between 1 and 10000")
+        with self._db.begin(write=False) as conn:
+            key_rows = list(store.all_keys(conn).values())
+        if not key_rows:
+            return []
+        plain = self._keys.unwrap(
+            AUDIT_KEY_CLASS,
+            [WrappedRef(_cache_id(r.id), r.wrapped, key_aad(r.id, r.version)) for r in key_rows],
+            deadline=deadline,
+        )
+        refs = sorted(
+            {
+                pseudonym(derive(r.id, plain[_cache_id(r.id)]).pseudonym_key, tenant, record_id)
+                for r in key_rows
+            }
+        )
+        with self._db.begin(write=False) as conn:
+            rows = store.rows_for_refs(conn, tenant, refs, limit)
+        return [_entry(r) for r in rows]
+
+    def verify(self, *, deadline: Deadline) -> VerifyReport:
+        """Recompute the whole chain from seq 1 and compare it with the head table and the
+        external checkpoint. Streams rows (bounded memory); safe while others append.
+
+        Returns:
+            The report; ``ok`` is False with the first bad seq and the problem otherwise.
+
+        Raises:
+            ConfigError: the checkpoint store holds another chain's checkpoint.
+            KeyServerUnavailable, KeyServerPermissionDenied: the key server or the checkpoint
+                store could not be used.
+            DatabaseUnavailable: the database could not be reached.
+        """
+        checkpoint, bad_checkpoint = self._read_checkpoint(deadline)
+        keys_for = self._key_lookup(deadline)
+        with self._db.begin(write=False) as conn:
+            # The head is read before the rows: rows appended meanwhile only extend the chain.
+            head = store.read_head(conn, self.chain)
+            result = walk(
+                self.chain,
+                store.stream_rows(conn, self.chain),
+                lambda key_id: keys_for(conn, key_id),
+                head=head,
+                checkpoint=checkpoint,
+            )
+        report = result.report
+        if report.ok and bad_checkpoint:
+            report = VerifyReport(
+                ok=False,
+                chain=self.chain,
+                checked=report.checked,
+                last_seq=report.last_seq,
+                problem=BAD_CHECKPOINT,
+                detail="the checkpoint store holds a malformed checkpoint",
+            )
+        if not report.ok:
+            log.warning(
+                "audit chain %s failed verification at seq %s: %s",
+                self.chain,
+                report.first_bad_seq,
+                report.problem,
+            )
+        return report
+
+    def checkpoint_now(self, *, deadline: Deadline) -> VerifyReport:
+        """Verify the rows appended since the last checkpoint and, if they are intact, record
+        the newest one in the checkpoint store.
+
+        Verifying first means a checkpoint never certifies a rewritten tail: if rows at or
+        before the previous checkpoint were deleted, or the tail was tampered with, nothing is
+        written and the report says why (the old checkpoint stays as evidence).
+
+        Returns:
+            The report of the rows checked (``ok`` and ``last_seq`` = the checkpointed seq).
+
+        Raises:
+            ConfigError: no checkpoint store, or it holds another chain's checkpoint.
+            KeyServerUnavailable, KeyServerPermissionDenied: key server or store unusable.
+            DatabaseUnavailable: the database could not be reached.
+        """
+        if self._store is None:
+            raise ConfigError("no audit checkpoint store is configured")
+        with self._checkpoint_lock:
+            previous, bad_checkpoint = self._read_checkpoint(deadline)
+            if bad_checkpoint:
+                log.error("audit checkpoint of chain %s is malformed; not replacing it", self.chain)
+                return VerifyReport(
+                    ok=False,
+                    chain=self.chain,
+                    checked=0,
+                    last_seq=0,
+                    problem=BAD_CHECKPOINT,
+                    detail="the checkpoint store holds a malformed checkpoint",
+                )
+            keys_for = self._key_lookup(deadline)
+            with self._db.begin(write=False) as conn:
+                head = store.read_head(conn, self.chain)
+                result = self._walk_since(conn, previous, head, keys_for)
+            report = result.report
+            if not report.ok:
+                log.error(
+                    "audit chain %s failed verification at seq %s (%s); checkpoint not written",
+                    self.chain,
+                    report.first_bad_seq,
+                    report.problem,
+                )
+                return report
+            if report.last_seq == 0 or (previous is not None and report.last_seq <= previous.seq):
+                return report
+            self._store.put(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "chain": self.chain,
+                    "seq": str(report.last_seq),
+                    "mac": result.last_mac.hex(),
+                    "time": datetime.now(UTC).isoformat(),
+                },
+                deadline=deadline,
+            )
+            log.info("audit chain %s checkpointed at seq %d", self.chain, report.last_seq)
+            return report
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _walk_since(
+        self,
+        conn: Connection,
+        previous: Checkpoint | None,
+        head: store.Head | None,
+        keys_for: _KeyLookup,
+    ) -> WalkResult:
+        def lookup(key_id: str) -> AuditKeys | None:
+            return keys_for(conn, key_id)
+
+        if previous is None:
+            return walk(self.chain, store.stream_rows(conn, self.chain), lookup, head=head)
+        anchor = store.row_at(conn, self.chain, previous.seq)
+        if anchor is None or anchor.mac != previous.mac:
+            problem = TRUNCATED if anchor is None else CHECKPOINT_MISMATCH
+            return WalkResult(
+                VerifyReport(
+                    ok=False,
+                    chain=self.chain,
+                    checked=0,
+                    last_seq=0,
+                    first_bad_seq=previous.seq,
+                    problem=problem,
+                    detail=f"row {previous.seq} is missing or differs from the checkpoint",
+                    checkpoint_seq=previous.seq,
+                ),
+                b"",
+            )
+        return walk(
+            self.chain,
+            store.stream_rows(conn, self.chain, after_seq=previous.seq),
+            lookup,
+            head=head,
+            start_seq=previous.seq + 1,
+            start_mac=previous.mac,
+        )
+
+    def _read_checkpoint(self, deadline: Deadline) -> tuple[Checkpoint | None, bool]:
+        """(checkpoint, malformed)."""
+        if self._store is None:
+            return None, False
+        data = self._store.get(deadline=deadline)
+        if data is None:
+            return None, False
+        checkpoint = parse_checkpoint(data)
+        if checkpoint is None:
+            return None, True
+        if checkpoint.chain != self.chain:
+            raise ConfigError(
+                f"the audit checkpoint store of chain {self.chain} holds another chain's checkpoint"
+            )
+        return checkpoint, False
+
+    def _key_lookup(self, deadline: Deadline) -> _KeyLookup:
+        return _KeyLookup(self._keys, deadline)
+
+    def _current_keys(self, conn: Connection | None, deadline: Deadline) -> AuditKeys:
+        row = self._key_row
+        cacheable = True
+        if row is None:
+            if conn is None:
+                with self._key_lock:
+                    row = self._key_row or self._load_or_create(deadline)
+            else:
+                row, cacheable = self._load_or_create_in(conn, deadline)
+        try:
+            plain = self._keys.unwrap(
+                AUDIT_KEY_CLASS,
+                [WrappedRef(_cache_id(row.id), row.wrapped, key_aad(row.id, row.version))],
+                deadline=deadline,
+            )[_cache_id(row.id)]
+        except _KEY_ERRORS as exc:
+            raise self._key_unavailable(exc) from None
+        if cacheable:
+            self._key_row = row
+        return derive(row.id, plain)
+
+    def _load_or_create(self, deadline: Deadline) -> store.KeyRow:
+        with self._db.begin(write=False) as conn:
+            row = store.latest_key(conn)
+        if row is not None:
+            return row
+        new, plain = self._new_key(deadline)
+        with self._db.begin(write=True) as conn:
+            inserted = store.insert_key(conn, new, datetime.now(UTC))
+        if inserted:
+            self._keys.remember(_cache_id(new.id), plain)
+            log.info("created audit key version %d", new.version)
+            return new
+        with self._db.begin(write=False) as conn:
+            row = store.latest_key(conn)
+        if row is None:
+            raise AuditUnavailable("audit key could not be created")
+        return row
+
+    def _load_or_create_in(self, conn: Connection, deadline: Deadline) -> tuple[store.KeyRow, bool]:
+        """Like :meth:`_load_or_create` inside the caller's transaction (when
+        :meth:`prepare` was not called). A key created here is not remembered until a later
+        call finds it committed."""
+        try:
+            # conn.info outlives the transaction (it belongs to the pooled DBAPI connection):
+            # the marker names the transaction that made the key.
+            this_txn = id(conn.get_transaction())
+            row = store.latest_key(conn)
+            if row is not None:
+                return row, conn.info.get(_CREATED_KEY) != (this_txn, row.id)
+            new, plain = self._new_key(deadline)
+            if store.insert_key(conn, new, datetime.now(UTC)):
+                self._keys.remember(_cache_id(new.id), plain)
+                conn.info[_CREATED_KEY] = (this_txn, new.id)
+                return new, False
+            row = store.latest_key(conn)
+        except _CONNECTIVITY:
+            raise
+        except DBAPIError as exc:
+            log.error("audit key table refused (%s)", type(exc.orig).__name__)
+            raise AuditUnavailable("audit log could not be written") from None
+        if row is None:
+            raise AuditUnavailable("audit key could not be created")
+        return row, True
+
+    def _new_key(self, deadline: Deadline) -> tuple[store.KeyRow, bytes]:
+        key_id = str(uuid.uuid4())
+        try:
+            (made,) = self._keys.new_keys(AUDIT_KEY_CLASS, [key_aad(key_id, 1)], deadline=deadline)
+        except _KEY_ERRORS as exc:
+            raise self._key_unavailable(exc) from None
+        return store.KeyRow(key_id, 1, made.wrapped), made.key
+
+    @staticmethod
+    def _key_unavailable(exc: Exception) -> AuditUnavailable:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        log.warning("audit key unavailable (%s); failing closed", reason)
+        return AuditUnavailable(f"audit key unavailable ({reason})")
+
+    def _checkpoint_job(self) -> None:
+        try:
+            report = self.checkpoint_now(deadline=Deadline.after(60.0))
+            if not report.ok:
+                with self._state_lock:
+                    # A broken chain stays broken: do not re-walk it on every commit.
+                    self._retry_after = time.monotonic() + 300.0
+        except Exception as exc:
+            log.warning(
+                "audit checkpoint of chain %s failed (%s); will retry",
+                self.chain,
+                getattr(exc, "reason", type(exc).__name__),
+            )
+            with self._state_lock:
+                self._pending = max(self._pending, self._every)
+                self._retry_after = time.monotonic() + 10.0
+        finally:
+            with self._state_lock:
+                self._running = False
+
+
+class _KeyLookup:
+    """Audit keys by row id for one verification: unwrapped once each, failures remembered."""
+
+    def __init__(self, keys: KeyManager, deadline: Deadline) -> None:
+        self._keys = keys
+        self._deadline = deadline
+        self._rows: dict[str, store.KeyRow] | None = None
+        self._derived: dict[str, AuditKeys | None] = {}
+
+    def __call__(self, conn: Connection, key_id: str) -> AuditKeys | None:
+        if key_id in self._derived:
+            return self._derived[key_id]
+        if self._rows is None or key_id not in self._rows:
+            self._rows = store.all_keys(conn)
+        row = self._rows.get(key_id)
+        derived: AuditKeys | None = None
+        if row is not None:
+            try:
+                plain = self._keys.unwrap(
+                    AUDIT_KEY_CLASS,
+                    [WrappedRef(_cache_id(row.id), row.wrapped, key_aad(row.id, row.version))],
+                    deadline=self._deadline,
+                )[_cache_id(row.id)]
+                derived = derive(row.id, plain)
+            except DecryptionFailed:
+                log.error("audit key %s does not unwrap: it was tampered with", key_id)
+        self._derived[key_id] = derived
+        return derived
+
+
+def _row_dict(row: store.StoredRow) -> dict[str, Any]:
+    c = row.content
+    return {
+        "chain": row.chain,
+        "seq": row.seq,
+        "time": c.time,
+        "principal": c.principal,
+        "role": c.role,
+        "action": c.action,
+        "purpose": c.purpose,
+        "tenant": c.tenant,
+        "record_ref": c.record_ref,
+        "field_classes": c.field_classes,
+        "outcome": c.outcome,
+        "reason": c.reason,
+        "request_id": c.request_id,
+        "audit_key_id": c.audit_key_id,
+        "mac": row.mac,
+    }

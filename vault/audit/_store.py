@@ -1,0 +1,166 @@
+"""SQL for the audit tables, over a connection the caller opened (reads, appends, heads)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from vault.audit._mac import RowContent
+from vault.storage.models import AuditChainHead, AuditEventRow, AuditKey
+
+events = cast(Table, AuditEventRow.__table__)
+heads = cast(Table, AuditChainHead.__table__)
+keys = cast(Table, AuditKey.__table__)
+
+#: rows fetched per round trip while streaming a chain
+STREAM_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    id: str
+    version: int
+    wrapped: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    seq: int
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """A row of ``audit_events`` as read back, ready to be MAC-checked."""
+
+    chain: str
+    seq: int
+    content: RowContent
+    mac: bytes
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def latest_key(conn: Connection) -> KeyRow | None:
+    row = conn.execute(
+        select(keys.c.id, keys.c.version, keys.c.wrapped).order_by(keys.c.version.desc()).limit(1)
+    ).first()
+    return None if row is None else KeyRow(row.id, row.version, row.wrapped)
+
+
+def all_keys(conn: Connection) -> dict[str, KeyRow]:
+    rows = conn.execute(select(keys.c.id, keys.c.version, keys.c.wrapped)).all()
+    return {r.id: KeyRow(r.id, r.version, r.wrapped) for r in rows}
+
+
+def insert_key(conn: Connection, row: KeyRow, created_at: datetime) -> bool:
+    """Insert a key version; False when another process inserted that version first."""
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(keys).values(
+                    id=row.id, version=row.version, wrapped=row.wrapped, created_at=created_at
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+# --- heads -----------------------------------------------------------------------------------
+
+
+def lock_head(conn: Connection, chain: str) -> Head:
+    """The chain's head, locked until the transaction ends (``FOR UPDATE`` on PostgreSQL; the
+    SQLite write transaction is already exclusive). Creates the head row of a new chain."""
+    query = select(heads.c.seq, heads.c.mac).where(heads.c.chain == chain).with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        # Two first appenders race here: ON CONFLICT DO NOTHING makes the second wait for the
+        # first to commit and then do nothing, and the SELECT below sees the committed head.
+        values = {"chain": chain, "seq": 0, "mac": b"\x00" * 32}
+        if conn.dialect.name == "postgresql":
+            conn.execute(pg_insert(heads).values(**values).on_conflict_do_nothing())
+        elif conn.dialect.name == "sqlite":
+            conn.execute(sqlite_insert(heads).values(**values).on_conflict_do_nothing())
+        else:
+            conn.execute(insert(heads).values(**values))
+        row = conn.execute(query).one()
+    return Head(int(row.seq), bytes(row.mac))
+
+
+def read_head(conn: Connection, chain: str) -> Head | None:
+    row = conn.execute(select(heads.c.seq, heads.c.mac).where(heads.c.chain == chain)).first()
+    return None if row is None else Head(int(row.seq), bytes(row.mac))
+
+
+def set_head(conn: Connection, chain: str, head: Head) -> None:
+    conn.execute(update(heads).where(heads.c.chain == chain).values(seq=head.seq, mac=head.mac))
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    conn.execute(insert(events), list(rows))
+
+
+def _stored(row: Row[Any]) -> StoredRow:
+    return StoredRow(
+        chain=row.chain,
+        seq=int(row.seq),
+        content=RowContent(
+            time=row.time,
+            principal=row.principal,
+            role=row.role,
+            action=row.action,
+            purpose=row.purpose,
+            tenant=row.tenant,
+            record_ref=row.record_ref,
+            field_classes=row.field_classes,
+            outcome=row.outcome,
+            reason=row.reason,
+            request_id=row.request_id,
+            audit_key_id=row.audit_key_id,
+        ),
+        mac=bytes(row.mac),
+    )
+
+
+def stream_rows(conn: Connection, chain: str, *, after_seq: int = 0) -> Iterator[StoredRow]:
+    """Rows of ``chain`` with ``seq > after_seq`` in seq order, fetched in batches (bounded
+    memory: a server-side cursor on PostgreSQL)."""
+    result = conn.execution_options(yield_per=STREAM_BATCH).execute(
+        select(events)
+        .where(events.c.chain == chain, events.c.seq > after_seq)
+        .order_by(events.c.seq)
+    )
+    for row in result:
+        yield _stored(row)
+
+
+def row_at(conn: Connection, chain: str, seq: int) -> StoredRow | None:
+    row = conn.execute(select(events).where(events.c.chain == chain, events.c.seq == seq)).first()
+    return None if row is None else _stored(row)
+
+
+def rows_for_refs(
+    conn: Connection, tenant: str, refs: Sequence[str], limit: int
+) -> list[StoredRow]:
+    """Rows about any of ``refs`` in ``tenant`` (every chain), newest first."""
+    result = conn.execute(
+        select(events)
+        .where(events.c.tenant == tenant, events.c.record_ref.in_(list(refs)))
+        .order_by(events.c.time.desc(), events.c.seq.desc())
+        .limit(limit)
+    )
+    return [_stored(r) for r in result]

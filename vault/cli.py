@@ -208,6 +208,93 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_audit_log(args: argparse.Namespace) -> Any:
+    """An AuditLog for operator commands: from --config (production: the admin/operator
+    credentials in the environment) or from `make dev`'s settings file."""
+    from vault.audit import AuditLog
+    from vault.config import OpenBaoSettings, Settings, load_settings
+    from vault.keys import KeyManager, KvCheckpointStore, TransitKeyWrapper
+    from vault.storage import Database
+
+    if args.config:
+        settings = load_settings(args.config)
+    else:
+        dev = _dev_settings(args)
+        if not dev:
+            raise SystemExit("no settings: pass --config FILE or run `make dev` first")
+        settings = Settings(
+            database_url=str(dev["database_url"]),
+            openbao=OpenBaoSettings(
+                url=str(dev["openbao_url"]), token=str(dev["openbao_root_token"])
+            ),
+        )
+    from vault.app import make_auth
+
+    bao = settings.openbao
+    auth = make_auth(settings)
+    wrapper = TransitKeyWrapper(bao.url, auth, key_prefix=bao.key_prefix, mount=bao.mount)
+    checkpoint = KvCheckpointStore(
+        bao.url, auth, mount=settings.audit.kv_mount, path=settings.audit.kv_path
+    )
+    return AuditLog(
+        Database(settings.database_url),
+        KeyManager(wrapper),
+        chain=settings.audit.chain,
+        checkpoint=checkpoint,
+    )
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Recompute the MAC chain; exit 1 naming the first edited, deleted, inserted or reordered
+    row, or a truncated tail (against the checkpoint kept in OpenBao)."""
+    from vault.deadline import Deadline
+
+    log = _operator_audit_log(args)
+    report = log.verify(deadline=Deadline.after(600))
+    log.close()
+    if report.ok:
+        print(
+            f"audit chain {report.chain}: OK, {report.checked} rows verified"
+            + (f" (checkpoint at seq {report.checkpoint_seq})" if report.checkpoint_seq else "")
+        )
+        return 0
+    row = f"row seq {report.first_bad_seq}" if report.first_bad_seq is not None else "the chain"
+    print(
+        f"audit chain {report.chain}: FAILED at {row}: {report.problem}. {report.detail}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_audit_query(args: argparse.Namespace) -> int:
+    """Who saw this customer's data, when and why (operator view, straight from the log)."""
+    from vault.deadline import Deadline
+
+    log = _operator_audit_log(args)
+    entries = log.query(
+        _tenant(args), args.record_id, deadline=Deadline.after(60), limit=args.limit
+    )
+    log.close()
+    _print(
+        [
+            {
+                "time": e.time.isoformat(),
+                "principal": e.principal,
+                "role": e.role,
+                "action": e.action,
+                "purpose": e.purpose,
+                "field_classes": list(e.field_classes),
+                "outcome": e.outcome,
+                "reason": e.reason,
+                "request_id": e.request_id,
+                "seq": e.seq,
+            }
+            for e in entries
+        ]
+    )
+    return 0
+
+
 def cmd_keys_init(args: argparse.Namespace) -> int:
     from vault.keys import init_field_keys
 
@@ -412,6 +499,19 @@ def build_parser() -> argparse.ArgumentParser:
     ki.add_argument("--prefix", default="cvault")
     ki.set_defaults(func=cmd_keys_init)
 
+    audit = sub.add_parser("audit", help="audit log operations").add_subparsers(
+        dest="audit_command", required=True
+    )
+    av = audit.add_parser("verify", help="verify the MAC chain; exit 1 naming the first bad row")
+    av.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    av.set_defaults(func=cmd_audit_verify)
+    aq = audit.add_parser("query", help="who saw this customer's data, when and why")
+    aq.add_argument("record_id")
+    aq.add_argument("--tenant")
+    aq.add_argument("--limit", type=int, default=1000)
+    aq.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    aq.set_defaults(func=cmd_audit_query)
+
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_text)
         c.add_argument("--address", help="server address (default: from make dev's settings)")
@@ -462,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    server_side = args.command in ("dev", "serve", "db", "keys")
+    server_side = args.command in ("dev", "serve", "db", "keys", "audit")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO if server_side else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

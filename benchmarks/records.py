@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hashlib
 import os
 import platform
 import random
-import secrets
 import signal
 import sys
 import tempfile
@@ -48,12 +46,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support import sample_record  # noqa: E402
+from tests.support import ADMIN_KEY, TEST_PURPOSE, authenticator, sample_record  # noqa: E402
+from tests.support import make_service as make_test_service  # noqa: E402
 from vault.api import RunningServer, start_server  # noqa: E402
 from vault.client import VaultClient  # noqa: E402
-from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper, init_field_keys  # noqa: E402
+from vault.keys import init_field_keys  # noqa: E402
 from vault.keys.openbao_dev import OpenBaoDevServer, count_audit_requests  # noqa: E402
-from vault.schema import load_schema  # noqa: E402
 from vault.service import RecordsService  # noqa: E402
 from vault.storage import Database, upgrade  # noqa: E402
 
@@ -143,12 +141,9 @@ def new_tenant(label: str) -> str:
 
 
 def make_service(db: Database, openbao: OpenBaoDevServer) -> RecordsService:
-    """A service with its own KeyManager/TransitKeyWrapper: cold key caches."""
-    # A root token never expires, so no renewal look-ups are needed (renew=False).
-    wrapper = TransitKeyWrapper(
-        openbao.url, TokenAuth(openbao.root_token, renew=False), key_prefix=KEY_PREFIX
-    )
-    return RecordsService(db, KeyManager(wrapper), load_schema())
+    """A service with its own KeyManager/TransitKeyWrapper and audit log: cold key caches.
+    The test policy (tests/data/policy.yaml); the caller is its ``test-admin`` role."""
+    return make_test_service(db, openbao)
 
 
 def timed_ms(call: Callable[[], object], count: int) -> list[float]:
@@ -183,12 +178,17 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def grpc_server(service: RecordsService, admin_sha256: str) -> Iterator[RunningServer]:
-    running = start_server(service, "127.0.0.1:0", dev_admin_key_sha256=admin_sha256)
+def grpc_server(service: RecordsService) -> Iterator[RunningServer]:
+    running = start_server(service, "127.0.0.1:0", authenticator=authenticator())
     try:
         yield running
     finally:
         running.stop(grace=0)
+
+
+def admin_client(address: str) -> VaultClient:
+    """The test policy's ``test-admin`` (every class plain, no limits), purpose ``testing``."""
+    return VaultClient(address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=CLIENT_TIMEOUT)
 
 
 # --- the measurements ----------------------------------------------------------------------
@@ -291,8 +291,6 @@ def bench_audit(
     client: VaultClient,
     db: Database,
     openbao: OpenBaoDevServer,
-    admin_key: str,
-    admin_sha256: str,
     numbers: Numbering,
     p: Params,
 ) -> None:
@@ -323,8 +321,8 @@ def bench_audit(
         client.get_record(tenant, rid)
     record(f"read {n:,} back (same service)")
     with (
-        grpc_server(make_service(db, openbao), admin_sha256) as fresh,
-        VaultClient(fresh.address, admin_key=admin_key, timeout=CLIENT_TIMEOUT) as cold,
+        grpc_server(make_service(db, openbao)) as fresh,
+        admin_client(fresh.address) as cold,
     ):
         for rid in first:
             cold.get_record(tenant, rid)
@@ -452,8 +450,6 @@ def parse_args(argv: Sequence[str] | None) -> Params:
 
 
 def run(p: Params) -> None:
-    admin_key = "bench-admin-" + secrets.token_hex(8)
-    admin_sha256 = hashlib.sha256(admin_key.encode()).hexdigest()
     numbers = Numbering()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvault-bench-")))
@@ -469,10 +465,8 @@ def run(p: Params) -> None:
         upgrade(url)
         db = Database(url)
         stack.callback(db.dispose)
-        server = stack.enter_context(grpc_server(make_service(db, openbao), admin_sha256))
-        client = stack.enter_context(
-            VaultClient(server.address, admin_key=admin_key, timeout=CLIENT_TIMEOUT)
-        )
+        server = stack.enter_context(grpc_server(make_service(db, openbao)))
+        client = stack.enter_context(admin_client(server.address))
         print(
             f"  OpenBao dev server {openbao.url}, SQLite {tmp / 'vault.db'},"
             f" gRPC {server.address}  ({time.perf_counter() - t0:.1f} s)"
@@ -488,7 +482,7 @@ def run(p: Params) -> None:
         print("\n4. read latency (sequential, admin credential: values decrypted)")
         bench_reads(client, tenant, ids, p)
         print("\n5. OpenBao requests, from its audit log")
-        bench_audit(client, db, openbao, admin_key, admin_sha256, numbers, p)
+        bench_audit(client, db, openbao, numbers, p)
         print("\ntargets")
         print_targets()
         print("\nteardown")

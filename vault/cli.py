@@ -122,6 +122,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         )
         # the API-key port is plaintext loopback for trying things by hand; mTLS is the real mode
         app.credentials = None
+        app.policy.install_sighup()
         running = app.serve(extra_ports=[(mtls_listen, mtls)])
         mtls_address = f"127.0.0.1:{running.extra_ports[0]}"
         info = {
@@ -184,6 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = build_app(load_settings(args.config))
     app.check_ready()
+    app.policy.install_sighup()  # `kill -HUP` reloads the policy (an invalid file keeps the old)
     running = app.serve()
     print(f"cvault: serving vault.v1 on port {running.port}", flush=True)
     stop = threading.Event()

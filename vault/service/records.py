@@ -374,12 +374,30 @@ class RecordsService:
         with self.db.begin(write=False) as conn:
             row, stored = repo.read_record(conn, tenant, record_id, list(fields) or None)
             erased = row is None and repo.is_erased(conn, tenant, record_id)
+            consented = (
+                row is None
+                or purpose is None
+                or self.access.has_consent(conn, tenant, record_id, purpose)
+            )
         if row is None:
             if erased:
                 raise Erased("record erased")
             raise NotFound("record not found")
         if any(s.dek_erased for s in stored):
             raise Erased("record erased")
+        if not consented:
+            # refused whatever the outputs: even stable tokens of a customer who did not
+            # consent must not flow into, say, a training set
+            assert purpose is not None
+            raise self.access.deny(
+                caller,
+                role.name,
+                Action.RECORD_READ,
+                ConsentRequired(f"no consent for purpose {purpose.name}"),
+                tenant=tenant,
+                record_id=record_id,
+                deadline=deadline,
+            )
         decisions = policy.outputs(
             role,
             purpose.name if purpose else None,
@@ -848,6 +866,16 @@ class RecordsService:
         assert row is not None
         if any(s.dek_erased for s in stored):
             raise Erased("record erased")
+        if purpose.consent_required and purpose.name not in consent.purposes:
+            raise self.access.deny(
+                caller,
+                role.name,
+                Action.EXPORT,
+                ConsentRequired(f"no consent for purpose {purpose.name}"),
+                tenant=tenant,
+                record_id=record_id,
+                deadline=deadline,
+            )
         decisions = policy.outputs(
             role, purpose.name, {s.field_name: FieldClass(s.field_class) for s in stored}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import threading
@@ -142,6 +143,7 @@ class AuditLog:
         self._retry_after = 0.0
         self._running = False
         self._thread: threading.Thread | None = None
+        self._last_derived: tuple[str, bytes, AuditKeys] | None = None
 
     def __repr__(self) -> str:
         return f"AuditLog(chain={self.chain!r}, sinks={len(self._sinks)})"
@@ -505,7 +507,14 @@ class AuditLog:
             raise self._key_unavailable(exc) from None
         if cacheable:
             self._key_row = row
-        return derive(row.id, plain)
+        # Deriving costs two HKDFs per call; reuse the last derivation while the key manager
+        # still hands out the same key (its cache limits keep applying to the key itself).
+        last = self._last_derived
+        if last is not None and last[0] == row.id and hmac.compare_digest(last[1], plain):
+            return last[2]
+        keys = derive(row.id, plain)
+        self._last_derived = (row.id, plain, keys)
+        return keys
 
     def _load_or_create(self, deadline: Deadline) -> store.KeyRow:
         with self._db.begin(write=False) as conn:

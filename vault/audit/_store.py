@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, insert, select, update
+from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -79,11 +79,23 @@ def insert_key(conn: Connection, row: KeyRow, created_at: datetime) -> bool:
 # --- heads -----------------------------------------------------------------------------------
 
 
+# Built once: on the reveal path, constructing these statements cost more than running them.
+_LOCK_HEAD = (
+    select(heads.c.seq, heads.c.mac).where(heads.c.chain == bindparam("chain")).with_for_update()
+)
+_SET_HEAD = (
+    update(heads)
+    .where(heads.c.chain == bindparam("chain_"))
+    .values(seq=bindparam("seq_"), mac=bindparam("mac_"))
+)
+_INSERT_EVENTS = insert(events)
+
+
 def lock_head(conn: Connection, chain: str) -> Head:
     """The chain's head, locked until the transaction ends (``FOR UPDATE`` on PostgreSQL; the
     SQLite write transaction is already exclusive). Creates the head row of a new chain."""
-    query = select(heads.c.seq, heads.c.mac).where(heads.c.chain == chain).with_for_update()
-    row = conn.execute(query).first()
+    query = _LOCK_HEAD
+    row = conn.execute(query, {"chain": chain}).first()
     if row is None:
         # Two first appenders race here: ON CONFLICT DO NOTHING makes the second wait for the
         # first to commit and then do nothing, and the SELECT below sees the committed head.
@@ -94,7 +106,7 @@ def lock_head(conn: Connection, chain: str) -> Head:
             conn.execute(sqlite_insert(heads).values(**values).on_conflict_do_nothing())
         else:
             conn.execute(insert(heads).values(**values))
-        row = conn.execute(query).one()
+        row = conn.execute(query, {"chain": chain}).one()
     return Head(int(row.seq), bytes(row.mac))
 
 
@@ -104,14 +116,14 @@ def read_head(conn: Connection, chain: str) -> Head | None:
 
 
 def set_head(conn: Connection, chain: str, head: Head) -> None:
-    conn.execute(update(heads).where(heads.c.chain == chain).values(seq=head.seq, mac=head.mac))
+    conn.execute(_SET_HEAD, {"chain_": chain, "seq_": head.seq, "mac_": head.mac})
 
 
 # --- events ----------------------------------------------------------------------------------
 
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    conn.execute(insert(events), list(rows))
+    conn.execute(_INSERT_EVENTS, list(rows))
 
 
 def _stored(row: Row[Any]) -> StoredRow:

@@ -14,8 +14,8 @@ Measured in one run:
 2. BatchCreateRecords records/s: batches of up to 1,000 records.
 3. The naive way: one transit ``encrypt`` call per field value (no envelope encryption), and
    the ratio batch records/s / naive records/s (target >= 50x).
-4. GetRecord p50/p99 as a role that gets plaintext (values decrypted, each read audited) next to the gRPC
-   health check on the same server, and the ratio of the p50s (target <= 3x).
+4. GetRecord p50/p99 as a role that gets plaintext (values decrypted, each read audited) next
+   to the gRPC health check on the same server, and the ratio of the p50s (target <= 3x).
 5. OpenBao requests per 1,000 records, from the OpenBao audit log: creating the first and the
    next 1,000 records of a new tenant, reading them back, and reading them back again from a
    fresh service (cold key caches, same database).

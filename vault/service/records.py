@@ -418,15 +418,43 @@ class RecordsService:
         if not revealed:
             return RecordView(record_id, row.version, self._render(stored, decisions, {}))
         plain = self._open(tenant, record_id, revealed, deadline=deadline)
+        self._commit_reveal(
+            caller,
+            role,
+            Action.RECORD_READ,
+            purpose,
+            tenant,
+            record_id,
+            revealed,
+            decisions,
+            deadline=deadline,
+        )
+        return RecordView(record_id, row.version, self._render(stored, decisions, plain))
+
+    def _commit_reveal(
+        self,
+        caller: Caller,
+        role: Role,
+        action: Action,
+        purpose: Purpose | None,
+        tenant: str,
+        record_id: str,
+        revealed: Sequence[StoredValue],
+        decisions: Mapping[str, FieldDecision],
+        *,
+        deadline: Deadline,
+    ) -> None:
+        """Commit what must precede a reveal: consent (re-checked for a consent-bound purpose),
+        the rate-limit count and the audit row, in one transaction. A refusal is audited.
+
+        Raises:
+            ConsentRequired, ResourceExhausted: refused (audited); nothing was counted.
+            Unavailable: the audit row or the count could not be written; reveal nothing.
+        """
         classes = sorted({s.field_class for s in revealed})
         n_plain = sum(1 for s in revealed if decisions[s.field_name].output is Output.PLAIN)
         event = self.access.event(
-            caller,
-            role.name,
-            Action.RECORD_READ,
-            tenant=tenant,
-            record_id=record_id,
-            field_classes=classes,
+            caller, role.name, action, tenant=tenant, record_id=record_id, field_classes=classes
         )
         self.audit.prepare(deadline=deadline)
         try:
@@ -441,7 +469,7 @@ class RecordsService:
             raise self.access.deny(
                 caller,
                 role.name,
-                Action.RECORD_READ,
+                action,
                 exc,
                 tenant=tenant,
                 record_id=record_id,
@@ -460,7 +488,6 @@ class RecordsService:
                 deadline=deadline,
             ) from None
         self.audit.after_commit(entries)
-        return RecordView(record_id, row.version, self._render(stored, decisions, plain))
 
     def _get_in_one_transaction(
         self,
@@ -1011,33 +1038,18 @@ class RecordsService:
             ],
         }
         raw = json.dumps(document, sort_keys=True).encode("utf-8")
-        classes = sorted({s.field_class for s in revealed})
-        n_plain = sum(1 for s in revealed if decisions[s.field_name].output is Output.PLAIN)
-        event = self.access.event(
+        # consent was checked above, before anything was decrypted
+        self._commit_reveal(
             caller,
-            role.name,
+            role,
             Action.EXPORT,
-            tenant=tenant,
-            record_id=record_id,
-            field_classes=classes,
+            None,
+            tenant,
+            record_id,
+            revealed,
+            decisions,
+            deadline=deadline,
         )
-        self.audit.prepare(deadline=deadline)
-        try:
-            with self.db.begin() as conn:
-                self.access.charge(conn, caller, role, n_plain)
-                entries = self.audit.append(conn, [event], deadline=deadline)
-        except ResourceExhausted as exc:
-            raise self.access.deny(
-                caller,
-                role.name,
-                "limit.exceeded",
-                exc,
-                tenant=tenant,
-                record_id=record_id,
-                field_classes=classes,
-                deadline=deadline,
-            ) from None
-        self.audit.after_commit(entries)
         if recipient_public_key:
             sealed = SealedBox(PublicKey(recipient_public_key)).encrypt(raw)
             return Export("application/json+nacl-sealedbox", bytes(sealed))

@@ -246,6 +246,33 @@ def _operator_audit_log(args: argparse.Namespace) -> Any:
     )
 
 
+def _audit_admin_action(
+    log: Any, action: str, reason: str, *, tenant: str = "", record_id: str | None = None
+) -> None:
+    """Operator commands are audited too, as the OS user who ran them. Best effort: a broken
+    chain must still be reportable, so a failure here is printed, not raised."""
+    import getpass
+
+    from vault.audit import ALLOWED, AuditEvent
+    from vault.deadline import Deadline
+    from vault.errors import VaultServiceError
+
+    event = AuditEvent(
+        action=action,
+        outcome=ALLOWED,
+        principal=f"operator:{getpass.getuser()}"[:256],
+        role="operator",
+        purpose="",
+        tenant=tenant,
+        record_id=record_id,
+        reason=reason[:64],
+    )
+    try:
+        log.after_commit(log.record([event], deadline=Deadline.after(30)))
+    except VaultServiceError as exc:
+        print(f"cvault: this command could not be audited: {exc.reason}", file=sys.stderr)
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Recompute the MAC chain; exit 1 naming the first edited, deleted, inserted or reordered
     row, or a truncated tail (against the checkpoint kept in OpenBao)."""
@@ -253,6 +280,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     log = _operator_audit_log(args)
     report = log.verify(deadline=Deadline.after(600))
+    _audit_admin_action(log, "admin.audit.verify", "ok" if report.ok else report.problem)
     log.close()
     if report.ok:
         print(

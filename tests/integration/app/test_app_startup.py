@@ -8,8 +8,9 @@ import pytest
 
 from tests.support import API_KEYS
 from vault.app import build_app
+from vault.client import VaultClient
 from vault.config import AuthSettings, OpenBaoSettings, Settings
-from vault.errors import ConfigError
+from vault.errors import ConfigError, Unauthenticated
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.storage import upgrade
 
@@ -68,3 +69,29 @@ def test_bad_schema_file_fails_at_build(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", schema=str(schema))
     with pytest.raises(ConfigError, match=r"schema\.yaml:3"):
         build_app(settings)
+
+
+def test_unauthenticated_calls_are_refused_and_audited(
+    openbao: OpenBaoDevServer, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'auth.db'}"
+    upgrade(url)
+    app = build_app(_settings(url, openbao.url, openbao.root_token))
+    running = app.serve("127.0.0.1:0")
+    try:
+        for key in (None, "cvk_test-admin_" + "A" * 43):
+            with VaultClient(running.address, api_key=key, timeout=10) as vc:
+                with pytest.raises(Unauthenticated):
+                    vc.find_records("t", {"email": "a@example.com"})
+                assert vc.health() == "SERVING"  # health needs no credentials
+        with app.db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT action, outcome, reason FROM audit_events ORDER BY seq"
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("auth.authenticate", "denied", "missing_credentials"),
+            ("auth.authenticate", "denied", "bad_api_key"),
+        ]
+    finally:
+        running.stop(grace=0)
+        app.close()

@@ -7,6 +7,7 @@ cannot be reached the PostgreSQL tests are skipped, except under ``CI=true``, wh
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tests.support import (
     TOKENS_KEY,
     authenticator,
     make_service,
+    plaintext_in,
 )
 from vault.api import RunningServer, start_server
 from vault.client import VaultClient
@@ -123,3 +125,35 @@ def admin_client(server: RunningServer) -> Iterator[VaultClient]:
 def client(server: RunningServer) -> Iterator[VaultClient]:
     with VaultClient(server.address, api_key=TOKENS_KEY, timeout=30) as c:
         yield c
+
+
+class _KeepEveryLine(logging.Handler):
+    """Keeps every formatted log line (with any traceback) of the whole session."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:
+            self.lines.append(repr(record.msg))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_plaintext_in_any_log_line() -> Iterator[None]:
+    """Every test of the suite runs with logging at DEBUG, and at the end no log line of the
+    whole session may hold a customer value the suite made (issue 3's log-and-trace scan;
+    gRPC error messages and audit JSON lines are scanned by tests/integration/access)."""
+    handler = _KeepEveryLine()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+    leaked = plaintext_in("\n".join(handler.lines))
+    assert not leaked, f"{len(leaked)} customer values appeared in log lines"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import uuid
@@ -115,16 +116,56 @@ SAMPLE = {
     "notes": "Prefers contact by letter; VIP since 2019.",
 }
 
+#: SAMPLE's values, raw and canonical, long enough to be distinctive in a log line
+SAMPLE_NEEDLES = frozenset(
+    {
+        "Ada.Lovelace@Example.com",
+        "Ada.Lovelace@example.com",
+        "+44 20 7946 0958",
+        "+442079460958",
+        "St James's Square",
+        "QQ123456C",
+        "4111 1111 1111 1111",
+        "4111111111111111",
+        "GB82 WEST 1234 5698 7654 32",
+        "GB82WEST12345698765432",
+        "Prefers contact by letter",
+    }
+)
+
+
+#: Distinctive pieces of every customer value the suite makes (see ``plaintext_in``): the
+#: session-wide log scan in conftest.py looks for each of them in every log line.
+USED_NEEDLES: set[str] = set()
+
 
 def sample_record(i: int = 0) -> dict[str, str]:
     """A valid record with values unique to ``i`` (so a byte scan can look for each)."""
-    return {
-        "email": f"person{i}.{uuid.uuid4().hex[:6]}@example.com",
+    email_tag, name_tag = uuid.uuid4().hex[:6], uuid.uuid4().hex[:6]
+    record = {
+        "email": f"person{i}.{email_tag}@example.com",
         "phone": f"+4420794{60000 + i % 40000:05d}",
-        "full_name": f"Person Number{i} Zyx{uuid.uuid4().hex[:6]}",
+        "full_name": f"Person Number{i} Zyx{name_tag}",
         "national_id": f"AB{100000 + i:06d}C",
         "card_number": luhn_complete(f"4000{i:011d}"),
     }
+    USED_NEEDLES.update(
+        {f"{email_tag}@example.com", f"Zyx{name_tag}", record["national_id"], record["card_number"]}
+    )
+    return record
+
+
+_NEEDLE_SHAPES = re.compile(r"[0-9a-f]{6}@example\.com|Zyx[0-9a-f]{6}|AB\d{6}C|\b4000\d{12}\b")
+
+
+def plaintext_in(text: str) -> set[str]:
+    """The customer values of this suite (sample_record's and SAMPLE's) that occur in ``text``.
+
+    Fast on large texts: candidates are found by their shapes, then looked up in the set of
+    values the suite actually made; SAMPLE's few values are searched directly."""
+    found = {m for m in _NEEDLE_SHAPES.findall(text) if m in USED_NEEDLES}
+    found |= {v for v in SAMPLE_NEEDLES if v in text}
+    return found
 
 
 def luhn_complete(digits15: str) -> str:

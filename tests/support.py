@@ -99,7 +99,10 @@ def make_service(
 ) -> RecordsService:
     """A service with fresh key caches: what a newly started process would have."""
     keys = KeyManager(make_wrapper(openbao, url))
-    audit = AuditLog(db, keys, sinks=sinks, checkpoint=MemoryCheckpointStore())
+    # checkpoints inline: a background checkpoint thread could outlive the test and its database
+    audit = AuditLog(
+        db, keys, sinks=sinks, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False
+    )
     access = Access(PolicyHolder(policy), audit)
     return RecordsService(db, keys, load_schema(), access)
 

@@ -267,7 +267,7 @@ class AuditKeyOutage(InMemoryKeyWrapper):
 def _in_memory_service(db: Database, wrapper: AuditKeyOutage) -> RecordsService:
     """A fresh process: new key caches over the same (in-memory) key server."""
     keys = KeyManager(wrapper)
-    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore())
+    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
     return RecordsService(db, keys, load_schema(), Access(PolicyHolder(TEST_POLICY), audit))
 
 

@@ -477,7 +477,9 @@ def limited(matrix: Matrix, openbao: OpenBaoDevServer) -> Iterator[Limited]:
     22nd century: its minute and day windows are its own, whatever else runs."""
     pinned = 4_102_444_800 + secrets.randbelow(36_500) * 86_400
     keys = KeyManager(make_wrapper(openbao))
-    audit = AuditLog(matrix.db, keys, checkpoint=MemoryCheckpointStore())
+    audit = AuditLog(
+        matrix.db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False
+    )
     access = Access(PolicyHolder(SAMPLE_POLICY), audit, clock=lambda: float(pinned))
     service = RecordsService(matrix.db, keys, load_schema(), access)
     server = start_server(service, "127.0.0.1:0", authenticator=authenticator())

@@ -57,7 +57,7 @@ def served(sqlite_url: str, openbao: OpenBaoDevServer, tmp_path: Path) -> Iterat
     path.write_text(_policy(1), encoding="utf-8")
     db = Database(sqlite_url)
     keys = KeyManager(make_wrapper(openbao))
-    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore())
+    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
     holder = PolicyHolder(path, poll_interval=0.2)
     service = RecordsService(db, keys, load_schema(), Access(holder, audit))
     authn, api_keys = authenticator_with(AGENT)

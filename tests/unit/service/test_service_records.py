@@ -45,7 +45,7 @@ def service(
     schema: RecordSchema | None = None,
 ) -> RecordsService:
     keys = KeyManager(wrapper, caches)
-    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore())
+    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
     return RecordsService(
         db, keys, schema or load_schema(), Access(PolicyHolder(TEST_POLICY), audit)
     )

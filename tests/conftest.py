@@ -12,15 +12,18 @@ import secrets
 import uuid
 from collections.abc import Iterator
 
+import grpc
 import psycopg
 import pytest
 
+import vault.client
 from tests.support import (
     ADMIN_KEY,
     FIELD_CLASSES,
     IN_CI,
     KEY_PREFIX,
     POSTGRES_URL,
+    SESSION_AUDIT_SINKS,
     TEST_PURPOSE,
     TOKENS_KEY,
     authenticator,
@@ -28,7 +31,9 @@ from tests.support import (
     plaintext_in,
 )
 from vault.api import RunningServer, start_server
+from vault.audit import JsonLinesSink
 from vault.client import VaultClient
+from vault.errors import VaultServiceError
 from vault.keys import init_field_keys
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordsService
@@ -142,10 +147,24 @@ class _KeepEveryLine(logging.Handler):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_plaintext_in_any_log_line() -> Iterator[None]:
-    """Every test of the suite runs with logging at DEBUG, and at the end no log line of the
-    whole session may hold a customer value the suite made (issue 3's log-and-trace scan;
-    gRPC error messages and audit JSON lines are scanned by tests/integration/access)."""
+def _no_plaintext_in_any_log_line(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Issue 3's log-and-trace scan over the whole suite: every test runs with logging at
+    DEBUG, every service the suite builds writes its audit events to one JSON-lines file, and
+    every gRPC error the SDK receives is kept; at the end none of them may hold a customer
+    value the suite made."""
+    audit_lines = tmp_path_factory.mktemp("audit") / "session-audit.jsonl"
+    sink = JsonLinesSink(audit_lines)
+    SESSION_AUDIT_SINKS.append(sink)
+    error_messages: list[str] = []
+    original_error = vault.client._error
+
+    def keep_error(exc: grpc.RpcError) -> VaultServiceError:
+        error_messages.append(f"{exc.code()} {exc.details()}")
+        return original_error(exc)
+
+    vault.client._error = keep_error
     handler = _KeepEveryLine()
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     root = logging.getLogger()
@@ -155,5 +174,13 @@ def _no_plaintext_in_any_log_line() -> Iterator[None]:
     yield
     root.removeHandler(handler)
     root.setLevel(old_level)
-    leaked = plaintext_in("\n".join(handler.lines))
-    assert not leaked, f"{len(leaked)} customer values appeared in log lines"
+    vault.client._error = original_error
+    SESSION_AUDIT_SINKS.remove(sink)
+    sink.close()
+    for what, text in (
+        ("log lines", "\n".join(handler.lines)),
+        ("audit JSON lines", audit_lines.read_text()),
+        ("gRPC error messages", "\n".join(error_messages)),
+    ):
+        leaked = plaintext_in(text)
+        assert not leaked, f"{len(leaked)} customer values appeared in {what}"

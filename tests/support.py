@@ -95,13 +95,17 @@ def make_service(
     url: str | None = None,
     *,
     policy: Path = TEST_POLICY,
-    sinks: Sequence[AuditSink] = (),
+    sinks: Sequence[AuditSink] | None = None,
 ) -> RecordsService:
     """A service with fresh key caches: what a newly started process would have."""
     keys = KeyManager(make_wrapper(openbao, url))
     # checkpoints inline: a background checkpoint thread could outlive the test and its database
     audit = AuditLog(
-        db, keys, sinks=sinks, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False
+        db,
+        keys,
+        sinks=SESSION_AUDIT_SINKS if sinks is None else sinks,
+        checkpoint=MemoryCheckpointStore(),
+        checkpoint_in_background=False,
     )
     access = Access(PolicyHolder(policy), audit)
     return RecordsService(db, keys, load_schema(), access)
@@ -136,6 +140,10 @@ SAMPLE_NEEDLES = frozenset(
     }
 )
 
+
+#: Audit sinks every service made by make_service writes to (conftest adds a session-wide
+#: JSON-lines file here and scans it at the end of the session).
+SESSION_AUDIT_SINKS: list[AuditSink] = []
 
 #: Distinctive pieces of every customer value the suite makes (see ``plaintext_in``): the
 #: session-wide log scan in conftest.py looks for each of them in every log line.

@@ -60,7 +60,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from vault.app import build_app
     from vault.config import AuditSettings, AuthSettings, OpenBaoSettings, Settings, deploy_file
     from vault.devcerts import generate_dev_pki
-    from vault.keys import init_field_keys, setup_approle, write_policy
+    from vault.keys import ensure_kv_v2, init_field_keys, setup_approle, write_policy
     from vault.keys.openbao_dev import OpenBaoDevServer
     from vault.storage import upgrade
 
@@ -72,6 +72,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         prefix = "cvault"
         init_field_keys(bao.url, bao.root_token, key_prefix=prefix, field_classes=FIELD_CLASSES)
+        ensure_kv_v2(bao.url, bao.root_token)  # the audit log's chain-head checkpoints
         runtime_policy = deploy_file("openbao", "runtime-policy.hcl").read_text()
         write_policy(bao.url, bao.root_token, "cvault-runtime", runtime_policy)
         role_id, secret_id = setup_approle(

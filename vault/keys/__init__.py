@@ -1,6 +1,6 @@
 """Key-server layer: wrap/unwrap tenant and index keys under OpenBao/Vault transit field keys."""
 
-from vault.keys._admin import init_field_keys, setup_approle, write_policy
+from vault.keys._admin import ensure_kv_v2, init_field_keys, setup_approle, write_policy
 from vault.keys._auth import AppRoleAuth, KeyServerAuth, TokenAuth
 from vault.keys._cache import CacheLimits, KeyCache
 from vault.keys._manager import CacheSettings, KeyManager, NewKey, WrappedRef
@@ -21,6 +21,7 @@ __all__ = [
     "UnwrapItem",
     "WrapItem",
     "WrappedRef",
+    "ensure_kv_v2",
     "init_field_keys",
     "setup_approle",
     "write_policy",

@@ -224,3 +224,32 @@ def setup_approle(
         raise ConfigError(f"key server returned no role_id/secret_id for {role_name}")
     log.info("configured AppRole role %s", role_name)
     return role_id, secret_id
+
+
+def ensure_kv_v2(
+    url: str,
+    admin_token: str,
+    *,
+    mount: str = "secret",
+    verify: bool | str = True,
+    timeout: float = 10.0,
+) -> None:
+    """Enable a KV version 2 engine at ``mount`` unless one is there (the audit log keeps its
+    chain-head checkpoints in it). ``bao server -dev`` has one at ``secret/``; a real server
+    does not.
+
+    Raises:
+        ConfigError: something other than KV is mounted there.
+    """
+    admin = _Admin(url, admin_token, verify=verify, timeout=timeout)
+    try:
+        mount = _check_mount(mount)
+        status, body = admin.call("GET", f"sys/mounts/{mount}", accept=(400, 404))
+        existing = _data(body).get("type") if status == 200 else None
+        if existing is None:
+            admin.call("POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}})
+            log.info("enabled kv (version 2) at %s/", mount)
+        elif existing != "kv":
+            raise ConfigError(f"{mount}/ is a {existing!r} mount, expected 'kv'")
+    finally:
+        admin.close()

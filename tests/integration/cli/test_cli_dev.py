@@ -91,6 +91,14 @@ def test_dev_end_to_end(tmp_path: Path) -> None:
         assert seen.returncode == 0, seen.stderr
         roles = {e["role"] for e in json.loads(seen.stdout)}
         assert {"backend-service", "support-agent"} <= roles
+        verified = subprocess.run(
+            [*CVAULT, "--state-dir", str(state), "audit", "verify"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert verified.returncode == 0, verified.stderr
+        assert "OK" in verified.stdout
         # the audit's JSON-lines sink got the same events, with no values in them
         lines = (state / "audit.jsonl").read_text()
         assert "record.read" in lines

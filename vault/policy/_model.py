@@ -88,8 +88,8 @@ PRINCIPAL_API_KEY_PREFIX: Final = "apikey:"
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Plaintext values (fields returned ``plain``) per role; ``None``: no limit. Enforced in
-    the database, not here."""
+    """Plaintext values (fields returned ``plain``) each principal of the role may receive;
+    ``None``: no limit. Counted per principal in the database (shared by every replica)."""
 
     plain_per_minute: int | None = None
     plain_per_day: int | None = None

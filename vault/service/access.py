@@ -132,6 +132,30 @@ class Access:
         self.audit.after_commit(entries)
         return exc
 
+    def deny_consent(
+        self,
+        caller: Caller,
+        role: str,
+        action: Action | str,
+        purpose: Purpose,
+        *,
+        tenant: str,
+        record_id: str,
+        field_classes: Sequence[str] = (),
+        deadline: Deadline,
+    ) -> VaultServiceError:
+        """Audit and return the refusal of a consent-bound purpose the customer did not give."""
+        return self.deny(
+            caller,
+            role,
+            action,
+            ConsentRequired(f"no consent for purpose {purpose.name}"),
+            tenant=tenant,
+            record_id=record_id,
+            field_classes=field_classes,
+            deadline=deadline,
+        )
+
     # --- authorization -----------------------------------------------------------------------
 
     def authorize(

@@ -400,11 +400,11 @@ class RecordsService:
             # refused whatever the outputs: even stable tokens of a customer who did not
             # consent must not flow into, say, a training set
             assert purpose is not None
-            raise self.access.deny(
+            raise self.access.deny_consent(
                 caller,
                 role.name,
                 Action.RECORD_READ,
-                ConsentRequired(f"no consent for purpose {purpose.name}"),
+                purpose,
                 tenant=tenant,
                 record_id=record_id,
                 deadline=deadline,
@@ -980,11 +980,11 @@ class RecordsService:
         if any(s.dek_erased for s in stored):
             raise Erased("record erased")
         if purpose.consent_required and purpose.name not in consent.purposes:
-            raise self.access.deny(
+            raise self.access.deny_consent(
                 caller,
                 role.name,
                 Action.EXPORT,
-                ConsentRequired(f"no consent for purpose {purpose.name}"),
+                purpose,
                 tenant=tenant,
                 record_id=record_id,
                 deadline=deadline,

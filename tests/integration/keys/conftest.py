@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import FIELD_CLASSES as CLASSES_OF_RECORDS
+from tests.support import KEY_PREFIX
 from vault.keys import (
     AppRoleAuth,
     TokenAuth,
@@ -22,19 +24,8 @@ from vault.keys import (
 )
 from vault.keys.openbao_dev import OpenBaoDevServer, audit_request_paths
 
-KEY_PREFIX = "cvault"
-FIELD_CLASSES = (
-    "email",
-    "phone",
-    "name",
-    "address",
-    "date_of_birth",
-    "national_id",
-    "card_number",
-    "iban",
-    "free_text",
-    "audit",
-)
+# the suite's field classes plus the audit log's own key class
+FIELD_CLASSES = (*CLASSES_OF_RECORDS, "audit")
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "openbao"
 RUNTIME_POLICY = "cvault-runtime"
 

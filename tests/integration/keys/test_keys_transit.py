@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import FIELD_CLASSES as CLASSES_OF_RECORDS
+from tests.support import KEY_PREFIX
 from vault.deadline import Deadline
 from vault.errors import (
     ConfigError,
@@ -30,19 +32,8 @@ from vault.keys import (
 )
 from vault.keys.openbao_dev import OpenBaoDevServer
 
-KEY_PREFIX = "cvault"
-FIELD_CLASSES = (
-    "email",
-    "phone",
-    "name",
-    "address",
-    "date_of_birth",
-    "national_id",
-    "card_number",
-    "iban",
-    "free_text",
-    "audit",
-)
+# the suite's field classes plus the audit log's own key class
+FIELD_CLASSES = (*CLASSES_OF_RECORDS, "audit")
 AuditSince = Callable[..., list[str]]
 # other test sessions may share these 2 cores: generous, but far below "waits for timeout=5"
 SLACK = 1.0

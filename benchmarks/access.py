@@ -123,7 +123,7 @@ STAGES = (
     ("before", "authorize, purpose, read, decide, decrypt"),
     ("prepare", "AuditLog.prepare (audit key from cache)"),
     ("txn_open", "BEGIN, consent check, rate-limit charge"),
-    ("append", "AuditLog.append (head, MAC, INSERT, head UPDATE)"),
+    ("append", "AuditLog.append (MAC; head UPDATE + INSERT)"),
     ("commit", "COMMIT of the write transaction"),
     ("after_commit", "AuditLog.after_commit (sinks, checkpoint due?)"),
     ("render", "render the view"),

@@ -20,6 +20,10 @@ chain's row in ``audit_chain_heads`` (``SELECT ... FOR UPDATE`` on PostgreSQL; S
 transaction is already exclusive), computes the MACs from the head, inserts the rows and moves
 the head. Concurrent appenders in any number of threads and processes therefore build one valid
 chain, and each waits for the previous one's commit: append last, right before the commit.
+On PostgreSQL the process first tries the head it last wrote: one statement moves the head only
+if it is still that one (``UPDATE ... WHERE seq = :old AND mac = :old``, which takes the same
+row lock) and inserts the row in the same round trip; if another appender came first, nothing
+is written and the locking path runs.
 If the key cannot be had or the insert is refused, :class:`AuditUnavailable` (an
 ``Unavailable``: gRPC UNAVAILABLE) is raised and the caller's transaction rolls back, so the
 call fails and nothing is revealed. The service does::

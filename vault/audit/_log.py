@@ -144,6 +144,8 @@ class AuditLog:
         self._running = False
         self._thread: threading.Thread | None = None
         self._last_derived: tuple[str, bytes, AuditKeys] | None = None
+        # PostgreSQL: the head this process expects, so an append is one round trip
+        self._head_hint: store.Head | None = None
 
     def __repr__(self) -> str:
         return f"AuditLog(chain={self.chain!r}, sinks={len(self._sinks)})"
@@ -189,36 +191,19 @@ class AuditLog:
             raise ValueError("AuditLog.append needs an open write transaction")
         keys = self._current_keys(conn, deadline)
         try:
-            head = store.lock_head(conn, self.chain)
-            rows: list[dict[str, Any]] = []
-            entries: list[AuditEntry] = []
-            prev, seq = head.mac, head.seq
-            for event in events:
-                seq += 1
-                content = RowContent(
-                    time=utc(event.time),
-                    principal=event.principal,
-                    role=event.role,
-                    action=event.action,
-                    purpose=event.purpose,
-                    tenant=event.tenant,
-                    record_ref=(
-                        None
-                        if event.record_id is None
-                        else pseudonym(keys.pseudonym_key, event.tenant, event.record_id)
-                    ),
-                    field_classes=join_classes(event.field_classes),
-                    outcome=event.outcome,
-                    reason=event.reason,
-                    request_id=event.request_id,
-                    audit_key_id=keys.key_id,
-                )
-                prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
-                row = store.StoredRow(self.chain, seq, content, prev)
-                rows.append(_row_dict(row))
-                entries.append(_entry(row))
-            store.insert_events(conn, rows)
-            store.set_head(conn, self.chain, store.Head(seq, prev))
+            hint = self._head_hint if conn.dialect.name == "postgresql" else None
+            if hint is not None:
+                rows, entries, head = self._chain_rows(keys, hint, events)
+                if not store.advance_head(conn, self.chain, hint, head, rows):
+                    hint = None  # another appender moved the head: lock it and chain again
+            if hint is None:
+                start = store.lock_head(conn, self.chain)
+                rows, entries, head = self._chain_rows(keys, start, events)
+                store.insert_events(conn, rows)
+                store.set_head(conn, self.chain, head)
+            # A guess for the next append, right unless this transaction rolls back or another
+            # appender comes first (advance_head then refuses and the locking path runs).
+            self._head_hint = head
         except _CONNECTIVITY:
             raise
         except DBAPIError as exc:
@@ -229,6 +214,39 @@ class AuditLog:
             )
             raise AuditUnavailable("audit log could not be written") from None
         return entries
+
+    def _chain_rows(
+        self, keys: AuditKeys, start: store.Head, events: Sequence[AuditEvent]
+    ) -> tuple[list[dict[str, Any]], list[AuditEntry], store.Head]:
+        """The rows for ``events`` chained after ``start``, their entries, and the new head."""
+        rows: list[dict[str, Any]] = []
+        entries: list[AuditEntry] = []
+        prev, seq = start.mac, start.seq
+        for event in events:
+            seq += 1
+            content = RowContent(
+                time=utc(event.time),
+                principal=event.principal,
+                role=event.role,
+                action=event.action,
+                purpose=event.purpose,
+                tenant=event.tenant,
+                record_ref=(
+                    None
+                    if event.record_id is None
+                    else pseudonym(keys.pseudonym_key, event.tenant, event.record_id)
+                ),
+                field_classes=join_classes(event.field_classes),
+                outcome=event.outcome,
+                reason=event.reason,
+                request_id=event.request_id,
+                audit_key_id=keys.key_id,
+            )
+            prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
+            row = store.StoredRow(self.chain, seq, content, prev)
+            rows.append(_row_dict(row))
+            entries.append(_entry(row))
+        return rows, entries, store.Head(seq, prev)
 
     def after_commit(self, entries: Sequence[AuditEntry]) -> None:
         """Tell the log that rows from :meth:`append` are committed: write them to the sinks

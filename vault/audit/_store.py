@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Insert, Row, Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -117,6 +117,59 @@ def read_head(conn: Connection, chain: str) -> Head | None:
 
 def set_head(conn: Connection, chain: str, head: Head) -> None:
     conn.execute(_SET_HEAD, {"chain_": chain, "seq_": head.seq, "mac_": head.mac})
+
+
+def _advance_and_insert() -> Insert:
+    """``WITH moved AS (UPDATE heads ... WHERE seq = :old AND mac = :old RETURNING ...)
+    INSERT INTO audit_events ... SELECT ... FROM moved``: the head moves and the first row is
+    inserted in one round trip, and neither happens unless the head was still the one
+    expected. PostgreSQL only (SQLite has no data-modifying CTEs)."""
+    moved = (
+        update(heads)
+        .where(
+            heads.c.chain == bindparam("h_chain", type_=heads.c.chain.type),
+            heads.c.seq == bindparam("h_old_seq", type_=heads.c.seq.type),
+            heads.c.mac == bindparam("h_old_mac", type_=heads.c.mac.type),
+        )
+        .values(
+            seq=bindparam("h_seq", type_=heads.c.seq.type),
+            mac=bindparam("h_mac", type_=heads.c.mac.type),
+        )
+        .returning(heads.c.seq)
+        .cte("moved")
+    )
+    columns = list(events.c)
+    row = select(*(bindparam(f"e_{c.name}", type_=c.type) for c in columns)).select_from(moved)
+    # RETURNING rather than rowcount, which SQLAlchemy does not keep for an INSERT by default
+    return insert(events).from_select([c.name for c in columns], row).returning(events.c.seq)
+
+
+_ADVANCE_AND_INSERT = _advance_and_insert()
+
+
+def advance_head(
+    conn: Connection, chain: str, expected: Head, new: Head, rows: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Move ``chain``'s head from ``expected`` to ``new`` and insert ``rows`` (which chain
+    from ``expected`` up to ``new``), if the head is still ``expected``; False (nothing
+    written) when another transaction moved it first. One round trip for a single row.
+
+    Without taking the head's lock first: the UPDATE takes it, and if a concurrent appender
+    holds it, waits for that one to end and then re-checks ``expected`` against the head it
+    committed (READ COMMITTED), so a stale ``expected`` never forks the chain."""
+    params: dict[str, Any] = {f"e_{k}": v for k, v in rows[0].items()}
+    params.update(
+        h_chain=chain,
+        h_old_seq=expected.seq,
+        h_old_mac=expected.mac,
+        h_seq=new.seq,
+        h_mac=new.mac,
+    )
+    if conn.execute(_ADVANCE_AND_INSERT, params).first() is None:
+        return False
+    if len(rows) > 1:
+        insert_events(conn, rows[1:])
+    return True
 
 
 # --- events ----------------------------------------------------------------------------------

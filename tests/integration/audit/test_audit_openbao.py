@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
 from tests.support import make_wrapper
@@ -40,6 +41,13 @@ def kv(openbao: OpenBaoDevServer, chain: str) -> Iterator[KvCheckpointStore]:
     )
     yield store
     store.close()
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[Database]:
+    db = Database(postgres_url)
+    yield db
+    db.dispose()
 
 
 @pytest.fixture
@@ -232,3 +240,58 @@ def test_query_across_databases(
         ("alice", t0),
     ]
     assert log.verify(deadline=deadline).ok
+
+
+def _audit_statements(database: Database) -> tuple[list[str], Callable[[], None]]:
+    """Collect the SQL statements that touch the audit tables; returns (list, remove)."""
+    seen: list[str] = []
+
+    def before(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "audit_events" in statement or "audit_chain_heads" in statement:
+            seen.append(statement)
+
+    sa_event.listen(database.engine, "before_cursor_execute", before)
+    return seen, lambda: sa_event.remove(database.engine, "before_cursor_execute", before)
+
+
+@pytest.mark.postgres
+def test_postgres_append_is_one_round_trip_when_the_head_is_known(
+    postgres_database: Database, keys: KeyManager, chain: str, deadline: Deadline
+) -> None:
+    log = AuditLog(postgres_database, keys, chain=chain)
+    log.record([event(0)], deadline=deadline)  # learns the head (locking path)
+    seen, remove = _audit_statements(postgres_database)
+    try:
+        log.record([event(1)], deadline=deadline)
+    finally:
+        remove()
+    assert len(seen) == 1
+    assert seen[0].lstrip().startswith("WITH moved AS")
+    assert log.verify(deadline=deadline).ok
+
+
+def test_stale_head_guesses_never_fork_the_chain(
+    database: Database, keys: KeyManager, chain: str, deadline: Deadline
+) -> None:
+    """Two replicas taking turns (each one's guess is always stale), batches of several rows,
+    and a transaction rolled back after its append (the guess names a head never committed)."""
+    a, b = AuditLog(database, keys, chain=chain), AuditLog(database, keys, chain=chain)
+    n = 0
+    for _ in range(3):
+        for log in (a, b):
+            log.record([event(n), event(n + 1), event(n + 2)], deadline=deadline)
+            n += 3
+
+    def failing_call() -> None:
+        with database.begin(write=True) as conn:
+            a.append(conn, [event(n)], deadline=deadline)
+            raise RuntimeError("the caller fails after the append: everything rolls back")
+
+    with pytest.raises(RuntimeError):
+        failing_call()
+    a.record([event(n + 1)], deadline=deadline)
+    b.record([event(n + 2)], deadline=deadline)
+    assert chain_seqs(database, chain) == list(range(1, n + 3))
+    report = a.verify(deadline=deadline)
+    assert report.ok
+    assert report.checked == n + 2

@@ -37,6 +37,7 @@ FIELD_CLASSES = (
     "card_number",
     "iban",
     "free_text",
+    "ip_address",
 )
 KEY_PREFIX = "cvault"
 TEST_POLICY = Path(__file__).resolve().parent / "data" / "policy.yaml"

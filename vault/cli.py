@@ -27,6 +27,7 @@ FIELD_CLASSES = (
     "card_number",
     "iban",
     "free_text",
+    "ip_address",
 )
 
 

@@ -17,6 +17,7 @@ date_of_birth   the year (``YYYY-MM-DD`` values)        ``1990-••-••``
 national_id     last 2 characters (values of >= 6)      ``•••••89``
 card_number     last 4 digits (values of >= 12 digits)  ``•••• 1111``
 iban            country code and last 4 characters      ``GB•• •••• 5432``
+ip_address      first IPv4 octet or first IPv6 group    ``203.•.•.•``, ``2001:••••``
                 (values of >= 15 characters)
 free_text       the length in characters                ``[redacted, 42 characters]``
 =============== ======================================= =================================
@@ -75,6 +76,10 @@ def mask(field_class: FieldClass, canonical_value: str) -> str:
         if len(value) >= 15 and _IBAN_COUNTRY_RE.fullmatch(value[:2]):
             return f"{value[:2]}{BULLET * 2} {BULLET * 4} {value[-4:]}"
         return f"{BULLET * 4} {BULLET * 4}"
+    if field_class is FieldClass.IP_ADDRESS:
+        if "." in value and ":" not in value:
+            return f"{value.split('.')[0]}.{BULLET}.{BULLET}.{BULLET}"
+        return f"{value.split(':')[0]}:{BULLET * 4}"
     if field_class is FieldClass.FREE_TEXT:
         count = len(value)
         return f"[redacted, {count} character{'' if count == 1 else 's'}]"

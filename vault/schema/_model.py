@@ -21,6 +21,7 @@ class FieldClass(StrEnum):
     CARD_NUMBER = "card_number"
     IBAN = "iban"
     FREE_TEXT = "free_text"
+    IP_ADDRESS = "ip_address"
 
 
 #: Default maximum length of a value, in characters (code points), per class. A field may override
@@ -36,6 +37,7 @@ DEFAULT_MAX_LENGTH: Mapping[FieldClass, int] = MappingProxyType(
         FieldClass.CARD_NUMBER: 32,  # 19 digits plus separators
         FieldClass.IBAN: 42,  # 34 characters plus the spaces of the print form
         FieldClass.FREE_TEXT: 4096,
+        FieldClass.IP_ADDRESS: 45,  # an IPv6 address with an embedded IPv4 address
     }
 )
 

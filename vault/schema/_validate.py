@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import functools
 import importlib
+import ipaddress
 import keyword
 import re
 import unicodedata
@@ -45,6 +46,7 @@ DATE_TOO_EARLY: Final = "date is before 1900-01-01"
 BAD_NATIONAL_ID: Final = "not a valid national id"
 BAD_CARD: Final = "not a valid card number"
 BAD_IBAN: Final = "not a valid IBAN"
+BAD_IP: Final = "not a valid IPv4 or IPv6 address"
 UNKNOWN_FIELD: Final = "unknown field"
 
 #: Every fixed problem text. The only other one is ``too_long_problem(n)``.
@@ -62,6 +64,7 @@ PROBLEMS: Final = frozenset(
         BAD_NATIONAL_ID,
         BAD_CARD,
         BAD_IBAN,
+        BAD_IP,
         UNKNOWN_FIELD,
     }
 )
@@ -82,6 +85,8 @@ NATIONAL_ID_MAX: Final = 32
 _CARD_SEPARATORS = re.compile(r"[ -]")
 _CARD_DIGITS = re.compile(r"[0-9]{12,19}")
 _IBAN_CHARS = re.compile(r"[A-Za-z0-9 -]+")
+# ASCII only: ipaddress accepts other Unicode digits, which no system writes in an address
+_IP_CHARS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 # stdnum module path below ``stdnum.``: "us.ssn", "de.idnr", "in.aadhaar" (or "in_.aadhaar"), "isbn"
 _FORMAT_NAME = re.compile(r"[a-z][a-z0-9]*_?(?:\.[a-z][a-z0-9_]*)*")
 
@@ -276,6 +281,21 @@ def _free_text(spec: FieldSpec, value: str) -> str:
     return unicodedata.normalize("NFC", value)
 
 
+def _ip_address(spec: FieldSpec, value: str) -> str:
+    # The ipaddress module's own text: IPv6 compressed and lower case, IPv4 dotted quad.
+    parsed = (
+        _attempt(lambda: ipaddress.ip_address(value.strip()), (ValueError,))
+        if _IP_CHARS.fullmatch(value.strip())
+        else None
+    )
+    if parsed is None:
+        raise _invalid(spec, BAD_IP) from None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        # written the same on every Python (3.13 changed str() of these)
+        return f"::ffff:{parsed.ipv4_mapped}"
+    return str(parsed)
+
+
 _RULES: Final[Mapping[FieldClass, Callable[[FieldSpec, str], str]]] = {
     FieldClass.EMAIL: _email,
     FieldClass.PHONE: _phone,
@@ -286,6 +306,7 @@ _RULES: Final[Mapping[FieldClass, Callable[[FieldSpec, str], str]]] = {
     FieldClass.CARD_NUMBER: _card_number,
     FieldClass.IBAN: _iban,
     FieldClass.FREE_TEXT: _free_text,
+    FieldClass.IP_ADDRESS: _ip_address,
 }
 
 
@@ -336,6 +357,7 @@ _INDEX_FORMS: Final[Mapping[FieldClass, Callable[[str], str]]] = {
     FieldClass.CARD_NUMBER: lambda canonical: canonical,
     FieldClass.IBAN: str.upper,
     FieldClass.FREE_TEXT: _folded,
+    FieldClass.IP_ADDRESS: lambda canonical: canonical,
 }
 
 

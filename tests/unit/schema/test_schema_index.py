@@ -21,6 +21,7 @@ SPECS = [
     FieldSpec("card_number", FieldClass.CARD_NUMBER, True, 32, {}),
     FieldSpec("iban", FieldClass.IBAN, True, 42, {}),
     FieldSpec("free_text", FieldClass.FREE_TEXT, True, 4096, {}),
+    FieldSpec("ip_address", FieldClass.IP_ADDRESS, True, 45, {}),
 ]
 SCHEMA = RecordSchema(version=1, fields={spec.name: spec for spec in SPECS}, source="<test>")
 
@@ -41,9 +42,12 @@ EQUAL: list[tuple[str, tuple[str, ...]]] = [
         ("GB82 WEST 1234 5698 7654 32", "gb82west12345698765432", "GB82-WEST-1234-5698-7654-32"),
     ),
     ("free_text", ("Call me\tmaybe ", "call ME maybe", "CALL\n\nme   Maybe")),
+    ("ip_address", ("2001:DB8::1", "2001:db8:0:0:0:0:0:1", " 2001:0db8::0001 ")),
 ]
 # Each row: two different values of a field, whose index forms must differ.
 DIFFERENT: list[tuple[str, str, str]] = [
+    ("ip_address", "192.0.2.1", "192.0.2.10"),
+    ("ip_address", "2001:db8::1", "2001:db8::1:0"),
     ("email", "ann@example.com", "anne@example.com"),
     ("email", "ann@example.com", "ann@example.org"),
     ("phone", "+44 20 7946 0958", "+44 20 7946 0959"),

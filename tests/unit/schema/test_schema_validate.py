@@ -34,6 +34,7 @@ fields:
   card_number:   {class: card_number}
   iban:          {class: iban}
   free_text:     {class: free_text}
+  ip_address:    {class: ip_address}
   mobile_gb:     {class: phone, default_region: gb}
   ssn:           {class: national_id, format: us.ssn}
   steuer_id:     {class: national_id, format: de.idnr}
@@ -154,6 +155,9 @@ VALID: list[tuple[str, str, str]] = [
     ("free_text", "Line one\n\tcafe\u0301 \r\n", "Line one\n\tcafé \r\n"),
     ("free_text", "x" * 4096, "x" * 4096),
     ("short_name", "Ann", "Ann"),
+    ("ip_address", "192.0.2.1", "192.0.2.1"),
+    ("ip_address", " 2001:0DB8:0000::0001 ", "2001:db8::1"),
+    ("ip_address", "::ffff:192.0.2.1", "::ffff:192.0.2.1"),
 ]
 
 
@@ -229,6 +233,10 @@ INVALID: list[tuple[str, str, str]] = [
     ("free_text", "hello\x00world and more", _validate.CONTROL_CHARS),
     ("free_text", "surrogate \udfff here", _validate.INVALID_UNICODE),
     ("free_text", "y" * 4097, "longer than 4096 characters"),
+    ("ip_address", "192.0.2.256", _validate.BAD_IP),
+    ("ip_address", "1.2.3", _validate.BAD_IP),
+    ("ip_address", "2001:db8::g", _validate.BAD_IP),
+    ("ip_address", "١٩٢.0.2.1", _validate.BAD_IP),  # Arabic-Indic digits
 ]
 
 

@@ -327,6 +327,21 @@ def cmd_audit_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens_purge(args: argparse.Namespace) -> int:
+    """Delete the tokens whose TTL passed (``--dry-run``: only count them). Audited."""
+    from vault.service.tokens import purge_expired_tokens
+
+    log = _operator_audit_log(args)
+    n = purge_expired_tokens(log.db, batch=args.batch, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"{n} expired tokens would be purged")
+    else:
+        _audit_admin_action(log, "admin.tokens.purge", f"purged {n}")
+        print(f"purged {n} expired tokens")
+    log.close()
+    return 0
+
+
 def cmd_keys_init(args: argparse.Namespace) -> int:
     from vault.keys import init_field_keys
 
@@ -543,6 +558,15 @@ def build_parser() -> argparse.ArgumentParser:
     aq.add_argument("--limit", type=int, default=1000)
     aq.add_argument("--config", help="TOML settings (default: make dev's settings)")
     aq.set_defaults(func=cmd_audit_query)
+
+    tokens = sub.add_parser("tokens", help="token table operations").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    tp = tokens.add_parser("purge", help="delete the tokens whose TTL passed")
+    tp.add_argument("--dry-run", action="store_true", help="only count them")
+    tp.add_argument("--batch", type=int, default=1000, help="rows per transaction")
+    tp.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    tp.set_defaults(func=cmd_tokens_purge)
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_text)

@@ -8,7 +8,8 @@ with VaultClient("127.0.0.1:50051", admin_key=...) as vc:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from vault.v1 import audit_pb2 as audit_pb
 from vault.v1 import audit_pb2_grpc as audit_pb_grpc
 from vault.v1 import records_pb2 as pb
 from vault.v1 import records_pb2_grpc as pb_grpc
+from vault.v1 import tokens_pb2 as tokens_pb
+from vault.v1 import tokens_pb2_grpc as tokens_pb_grpc
 
 _OUTPUT_NAMES = {
     pb.OUTPUT_PLAIN: "plain",
@@ -100,6 +103,87 @@ class ErasureReceipt:
     data_key_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class TokenItem:
+    """One value to tokenize. ``kind``: ``random``, ``deterministic`` or ``format_preserving``."""
+
+    value: str = field(repr=False)
+    field_class: str
+    kind: str = "random"
+    scope: str = ""
+    ttl_seconds: int = 0
+    record_id: str = ""
+    keep_last_four: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RevealedToken:
+    """One token of a reveal: ``error`` is empty or ``unknown``/``expired``/``erased``/
+    ``denied``; else ``output`` (``plain``/``masked``/``token``/``omit``) and ``value``."""
+
+    token: str
+    error: str
+    output: str
+    value: str = field(repr=False)
+    field_class: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    batches: int
+    values: int
+    errors: int
+    seconds: float
+
+
+_KINDS = {
+    "random": tokens_pb.TOKEN_KIND_RANDOM,
+    "deterministic": tokens_pb.TOKEN_KIND_DETERMINISTIC,
+    "format_preserving": tokens_pb.TOKEN_KIND_FORMAT_PRESERVING,
+}
+_TOKEN_ERRORS = {
+    tokens_pb.TOKEN_ERROR_UNSPECIFIED: "",
+    tokens_pb.TOKEN_ERROR_UNKNOWN: "unknown",
+    tokens_pb.TOKEN_ERROR_EXPIRED: "expired",
+    tokens_pb.TOKEN_ERROR_ERASED: "erased",
+    tokens_pb.TOKEN_ERROR_DENIED: "denied",
+}
+#: values per Tokenize call made by :meth:`VaultClient.tokenize_many`
+TOKENIZE_BATCH = 1000
+
+
+def _token_request(tenant: str, items: Sequence[TokenItem]) -> tokens_pb.TokenizeRequest:
+    out = []
+    for i, item in enumerate(items):
+        kind = _KINDS.get(item.kind)
+        if kind is None:
+            raise errors.InvalidInput(f"items[{i}].kind", "unknown token kind")
+        out.append(
+            tokens_pb.TokenizeItem(
+                value=item.value,
+                field_class=item.field_class,
+                kind=kind,
+                scope=item.scope,
+                ttl_seconds=item.ttl_seconds,
+                record_id=item.record_id,
+                keep_last_four=item.keep_last_four,
+            )
+        )
+    return tokens_pb.TokenizeRequest(tenant=tenant, items=out)
+
+
+def _revealed(r: tokens_pb.RevealedToken) -> RevealedToken:
+    output = pb.Output.Name(r.output).removeprefix("OUTPUT_").lower() if r.output else ""
+    return RevealedToken(
+        r.token, _TOKEN_ERRORS.get(r.error, "unknown"), output, r.value, r.field_class, r.reason
+    )
+
+
+def _summary(s: tokens_pb.StreamSummary) -> StreamSummary:
+    return StreamSummary(s.batches, s.values, s.errors, s.seconds)
+
+
 def _error(exc: grpc.RpcError) -> errors.VaultServiceError:
     code = exc.code()
     details = exc.details() or ""
@@ -143,6 +227,7 @@ class VaultClient:
         self._purpose = purpose
         self._timeout = timeout
         self._audit = audit_pb_grpc.AuditStub(self._channel)
+        self._tokens = tokens_pb_grpc.TokensStub(self._channel)
 
     @classmethod
     def mtls(
@@ -230,8 +315,11 @@ class VaultClient:
         *,
         fields: Sequence[str] = (),
         purpose: str | None = None,
+        token_scope: str = "",
         timeout: float | None = None,
     ) -> Record:
+        """``token_scope``: fields given as tokens come back as deterministic tokens of that
+        scope (a tokenized view that joins across records)."""
         r = self._call(
             self._records.GetRecord,
             pb.GetRecordRequest(
@@ -239,6 +327,7 @@ class VaultClient:
                 record_id=record_id,
                 fields=list(fields),
                 purpose=self._purpose if purpose is None else purpose,
+                token_scope=token_scope,
             ),
             timeout,
         )
@@ -383,6 +472,118 @@ class VaultClient:
             )
             for e in r.events
         ]
+
+    # --- tokens ------------------------------------------------------------------------------
+
+    def tokenize(
+        self, tenant: str, items: Sequence[TokenItem], *, timeout: float | None = None
+    ) -> list[str]:
+        """One call (at most 10,000 items, all or nothing): a token per item, in order."""
+        r = self._call(self._tokens.Tokenize, _token_request(tenant, items), timeout)
+        return list(r.tokens)
+
+    def tokenize_many(
+        self,
+        tenant: str,
+        items: Iterable[TokenItem],
+        *,
+        batch_size: int = TOKENIZE_BATCH,
+        retries: int = 4,
+        backoff: float = 0.2,
+        timeout: float | None = None,
+    ) -> Iterator[str]:
+        """Tokens for any number of items, in order, in batches of ``batch_size`` (memory stays
+        bounded: ``items`` is consumed lazily). A batch failing with a retryable status is
+        retried up to ``retries`` times with exponential backoff; other errors propagate.
+        A retried random or format-preserving batch may leave unused token rows behind."""
+        if not 1 <= batch_size <= 10_000:
+            raise ValueError("batch_size must be 1..10000")
+        batch: list[TokenItem] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from self._tokenize_retrying(tenant, batch, retries, backoff, timeout)
+                batch = []
+        if batch:
+            yield from self._tokenize_retrying(tenant, batch, retries, backoff, timeout)
+
+    def _tokenize_retrying(
+        self,
+        tenant: str,
+        batch: Sequence[TokenItem],
+        retries: int,
+        backoff: float,
+        timeout: float | None,
+    ) -> list[str]:
+        for attempt in range(retries + 1):
+            try:
+                return self.tokenize(tenant, batch, timeout=timeout)
+            except errors.VaultServiceError as exc:
+                if not exc.retryable or attempt == retries:
+                    raise
+                time.sleep(backoff * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def reveal(
+        self,
+        tenant: str,
+        tokens: Sequence[str],
+        *,
+        purpose: str | None = None,
+        timeout: float | None = None,
+    ) -> list[RevealedToken]:
+        """Each token as the policy gives this caller (per-token errors, never raised)."""
+        r = self._call(
+            self._tokens.Reveal,
+            tokens_pb.RevealRequest(
+                tenant=tenant, tokens=list(tokens), purpose=purpose or self._purpose
+            ),
+            timeout,
+        )
+        return [_revealed(x) for x in r.results]
+
+    def stream_tokenize(
+        self,
+        tenant: str,
+        batches: Iterable[Sequence[TokenItem]],
+        *,
+        timeout: float | None = None,
+    ) -> Iterator[list[str] | StreamSummary]:
+        """Tokenize batches over one stream: yields a list of tokens per batch, in order, and
+        finally the stream's :class:`StreamSummary`. gRPC flow control paces the producer."""
+        requests = (_token_request(tenant, b) for b in batches)
+        try:
+            for r in self._tokens.StreamTokenize(
+                requests, timeout=timeout, metadata=self._metadata
+            ):
+                if r.HasField("summary"):
+                    yield _summary(r.summary)
+                else:
+                    yield list(r.batch.tokens)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def stream_reveal(
+        self,
+        tenant: str,
+        batches: Iterable[Sequence[str]],
+        *,
+        purpose: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[list[RevealedToken] | StreamSummary]:
+        """Reveal batches over one stream: a list of results per batch, then the summary."""
+        chosen = purpose or self._purpose
+        requests = (
+            tokens_pb.RevealRequest(tenant=tenant, tokens=list(b), purpose=chosen) for b in batches
+        )
+        try:
+            for r in self._tokens.StreamReveal(requests, timeout=timeout, metadata=self._metadata):
+                if r.HasField("summary"):
+                    yield _summary(r.summary)
+                else:
+                    yield [_revealed(x) for x in r.batch.results]
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """``SERVING`` / ``NOT_SERVING`` / ... as the standard health service reports it."""

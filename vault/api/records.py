@@ -9,6 +9,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from importlib import import_module
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -185,6 +186,7 @@ class RecordsServicer(pb_grpc.RecordsServicer):
             request.tenant,
             request.record_id,
             fields=list(request.fields),
+            token_scope=request.token_scope,
             deadline=_deadline(context),
         )
         return pb.GetRecordResponse(
@@ -306,18 +308,35 @@ class AuditServicer(audit_pb_grpc.AuditServicer):
         )
 
 
+def _message_class(module: Any, descriptor: Any) -> Any:
+    """The generated class of a message, also when it is defined in an imported proto."""
+    if descriptor.file.name == module.DESCRIPTOR.name:
+        return getattr(module, descriptor.name)
+    return getattr(import_module(_module_of(descriptor.file.name)), descriptor.name)
+
+
+def _module_of(proto_file: str) -> str:
+    return proto_file.removesuffix(".proto").replace("/", ".") + "_pb2"
+
+
 def service_handler(
     servicer: object, module: Any, service_name: str
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """A service's handlers, like the generated ``add_*Servicer_to_server`` but with request
     parsing failures answered as INVALID_ARGUMENT instead of INTERNAL."""
     service = module.DESCRIPTOR.services_by_name[service_name]
-    handlers = {
-        m.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, m.name),
-            request_deserializer=safe_deserializer(getattr(module, m.input_type.name).FromString),
-            response_serializer=getattr(module, m.output_type.name).SerializeToString,
+    handlers = {}
+    for m in service.methods:
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if m.client_streaming and m.server_streaming
+            else grpc.unary_unary_rpc_method_handler
         )
-        for m in service.methods
-    }
+        if m.client_streaming != m.server_streaming:
+            raise NotImplementedError(f"{m.name}: only unary or bidirectional methods")
+        handlers[m.name] = make(
+            getattr(servicer, m.name),
+            request_deserializer=safe_deserializer(_message_class(module, m.input_type).FromString),
+            response_serializer=_message_class(module, m.output_type).SerializeToString,
+        )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

@@ -1,4 +1,5 @@
-"""Build and run the gRPC server: Records, standard health checking and server reflection."""
+"""Build and run the gRPC server: Records, Audit, Tokens, standard health checking and server
+reflection."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from grpc_reflection.v1alpha import reflection
 
 from vault.api._authn import Authenticator, AuthInterceptor
 from vault.api.records import AuditServicer, RecordsServicer, service_handler
+from vault.api.tokens import TokensServicer
 from vault.service import RecordsService
-from vault.v1 import audit_pb2, records_pb2
+from vault.service.tokens import TokensService
+from vault.v1 import audit_pb2, records_pb2, tokens_pb2
 
 log = logging.getLogger("vault.api.server")
 
 RECORDS_SERVICE = records_pb2.DESCRIPTOR.services_by_name["Records"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
+TOKENS_SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["Tokens"].full_name
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
@@ -56,7 +60,7 @@ class HealthMonitor:
             if ok
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", RECORDS_SERVICE, AUDIT_SERVICE):
+        for name in ("", RECORDS_SERVICE, AUDIT_SERVICE, TOKENS_SERVICE):
             self._servicer.set(name, status)
         return ok
 
@@ -108,6 +112,7 @@ def start_server(
     health_interval: float = 2.0,
     credentials: grpc.ServerCredentials | None = None,
     extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
+    tokens: TokensService | None = None,
 ) -> RunningServer:
     """Start serving on ``listen`` (port 0 picks a free port) and return at once.
 
@@ -126,6 +131,14 @@ def start_server(
         (
             service_handler(RecordsServicer(service), records_pb2, "Records"),
             service_handler(AuditServicer(service), audit_pb2, "Audit"),
+            service_handler(
+                TokensServicer(
+                    tokens
+                    or TokensService(service.db, service.keys, service.access, service.keyring)
+                ),
+                tokens_pb2,
+                "Tokens",
+            ),
         )
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -134,6 +147,7 @@ def start_server(
         (
             RECORDS_SERVICE,
             AUDIT_SERVICE,
+            TOKENS_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),

@@ -150,6 +150,11 @@ class AuditLog:
     def __repr__(self) -> str:
         return f"AuditLog(chain={self.chain!r}, sinks={len(self._sinks)})"
 
+    @property
+    def db(self) -> Database:
+        """The database holding the chain (operator commands work on the same one)."""
+        return self._db
+
     # --- writing -----------------------------------------------------------------------------
 
     def prepare(self, *, deadline: Deadline) -> None:

@@ -14,19 +14,31 @@ from vault.crypto._aead import (
     wrapped_dek_tenant_key_id,
 )
 from vault.crypto._blind_index import blind_index
-from vault.crypto._tokens import TOKEN_RE, random_token
+from vault.crypto._surrogates import (
+    SurrogateError,
+    SurrogateShapeError,
+    SurrogateUnavailableError,
+    surrogate,
+)
+from vault.crypto._tokens import TOKEN_DIGITS, TOKEN_RE, deterministic_token, random_token
 
 __all__ = [
     "DEK_V1",
     "KEY_BYTES",
+    "TOKEN_DIGITS",
     "TOKEN_RE",
     "VALUE_V1",
     "DataKey",
+    "SurrogateError",
+    "SurrogateShapeError",
+    "SurrogateUnavailableError",
     "blind_index",
+    "deterministic_token",
     "new_key",
     "open_value",
     "random_token",
     "seal_value",
+    "surrogate",
     "unwrap_data_key",
     "value_key_id",
     "wrap_data_key",

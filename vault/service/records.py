@@ -37,6 +37,7 @@ from vault.keys import KeyManager
 from vault.policy import Action, FieldDecision, Policy, Purpose, Role, mask
 from vault.schema import FieldClass, RecordSchema
 from vault.service._keyring import DATA, INDEX, Keyring, TenantKey
+from vault.service._normal import deterministic_form
 from vault.service._types import (
     ConsentView,
     ErasureReceipt,
@@ -62,6 +63,7 @@ class _TakeGeneralPath(Exception):
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+TOKEN_SCOPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SOURCE_RE = re.compile(r"^[\x20-\x7e]{1,128}$")
 MAX_BATCH = 1000
 MAX_FIND = 1000
@@ -340,11 +342,16 @@ class RecordsService:
         record_id: str,
         *,
         fields: Sequence[str] = (),
+        token_scope: str = "",
         deadline: Deadline,
     ) -> RecordView:
         """Read a record, field by field exactly as the policy gives this caller's role for the
         stated purpose: plain, masked, token or omitted (with a reason). Plaintext leaves only
         after its audit row and the rate-limit count have committed.
+
+        With ``token_scope``, token outputs are deterministic tokens of that scope (computed
+        inside the service from the values, which do not leave it), so tokenized views of many
+        records join on tokens.
 
         Raises:
             PermissionDenied: action or purpose not allowed (audited).
@@ -363,6 +370,8 @@ class RecordsService:
                 self.schema.spec(name)
             except InvalidInput as exc:
                 raise InvalidInput(f"fields.{exc.field}", exc.problem) from None
+        if token_scope and not TOKEN_SCOPE_RE.match(token_scope):
+            raise InvalidInput("token_scope", "must be 1-64 of A-Z a-z 0-9 _ . : -")
         policy, role = self.access.authorize(
             caller, Action.RECORD_READ, tenant=tenant, record_id=record_id, deadline=deadline
         )
@@ -376,7 +385,7 @@ class RecordsService:
             record_id=record_id,
             deadline=deadline,
         )
-        if role.may_reveal:
+        if role.may_reveal and not token_scope:
             fast = self._get_in_one_transaction(
                 caller, policy, role, purpose, tenant, record_id, fields, deadline=deadline
             )
@@ -415,8 +424,17 @@ class RecordsService:
             {s.field_name: FieldClass(s.field_class) for s in stored},
         )
         revealed = [s for s in stored if decisions[s.field_name].output in _REVEALING]
+        scoped: dict[str, str] = {}
+        if token_scope:
+            scoped = self._scoped_tokens(
+                tenant,
+                record_id,
+                [s for s in stored if decisions[s.field_name].output is Output.TOKEN],
+                token_scope,
+                deadline=deadline,
+            )
         if not revealed:
-            return RecordView(record_id, row.version, self._render(stored, decisions, {}))
+            return RecordView(record_id, row.version, self._render(stored, decisions, {}, scoped))
         plain = self._open(tenant, record_id, revealed, deadline=deadline)
         self._commit_reveal(
             caller,
@@ -429,7 +447,33 @@ class RecordsService:
             decisions,
             deadline=deadline,
         )
-        return RecordView(record_id, row.version, self._render(stored, decisions, plain))
+        return RecordView(record_id, row.version, self._render(stored, decisions, plain, scoped))
+
+    def _scoped_tokens(
+        self,
+        tenant: str,
+        record_id: str,
+        stored: Sequence[StoredValue],
+        scope: str,
+        *,
+        deadline: Deadline,
+    ) -> dict[str, str]:
+        """Deterministic tokens of ``scope`` for these fields (the same as the Tokens service's
+        for the value): computed from the values, which stay inside the service."""
+        if not stored:
+            return {}
+        values = self._open(tenant, record_id, stored, deadline=deadline)
+        ikeys = self.keyring.current(tenant, {s.field_class for s in stored}, deadline=deadline)
+        out: dict[str, str] = {}
+        for s in stored:
+            spec = self.schema.spec(s.field_name)
+            out[s.field_name] = crypto.deterministic_token(
+                ikeys[(s.field_class, INDEX)].key,
+                s.field_class,
+                scope,
+                deterministic_form(spec.field_class, values[s.field_name]),
+            )
+        return out
 
     def _commit_reveal(
         self,
@@ -569,8 +613,10 @@ class RecordsService:
         stored: Sequence[StoredValue],
         decisions: Mapping[str, FieldDecision],
         plain: Mapping[str, str],
+        scoped: Mapping[str, str] | None = None,
     ) -> dict[str, FieldOutput]:
         out: dict[str, FieldOutput] = {}
+        scoped = scoped or {}
         for s in stored:
             d = decisions[s.field_name]
             if d.output is Output.PLAIN:
@@ -579,7 +625,8 @@ class RecordsService:
                 masked = mask(FieldClass(s.field_class), plain[s.field_name])
                 out[s.field_name] = FieldOutput(Output.MASKED, masked, d.reason)
             elif d.output is Output.TOKEN:
-                out[s.field_name] = FieldOutput(Output.TOKEN, s.token, d.reason)
+                token = scoped.get(s.field_name, s.token)
+                out[s.field_name] = FieldOutput(Output.TOKEN, token, d.reason)
             else:
                 out[s.field_name] = FieldOutput(Output.OMIT, "", d.reason)
         return out

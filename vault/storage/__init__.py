@@ -2,6 +2,7 @@
 
 from vault.storage import _repo as repo
 from vault.storage import models_access as _models_access  # noqa: F401 - registers its tables
+from vault.storage import models_tokens as _models_tokens  # noqa: F401 - registers its tables
 from vault.storage._engine import Database, make_engine, normalize_url
 from vault.storage._migrate import current_revision, head_revision, migrations_dir, upgrade
 from vault.storage._repo import NewRecord, RecordRow, StoredValue, TenantKeyRow

@@ -175,6 +175,16 @@ def insert_records(conn: Connection, records: Sequence[NewRecord], now: datetime
         conn.execute(insert(_bi), index_rows)
 
 
+def insert_data_keys(conn: Connection, rows: Sequence[Mapping[str, object]], now: datetime) -> None:
+    """Data keys made outside a record write (token pools, a linked record's new class).
+
+    Raises:
+        IntegrityError: a data key for that (record, class) was made concurrently.
+    """
+    if rows:
+        conn.execute(insert(_dk), [dict(r, created_at=now) for r in rows])
+
+
 def get_record(conn: Connection, tenant: str, record_id: str) -> RecordRow | None:
     r = conn.execute(
         select(_rec.c.id, _rec.c.tenant, _rec.c.version).where(

@@ -239,11 +239,18 @@ class GetRecordRequest(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    TOKEN_SCOPE_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     record_id: _builtins.str
     purpose: _builtins.str
     """Why the caller reads: one of the policy's purposes. Required whenever the policy could
     give this caller a plaintext or masked value; without it those fields come back as tokens.
+    """
+    token_scope: _builtins.str
+    """Optional (1-64 of A-Z a-z 0-9 _ . : -): fields given as tokens come back as deterministic
+    tokens of this scope (the same value gives the same token in every record of the tenant,
+    and equals Tokenize's deterministic token of that scope), so data sets built from many
+    records join on tokens. Empty: each field's own record token.
     """
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -256,10 +263,11 @@ class GetRecordRequest(_message.Message):
         record_id: _builtins.str = ...,
         fields: _abc.Iterable[_builtins.str] | None = ...,
         purpose: _builtins.str = ...,
+        token_scope: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "purpose", b"purpose", "record_id", b"record_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "purpose", b"purpose", "record_id", b"record_id", "tenant", b"tenant", "token_scope", b"token_scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,184 @@
+"""gRPC servicer for ``vault.v1.Tokens``: wire <-> domain, errors -> status codes."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from vault.api.records import (
+    _OUTPUT,
+    MALFORMED,
+    _abort,
+    _caller,
+    _deadline,
+    handle_errors,
+)
+from vault.errors import InvalidInput, VaultServiceError
+from vault.service.tokens import RevealedToken, TokenError, TokenizeItem, TokenKind, TokensService
+from vault.v1 import records_pb2 as records_pb
+from vault.v1 import tokens_pb2 as pb
+from vault.v1 import tokens_pb2_grpc as pb_grpc
+
+log = logging.getLogger("vault.api")
+
+_KIND = {
+    pb.TOKEN_KIND_UNSPECIFIED: TokenKind.RANDOM,
+    pb.TOKEN_KIND_RANDOM: TokenKind.RANDOM,
+    pb.TOKEN_KIND_DETERMINISTIC: TokenKind.DETERMINISTIC,
+    pb.TOKEN_KIND_FORMAT_PRESERVING: TokenKind.FORMAT_PRESERVING,
+}
+_ERROR = {
+    None: pb.TOKEN_ERROR_UNSPECIFIED,
+    TokenError.UNKNOWN: pb.TOKEN_ERROR_UNKNOWN,
+    TokenError.EXPIRED: pb.TOKEN_ERROR_EXPIRED,
+    TokenError.ERASED: pb.TOKEN_ERROR_ERASED,
+    TokenError.DENIED: pb.TOKEN_ERROR_DENIED,
+}
+
+
+def _items(request: pb.TokenizeRequest) -> list[TokenizeItem]:
+    out = []
+    for i, item in enumerate(request.items):
+        kind = _KIND.get(item.kind)
+        if kind is None:
+            raise InvalidInput(f"items[{i}].kind", "unknown token kind")
+        out.append(
+            TokenizeItem(
+                value=item.value,
+                field_class=item.field_class,
+                kind=kind,
+                scope=item.scope,
+                ttl_seconds=item.ttl_seconds,
+                record_id=item.record_id,
+                keep_last_four=item.keep_last_four,
+            )
+        )
+    return out
+
+
+def _revealed(r: RevealedToken) -> pb.RevealedToken:
+    return pb.RevealedToken(
+        token=r.token,
+        error=_ERROR[r.error],
+        output=_OUTPUT[r.output] if r.output is not None else records_pb.OUTPUT_UNSPECIFIED,
+        value=r.value,
+        field_class=r.field_class,
+        reason=r.reason,
+    )
+
+
+def _stream_errors(
+    method: Callable[[TokensServicer, Iterator[object], grpc.ServicerContext], Iterator[object]],
+) -> Callable[[TokensServicer, Iterator[object], grpc.ServicerContext], Iterator[object]]:
+    """:func:`handle_errors` for streaming methods: a failing batch ends the stream with its
+    status (batches answered before it were committed)."""
+
+    def wrapper(
+        self: TokensServicer, requests: Iterator[object], context: grpc.ServicerContext
+    ) -> Iterator[object]:
+        try:
+            yield from method(self, requests, context)
+        except VaultServiceError as exc:
+            if exc.retryable:
+                log.warning("%s: %s", method.__name__, exc.reason)
+            _abort(context, exc)
+        except Exception as exc:
+            request_id = uuid.uuid4().hex[:12]
+            log.error(
+                "internal error %s in %s: %s\n%s",
+                request_id,
+                method.__name__,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+def _checked(request: object) -> object:
+    if request is MALFORMED:
+        raise InvalidInput("request", "not a valid message (bad bytes or UTF-8)")
+    return request
+
+
+class TokensServicer(pb_grpc.TokensServicer):
+    def __init__(self, service: TokensService) -> None:
+        self._service = service
+
+    @handle_errors
+    def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.ServicerContext
+    ) -> pb.TokenizeResponse:
+        tokens = self._service.tokenize(
+            _caller(context), request.tenant, _items(request), deadline=_deadline(context)
+        )
+        return pb.TokenizeResponse(tokens=tokens)
+
+    @handle_errors
+    def Reveal(self, request: pb.RevealRequest, context: grpc.ServicerContext) -> pb.RevealResponse:
+        results = self._service.reveal(
+            _caller(context, request.purpose),
+            request.tenant,
+            list(request.tokens),
+            deadline=_deadline(context),
+        )
+        return pb.RevealResponse(results=[_revealed(r) for r in results])
+
+    @_stream_errors
+    def StreamTokenize(  # type: ignore[override]
+        self, requests: Iterator[object], context: grpc.ServicerContext
+    ) -> Iterator[object]:
+        started = time.monotonic()
+        batches = values = 0
+        caller = _caller(context)
+        for raw in requests:
+            request = _checked(raw)
+            assert isinstance(request, pb.TokenizeRequest)
+            tokens = self._service.tokenize(
+                caller, request.tenant, _items(request), deadline=_deadline(context)
+            )
+            batches += 1
+            values += len(tokens)
+            yield pb.StreamTokenizeResponse(batch=pb.TokenizeResponse(tokens=tokens))
+        yield pb.StreamTokenizeResponse(
+            summary=pb.StreamSummary(
+                batches=batches, values=values, seconds=time.monotonic() - started
+            )
+        )
+
+    @_stream_errors
+    def StreamReveal(  # type: ignore[override]
+        self, requests: Iterator[object], context: grpc.ServicerContext
+    ) -> Iterator[object]:
+        started = time.monotonic()
+        batches = values = errors = 0
+        for raw in requests:
+            request = _checked(raw)
+            assert isinstance(request, pb.RevealRequest)
+            results = self._service.reveal(
+                _caller(context, request.purpose),
+                request.tenant,
+                list(request.tokens),
+                deadline=_deadline(context),
+            )
+            batches += 1
+            values += len(results)
+            errors += sum(1 for r in results if r.error is not None)
+            yield pb.StreamRevealResponse(
+                batch=pb.RevealResponse(results=[_revealed(r) for r in results])
+            )
+        yield pb.StreamRevealResponse(
+            summary=pb.StreamSummary(
+                batches=batches,
+                values=values,
+                errors=errors,
+                seconds=time.monotonic() - started,
+            )
+        )

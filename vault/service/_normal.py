@@ -1,0 +1,34 @@
+"""The form of a value that deterministic tokens are keyed on, shared by every path that makes
+them (Tokenize, tokenized record views, TokenizeText), so that the same value gives the same
+token whichever way it came in."""
+
+from __future__ import annotations
+
+from vault.errors import InvalidInput
+from vault.schema import DEFAULT_MAX_LENGTH, FieldClass, FieldSpec
+from vault.schema._validate import canonicalize, index_form
+
+_SPECS = {c: FieldSpec(f"token_{c.value}", c, True, DEFAULT_MAX_LENGTH[c], {}) for c in FieldClass}
+
+
+def class_spec(field_class: FieldClass) -> FieldSpec:
+    """The class's default field spec (no options, the class's default length limit)."""
+    return _SPECS[field_class]
+
+
+def canonical_or_none(field_class: FieldClass, value: str) -> str | None:
+    """The value's canonical form for its class, or None when it is not valid for it."""
+    try:
+        return canonicalize(_SPECS[field_class], value)
+    except InvalidInput:
+        return None
+
+
+def deterministic_form(field_class: FieldClass, value: str) -> bytes:
+    """The class's search form (e.g. an email compared case-insensitively, a phone number in
+    E.164) when the value is valid for the class; else the exact UTF-8 bytes, so values that
+    do not validate never collide with each other."""
+    canonical = canonical_or_none(field_class, value)
+    if canonical is None:
+        return value.encode("utf-8")
+    return index_form(_SPECS[field_class], canonical)

@@ -1,0 +1,148 @@
+"""SQL for the token table, over a connection the caller opened."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, func, insert, select, tuple_, update
+from sqlalchemy.engine import Connection
+
+from vault.storage.models import DataKeyRow, ErasedDataKey, Erasure
+from vault.storage.models_tokens import TokenRow
+
+tokens = cast(Table, TokenRow.__table__)
+_dk = cast(Table, DataKeyRow.__table__)
+_edk = cast(Table, ErasedDataKey.__table__)
+_er = cast(Table, Erasure.__table__)
+
+#: tokens per ``IN (...)`` list: well under SQLite's and PostgreSQL's parameter limits
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """A token row joined with its data key (None when the key row is gone)."""
+
+    token: str
+    field_class: str
+    kind: str
+    scope: str
+    record_id: str | None
+    data_key_id: str
+    ciphertext: bytes = field(repr=False)
+    expires_at: datetime | None
+    # the data key, when its row exists and has no tombstone
+    wrapped_dek: bytes | None = field(repr=False)
+    tenant_key_id: str | None
+    key_owner: str | None  # the data key row's record_id: the linked record or a pool id
+    dek_erased: bool
+    record_erased: bool
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def read_tokens(conn: Connection, tenant: str, wanted: Sequence[str]) -> dict[str, StoredToken]:
+    """The rows of ``wanted`` tokens in ``tenant`` (missing ones are absent)."""
+    out: dict[str, StoredToken] = {}
+    unique = sorted(set(wanted))
+    for chunk in _chunks(unique):
+        rows = conn.execute(
+            select(
+                tokens,
+                _dk.c.wrapped.label("wrapped_dek"),
+                _dk.c.tenant_key_id,
+                _dk.c.record_id.label("key_owner"),
+                _edk.c.data_key_id.label("tombstone"),
+                _er.c.record_id.label("erased_record"),
+            )
+            .select_from(
+                tokens.outerjoin(
+                    _dk, (_dk.c.id == tokens.c.data_key_id) & (_dk.c.tenant == tokens.c.tenant)
+                )
+                .outerjoin(_edk, _edk.c.data_key_id == tokens.c.data_key_id)
+                .outerjoin(_er, _er.c.record_id == tokens.c.record_id)
+            )
+            .where(tokens.c.tenant == tenant, tokens.c.token.in_(list(chunk)))
+        ).all()
+        for r in rows:
+            dek_erased = r.tombstone is not None
+            out[r.token] = StoredToken(
+                token=r.token,
+                field_class=r.field_class,
+                kind=r.kind,
+                scope=r.scope,
+                record_id=r.record_id,
+                data_key_id=r.data_key_id,
+                ciphertext=bytes(r.ciphertext),
+                expires_at=r.expires_at,
+                wrapped_dek=None if dek_erased or r.wrapped_dek is None else bytes(r.wrapped_dek),
+                tenant_key_id=None if dek_erased else r.tenant_key_id,
+                key_owner=None if dek_erased else r.key_owner,
+                dek_erased=dek_erased,
+                record_erased=r.erased_record is not None,
+            )
+    return out
+
+
+def existing_tokens(conn: Connection, tenant: str, wanted: Sequence[str]) -> set[str]:
+    """Which of ``wanted`` already exist in ``tenant``."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(wanted))):
+        found.update(
+            conn.execute(
+                select(tokens.c.token).where(
+                    tokens.c.tenant == tenant, tokens.c.token.in_(list(chunk))
+                )
+            ).scalars()
+        )
+    return found
+
+
+def insert_tokens(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(tokens), list(rows))
+
+
+def replace_token(conn: Connection, tenant: str, token: str, values: Mapping[str, Any]) -> None:
+    """Overwrite a token row's value and key (a deterministic token whose old value was
+    shredded, issued again for a live value)."""
+    conn.execute(
+        update(tokens).where(tokens.c.tenant == tenant, tokens.c.token == token).values(**values)
+    )
+
+
+def set_expiry(conn: Connection, tenant: str, token: str, expires_at: datetime | None) -> None:
+    conn.execute(
+        update(tokens)
+        .where(tokens.c.tenant == tenant, tokens.c.token == token)
+        .values(expires_at=expires_at)
+    )
+
+
+def count_expired(conn: Connection, now: datetime) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(tokens)
+            .where(tokens.c.expires_at.is_not(None), tokens.c.expires_at <= now)
+        ).scalar_one()
+    )
+
+
+def purge_expired(conn: Connection, now: datetime, limit: int) -> int:
+    """Delete up to ``limit`` tokens that expired before ``now``; returns how many."""
+    victims = (
+        select(tokens.c.tenant, tokens.c.token)
+        .where(tokens.c.expires_at.is_not(None), tokens.c.expires_at <= now)
+        .limit(limit)
+    )
+    rows = [(r.tenant, r.token) for r in conn.execute(victims)]
+    if rows:
+        conn.execute(delete(tokens).where(tuple_(tokens.c.tenant, tokens.c.token).in_(rows)))
+    return len(rows)

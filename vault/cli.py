@@ -319,6 +319,7 @@ def cmd_audit_query(args: argparse.Namespace) -> int:
                 "outcome": e.outcome,
                 "reason": e.reason,
                 "request_id": e.request_id,
+                "on_behalf_of": e.on_behalf_of,
                 "seq": e.seq,
             }
             for e in entries

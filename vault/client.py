@@ -82,6 +82,7 @@ class AccessEvent:
     outcome: str
     reason: str
     request_id: str
+    on_behalf_of: str = ""
 
 
 def _consent(r: pb.Consent) -> Consent:
@@ -469,6 +470,7 @@ class VaultClient:
                 e.outcome,
                 e.reason,
                 e.request_id,
+                e.on_behalf_of,
             )
             for e in r.events
         ]
@@ -530,17 +532,50 @@ class VaultClient:
         tokens: Sequence[str],
         *,
         purpose: str | None = None,
+        grant: str = "",
         timeout: float | None = None,
     ) -> list[RevealedToken]:
-        """Each token as the policy gives this caller (per-token errors, never raised)."""
+        """Each token as the policy gives this caller (per-token errors, never raised), or
+        under ``grant`` (issued to this caller) as the grant allows."""
+        chosen = purpose if purpose is not None else ("" if grant else self._purpose)
         r = self._call(
             self._tokens.Reveal,
             tokens_pb.RevealRequest(
-                tenant=tenant, tokens=list(tokens), purpose=purpose or self._purpose
+                tenant=tenant, tokens=list(tokens), purpose=chosen, grant=grant
             ),
             timeout,
         )
         return [_revealed(x) for x in r.results]
+
+    def issue_grant(
+        self,
+        tenant: str,
+        grantee: str,
+        field_classes: Sequence[str],
+        *,
+        record_ids: Sequence[str] = (),
+        scope: str = "",
+        ttl_seconds: int = 900,
+        max_uses: int = 10,
+        purpose: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[str, datetime]:
+        """A grant for ``grantee`` (a principal name); returns its id and expiry."""
+        r = self._call(
+            self._tokens.IssueGrant,
+            tokens_pb.IssueGrantRequest(
+                tenant=tenant,
+                grantee=grantee,
+                record_ids=list(record_ids),
+                scope=scope,
+                field_classes=list(field_classes),
+                purpose=self._purpose if purpose is None else purpose,
+                ttl_seconds=ttl_seconds,
+                max_uses=max_uses,
+            ),
+            timeout,
+        )
+        return r.grant, r.expires_at.ToDatetime(tzinfo=UTC)
 
     def stream_tokenize(
         self,

@@ -302,6 +302,7 @@ class AuditServicer(audit_pb_grpc.AuditServicer):
                     outcome=e.outcome,
                     reason=e.reason,
                     request_id=e.request_id,
+                    on_behalf_of=e.on_behalf_of,
                 )
                 for e in entries
             ]

@@ -16,10 +16,18 @@ from vault.api.records import (
     _abort,
     _caller,
     _deadline,
+    _ts,
     handle_errors,
 )
 from vault.errors import InvalidInput, VaultServiceError
-from vault.service.tokens import RevealedToken, TokenError, TokenizeItem, TokenKind, TokensService
+from vault.service.tokens import (
+    GrantRequest,
+    RevealedToken,
+    TokenError,
+    TokenizeItem,
+    TokenKind,
+    TokensService,
+)
 from vault.v1 import records_pb2 as records_pb
 from vault.v1 import tokens_pb2 as pb
 from vault.v1 import tokens_pb2_grpc as pb_grpc
@@ -127,9 +135,29 @@ class TokensServicer(pb_grpc.TokensServicer):
             _caller(context, request.purpose),
             request.tenant,
             list(request.tokens),
+            grant_id=request.grant,
             deadline=_deadline(context),
         )
         return pb.RevealResponse(results=[_revealed(r) for r in results])
+
+    @handle_errors
+    def IssueGrant(
+        self, request: pb.IssueGrantRequest, context: grpc.ServicerContext
+    ) -> pb.IssueGrantResponse:
+        issued = self._service.issue_grant(
+            _caller(context, request.purpose),
+            request.tenant,
+            GrantRequest(
+                grantee=request.grantee,
+                field_classes=list(request.field_classes),
+                ttl_seconds=request.ttl_seconds,
+                max_uses=request.max_uses,
+                record_ids=list(request.record_ids),
+                scope=request.scope,
+            ),
+            deadline=_deadline(context),
+        )
+        return pb.IssueGrantResponse(grant=issued.grant_id, expires_at=_ts(issued.expires_at))
 
     @_stream_errors
     def StreamTokenize(  # type: ignore[override]
@@ -166,6 +194,7 @@ class TokensServicer(pb_grpc.TokensServicer):
                 _caller(context, request.purpose),
                 request.tenant,
                 list(request.tokens),
+                grant_id=request.grant,
                 deadline=_deadline(context),
             )
             batches += 1

@@ -23,6 +23,7 @@ _MAX_LEN: Final = {
     "tenant": 64,
     "reason": 64,
     "request_id": 128,
+    "on_behalf_of": 256,
 }
 MAX_RECORD_ID: Final = 256
 MAX_FIELD_CLASSES: Final = 64
@@ -69,6 +70,8 @@ class AuditEvent:
     reason: str = ""
     request_id: str = ""
     time: datetime = field(default_factory=_now)
+    #: the principal whose reveal grant the caller used (empty otherwise)
+    on_behalf_of: str = ""
 
     def __post_init__(self) -> None:
         for name, limit in _MAX_LEN.items():
@@ -120,3 +123,4 @@ class AuditEntry:
     outcome: str
     reason: str
     request_id: str
+    on_behalf_of: str = ""

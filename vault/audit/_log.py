@@ -85,6 +85,7 @@ def _entry(row: store.StoredRow) -> AuditEntry:
         outcome=c.outcome,
         reason=c.reason,
         request_id=c.request_id,
+        on_behalf_of=c.on_behalf_of,
     )
 
 
@@ -246,6 +247,7 @@ class AuditLog:
                 reason=event.reason,
                 request_id=event.request_id,
                 audit_key_id=keys.key_id,
+                on_behalf_of=event.on_behalf_of,
             )
             prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
             row = store.StoredRow(self.chain, seq, content, prev)
@@ -664,6 +666,7 @@ def _row_dict(row: store.StoredRow) -> dict[str, Any]:
         "outcome": c.outcome,
         "reason": c.reason,
         "request_id": c.request_id,
+        "on_behalf_of": c.on_behalf_of,
         "audit_key_id": c.audit_key_id,
         "mac": row.mac,
     }

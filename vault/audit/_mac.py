@@ -111,6 +111,7 @@ class RowContent:
     reason: str
     request_id: str
     audit_key_id: str
+    on_behalf_of: str = ""
 
 
 def row_mac(mac_key: bytes, prev_mac: bytes, chain: str, seq: int, row: RowContent) -> bytes:
@@ -134,6 +135,8 @@ def row_mac(mac_key: bytes, prev_mac: bytes, chain: str, seq: int, row: RowConte
             lp(row.reason),
             lp(row.request_id),
             lp(row.audit_key_id),
+            # only when set, so rows from before this column keep their MACs
+            b"\x01" + lp(row.on_behalf_of) if row.on_behalf_of else b"",
         )
     )
     return hmac.digest(mac_key, message, hashlib.sha256)

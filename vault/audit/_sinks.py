@@ -39,6 +39,7 @@ def entry_json(entry: AuditEntry) -> str:
             "outcome": entry.outcome,
             "reason": entry.reason,
             "request_id": entry.request_id,
+            "on_behalf_of": entry.on_behalf_of,
         },
         ensure_ascii=True,
         separators=(",", ":"),

@@ -196,6 +196,7 @@ def _stored(row: Row[Any]) -> StoredRow:
             reason=row.reason,
             request_id=row.request_id,
             audit_key_id=row.audit_key_id,
+            on_behalf_of=row.on_behalf_of,
         ),
         mac=bytes(row.mac),
     )

@@ -581,7 +581,11 @@ def _stable_letter(request: _Request, letter: str, marks: str) -> str:
     alphabet = _alphabet(letter)
     for _ in range(_MAX_LETTER_DRAWS):
         replacement = secrets.choice(alphabet)
-        if not marks or unicodedata.normalize("NFC", replacement + marks) == replacement + marks:
+        # compared with the marks' own NFC form: marks that NFC changes by themselves (e.g.
+        # U+0F71 U+0F72) must not make every letter look as if it composed with them
+        if not marks or unicodedata.normalize(
+            "NFC", replacement + marks
+        ) == replacement + unicodedata.normalize("NFC", marks):
             return replacement
     raise SurrogateUnavailableError(request.field_class)
 

@@ -58,6 +58,8 @@ class Action(StrEnum):
     RECORD_FIND = "record.find"
     TOKEN_CREATE = "token.create"  # noqa: S105 - an action name, not a secret
     TOKEN_REVEAL = "token.reveal"  # noqa: S105 - an action name, not a secret
+    TEXT_REVEAL = "text.reveal"
+    GRANT_ISSUE = "grant.issue"
     CONSENT_WRITE = "consent.write"
     AUDIT_READ = "audit.read"
     EXPORT = "record.export"
@@ -73,7 +75,9 @@ ACTION_WILDCARDS: Final[Mapping[str, frozenset[Action]]] = MappingProxyType(
 
 #: Actions whose result is plaintext whatever the field outputs say; a ``never_plaintext`` role
 #: may not have them.
-PLAINTEXT_ACTIONS: Final = frozenset({Action.TOKEN_REVEAL, Action.EXPORT})
+PLAINTEXT_ACTIONS: Final = frozenset(
+    {Action.TOKEN_REVEAL, Action.TEXT_REVEAL, Action.GRANT_ISSUE, Action.EXPORT}
+)
 
 # Reason codes of FieldDecision (omit, or lowered for lack of a purpose).
 #: The role may not see this field class at all.

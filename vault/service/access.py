@@ -83,6 +83,7 @@ class Access:
         outcome: str = ALLOWED,
         reason: str = "",
         purpose: str | None = None,
+        on_behalf_of: str = "",
     ) -> AuditEvent:
         chosen = purpose if purpose is not None else caller.purpose
         return AuditEvent(
@@ -97,6 +98,7 @@ class Access:
             field_classes=tuple(sorted(set(field_classes))),
             reason=reason,
             request_id=caller.request_id,
+            on_behalf_of=on_behalf_of[:256],
         )
 
     def _known_purpose(self, purpose: str | None) -> str:
@@ -180,6 +182,10 @@ class Access:
             raise self.deny(
                 caller, role, action, exc, tenant=tenant, record_id=record_id, deadline=deadline
             ) from None
+
+    def role_name(self, caller: Caller) -> str:
+        """The caller's role under the current policy ("" for an unknown principal)."""
+        return self._role_name(self.policy.current, caller.principal)
 
     @staticmethod
     def _role_name(policy: Policy, principal: Principal) -> str:

@@ -24,6 +24,7 @@ leaves. Problems with single tokens (unknown, expired, erased, denied) are repor
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -38,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from vault import crypto
 from vault.audit import AuditEntry, AuditEvent
 from vault.crypto import DataKey, SurrogateError, SurrogateShapeError, surrogate
-from vault.crypto._encoding import uuid7
+from vault.crypto._encoding import random_base62, uuid7
 from vault.deadline import Deadline
 from vault.errors import (
     Conflict,
@@ -47,10 +48,11 @@ from vault.errors import (
     Erased,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
 )
 from vault.keys import KeyManager
-from vault.policy import Action, Output, Purpose, Role, mask
+from vault.policy import Action, Output, Policy, Purpose, Role, mask
 from vault.schema import DEFAULT_MAX_LENGTH, FieldClass
 from vault.service._keyring import DATA, INDEX, Keyring, TenantKey
 from vault.service._normal import canonical_or_none, deterministic_form
@@ -83,6 +85,47 @@ FPE_CLASSES = frozenset(
 #: collisions tolerated while drawing one surrogate before the call gives up (ABORTED)
 FPE_ATTEMPTS = 32
 _REVEALING = (Output.PLAIN, Output.MASKED)
+GRANT_RE = re.compile(r"^grt_[0-9A-Za-z]{22}$")
+#: grants live at most a day, name at most 1,000 records and allow at most 10,000 calls
+MAX_GRANT_TTL = 86_400
+MAX_GRANT_RECORDS = 1000
+MAX_GRANT_USES = 10_000
+GRANT_INVALID = "grant_invalid"
+OUTSIDE_GRANT = "outside_grant"
+PURPOSE_NOT_ALLOWED = "purpose_not_allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRequest:
+    """What a grant allows: ``record_ids`` or a conversation ``scope`` (exactly one)."""
+
+    grantee: str
+    field_classes: Sequence[str]
+    ttl_seconds: int
+    max_uses: int
+    record_ids: Sequence[str] = ()
+    scope: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedGrant:
+    grant_id: str
+    expires_at: datetime
+
+
+def _record_ids_or_none(ids: frozenset[str]) -> list[str | None]:
+    """The ids in order, or ``[None]`` (one audit row about no particular record)."""
+    out: list[str | None] = list(sorted(ids))
+    return out or [None]
+
+
+def _within(grant: token_repo.GrantRow, row: token_repo.StoredToken) -> bool:
+    """Whether a token lies within a grant: its class, and its record or its scope."""
+    if row.field_class not in grant.field_classes:
+        return False
+    if grant.record_ids:
+        return row.record_id is not None and row.record_id in grant.record_ids
+    return bool(grant.scope) and row.scope == grant.scope
 
 
 class TokenKind(StrEnum):
@@ -528,35 +571,55 @@ class TokensService:
     # --- reveal ------------------------------------------------------------------------------
 
     def reveal(
-        self, caller: Caller, tenant: str, tokens: Sequence[str], *, deadline: Deadline
+        self,
+        caller: Caller,
+        tenant: str,
+        tokens: Sequence[str],
+        *,
+        grant_id: str = "",
+        action: Action = Action.TOKEN_REVEAL,
+        deadline: Deadline,
     ) -> list[RevealedToken]:
         """Each token as the policy gives this role for the stated purpose, in order.
 
         Per token, never failing the others: unknown (not issued in this tenant), expired,
-        erased (its record was crypto-shredded), or denied (e.g. ``consent_required``, audited).
-        The audit rows and the plaintext count commit before any value is returned.
+        erased (its record was crypto-shredded), or denied (``consent_required``, or
+        ``outside_grant``; audited). The audit rows and the plaintext count commit before any
+        value is returned.
+
+        With ``grant_id``, the caller reveals under a grant issued to it (see
+        :meth:`issue_grant`) instead of its own role: only tokens of the grant's records or
+        scope and classes, for the grant's purpose, with the granting role's outputs; each call
+        uses the grant once. ``action`` is ``token.reveal`` or ``text.reveal`` (RevealText).
 
         Raises:
-            PermissionDenied: action or purpose not allowed (audited).
+            PermissionDenied: action or purpose not allowed, or the grant is not valid for this
+                caller (unknown, expired, used up, another principal's): audited.
             InvalidInput: no tokens, too many, or the purpose missing or unknown.
             ResourceExhausted: the role's plaintext limit (audited); nothing revealed.
             DecryptionFailed: a stored value or key did not authenticate (tampering).
             Unavailable: key server, database or audit log; nothing revealed.
         """
         check_tenant(tenant)
-        policy, role = self.access.authorize(
-            caller, Action.TOKEN_REVEAL, tenant=tenant, deadline=deadline
-        )
-        purpose = self.access.check_purpose(
-            policy,
-            caller,
-            role,
-            Action.TOKEN_REVEAL,
-            required=True,
-            tenant=tenant,
-            record_id=None,
-            deadline=deadline,
-        )
+        purpose: Purpose | None
+        grant: token_repo.GrantRow | None
+        if grant_id:
+            policy, role, purpose, grant = self._grant_authority(
+                caller, tenant, grant_id, action, deadline=deadline
+            )
+        else:
+            grant = None
+            policy, role = self.access.authorize(caller, action, tenant=tenant, deadline=deadline)
+            purpose = self.access.check_purpose(
+                policy,
+                caller,
+                role,
+                action,
+                required=True,
+                tenant=tenant,
+                record_id=None,
+                deadline=deadline,
+            )
         if not tokens:
             raise InvalidInput("tokens", "at least one token is required")
         if len(tokens) > MAX_ITEMS:
@@ -584,6 +647,13 @@ class TokensService:
                 raise DecryptionFailed()
             else:
                 decide[t] = row
+        if grant is not None:
+            for t, r in list(decide.items()):
+                if not _within(grant, r):
+                    results[t] = RevealedToken(
+                        t, TokenError.DENIED, field_class=r.field_class, reason=OUTSIDE_GRANT
+                    )
+                    del decide[t]
         decisions = policy.outputs(
             role,
             purpose.name if purpose else None,
@@ -603,9 +673,159 @@ class TokensService:
                 value = ""
             results[t] = RevealedToken(t, None, d.output, value, r.field_class, d.reason)
         self._commit_reveal(
-            caller, role, purpose, tenant, decide, decisions, results, deadline=deadline
+            caller,
+            role,
+            purpose,
+            tenant,
+            decide,
+            decisions,
+            results,
+            action,
+            grant,
+            deadline=deadline,
         )
         return [results[t] for t in tokens]
+
+    def _grant_authority(
+        self, caller: Caller, tenant: str, grant_id: str, action: Action, *, deadline: Deadline
+    ) -> tuple[Policy, Role, Purpose, token_repo.GrantRow]:
+        """The policy, the granting role (whose outputs apply), the purpose and the grant, if
+        ``grant_id`` is a live grant of this tenant issued to this caller and its grantor may
+        still issue it under the current policy. Any refusal is audited."""
+        policy = self.access.policy.current
+        try:
+            agent_role = policy.role_of(caller.principal).name
+        except PermissionDenied as exc:
+            raise self.access.deny(
+                caller, "", action, exc, tenant=tenant, deadline=deadline
+            ) from None
+
+        def refuse(why: str, reason: str = GRANT_INVALID) -> PermissionDenied:
+            err = self.access.deny(
+                caller,
+                agent_role,
+                action,
+                PermissionDenied(why, reason=reason),
+                tenant=tenant,
+                deadline=deadline,
+            )
+            assert isinstance(err, PermissionDenied)
+            return err
+
+        grant = None
+        if GRANT_RE.match(grant_id):
+            with self.db.begin(write=False) as conn:
+                grant = token_repo.get_grant(conn, tenant, grant_id)
+        if grant is None or grant.grantee != caller.principal.name:
+            raise refuse("no such grant for this caller")
+        if _expired(grant.expires_at, datetime.now(UTC)):
+            raise refuse("grant expired")
+        if grant.uses >= grant.max_uses:
+            raise refuse("grant used up")
+        if caller.purpose and caller.purpose != grant.purpose:
+            raise refuse("purpose differs from the grant's", PURPOSE_NOT_ALLOWED)
+        grantor_role = policy.roles.get(grant.grantor_role)
+        purpose = policy.purpose(grant.purpose)
+        if (
+            grantor_role is None
+            or purpose is None
+            or policy.principals.get(grant.grantor) != grantor_role.name
+            or Action.GRANT_ISSUE not in grantor_role.actions
+            or grant.purpose not in grantor_role.purposes
+        ):
+            raise refuse("the grantor may no longer issue this grant")
+        return policy, grantor_role, purpose, grant
+
+    # --- grants ------------------------------------------------------------------------------
+
+    def issue_grant(
+        self, caller: Caller, tenant: str, request: GrantRequest, *, deadline: Deadline
+    ) -> IssuedGrant:
+        """A grant letting ``request.grantee`` reveal, for ``caller``'s purpose, only tokens of
+        the named records (or of the conversation scope) and classes, up to ``max_uses`` calls
+        within ``ttl_seconds``, seeing what ``caller``'s role would see. Audited (one row per
+        record named, naming the grantee as ``on_behalf_of``).
+
+        Raises:
+            PermissionDenied: the role may not issue grants or use the purpose (audited).
+            InvalidInput: a bad field (named), including a purpose missing or unknown.
+            NotFound: a named record does not exist in the tenant.
+        """
+        check_tenant(tenant)
+        policy, role = self.access.authorize(
+            caller, Action.GRANT_ISSUE, tenant=tenant, deadline=deadline
+        )
+        purpose = self.access.check_purpose(
+            policy,
+            caller,
+            role,
+            Action.GRANT_ISSUE,
+            required=True,
+            tenant=tenant,
+            record_id=None,
+            deadline=deadline,
+        )
+        assert purpose is not None
+        if not request.grantee or len(request.grantee) > 256:
+            raise InvalidInput("grantee", "must be a principal name of 1-256 characters")
+        if bool(request.record_ids) == bool(request.scope):
+            raise InvalidInput("record_ids", "give record ids or a scope (exactly one of them)")
+        if len(request.record_ids) > MAX_GRANT_RECORDS:
+            raise InvalidInput("record_ids", f"at most {MAX_GRANT_RECORDS} records")
+        for i, rid in enumerate(request.record_ids):
+            try:
+                check_record_id(rid)
+            except InvalidInput:
+                raise InvalidInput(f"record_ids[{i}]", "not a record id") from None
+        if request.scope and not SCOPE_RE.match(request.scope):
+            raise InvalidInput("scope", "must be 1-64 of A-Z a-z 0-9 _ . : -")
+        if not request.field_classes:
+            raise InvalidInput("field_classes", "at least one field class is required")
+        for i, c in enumerate(request.field_classes):
+            try:
+                FieldClass(c)
+            except ValueError:
+                raise InvalidInput(f"field_classes[{i}]", "unknown field class") from None
+        if not 1 <= request.ttl_seconds <= MAX_GRANT_TTL:
+            raise InvalidInput("ttl_seconds", f"must be 1..{MAX_GRANT_TTL}")
+        if not 1 <= request.max_uses <= MAX_GRANT_USES:
+            raise InvalidInput("max_uses", f"must be 1..{MAX_GRANT_USES}")
+        now = datetime.now(UTC)
+        grant = token_repo.GrantRow(
+            id=f"grt_{random_base62(128)}",
+            tenant=tenant,
+            grantor=caller.principal.name,
+            grantor_role=role.name,
+            grantee=request.grantee,
+            record_ids=frozenset(request.record_ids),
+            scope=request.scope,
+            field_classes=frozenset(request.field_classes),
+            purpose=purpose.name,
+            expires_at=now + timedelta(seconds=request.ttl_seconds),
+            max_uses=request.max_uses,
+            uses=0,
+        )
+        events = [
+            self.access.event(
+                caller,
+                role.name,
+                Action.GRANT_ISSUE,
+                tenant=tenant,
+                record_id=rid,
+                field_classes=sorted(grant.field_classes),
+                on_behalf_of=request.grantee,
+            )
+            for rid in _record_ids_or_none(grant.record_ids)
+        ]
+        self.audit.prepare(deadline=deadline)
+        with self.db.begin() as conn:
+            for rid in sorted(grant.record_ids):
+                if repo.get_record(conn, tenant, rid) is None:
+                    raise NotFound("record not found")
+            token_repo.insert_grant(conn, grant, now)
+            entries = self.audit.append(conn, events, deadline=deadline)
+        self.audit.after_commit(entries)
+        return IssuedGrant(grant.id, grant.expires_at)
 
     def _open(
         self, tenant: str, rows: Mapping[str, token_repo.StoredToken], *, deadline: Deadline
@@ -656,6 +876,8 @@ class TokensService:
         rows: Mapping[str, token_repo.StoredToken],
         decisions: Mapping[str, Any],
         results: dict[str, RevealedToken],
+        action: Action,
+        grant: token_repo.GrantRow | None,
         *,
         deadline: Deadline,
     ) -> None:
@@ -680,9 +902,17 @@ class TokensService:
                             refused.add(t)
                 allowed = [t for t in revealing if t not in refused]
                 n_plain = sum(1 for t in allowed if decisions[t].output is Output.PLAIN)
+                if grant is not None and not token_repo.use_grant(conn, grant.id):
+                    raise PermissionDenied("grant used up", reason=GRANT_INVALID)
                 self.access.charge(conn, caller, role, n_plain)
-                events = self._reveal_events(caller, role, tenant, rows, allowed, refused)
+                events = self._reveal_events(
+                    caller, role, tenant, rows, allowed, refused, action, grant
+                )
                 entries = self.audit.append(conn, events, deadline=deadline) if events else []
+        except PermissionDenied as exc:
+            raise self.access.deny(
+                caller, role.name, action, exc, tenant=tenant, deadline=deadline
+            ) from None
         except ResourceExhausted as exc:
             raise self.access.deny(
                 caller,
@@ -710,8 +940,18 @@ class TokensService:
         rows: Mapping[str, token_repo.StoredToken],
         allowed: Sequence[str],
         refused: set[str],
+        action: Action,
+        grant: token_repo.GrantRow | None,
     ) -> list[AuditEvent]:
+        """One row per record (and one for standalone tokens) revealed, and per record refused.
+        Under a grant the row names the agent (principal and its own role) and, as
+        ``on_behalf_of``, the granting principal."""
         events: list[AuditEvent] = []
+        role_name = role.name
+        on_behalf_of = ""
+        if grant is not None:
+            role_name = self.access.role_name(caller)
+            on_behalf_of = grant.grantor
         for outcome_tokens, denied in ((allowed, False), (sorted(refused), True)):
             by_record: dict[str | None, set[str]] = {}
             for t in outcome_tokens:
@@ -720,11 +960,13 @@ class TokensService:
                 events.append(
                     self.access.event(
                         caller,
-                        role.name,
-                        Action.TOKEN_REVEAL,
+                        role_name,
+                        action,
                         tenant=tenant,
                         record_id=rid,
                         field_classes=sorted(classes),
+                        on_behalf_of=on_behalf_of,
+                        purpose=grant.purpose if grant is not None else None,
                         **(
                             {"outcome": "denied", "reason": ConsentRequired.reason}
                             if denied

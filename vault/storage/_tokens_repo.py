@@ -11,9 +11,10 @@ from sqlalchemy import Table, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from vault.storage.models import DataKeyRow, ErasedDataKey, Erasure
-from vault.storage.models_tokens import TokenRow
+from vault.storage.models_tokens import RevealGrant, TokenRow
 
 tokens = cast(Table, TokenRow.__table__)
+grants = cast(Table, RevealGrant.__table__)
 _dk = cast(Table, DataKeyRow.__table__)
 _edk = cast(Table, ErasedDataKey.__table__)
 _er = cast(Table, Erasure.__table__)
@@ -146,3 +147,80 @@ def purge_expired(conn: Connection, now: datetime, limit: int) -> int:
     if rows:
         conn.execute(delete(tokens).where(tuple_(tokens.c.tenant, tokens.c.token).in_(rows)))
     return len(rows)
+
+
+# --- grants ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    id: str
+    tenant: str
+    grantor: str
+    grantor_role: str
+    grantee: str
+    record_ids: frozenset[str]
+    scope: str
+    field_classes: frozenset[str]
+    purpose: str
+    expires_at: datetime
+    max_uses: int
+    uses: int
+
+
+def _split(text: str) -> frozenset[str]:
+    return frozenset(text.split(",")) if text else frozenset()
+
+
+def insert_grant(conn: Connection, row: GrantRow, now: datetime) -> None:
+    conn.execute(
+        insert(grants).values(
+            id=row.id,
+            tenant=row.tenant,
+            grantor=row.grantor,
+            grantor_role=row.grantor_role,
+            grantee=row.grantee,
+            record_ids=",".join(sorted(row.record_ids)),
+            scope=row.scope,
+            field_classes=",".join(sorted(row.field_classes)),
+            purpose=row.purpose,
+            expires_at=row.expires_at,
+            max_uses=row.max_uses,
+            uses=0,
+            created_at=now,
+        )
+    )
+
+
+def get_grant(conn: Connection, tenant: str, grant_id: str) -> GrantRow | None:
+    r = conn.execute(
+        select(grants).where(grants.c.id == grant_id, grants.c.tenant == tenant)
+    ).first()
+    if r is None:
+        return None
+    return GrantRow(
+        id=r.id,
+        tenant=r.tenant,
+        grantor=r.grantor,
+        grantor_role=r.grantor_role,
+        grantee=r.grantee,
+        record_ids=_split(r.record_ids),
+        scope=r.scope,
+        field_classes=_split(r.field_classes),
+        purpose=r.purpose,
+        expires_at=r.expires_at,
+        max_uses=r.max_uses,
+        uses=r.uses,
+    )
+
+
+def use_grant(conn: Connection, grant_id: str) -> bool:
+    """Count one use; False when none is left (the row is locked until the transaction ends,
+    so concurrent uses cannot exceed ``max_uses``)."""
+    result = conn.execute(
+        update(grants)
+        .where(grants.c.id == grant_id, grants.c.uses < grants.c.max_uses)
+        .values(uses=grants.c.uses + 1)
+        .execution_options(preserve_rowcount=True)
+    )
+    return result.rowcount == 1

@@ -168,6 +168,8 @@ class AuditEventRow(Base):
     request_id: Mapped[str] = mapped_column(String(128))
     audit_key_id: Mapped[str] = mapped_column(ForeignKey("audit_keys.id"))
     mac: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the granting principal when the caller used a reveal grant, else empty
+    on_behalf_of: Mapped[str] = mapped_column(String(256), server_default="")
 
 
 class AuditChainHead(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, LargeBinary, String
+from sqlalchemy import DateTime, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.storage.models import ID, TENANT, Base
@@ -36,4 +36,26 @@ class TokenRow(Base):
     data_key_id: Mapped[str] = mapped_column(String(ID))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RevealGrant(Base):
+    """A short-lived, purpose-bound permission for one principal (an agent) to reveal within
+    named records or a conversation scope, for named field classes, a bounded number of
+    times, with the outputs its granting principal's role would get."""
+
+    __tablename__ = "reveal_grants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    grantor: Mapped[str] = mapped_column(String(256))
+    grantor_role: Mapped[str] = mapped_column(String(64))
+    grantee: Mapped[str] = mapped_column(String(256))
+    record_ids: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(64))
+    field_classes: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vault/v1/audit.proto\x12\x08vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\x12QueryAccessRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07purpose\x18\x04 \x01(\t\"\xc5\x01\n\x0b\x41\x63\x63\x65ssEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x15\n\rfield_classes\x18\x06 \x03(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\"<\n\x13QueryAccessResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.vault.v1.AccessEvent2S\n\x05\x41udit\x12J\n\x0bQueryAccess\x12\x1c.vault.v1.QueryAccessRequest\x1a\x1d.vault.v1.QueryAccessResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vault/v1/audit.proto\x12\x08vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\x12QueryAccessRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07purpose\x18\x04 \x01(\t\"\xdb\x01\n\x0b\x41\x63\x63\x65ssEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x15\n\rfield_classes\x18\x06 \x03(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x14\n\x0con_behalf_of\x18\n \x01(\t\"<\n\x13QueryAccessResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.vault.v1.AccessEvent2S\n\x05\x41udit\x12J\n\x0bQueryAccess\x12\x1c.vault.v1.QueryAccessRequest\x1a\x1d.vault.v1.QueryAccessResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYACCESSREQUEST']._serialized_start=67
   _globals['_QUERYACCESSREQUEST']._serialized_end=154
   _globals['_ACCESSEVENT']._serialized_start=157
-  _globals['_ACCESSEVENT']._serialized_end=354
-  _globals['_QUERYACCESSRESPONSE']._serialized_start=356
-  _globals['_QUERYACCESSRESPONSE']._serialized_end=416
-  _globals['_AUDIT']._serialized_start=418
-  _globals['_AUDIT']._serialized_end=501
+  _globals['_ACCESSEVENT']._serialized_end=376
+  _globals['_QUERYACCESSRESPONSE']._serialized_start=378
+  _globals['_QUERYACCESSRESPONSE']._serialized_end=438
+  _globals['_AUDIT']._serialized_start=440
+  _globals['_AUDIT']._serialized_end=523
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,7 @@ class AccessEvent(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ON_BEHALF_OF_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
     role: _builtins.str
     action: _builtins.str
@@ -69,6 +70,8 @@ class AccessEvent(_message.Message):
     outcome: _builtins.str
     reason: _builtins.str
     request_id: _builtins.str
+    on_behalf_of: _builtins.str
+    """The granting principal when the access used a reveal grant (see Tokens.IssueGrant)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -85,10 +88,11 @@ class AccessEvent(_message.Message):
         outcome: _builtins.str = ...,
         reason: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        on_behalf_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "field_classes", b"field_classes", "outcome", b"outcome", "principal", b"principal", "purpose", b"purpose", "reason", b"reason", "request_id", b"request_id", "role", b"role", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "field_classes", b"field_classes", "on_behalf_of", b"on_behalf_of", "outcome", b"outcome", "principal", b"principal", "purpose", b"purpose", "reason", b"reason", "request_id", b"request_id", "role", b"role", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,38 +22,43 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vault.v1 import records_pb2 as vault_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15vault/v1/tokens.proto\x12\x08vault.v1\x1a\x16vault/v1/records.proto\"\xa4\x01\n\x0cTokenizeItem\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x02 \x01(\t\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.vault.v1.TokenKind\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\x12\x11\n\trecord_id\x18\x06 \x01(\t\x12\x16\n\x0ekeep_last_four\x18\x07 \x01(\x08\"H\n\x0fTokenizeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.vault.v1.TokenizeItem\"\"\n\x10TokenizeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"@\n\rRevealRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"\x99\x01\n\rRevealedToken\x12\r\n\x05token\x18\x01 \x01(\t\x12#\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x14.vault.v1.TokenError\x12 \n\x06output\x18\x03 \x01(\x0e\x32\x10.vault.v1.Output\x12\r\n\x05value\x18\x04 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\":\n\x0eRevealResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.vault.v1.RevealedToken\"Q\n\rStreamSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"|\n\x16StreamTokenizeResponse\x12+\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.vault.v1.TokenizeResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message\"x\n\x14StreamRevealResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.vault.v1.RevealResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message*~\n\tTokenKind\x12\x1a\n\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TOKEN_KIND_RANDOM\x10\x01\x12\x1c\n\x18TOKEN_KIND_DETERMINISTIC\x10\x02\x12 \n\x1cTOKEN_KIND_FORMAT_PRESERVING\x10\x03*\x8b\x01\n\nTokenError\x12\x1b\n\x17TOKEN_ERROR_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_ERROR_UNKNOWN\x10\x01\x12\x17\n\x13TOKEN_ERROR_EXPIRED\x10\x02\x12\x16\n\x12TOKEN_ERROR_ERASED\x10\x03\x12\x16\n\x12TOKEN_ERROR_DENIED\x10\x04\x32\xa8\x02\n\x06Tokens\x12\x41\n\x08Tokenize\x12\x19.vault.v1.TokenizeRequest\x1a\x1a.vault.v1.TokenizeResponse\x12;\n\x06Reveal\x12\x17.vault.v1.RevealRequest\x1a\x18.vault.v1.RevealResponse\x12Q\n\x0eStreamTokenize\x12\x19.vault.v1.TokenizeRequest\x1a .vault.v1.StreamTokenizeResponse(\x01\x30\x01\x12K\n\x0cStreamReveal\x12\x17.vault.v1.RevealRequest\x1a\x1e.vault.v1.StreamRevealResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15vault/v1/tokens.proto\x12\x08vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vault/v1/records.proto\"\xa4\x01\n\x0cTokenizeItem\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x02 \x01(\t\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.vault.v1.TokenKind\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\x12\x11\n\trecord_id\x18\x06 \x01(\t\x12\x16\n\x0ekeep_last_four\x18\x07 \x01(\x08\"H\n\x0fTokenizeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.vault.v1.TokenizeItem\"\"\n\x10TokenizeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"O\n\rRevealRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\r\n\x05grant\x18\x04 \x01(\t\"\xa6\x01\n\x11IssueGrantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x12\n\nrecord_ids\x18\x03 \x03(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x15\n\rfield_classes\x18\x05 \x03(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\r\x12\x10\n\x08max_uses\x18\x08 \x01(\r\"S\n\x12IssueGrantResponse\x12\r\n\x05grant\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\rRevealedToken\x12\r\n\x05token\x18\x01 \x01(\t\x12#\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x14.vault.v1.TokenError\x12 \n\x06output\x18\x03 \x01(\x0e\x32\x10.vault.v1.Output\x12\r\n\x05value\x18\x04 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\":\n\x0eRevealResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.vault.v1.RevealedToken\"Q\n\rStreamSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"|\n\x16StreamTokenizeResponse\x12+\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.vault.v1.TokenizeResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message\"x\n\x14StreamRevealResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.vault.v1.RevealResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message*~\n\tTokenKind\x12\x1a\n\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TOKEN_KIND_RANDOM\x10\x01\x12\x1c\n\x18TOKEN_KIND_DETERMINISTIC\x10\x02\x12 \n\x1cTOKEN_KIND_FORMAT_PRESERVING\x10\x03*\x8b\x01\n\nTokenError\x12\x1b\n\x17TOKEN_ERROR_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_ERROR_UNKNOWN\x10\x01\x12\x17\n\x13TOKEN_ERROR_EXPIRED\x10\x02\x12\x16\n\x12TOKEN_ERROR_ERASED\x10\x03\x12\x16\n\x12TOKEN_ERROR_DENIED\x10\x04\x32\xf1\x02\n\x06Tokens\x12\x41\n\x08Tokenize\x12\x19.vault.v1.TokenizeRequest\x1a\x1a.vault.v1.TokenizeResponse\x12;\n\x06Reveal\x12\x17.vault.v1.RevealRequest\x1a\x18.vault.v1.RevealResponse\x12Q\n\x0eStreamTokenize\x12\x19.vault.v1.TokenizeRequest\x1a .vault.v1.StreamTokenizeResponse(\x01\x30\x01\x12K\n\x0cStreamReveal\x12\x17.vault.v1.RevealRequest\x1a\x1e.vault.v1.StreamRevealResponse(\x01\x30\x01\x12G\n\nIssueGrant\x12\x1b.vault.v1.IssueGrantRequest\x1a\x1c.vault.v1.IssueGrantResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vault.v1.tokens_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKENKIND']._serialized_start=949
-  _globals['_TOKENKIND']._serialized_end=1075
-  _globals['_TOKENERROR']._serialized_start=1078
-  _globals['_TOKENERROR']._serialized_end=1217
-  _globals['_TOKENIZEITEM']._serialized_start=60
-  _globals['_TOKENIZEITEM']._serialized_end=224
-  _globals['_TOKENIZEREQUEST']._serialized_start=226
-  _globals['_TOKENIZEREQUEST']._serialized_end=298
-  _globals['_TOKENIZERESPONSE']._serialized_start=300
-  _globals['_TOKENIZERESPONSE']._serialized_end=334
-  _globals['_REVEALREQUEST']._serialized_start=336
-  _globals['_REVEALREQUEST']._serialized_end=400
-  _globals['_REVEALEDTOKEN']._serialized_start=403
-  _globals['_REVEALEDTOKEN']._serialized_end=556
-  _globals['_REVEALRESPONSE']._serialized_start=558
-  _globals['_REVEALRESPONSE']._serialized_end=616
-  _globals['_STREAMSUMMARY']._serialized_start=618
-  _globals['_STREAMSUMMARY']._serialized_end=699
-  _globals['_STREAMTOKENIZERESPONSE']._serialized_start=701
-  _globals['_STREAMTOKENIZERESPONSE']._serialized_end=825
-  _globals['_STREAMREVEALRESPONSE']._serialized_start=827
-  _globals['_STREAMREVEALRESPONSE']._serialized_end=947
-  _globals['_TOKENS']._serialized_start=1220
-  _globals['_TOKENS']._serialized_end=1516
+  _globals['_TOKENKIND']._serialized_start=1251
+  _globals['_TOKENKIND']._serialized_end=1377
+  _globals['_TOKENERROR']._serialized_start=1380
+  _globals['_TOKENERROR']._serialized_end=1519
+  _globals['_TOKENIZEITEM']._serialized_start=93
+  _globals['_TOKENIZEITEM']._serialized_end=257
+  _globals['_TOKENIZEREQUEST']._serialized_start=259
+  _globals['_TOKENIZEREQUEST']._serialized_end=331
+  _globals['_TOKENIZERESPONSE']._serialized_start=333
+  _globals['_TOKENIZERESPONSE']._serialized_end=367
+  _globals['_REVEALREQUEST']._serialized_start=369
+  _globals['_REVEALREQUEST']._serialized_end=448
+  _globals['_ISSUEGRANTREQUEST']._serialized_start=451
+  _globals['_ISSUEGRANTREQUEST']._serialized_end=617
+  _globals['_ISSUEGRANTRESPONSE']._serialized_start=619
+  _globals['_ISSUEGRANTRESPONSE']._serialized_end=702
+  _globals['_REVEALEDTOKEN']._serialized_start=705
+  _globals['_REVEALEDTOKEN']._serialized_end=858
+  _globals['_REVEALRESPONSE']._serialized_start=860
+  _globals['_REVEALRESPONSE']._serialized_end=918
+  _globals['_STREAMSUMMARY']._serialized_start=920
+  _globals['_STREAMSUMMARY']._serialized_end=1001
+  _globals['_STREAMTOKENIZERESPONSE']._serialized_start=1003
+  _globals['_STREAMTOKENIZERESPONSE']._serialized_end=1127
+  _globals['_STREAMREVEALRESPONSE']._serialized_start=1129
+  _globals['_STREAMREVEALRESPONSE']._serialized_end=1249
+  _globals['_TOKENS']._serialized_start=1522
+  _globals['_TOKENS']._serialized_end=1891
 # @@protoc_insertion_point(module_scope)

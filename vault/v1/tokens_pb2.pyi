@@ -11,6 +11,7 @@ README, "Errors"); Reveal reports problems per token and never fails the others 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from vault.v1 import records_pb2 as _records_pb2
@@ -192,9 +193,14 @@ class RevealRequest(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     purpose: _builtins.str
-    """Why the caller reveals: one of the policy's purposes (required)."""
+    """Why the caller reveals: one of the policy's purposes (required; with a grant, the
+    grant's purpose, which may be left empty).
+    """
+    grant: _builtins.str
+    """Optional: reveal under this grant (issued to the caller) instead of the caller's role."""
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -203,14 +209,85 @@ class RevealRequest(_message.Message):
         tenant: _builtins.str = ...,
         tokens: _abc.Iterable[_builtins.str] | None = ...,
         purpose: _builtins.str = ...,
+        grant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "tenant", b"tenant", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "purpose", b"purpose", "tenant", b"tenant", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevealRequest: _TypeAlias = RevealRequest  # noqa: Y015
+
+@_typing.final
+class IssueGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    GRANTEE_FIELD_NUMBER: _builtins.int
+    RECORD_IDS_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    FIELD_CLASSES_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_USES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    grantee: _builtins.str
+    """The principal allowed to use the grant (e.g. "apikey:dev-ai-pipeline" or a SPIFFE id)."""
+    scope: _builtins.str
+    purpose: _builtins.str
+    """The grant's purpose: the caller's, which the caller's role must allow."""
+    ttl_seconds: _builtins.int
+    """1..86400 seconds; 1..10000 uses (one per Reveal or RevealText call)."""
+    max_uses: _builtins.int
+    @_builtins.property
+    def record_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Exactly one of: the records whose tokens it may reveal, or a conversation scope."""
+
+    @_builtins.property
+    def field_classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        grantee: _builtins.str = ...,
+        record_ids: _abc.Iterable[_builtins.str] | None = ...,
+        scope: _builtins.str = ...,
+        field_classes: _abc.Iterable[_builtins.str] | None = ...,
+        purpose: _builtins.str = ...,
+        ttl_seconds: _builtins.int = ...,
+        max_uses: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_classes", b"field_classes", "grantee", b"grantee", "max_uses", b"max_uses", "purpose", b"purpose", "record_ids", b"record_ids", "scope", b"scope", "tenant", b"tenant", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueGrantRequest: _TypeAlias = IssueGrantRequest  # noqa: Y015
+
+@_typing.final
+class IssueGrantResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    grant: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        grant: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "grant", b"grant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueGrantResponse: _TypeAlias = IssueGrantResponse  # noqa: Y015
 
 @_typing.final
 class RevealedToken(_message.Message):

@@ -54,6 +54,11 @@ class TokensStub:
                 request_serializer=vault_dot_v1_dot_tokens__pb2.RevealRequest.SerializeToString,
                 response_deserializer=vault_dot_v1_dot_tokens__pb2.StreamRevealResponse.FromString,
                 _registered_method=True)
+        self.IssueGrant = channel.unary_unary(
+                '/vault.v1.Tokens/IssueGrant',
+                request_serializer=vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.FromString,
+                _registered_method=True)
 
 
 class TokensServicer:
@@ -87,6 +92,15 @@ class TokensServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueGrant(self, request, context):
+        """Let one principal (an agent) reveal, for the caller's purpose, only within named records
+        or a conversation scope and named field classes, a bounded number of times, for a short
+        while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokensServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +123,11 @@ def add_TokensServicer_to_server(servicer, server):
                     servicer.StreamReveal,
                     request_deserializer=vault_dot_v1_dot_tokens__pb2.RevealRequest.FromString,
                     response_serializer=vault_dot_v1_dot_tokens__pb2.StreamRevealResponse.SerializeToString,
+            ),
+            'IssueGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueGrant,
+                    request_deserializer=vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +238,33 @@ class Tokens:
             '/vault.v1.Tokens/StreamReveal',
             vault_dot_v1_dot_tokens__pb2.RevealRequest.SerializeToString,
             vault_dot_v1_dot_tokens__pb2.StreamRevealResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.Tokens/IssueGrant',
+            vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.SerializeToString,
+            vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.FromString,
             options,
             channel_credentials,
             insecure,

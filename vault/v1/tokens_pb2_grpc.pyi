@@ -44,6 +44,11 @@ class TokensStub:
     """Tokenize batches over one stream: one response per request, in order, then a summary."""
     StreamReveal: _grpc.StreamStreamMultiCallable[_tokens_pb2.RevealRequest, _tokens_pb2.StreamRevealResponse]
     """Reveal batches over one stream: one response per request, in order, then a summary."""
+    IssueGrant: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.IssueGrantRequest, _tokens_pb2.IssueGrantResponse]
+    """Let one principal (an agent) reveal, for the caller's purpose, only within named records
+    or a conversation scope and named field classes, a bounded number of times, for a short
+    while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+    """
 
 @_typing.type_check_only
 class TokensAsyncStub(TokensStub):
@@ -56,6 +61,11 @@ class TokensAsyncStub(TokensStub):
     """Tokenize batches over one stream: one response per request, in order, then a summary."""
     StreamReveal: _aio.StreamStreamMultiCallable[_tokens_pb2.RevealRequest, _tokens_pb2.StreamRevealResponse]  # type: ignore[assignment]
     """Reveal batches over one stream: one response per request, in order, then a summary."""
+    IssueGrant: _aio.UnaryUnaryMultiCallable[_tokens_pb2.IssueGrantRequest, _tokens_pb2.IssueGrantResponse]  # type: ignore[assignment]
+    """Let one principal (an agent) reveal, for the caller's purpose, only within named records
+    or a conversation scope and named field classes, a bounded number of times, for a short
+    while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+    """
 
 class TokensServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -89,5 +99,16 @@ class TokensServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tokens_pb2.StreamRevealResponse], _abc.AsyncIterator[_tokens_pb2.StreamRevealResponse]]:
         """Reveal batches over one stream: one response per request, in order, then a summary."""
+
+    @_abc_1.abstractmethod
+    def IssueGrant(
+        self,
+        request: _tokens_pb2.IssueGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.IssueGrantResponse, _abc.Awaitable[_tokens_pb2.IssueGrantResponse]]:
+        """Let one principal (an agent) reveal, for the caller's purpose, only within named records
+        or a conversation scope and named field classes, a bounded number of times, for a short
+        while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+        """
 
 def add_TokensServicer_to_server(servicer: TokensServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -119,7 +119,39 @@ def test_every_input_changes_the_mac() -> None:
         "reason",
         "request_id",
         "audit_key_id",
+        "on_behalf_of",
     ):
         variants.append(row_mac(key, ZERO_MAC, "main", 1, replace(ROW1, **{name: "x"})))
     assert base not in variants
     assert len(set(variants)) == len(variants)
+
+
+def test_on_behalf_of_is_appended_only_when_set() -> None:
+    """Rows from before the column keep their MACs (the vectors above); a set value is the
+    layout plus ``0x01 || lp(on_behalf_of)``."""
+    key = bytes.fromhex(MAC_KEY)
+    row = replace(ROW2, on_behalf_of="apikey:test-admin")
+    micros = (TIME - datetime(1970, 1, 1, tzinfo=UTC)) // TIME.resolution
+    message = (
+        b"cvault/audit/v1"
+        + bytes.fromhex(MAC1)
+        + lp("main")
+        + (2).to_bytes(8, "big")
+        + micros.to_bytes(8, "big", signed=True)
+        + lp(ROW2.principal)
+        + lp(ROW2.role)
+        + lp(ROW2.action)
+        + lp(ROW2.purpose)
+        + lp(ROW2.tenant)
+        + b"\x00"
+        + lp("")
+        + lp("denied")
+        + lp("no_consent")
+        + lp("req-1")
+        + lp(KEY_ID)
+        + b"\x01"
+        + lp("apikey:test-admin")
+    )
+    expected = hmac.digest(bytes.fromhex(MAC_KEY), message, hashlib.sha256)
+    assert row_mac(key, bytes.fromhex(MAC1), "main", 2, row) == expected
+    assert row_mac(key, bytes.fromhex(MAC1), "main", 2, ROW2).hex() == MAC2

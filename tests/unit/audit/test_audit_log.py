@@ -48,6 +48,7 @@ SINK_KEYS = {
     "outcome",
     "reason",
     "request_id",
+    "on_behalf_of",
 }
 
 

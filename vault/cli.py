@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vault import errors
+from vault.filetools import add_file_commands
 
 DEV_SETTINGS = "dev.json"
 FIELD_CLASSES = (
@@ -614,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--recipient-key", help="file with a base64 X25519 public key: seal to it")
     ex.add_argument("--output", help="write the document here instead of stdout")
     ex.set_defaults(func=cmd_export)
+    add_file_commands(sub, client_parser)
     return p
 
 

@@ -138,6 +138,42 @@ class StreamSummary:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class TextSpan:
+    field_class: str
+    start: int
+    end: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedText:
+    text: str = field(repr=False)
+    spans: tuple[TextSpan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TextToken:
+    """A token found in a text: ``error`` empty and ``output`` plain/masked when replaced."""
+
+    token: str
+    start: int
+    end: int
+    error: str
+    output: str
+    field_class: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RevealedText:
+    """A re-identified text (or chunk), with its tokens and the malformed (start, end) spans."""
+
+    text: str = field(repr=False)
+    tokens: tuple[TextToken, ...]
+    malformed: tuple[tuple[int, int], ...]
+
+
 _KINDS = {
     "random": tokens_pb.TOKEN_KIND_RANDOM,
     "deterministic": tokens_pb.TOKEN_KIND_DETERMINISTIC,
@@ -175,9 +211,36 @@ def _token_request(tenant: str, items: Sequence[TokenItem]) -> tokens_pb.Tokeniz
 
 
 def _revealed(r: tokens_pb.RevealedToken) -> RevealedToken:
-    output = pb.Output.Name(r.output).removeprefix("OUTPUT_").lower() if r.output else ""
     return RevealedToken(
-        r.token, _TOKEN_ERRORS.get(r.error, "unknown"), output, r.value, r.field_class, r.reason
+        r.token,
+        _TOKEN_ERRORS.get(r.error, "unknown"),
+        _output_name(r.output),
+        r.value,
+        r.field_class,
+        r.reason,
+    )
+
+
+def _output_name(output: pb.Output.ValueType) -> str:
+    return pb.Output.Name(output).removeprefix("OUTPUT_").lower() if output else ""
+
+
+def _revealed_text(r: tokens_pb.RevealTextResponse) -> RevealedText:
+    return RevealedText(
+        r.text,
+        tuple(
+            TextToken(
+                t.token,
+                t.start,
+                t.end,
+                _TOKEN_ERRORS.get(t.error, "unknown"),
+                _output_name(t.output),
+                t.field_class,
+                t.reason,
+            )
+            for t in r.tokens
+        ),
+        tuple((m.start, m.end) for m in r.malformed),
     )
 
 
@@ -617,6 +680,90 @@ class VaultClient:
                     yield _summary(r.summary)
                 else:
                     yield [_revealed(x) for x in r.batch.results]
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    # --- free text ---------------------------------------------------------------------------
+
+    def tokenize_text(
+        self,
+        tenant: str,
+        texts: Sequence[str],
+        *,
+        scope: str = "",
+        default_region: str = "",
+        ttl_seconds: int = 0,
+        timeout: float | None = None,
+    ) -> tuple[list[RedactedText], frozenset[str]]:
+        """Each text with its PII replaced by tokens of ``scope`` (a conversation), and the
+        classes no detector covered (name and address without an NER model)."""
+        r = self._call(
+            self._tokens.TokenizeText,
+            tokens_pb.TokenizeTextRequest(
+                tenant=tenant,
+                texts=list(texts),
+                scope=scope,
+                default_region=default_region,
+                ttl_seconds=ttl_seconds,
+            ),
+            timeout,
+        )
+        out = [
+            RedactedText(
+                x.text, tuple(TextSpan(s.field_class, s.start, s.end, s.token) for s in x.spans)
+            )
+            for x in r.results
+        ]
+        return out, frozenset(r.uncovered_classes)
+
+    def reveal_text(
+        self,
+        tenant: str,
+        text: str,
+        *,
+        purpose: str | None = None,
+        grant: str = "",
+        timeout: float | None = None,
+    ) -> RevealedText:
+        """``text`` with the tokens this caller may see replaced (see :class:`RevealedText`)."""
+        chosen = purpose if purpose is not None else ("" if grant else self._purpose)
+        r = self._call(
+            self._tokens.RevealText,
+            tokens_pb.RevealTextRequest(tenant=tenant, text=text, purpose=chosen, grant=grant),
+            timeout,
+        )
+        return _revealed_text(r)
+
+    def stream_reveal_text(
+        self,
+        tenant: str,
+        chunks: Iterable[str],
+        *,
+        purpose: str | None = None,
+        grant: str = "",
+        timeout: float | None = None,
+    ) -> Iterator[RevealedText]:
+        """Re-identify a stream of chunks: one output per chunk, then one with the tail."""
+        chosen = purpose if purpose is not None else ("" if grant else self._purpose)
+
+        def requests() -> Iterator[tokens_pb.RevealTextRequest]:
+            first = True
+            for chunk in chunks:
+                if first:
+                    yield tokens_pb.RevealTextRequest(
+                        tenant=tenant, text=chunk, purpose=chosen, grant=grant
+                    )
+                    first = False
+                else:
+                    yield tokens_pb.RevealTextRequest(text=chunk)
+            if first:
+                yield tokens_pb.RevealTextRequest(tenant=tenant, purpose=chosen, grant=grant)
+
+        try:
+            for r in self._tokens.StreamRevealText(
+                requests(), timeout=timeout, metadata=self._metadata
+            ):
+                yield _revealed_text(r)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 

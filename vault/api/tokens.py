@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import traceback
@@ -20,6 +21,7 @@ from vault.api.records import (
     handle_errors,
 )
 from vault.errors import InvalidInput, VaultServiceError
+from vault.service.text import Malformed, TextService, TextToken
 from vault.service.tokens import (
     GrantRequest,
     RevealedToken,
@@ -116,9 +118,32 @@ def _checked(request: object) -> object:
     return request
 
 
+def _text_token(t: TextToken) -> pb.TextToken:
+    return pb.TextToken(
+        token=t.token,
+        start=t.start,
+        end=t.end,
+        error=_ERROR[t.error],
+        output=_OUTPUT[t.output] if t.output is not None else records_pb.OUTPUT_UNSPECIFIED,
+        field_class=t.field_class,
+        reason=t.reason,
+    )
+
+
+def _revealed_text(
+    text: str, tokens: tuple[TextToken, ...], malformed: tuple[Malformed, ...]
+) -> pb.RevealTextResponse:
+    return pb.RevealTextResponse(
+        text=text,
+        tokens=[_text_token(t) for t in tokens],
+        malformed=[pb.MalformedToken(start=m.start, end=m.end) for m in malformed],
+    )
+
+
 class TokensServicer(pb_grpc.TokensServicer):
-    def __init__(self, service: TokensService) -> None:
+    def __init__(self, service: TokensService, text: TextService | None = None) -> None:
         self._service = service
+        self._text = text or TextService(service)
 
     @handle_errors
     def Tokenize(
@@ -211,3 +236,75 @@ class TokensServicer(pb_grpc.TokensServicer):
                 seconds=time.monotonic() - started,
             )
         )
+
+    @handle_errors
+    def TokenizeText(
+        self, request: pb.TokenizeTextRequest, context: grpc.ServicerContext
+    ) -> pb.TokenizeTextResponse:
+        region = request.default_region or "US"
+        results = self._text.tokenize_text(
+            _caller(context),
+            request.tenant,
+            list(request.texts),
+            scope=request.scope,
+            default_region=region,
+            ttl_seconds=request.ttl_seconds,
+            deadline=_deadline(context),
+        )
+        return pb.TokenizeTextResponse(
+            results=[
+                pb.RedactedText(
+                    text=r.text,
+                    spans=[
+                        pb.TextSpan(
+                            field_class=s.field_class, start=s.start, end=s.end, token=s.token
+                        )
+                        for s in r.spans
+                    ],
+                )
+                for r in results
+            ],
+            uncovered_classes=sorted(self._text.uncovered_classes(region.upper())),
+        )
+
+    @handle_errors
+    def RevealText(
+        self, request: pb.RevealTextRequest, context: grpc.ServicerContext
+    ) -> pb.RevealTextResponse:
+        r = self._text.reveal_text(
+            _caller(context, request.purpose),
+            request.tenant,
+            request.text,
+            grant_id=request.grant,
+            deadline=_deadline(context),
+        )
+        return _revealed_text(r.text, r.tokens, r.malformed)
+
+    @_stream_errors
+    def StreamRevealText(  # type: ignore[override]
+        self, requests: Iterator[object], context: grpc.ServicerContext
+    ) -> Iterator[object]:
+        first: list[pb.RevealTextRequest] = []
+
+        def chunks() -> Iterator[str]:
+            for raw in requests:
+                request = _checked(raw)
+                assert isinstance(request, pb.RevealTextRequest)
+                if not first:
+                    first.append(request)
+                yield request.text
+
+        texts = chunks()
+        try:
+            head = next(texts)
+        except StopIteration:
+            raise InvalidInput("request", "the stream sent no request") from None
+        opening = first[0]
+        for out in self._text.reveal_text_stream(
+            _caller(context, opening.purpose),
+            opening.tenant,
+            itertools.chain([head], texts),
+            grant_id=opening.grant,
+            deadline=_deadline(context),
+        ):
+            yield _revealed_text(out.text, out.tokens, out.malformed)

@@ -458,8 +458,9 @@ class RecordsService:
         *,
         deadline: Deadline,
     ) -> dict[str, str]:
-        """Deterministic tokens of ``scope`` for these fields (the same as the Tokens service's
-        for the value): computed from the values, which stay inside the service."""
+        """Deterministic view tokens of ``scope`` for these fields: computed from the values,
+        which stay inside the service, under a label Tokenize never uses (so no caller can
+        test a guessed value against them)."""
         if not stored:
             return {}
         values = self._open(tenant, record_id, stored, deadline=deadline)
@@ -472,6 +473,7 @@ class RecordsService:
                 s.field_class,
                 scope,
                 deterministic_form(spec.field_class, values[s.field_name]),
+                view=True,
             )
         return out
 

@@ -152,6 +152,8 @@ class TokenizeItem:
     ttl_seconds: int = 0
     record_id: str = ""
     keep_last_four: bool = False
+    #: deterministic tokens keyed on the exact string (free text), not the class's search form
+    exact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,10 +310,14 @@ class TokensService:
         for p in prepared:
             if p.item.kind is TokenKind.DETERMINISTIC:
                 ik = tkeys[(p.field_class.value, INDEX)]
-                normalized = deterministic_form(p.field_class, p.item.value)
+                normalized = (
+                    p.item.value.encode("utf-8")
+                    if p.item.exact
+                    else deterministic_form(p.field_class, p.item.value)
+                )
                 tokens.append(
                     crypto.deterministic_token(
-                        ik.key, p.field_class.value, p.item.scope, normalized
+                        ik.key, p.field_class.value, p.item.scope, normalized, exact=p.item.exact
                     )
                 )
             elif p.item.kind is TokenKind.FORMAT_PRESERVING:
@@ -601,25 +607,9 @@ class TokensService:
             Unavailable: key server, database or audit log; nothing revealed.
         """
         check_tenant(tenant)
-        purpose: Purpose | None
-        grant: token_repo.GrantRow | None
-        if grant_id:
-            policy, role, purpose, grant = self._grant_authority(
-                caller, tenant, grant_id, action, deadline=deadline
-            )
-        else:
-            grant = None
-            policy, role = self.access.authorize(caller, action, tenant=tenant, deadline=deadline)
-            purpose = self.access.check_purpose(
-                policy,
-                caller,
-                role,
-                action,
-                required=True,
-                tenant=tenant,
-                record_id=None,
-                deadline=deadline,
-            )
+        policy, role, purpose, grant = self._authority(
+            caller, tenant, grant_id, action, deadline=deadline
+        )
         if not tokens:
             raise InvalidInput("tokens", "at least one token is required")
         if len(tokens) > MAX_ITEMS:
@@ -666,7 +656,9 @@ class TokensService:
             if d.output is Output.PLAIN:
                 value = plain[t]
             elif d.output is Output.MASKED:
-                value = mask(FieldClass(r.field_class), plain[t])
+                # masks are defined on canonical forms (as GetRecord stores them)
+                cls = FieldClass(r.field_class)
+                value = mask(cls, canonical_or_none(cls, plain[t]) or plain[t])
             elif d.output is Output.TOKEN:
                 value = t
             else:
@@ -685,6 +677,32 @@ class TokensService:
             deadline=deadline,
         )
         return [results[t] for t in tokens]
+
+    def check_reveal(
+        self, caller: Caller, tenant: str, grant_id: str, action: Action, *, deadline: Deadline
+    ) -> None:
+        """The checks a reveal makes before looking at any token (action or grant, purpose),
+        for a call that turns out to hold no token. Raises as :meth:`reveal`."""
+        check_tenant(tenant)
+        self._authority(caller, tenant, grant_id, action, deadline=deadline)
+
+    def _authority(
+        self, caller: Caller, tenant: str, grant_id: str, action: Action, *, deadline: Deadline
+    ) -> tuple[Policy, Role, Purpose | None, token_repo.GrantRow | None]:
+        if grant_id:
+            return self._grant_authority(caller, tenant, grant_id, action, deadline=deadline)
+        policy, role = self.access.authorize(caller, action, tenant=tenant, deadline=deadline)
+        purpose = self.access.check_purpose(
+            policy,
+            caller,
+            role,
+            action,
+            required=True,
+            tenant=tenant,
+            record_id=None,
+            deadline=deadline,
+        )
+        return policy, role, purpose, None
 
     def _grant_authority(
         self, caller: Caller, tenant: str, grant_id: str, action: Action, *, deadline: Deadline

@@ -248,9 +248,9 @@ class GetRecordRequest(_message.Message):
     """
     token_scope: _builtins.str
     """Optional (1-64 of A-Z a-z 0-9 _ . : -): fields given as tokens come back as deterministic
-    tokens of this scope (the same value gives the same token in every record of the tenant,
-    and equals Tokenize's deterministic token of that scope), so data sets built from many
-    records join on tokens. Empty: each field's own record token.
+    view tokens of this scope (the same value gives the same token in every record of the
+    tenant), so data sets built from many records join on tokens. They never equal a token
+    Tokenize makes, so guesses cannot be tested against them. Empty: each field's record token.
     """
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

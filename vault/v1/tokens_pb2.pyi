@@ -430,3 +430,235 @@ class StreamRevealResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___StreamRevealResponse: _TypeAlias = StreamRevealResponse  # noqa: Y015
+
+@_typing.final
+class TokenizeTextRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    TEXTS_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    DEFAULT_REGION_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    scope: _builtins.str
+    """The conversation scope (1-64 of A-Z a-z 0-9 _ . : -); empty: the tenant-wide scope."""
+    default_region: _builtins.str
+    """Region for phone numbers written without a country code (ISO 3166 alpha-2; default US)."""
+    ttl_seconds: _builtins.int
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to 1,000 texts of up to 65,536 characters each, tokenized in one batch."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        texts: _abc.Iterable[_builtins.str] | None = ...,
+        scope: _builtins.str = ...,
+        default_region: _builtins.str = ...,
+        ttl_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "scope", b"scope", "tenant", b"tenant", "texts", b"texts", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenizeTextRequest: _TypeAlias = TokenizeTextRequest  # noqa: Y015
+
+@_typing.final
+class TextSpan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_CLASS_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    field_class: _builtins.str
+    start: _builtins.int
+    """Offsets in the original text, in Unicode code points."""
+    end: _builtins.int
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        field_class: _builtins.str = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "field_class", b"field_class", "start", b"start", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextSpan: _TypeAlias = TextSpan  # noqa: Y015
+
+@_typing.final
+class RedactedText(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    SPANS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___TextSpan]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        spans: _abc.Iterable[Global___TextSpan] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spans", b"spans", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedactedText: _TypeAlias = RedactedText  # noqa: Y015
+
+@_typing.final
+class TokenizeTextResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    UNCOVERED_CLASSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RedactedText]: ...
+    @_builtins.property
+    def uncovered_classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Classes no installed detector covers (name and address without an NER model)."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RedactedText] | None = ...,
+        uncovered_classes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "uncovered_classes", b"uncovered_classes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenizeTextResponse: _TypeAlias = TokenizeTextResponse  # noqa: Y015
+
+@_typing.final
+class RevealTextRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    text: _builtins.str
+    purpose: _builtins.str
+    grant: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        text: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        grant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "purpose", b"purpose", "tenant", b"tenant", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealTextRequest: _TypeAlias = RevealTextRequest  # noqa: Y015
+
+@_typing.final
+class TextToken(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    FIELD_CLASS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    start: _builtins.int
+    """Offsets in the input text (for a stream: from the start of the stream), in code points."""
+    end: _builtins.int
+    error: Global___TokenError.ValueType
+    """Replaced when error is unspecified and output is plain or masked; else left in place."""
+    output: _records_pb2.Output.ValueType
+    field_class: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        error: Global___TokenError.ValueType = ...,
+        output: _records_pb2.Output.ValueType = ...,
+        field_class: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "error", b"error", "field_class", b"field_class", "output", b"output", "reason", b"reason", "start", b"start", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextToken: _TypeAlias = TextToken  # noqa: Y015
+
+@_typing.final
+class MalformedToken(_message.Message):
+    """A token-like string that is not a well-formed token (e.g. altered by a model)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    end: _builtins.int
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MalformedToken: _TypeAlias = MalformedToken  # noqa: Y015
+
+@_typing.final
+class RevealTextResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    MALFORMED_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TextToken]: ...
+    @_builtins.property
+    def malformed(self) -> _containers.RepeatedCompositeFieldContainer[Global___MalformedToken]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        tokens: _abc.Iterable[Global___TextToken] | None = ...,
+        malformed: _abc.Iterable[Global___MalformedToken] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["malformed", b"malformed", "text", b"text", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealTextResponse: _TypeAlias = RevealTextResponse  # noqa: Y015

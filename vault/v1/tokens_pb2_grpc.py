@@ -59,6 +59,21 @@ class TokensStub:
                 request_serializer=vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.SerializeToString,
                 response_deserializer=vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.FromString,
                 _registered_method=True)
+        self.TokenizeText = channel.unary_unary(
+                '/vault.v1.Tokens/TokenizeText',
+                request_serializer=vault_dot_v1_dot_tokens__pb2.TokenizeTextRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_tokens__pb2.TokenizeTextResponse.FromString,
+                _registered_method=True)
+        self.RevealText = channel.unary_unary(
+                '/vault.v1.Tokens/RevealText',
+                request_serializer=vault_dot_v1_dot_tokens__pb2.RevealTextRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_tokens__pb2.RevealTextResponse.FromString,
+                _registered_method=True)
+        self.StreamRevealText = channel.stream_stream(
+                '/vault.v1.Tokens/StreamRevealText',
+                request_serializer=vault_dot_v1_dot_tokens__pb2.RevealTextRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_tokens__pb2.RevealTextResponse.FromString,
+                _registered_method=True)
 
 
 class TokensServicer:
@@ -101,6 +116,33 @@ class TokensServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TokenizeText(self, request, context):
+        """Replace the PII spans of free texts (emails, phones, cards, IBANs, national ids, IPs; names
+        and addresses with an NER model) by deterministic tokens of the conversation scope, keyed
+        on the exact string. Needs `token.create`. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealText(self, request, context):
+        """Put values back into a text holding tokens, per token as the policy (or a grant) gives
+        this caller; tokens not issued here, and altered ones, are reported and left in place.
+        Needs `text.reveal` (or a grant). Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRevealText(self, request_iterator, context):
+        """RevealText over a stream of chunks (e.g. an LLM's answer as it is generated); tokens split
+        across chunks are handled. The first request names tenant, purpose and grant; the rest
+        may carry only text. One response per request, then a final one with the held-back tail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokensServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +170,21 @@ def add_TokensServicer_to_server(servicer, server):
                     servicer.IssueGrant,
                     request_deserializer=vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.FromString,
                     response_serializer=vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.SerializeToString,
+            ),
+            'TokenizeText': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenizeText,
+                    request_deserializer=vault_dot_v1_dot_tokens__pb2.TokenizeTextRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_tokens__pb2.TokenizeTextResponse.SerializeToString,
+            ),
+            'RevealText': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealText,
+                    request_deserializer=vault_dot_v1_dot_tokens__pb2.RevealTextRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_tokens__pb2.RevealTextResponse.SerializeToString,
+            ),
+            'StreamRevealText': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamRevealText,
+                    request_deserializer=vault_dot_v1_dot_tokens__pb2.RevealTextRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_tokens__pb2.RevealTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +322,87 @@ class Tokens:
             '/vault.v1.Tokens/IssueGrant',
             vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.SerializeToString,
             vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenizeText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.Tokens/TokenizeText',
+            vault_dot_v1_dot_tokens__pb2.TokenizeTextRequest.SerializeToString,
+            vault_dot_v1_dot_tokens__pb2.TokenizeTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevealText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.Tokens/RevealText',
+            vault_dot_v1_dot_tokens__pb2.RevealTextRequest.SerializeToString,
+            vault_dot_v1_dot_tokens__pb2.RevealTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRevealText(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vault.v1.Tokens/StreamRevealText',
+            vault_dot_v1_dot_tokens__pb2.RevealTextRequest.SerializeToString,
+            vault_dot_v1_dot_tokens__pb2.RevealTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,21 @@ class TokensStub:
     or a conversation scope and named field classes, a bounded number of times, for a short
     while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
     """
+    TokenizeText: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.TokenizeTextRequest, _tokens_pb2.TokenizeTextResponse]
+    """Replace the PII spans of free texts (emails, phones, cards, IBANs, national ids, IPs; names
+    and addresses with an NER model) by deterministic tokens of the conversation scope, keyed
+    on the exact string. Needs `token.create`. Audited.
+    """
+    RevealText: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.RevealTextRequest, _tokens_pb2.RevealTextResponse]
+    """Put values back into a text holding tokens, per token as the policy (or a grant) gives
+    this caller; tokens not issued here, and altered ones, are reported and left in place.
+    Needs `text.reveal` (or a grant). Audited.
+    """
+    StreamRevealText: _grpc.StreamStreamMultiCallable[_tokens_pb2.RevealTextRequest, _tokens_pb2.RevealTextResponse]
+    """RevealText over a stream of chunks (e.g. an LLM's answer as it is generated); tokens split
+    across chunks are handled. The first request names tenant, purpose and grant; the rest
+    may carry only text. One response per request, then a final one with the held-back tail.
+    """
 
 @_typing.type_check_only
 class TokensAsyncStub(TokensStub):
@@ -65,6 +80,21 @@ class TokensAsyncStub(TokensStub):
     """Let one principal (an agent) reveal, for the caller's purpose, only within named records
     or a conversation scope and named field classes, a bounded number of times, for a short
     while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+    """
+    TokenizeText: _aio.UnaryUnaryMultiCallable[_tokens_pb2.TokenizeTextRequest, _tokens_pb2.TokenizeTextResponse]  # type: ignore[assignment]
+    """Replace the PII spans of free texts (emails, phones, cards, IBANs, national ids, IPs; names
+    and addresses with an NER model) by deterministic tokens of the conversation scope, keyed
+    on the exact string. Needs `token.create`. Audited.
+    """
+    RevealText: _aio.UnaryUnaryMultiCallable[_tokens_pb2.RevealTextRequest, _tokens_pb2.RevealTextResponse]  # type: ignore[assignment]
+    """Put values back into a text holding tokens, per token as the policy (or a grant) gives
+    this caller; tokens not issued here, and altered ones, are reported and left in place.
+    Needs `text.reveal` (or a grant). Audited.
+    """
+    StreamRevealText: _aio.StreamStreamMultiCallable[_tokens_pb2.RevealTextRequest, _tokens_pb2.RevealTextResponse]  # type: ignore[assignment]
+    """RevealText over a stream of chunks (e.g. an LLM's answer as it is generated); tokens split
+    across chunks are handled. The first request names tenant, purpose and grant; the rest
+    may carry only text. One response per request, then a final one with the held-back tail.
     """
 
 class TokensServicer(metaclass=_abc_1.ABCMeta):
@@ -109,6 +139,39 @@ class TokensServicer(metaclass=_abc_1.ABCMeta):
         """Let one principal (an agent) reveal, for the caller's purpose, only within named records
         or a conversation scope and named field classes, a bounded number of times, for a short
         while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def TokenizeText(
+        self,
+        request: _tokens_pb2.TokenizeTextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.TokenizeTextResponse, _abc.Awaitable[_tokens_pb2.TokenizeTextResponse]]:
+        """Replace the PII spans of free texts (emails, phones, cards, IBANs, national ids, IPs; names
+        and addresses with an NER model) by deterministic tokens of the conversation scope, keyed
+        on the exact string. Needs `token.create`. Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def RevealText(
+        self,
+        request: _tokens_pb2.RevealTextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.RevealTextResponse, _abc.Awaitable[_tokens_pb2.RevealTextResponse]]:
+        """Put values back into a text holding tokens, per token as the policy (or a grant) gives
+        this caller; tokens not issued here, and altered ones, are reported and left in place.
+        Needs `text.reveal` (or a grant). Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamRevealText(
+        self,
+        request_iterator: _MaybeAsyncIterator[_tokens_pb2.RevealTextRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tokens_pb2.RevealTextResponse], _abc.AsyncIterator[_tokens_pb2.RevealTextResponse]]:
+        """RevealText over a stream of chunks (e.g. an LLM's answer as it is generated); tokens split
+        across chunks are handled. The first request names tenant, purpose and grant; the rest
+        may carry only text. One response per request, then a final one with the held-back tail.
         """
 
 def add_TokensServicer_to_server(servicer: TokensServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,13 +4,21 @@ Nothing here is written per role: every expectation is computed from
 ``deploy/policy/sample-policy.yaml`` (loaded with :func:`vault.policy.load_policy`) and the
 decision rules of ``deploy/policy/README.md``, so the matrix follows edits of the policy.
 
-- :data:`RPCS`: every RPC of ``vault.v1.Records`` and ``vault.v1.Audit``, its action and how it
-  treats a purpose (taken from the use cases in ``vault/service/records.py``);
+- :data:`RPCS`: every RPC of ``vault.v1.Records``, ``vault.v1.Audit`` and ``vault.v1.Tokens``
+  (plus ``GetRecord`` with a ``token_scope``), its action and how it treats a purpose (taken
+  from the use cases in ``vault/service/records.py``, ``tokens.py`` and ``text.py``);
 - :func:`purpose_cases`: per role, each permitted purpose (consent-bound ones with and without
   the customer's consent), each forbidden purpose, an unknown purpose and no purpose;
-- :func:`expect`: the exact status, reason and per-field output of one call;
+- :func:`expect`: the exact status, reason and per-field (or, for reveals, per-token) output of
+  one call;
+- :data:`TOKEN_SPECS`: the tokens every reveal sends: each field class x token kind, standalone
+  and linked to a record (with and without consent), expired, erased, and unknown ones (another
+  tenant's, crafted, tampered, malformed); :func:`token_shown` is what the policy gives each,
+  :func:`reveal_batches` cuts a reveal into calls that each stay under the role's limits (text
+  reveals send only the ``tok_`` tokens a text can hold);
 - :data:`CASES`: role x RPC x purpose x target (a field class, the whole record, ...);
-- :class:`RecordingClient`: the SDK, keeping the gRPC status and the raw response of each call;
+- :class:`RecordingClient`: the SDK, keeping the gRPC status and the raw response of each call
+  (streams included);
 - :func:`leaks`: which customer values a response or an error message contains.
 """
 
@@ -18,27 +26,48 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import grpc
 
-from tests.support import SAMPLE, SAMPLE_POLICY
+import vault.client
+from tests.support import (
+    SAMPLE,
+    SAMPLE_POLICY,
+    SESSION_AUDIT_SINKS,
+    authenticator,
+    make_wrapper,
+)
 from vault import errors
+from vault.api import RunningServer, start_server
+from vault.audit import AuditLog, MemoryCheckpointStore
 from vault.client import VaultClient
+from vault.crypto._surrogates import EMAIL_DOMAIN as SURROGATE_EMAIL_DOMAIN
+from vault.keys import KeyManager
+from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import (
     FIELD_NOT_ALLOWED,
     FIELD_NOT_ALLOWED_FOR_PURPOSE,
     PURPOSE_MISSING,
     Action,
     Output,
+    PolicyHolder,
     Role,
     load_policy,
     mask,
 )
 from vault.schema import FieldClass, load_schema
+from vault.service import Access, RecordsService
+from vault.service._normal import canonical_or_none
+from vault.service.tokens import FPE_CLASSES, TokenKind
+from vault.storage import Database
+from vault.text import TextScanner, default_detectors
 
 POLICY: Final = load_policy(SAMPLE_POLICY)
 SCHEMA: Final = load_schema()
@@ -70,7 +99,7 @@ SEALED: Final = "sealed"  # an export sealed to a recipient's public key
 
 
 class PurposeRule(enum.Enum):
-    """How an RPC treats the caller's purpose (see the use cases in vault/service/records.py)."""
+    """How an RPC treats the caller's purpose (see the use cases in vault/service/)."""
 
     NONE = "the request has no purpose field"
     IF_MAY_REVEAL = "required when the role could get plain or masked values, else optional"
@@ -90,6 +119,23 @@ class Rpc:
     reveals: bool = False
     #: changes the record it is called on (each allowed call gets a fresh record)
     mutates: bool = False
+    #: per-class targets of the Tokens service (each field class, plus its own error targets)
+    per_class: bool = False
+    #: a client- and server-streaming RPC (batches, then a summary)
+    streams: bool = False
+    #: a second way to call the same RPC (``token_scope``: GetRecord with a token scope)
+    variant: str = ""
+    #: works on free text (TokenizeText, RevealText): only ``tok_`` tokens are found in text
+    text: bool = False
+
+    @property
+    def key(self) -> str:
+        """The RPC's name, with its variant: unique in :data:`RPCS`."""
+        return f"{self.name}+{self.variant}" if self.variant else self.name
+
+    @property
+    def tokenizes(self) -> bool:
+        return self.name in ("Tokenize", "StreamTokenize")
 
 
 RPCS: Final = (
@@ -102,6 +148,15 @@ RPCS: Final = (
         PurposeRule.IF_MAY_REVEAL,
         per_field=True,
         reveals=True,
+    ),
+    Rpc(
+        "GetRecord",
+        "Records",
+        Action.RECORD_READ,
+        PurposeRule.IF_MAY_REVEAL,
+        per_field=True,
+        reveals=True,
+        variant="token_scope",
     ),
     Rpc(
         "UpdateRecord",
@@ -124,8 +179,188 @@ RPCS: Final = (
         reveals=True,
     ),
     Rpc("QueryAccess", "Audit", Action.AUDIT_READ, PurposeRule.OPTIONAL),
+    Rpc("Tokenize", "Tokens", Action.TOKEN_CREATE, PurposeRule.NONE, per_class=True),
+    Rpc(
+        "StreamTokenize",
+        "Tokens",
+        Action.TOKEN_CREATE,
+        PurposeRule.NONE,
+        per_class=True,
+        streams=True,
+    ),
+    Rpc(
+        "Reveal",
+        "Tokens",
+        Action.TOKEN_REVEAL,
+        PurposeRule.REQUIRED,
+        per_class=True,
+        reveals=True,
+    ),
+    Rpc(
+        "StreamReveal",
+        "Tokens",
+        Action.TOKEN_REVEAL,
+        PurposeRule.REQUIRED,
+        per_class=True,
+        reveals=True,
+        streams=True,
+    ),
+    Rpc("IssueGrant", "Tokens", Action.GRANT_ISSUE, PurposeRule.REQUIRED),
+    Rpc("TokenizeText", "Tokens", Action.TOKEN_CREATE, PurposeRule.NONE, text=True),
+    Rpc(
+        "RevealText",
+        "Tokens",
+        Action.TEXT_REVEAL,
+        PurposeRule.REQUIRED,
+        per_class=True,
+        reveals=True,
+        text=True,
+    ),
+    Rpc(
+        "StreamRevealText",
+        "Tokens",
+        Action.TEXT_REVEAL,
+        PurposeRule.REQUIRED,
+        per_class=True,
+        reveals=True,
+        streams=True,
+        text=True,
+    ),
 )
-RPC_BY_NAME: Final = {rpc.name: rpc for rpc in RPCS}
+RPC_BY_KEY: Final = {rpc.key: rpc for rpc in RPCS}
+#: The scope of the tokenized record views (GetRecord with ``token_scope``).
+VIEW_SCOPE: Final = "matrix-view"
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+#: Every field class: the Tokens RPCs take any of them, not only the sample record's.
+CLASSES: Final = tuple(FieldClass)
+#: Values for the classes the sample record has no field of.
+EXTRA_VALUES: Final = {FieldClass.IP_ADDRESS: "198.18.7.21"}
+
+
+def _class_values() -> dict[FieldClass, str]:
+    """A value per class, as a caller sends it: the sample record's (not canonicalized), else
+    :data:`EXTRA_VALUES`."""
+    out: dict[FieldClass, str] = {}
+    for name in FIELDS:
+        out.setdefault(CLASS_OF[name], SAMPLE[name])
+    for cls, value in EXTRA_VALUES.items():
+        out.setdefault(cls, value)
+    missing = sorted(c.value for c in set(CLASSES) - set(out))
+    assert not missing, f"no value to tokenize for {missing}: add one to EXTRA_VALUES"
+    return out
+
+
+#: What the matrix tokenizes per class, and its canonical form (what a mask is made of).
+CLASS_VALUE: Final = _class_values()
+CLASS_CANONICAL: Final = {c: canonical_or_none(c, v) or "" for c, v in CLASS_VALUE.items()}
+assert all(CLASS_CANONICAL.values()), "every value to tokenize must be valid for its class"
+
+
+def kinds_of(cls: FieldClass) -> tuple[TokenKind, ...]:
+    """The token kinds a class can have (format-preserving only for FPE_CLASSES)."""
+    kinds = [TokenKind.RANDOM, TokenKind.DETERMINISTIC]
+    if cls in FPE_CLASSES:
+        kinds.append(TokenKind.FORMAT_PRESERVING)
+    return tuple(kinds)
+
+
+class Link(enum.Enum):
+    """Where a token of a reveal comes from (issued by the privileged test-admin caller)."""
+
+    STANDALONE = "standalone"  # not linked to a record
+    PLAIN = "plain-record"  # linked to the record without consent
+    CONSENTED = "consented-record"  # linked to the record with every consent
+    EXPIRED = "expired"  # standalone, its expires_at set in the past
+    ERASED = "erased"  # linked to a record that was then erased
+    FOREIGN = "other-tenant"  # issued in another tenant
+    CRAFTED = "crafted"  # tok_<class>_ + 22 random base62 digits, never issued
+    TAMPERED = "tampered"  # an issued token with one character changed
+    MALFORMED = "malformed"  # not a token at all
+
+
+ISSUED_LINKS: Final = (Link.STANDALONE, Link.PLAIN, Link.CONSENTED)
+UNKNOWN_LINKS: Final = frozenset({Link.FOREIGN, Link.CRAFTED, Link.TAMPERED, Link.MALFORMED})
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One token of the matrix's reveals: its class, kind (or variant) and where it is from."""
+
+    field_class: FieldClass
+    kind: str
+    link: Link
+
+    @property
+    def label(self) -> str:
+        return f"{self.field_class.value}/{self.kind}/{self.link.value}"
+
+
+def _token_specs() -> tuple[TokenSpec, ...]:
+    specs = [
+        TokenSpec(c, k.value, link)
+        for link in (*ISSUED_LINKS, Link.EXPIRED, Link.ERASED)
+        for c in CLASSES
+        for k in kinds_of(c)
+    ]
+    specs += [
+        TokenSpec(FieldClass.EMAIL, k.value, Link.FOREIGN) for k in kinds_of(FieldClass.EMAIL)
+    ]
+    specs += [TokenSpec(c, "crafted", Link.CRAFTED) for c in (FieldClass.EMAIL, FieldClass.IBAN)]
+    specs += [TokenSpec(FieldClass.EMAIL, k, Link.TAMPERED) for k in ("swapcase", "last-digit")]
+    specs += [
+        TokenSpec(FieldClass.EMAIL, k, Link.MALFORMED)
+        for k in ("empty", "prefix-only", "bad-digits", "too-long")
+    ]
+    return tuple(specs)
+
+
+TOKEN_SPECS: Final = _token_specs()
+UNKNOWN_TOKENS: Final = "unknown-tokens"  # the Reveal target of the unknown tokens
+TEXT: Final = "text"  # the TokenizeText target: a text holding every value a detector finds
+
+
+def _text_values() -> dict[FieldClass, str]:
+    """The classes whose value the free-text detectors find as one span of that class, and
+    the value (TokenizeText replaces exactly these)."""
+    scanner = TextScanner(default_detectors())
+    found: dict[FieldClass, str] = {}
+    for cls, value in CLASS_VALUE.items():
+        spans = scanner.find_spans(f"see {value} here")
+        if [(s.field_class, s.start, s.end) for s in spans] == [(cls.value, 4, 4 + len(value))]:
+            found[cls] = value
+    return found
+
+
+#: What TokenizeText is given: the values the detectors find (the others would stay as sent).
+TEXT_VALUES: Final = _text_values()
+
+
+def malformed_token(spec: TokenSpec) -> str:
+    return {
+        "empty": "",
+        "prefix-only": f"tok_{spec.field_class.value}_",
+        "bad-digits": f"tok_{spec.field_class.value}_" + "!" * 22,
+        "too-long": "tok_" + "x" * 300,
+    }[spec.kind]
+
+
+_BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def crafted_token(cls: FieldClass) -> str:
+    """A token of the issued shape that was never issued: ``tok_<class>_`` + 22 base62."""
+    return f"tok_{cls.value}_" + "".join(secrets.choice(_BASE62) for _ in range(22))
+
+
+def tampered_token(token: str, how: str) -> str:
+    """``token`` with one change that keeps its shape."""
+    if how == "swapcase":
+        return token[:-22] + token[-22:].swapcase()
+    last = token[-1]
+    return token[:-1] + ("0" if last != "0" else "1")
 
 
 # --- purposes ----------------------------------------------------------------------------------
@@ -202,23 +437,43 @@ class Shown:
 
 
 @dataclass(frozen=True)
+class TokenShown:
+    """What one token of a reveal comes back as: an error (``unknown``, ``expired``,
+    ``erased``, ``denied``) or an output form; the reason code; the class it names."""
+
+    error: str = ""
+    output: Output | None = None
+    reason: str = ""
+    field_class: str = ""
+
+    def __str__(self) -> str:
+        what = self.error or (self.output.value if self.output else "?")
+        return f"{what}({self.reason})" if self.reason else what
+
+
+@dataclass(frozen=True)
 class Expect:
     refusal: Refusal | None = None
     #: for revealing RPCs: field name -> output, for every field the call returns
     outputs: Mapping[str, Shown] = field(default_factory=dict)
+    #: for token reveals: the case's tokens -> what each comes back as
+    tokens: Mapping[TokenSpec, TokenShown] = field(default_factory=dict)
 
     @property
     def plain_values(self) -> int:
         """Plaintext values the call takes from the role's rate limit."""
         if self.refusal is not None:
             return 0
-        return sum(1 for s in self.outputs.values() if s.output is Output.PLAIN)
+        return sum(1 for s in self.outputs.values() if s.output is Output.PLAIN) + sum(
+            1 for t in self.tokens.values() if t.output is Output.PLAIN
+        )
 
     def __str__(self) -> str:
         if self.refusal is not None:
             return str(self.refusal)
-        forms = ", ".join(f"{n}={s.output.value}" for n, s in self.outputs.items())
-        return f"OK ({forms})" if forms else "OK"
+        forms = [f"{n}={s.output.value}" for n, s in self.outputs.items()]
+        forms += [f"{t.label}={ts}" for t, ts in self.tokens.items()]
+        return f"OK ({', '.join(forms)})" if forms else "OK"
 
 
 def action_denied() -> Refusal:
@@ -235,6 +490,43 @@ def purpose_refusal(kind: str) -> Refusal:
     )
 
 
+def invalid(field_name: str) -> Refusal:
+    return Refusal(
+        errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument", field_name
+    )
+
+
+#: The index of the bad item in the Tokenize calls that must fail as a whole.
+BAD_ITEM: Final = 1
+#: Tokenize targets that fail the whole call (nothing written), and how.
+TOKENIZE_REFUSALS: Final[Mapping[str, Refusal]] = {
+    "bad:field_class": invalid(f"items[{BAD_ITEM}].field_class"),
+    "bad:kind": invalid(f"items[{BAD_ITEM}].kind"),
+    "bad:value": invalid(f"items[{BAD_ITEM}].value"),
+    "bad:scope": invalid(f"items[{BAD_ITEM}].scope"),
+    "link:unknown-record": Refusal(
+        errors.NotFound, grpc.StatusCode.NOT_FOUND, errors.NotFound.reason
+    ),
+    "link:erased-record": Refusal(
+        errors.Erased, grpc.StatusCode.FAILED_PRECONDITION, errors.Erased.reason
+    ),
+}
+#: IssueGrant targets: a grant on records, one on a conversation scope (both allowed), and
+#: requests that fail (nothing issued).
+GRANT_TARGETS: Final[Mapping[str, Refusal | None]] = {
+    "records": None,
+    "scope": None,
+    "bad:ttl_seconds": invalid("ttl_seconds"),
+    "bad:field_classes": invalid("field_classes[1]"),
+    "link:unknown-record": Refusal(
+        errors.NotFound, grpc.StatusCode.NOT_FOUND, errors.NotFound.reason
+    ),
+}
+#: A class without format-preserving tokens (the ``bad:kind`` item), if there is one.
+NO_FPE_CLASS: Final = next((c for c in CLASSES if c not in FPE_CLASSES), None)
+assert NO_FPE_CLASS is not None, "every class has FPE tokens: replace the bad:kind target"
+
+
 def shown(role: Role, field_class: FieldClass, purpose: str | None) -> Shown:
     """README "Outputs" and "No purpose, no plaintext", from the role's table."""
     base = role.outputs[field_class]
@@ -247,6 +539,68 @@ def shown(role: Role, field_class: FieldClass, purpose: str | None) -> Shown:
     if purpose is None and output in REVEALING:
         return Shown(Output.TOKEN, PURPOSE_MISSING)
     return Shown(output)
+
+
+def token_shown(role: Role, purpose: str, spec: TokenSpec) -> TokenShown:
+    """One token of an allowed reveal (tokens.proto, ``RevealedToken``): the lookup comes first
+    (unknown in this tenant, expired, erased with its record), then the consent of a
+    consent-bound purpose (a standalone token has no customer who could have consented), then
+    the role's output for the class under the purpose."""
+    if spec.link in UNKNOWN_LINKS:
+        return TokenShown("unknown", reason="unknown_token")
+    cls = spec.field_class.value
+    if spec.link is Link.EXPIRED:
+        return TokenShown("expired", reason="expired", field_class=cls)
+    if spec.link is Link.ERASED:
+        return TokenShown("erased", reason=errors.Erased.reason, field_class=cls)
+    found = POLICY.purposes[purpose]
+    if found.consent_required and spec.link is not Link.CONSENTED:
+        return TokenShown("denied", reason=errors.ConsentRequired.reason, field_class=cls)
+    s = shown(role, spec.field_class, purpose)
+    return TokenShown("", s.output, s.reason, cls)
+
+
+def call_links(pc: PurposeCase) -> tuple[Link, ...]:
+    """The issued tokens a reveal sends: those of the consented record only where consent
+    matters."""
+    if pc.consent_bound:
+        return ISSUED_LINKS
+    return (Link.STANDALONE, Link.PLAIN)
+
+
+def case_links(pc: PurposeCase) -> tuple[Link, ...]:
+    """The issued tokens one reveal case checks: a consent-bound purpose's ``+consent`` case
+    the consented record's, its ``+no-consent`` case the others (standalone included)."""
+    if pc.consent_bound:
+        return (Link.CONSENTED,) if pc.consent else (Link.STANDALONE, Link.PLAIN)
+    return call_links(pc)
+
+
+def in_text(spec: TokenSpec) -> bool:
+    """Whether a text reveal can find the token in a text: ``tok_`` tokens only (a surrogate
+    looks like any value; a malformed one is reported as such, not revealed)."""
+    return spec.kind != TokenKind.FORMAT_PRESERVING.value and spec.link is not Link.MALFORMED
+
+
+def specs_of(rpc: Rpc) -> list[TokenSpec]:
+    return [s for s in TOKEN_SPECS if in_text(s)] if rpc.text else list(TOKEN_SPECS)
+
+
+def call_specs(pc: PurposeCase, rpc: Rpc) -> list[TokenSpec]:
+    """Every token one reveal sends, in request order."""
+    links = {*call_links(pc), Link.EXPIRED, Link.ERASED, *UNKNOWN_LINKS}
+    return [s for s in specs_of(rpc) if s.link in links]
+
+
+def case_specs(pc: PurposeCase, target: str, rpc: Rpc) -> list[TokenSpec]:
+    """The tokens one reveal case checks: a class's issued ones (and its expired and erased
+    ones, in one of the cases sharing the call), or every unknown one."""
+    if target == UNKNOWN_TOKENS:
+        return [s for s in specs_of(rpc) if s.link in UNKNOWN_LINKS]
+    links = set(case_links(pc))
+    if not pc.consent_bound or pc.consent:
+        links |= {Link.EXPIRED, Link.ERASED}
+    return [s for s in specs_of(rpc) if s.field_class.value == target and s.link in links]
 
 
 def expect(role: Role, rpc: Rpc, pc: PurposeCase, target: str) -> Expect:
@@ -262,14 +616,20 @@ def expect(role: Role, rpc: Rpc, pc: PurposeCase, target: str) -> Expect:
         if pc.kind in ("forbidden", "unknown") or (pc.kind == "missing" and required):
             return Expect(purpose_refusal(pc.kind))
     if rpc.name == "FindRecords" and target in FIELDS and target not in SEARCHABLE:
-        return Expect(
-            Refusal(
-                errors.InvalidInput,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "invalid_argument",
-                f"match.{target}",
-            )
-        )
+        return Expect(invalid(f"match.{target}"))
+    if rpc.tokenizes:
+        refusal = TOKENIZE_REFUSALS.get(target)
+        return Expect(refusal) if refusal is not None else Expect()
+    if rpc.name == "IssueGrant":
+        refusal = GRANT_TARGETS.get(target)
+        return Expect(refusal) if refusal is not None else Expect()
+    if rpc.name == "TokenizeText":
+        return Expect()
+    if rpc.per_class and rpc.reveals:
+        if target == RECORD:
+            return Expect()
+        specs = case_specs(pc, target, rpc)
+        return Expect(tokens={s: token_shown(role, pc.purpose, s) for s in specs})
     if not rpc.reveals:
         return Expect()
     purpose = pc.purpose if pc.kind == "permitted" else None
@@ -283,9 +643,9 @@ def expect(role: Role, rpc: Rpc, pc: PurposeCase, target: str) -> Expect:
     return Expect(outputs=outputs)
 
 
-def target_label(target: str) -> str:
+def target_label(rpc: Rpc, target: str) -> str:
     """A field's class (unique in the default schema), else the target's own name."""
-    if target in FIELDS:
+    if target in FIELDS and not rpc.per_class:
         classes = [CLASS_OF[name] for name in FIELDS]
         cls = CLASS_OF[target]
         return cls.value if classes.count(cls) == 1 else f"{cls.value}:{target}"
@@ -302,14 +662,18 @@ class Case:
 
     @property
     def id(self) -> str:
-        return f"{self.role}-{self.rpc.name}-{self.purpose.label}-{target_label(self.target)}"
+        label = target_label(self.rpc, self.target)
+        return f"{self.role}-{self.rpc.key}-{self.purpose.label}-{label}"
 
     @property
     def call_key(self) -> tuple[str, ...]:
-        """Cases with the same key share one call (an export serves all its field cases)."""
+        """Cases with the same key share one call (an export serves all its field cases, a
+        reveal all its token cases, the ``+consent`` and ``+no-consent`` ones included)."""
         if self.rpc.name == "ExportCustomerData" and self.target != SEALED:
-            return (self.role, self.rpc.name, self.purpose.label)
-        return (self.role, self.rpc.name, self.purpose.label, self.target)
+            return (self.role, self.rpc.key, self.purpose.label)
+        if self.rpc.per_class and self.rpc.reveals:
+            return (self.role, self.rpc.key, self.purpose.kind, self.purpose.purpose)
+        return (self.role, self.rpc.key, self.purpose.label, self.target)
 
     @property
     def probes_as_writer(self) -> bool:
@@ -318,6 +682,19 @@ class Case:
 
 
 def _targets(role: Role, rpc: Rpc, pc: PurposeCase) -> list[str]:
+    if rpc.tokenizes:
+        return [*(c.value for c in CLASSES), *TOKENIZE_REFUSALS]
+    if rpc.name == "IssueGrant":  # a refused grant is one case
+        refused = expect(role, rpc, pc, RECORD).refusal is not None
+        return [RECORD] if pc.whole_record_only or refused else [*GRANT_TARGETS]
+    if rpc.name == "TokenizeText":
+        return [TEXT]
+    if rpc.per_class:  # the reveals: one call serves every class case; a refused one is one case
+        if pc.whole_record_only or expect(role, rpc, pc, RECORD).refusal is not None:
+            return [RECORD]
+        classes = [c.value for c in CLASSES]
+        # the unknown tokens once per call (not again in a +no-consent case)
+        return classes if pc.consent_bound and not pc.consent else [*classes, UNKNOWN_TOKENS]
     if not rpc.per_field:
         return [RECORD]
     if pc.whole_record_only:
@@ -347,15 +724,24 @@ def generate_cases() -> list[Case]:
 CASES: Final = generate_cases()
 
 
+def on_tokens_server(case: Case) -> bool:
+    """The Tokens cases run on a server of their own whose rate-limit clock gives every charge
+    a minute and a day of its own (see :func:`fresh_window_clock`): each reveal call stays
+    under the role's limits by itself (:func:`reveal_batches`), whatever the others took."""
+    return case.rpc.service == "Tokens"
+
+
 def plaintext_budget(cases: Iterable[Case]) -> dict[str, int]:
-    """Plaintext values each role gets in one run of the cases (per database)."""
+    """Plaintext values each role gets in one run of the cases (per database), on the server
+    with the real clock (the Tokens cases are budgeted per call: :func:`reveal_batches`)."""
     writer_probe = writer_probe_field()
     probe_cost = int(
         shown(POLICY.roles[WRITER], CLASS_OF[writer_probe], writer_purpose()).output is Output.PLAIN
     )
     calls: dict[tuple[str, ...], Case] = {}
     for case in cases:
-        calls.setdefault(case.call_key, case)
+        if not on_tokens_server(case):
+            calls.setdefault(case.call_key, case)
     budget = dict.fromkeys(POLICY.roles, 0)
     for case in calls.values():
         budget[case.role] += case.expect.plain_values
@@ -363,6 +749,39 @@ def plaintext_budget(cases: Iterable[Case]) -> dict[str, int]:
         if case.probes_as_writer:
             budget[WRITER] += probe_cost
     return budget
+
+
+def per_call_limit(role: Role) -> int | None:
+    """The most plaintext values one call may take: the smaller of the role's limits."""
+    limits = [x for x in (role.limits.plain_per_minute, role.limits.plain_per_day) if x]
+    return min(limits) if limits else None
+
+
+def reveal_batches(
+    role_name: str, rpc: Rpc, pc: PurposeCase, *, at_least: int = 1
+) -> list[list[TokenSpec]]:
+    """The tokens of one reveal (:func:`call_specs`), in request order, cut into batches that
+    each take at most :func:`per_call_limit` plaintext values (the tokens server gives each
+    call windows of its own), and into at least ``at_least`` batches (a stream's)."""
+    specs = call_specs(pc, rpc)
+    role = POLICY.roles[role_name]
+    allowed = expect(role, rpc, pc, RECORD).refusal is None
+    limit = per_call_limit(role) if allowed else None
+    batches: list[list[TokenSpec]] = [[]]
+    used = 0
+    for spec in specs:
+        plain = int(allowed and token_shown(role, pc.purpose, spec).output is Output.PLAIN)
+        if limit is not None and used + plain > limit:
+            batches.append([])
+            used = 0
+        batches[-1].append(spec)
+        used += plain
+    while len(batches) < at_least:
+        longest = max(range(len(batches)), key=lambda i: len(batches[i]))
+        half = len(batches[longest]) // 2
+        assert half, "too few tokens to split"
+        batches[longest : longest + 1] = [batches[longest][:half], batches[longest][half:]]
+    return batches
 
 
 def writer_probe_field() -> str:
@@ -377,7 +796,8 @@ def writer_probe_field() -> str:
 
 
 def expected_value(name: str, s: Shown, tokens: Mapping[str, str]) -> str:
-    """The exact value of a field shown as ``s``; ``tokens``: what CreateRecord returned."""
+    """The exact value of a field shown as ``s``; ``tokens``: what CreateRecord returned (or
+    the scoped tokens of a tokenized view)."""
     canonical = CANONICAL[name]
     if s.output is Output.PLAIN:
         return canonical
@@ -385,6 +805,20 @@ def expected_value(name: str, s: Shown, tokens: Mapping[str, str]) -> str:
         return mask(CLASS_OF[name], canonical)
     if s.output is Output.TOKEN:
         return tokens[name]
+    return ""
+
+
+def expected_token_value(spec: TokenSpec, t: TokenShown, token: str) -> str:
+    """The exact value of a revealed token: the value as it was tokenized (plain), the class's
+    mask of its canonical form (masked: the same mask GetRecord gives), or the token itself."""
+    if t.error or t.output is None:
+        return ""
+    if t.output is Output.PLAIN:
+        return CLASS_VALUE[spec.field_class]
+    if t.output is Output.MASKED:
+        return mask(spec.field_class, CLASS_CANONICAL[spec.field_class])
+    if t.output is Output.TOKEN:
+        return token
     return ""
 
 
@@ -412,16 +846,37 @@ class RecordingClient(VaultClient):
         self.last_response = response
         return response
 
+    def unary(self, method: str, request: Any) -> Outcome:
+        """One call of a unary Tokens RPC by name (no SDK method needed): the raw response
+        is the result."""
+        return call(self, lambda: self._call(getattr(self._tokens, method), request, None))
+
+    def stream(self, method: str, requests: Sequence[Any]) -> Outcome:
+        """One call of a streaming Tokens RPC (``StreamTokenize``, ``StreamReveal``): every raw
+        response message, and the status the stream ended with (as the SDK's error class)."""
+        stub = getattr(self._tokens, method)
+        responses: list[Any] = []
+        try:
+            for response in stub(iter(requests), timeout=self._timeout, metadata=self._metadata):
+                responses.append(response)
+        except grpc.RpcError as exc:
+            # through the module, so that the session's error-message scan sees it too
+            error = vault.client._error(exc)
+            return Outcome(responses, error, exc.code(), responses)
+        return Outcome(responses, None, grpc.StatusCode.OK, responses)
+
 
 @dataclass
 class Outcome:
     result: Any = None
     error: errors.VaultServiceError | None = None
     status: grpc.StatusCode | None = None
-    response: Any = None  # the raw protobuf response
+    response: Any = None  # the raw protobuf response (a list of them for a stream)
 
     @property
     def raw(self) -> bytes:
+        if isinstance(self.response, list):
+            return b"\n".join(r.SerializeToString() for r in self.response)
         return self.response.SerializeToString() if self.response is not None else b""
 
     def text(self) -> str:
@@ -459,6 +914,41 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+# --- servers -------------------------------------------------------------------------------------
+
+
+def fresh_window_clock() -> Callable[[], float]:
+    """A rate-limit clock on which every call lands in a minute and a day of its own: a day
+    later each time, from a random day of the 23rd century (the limits tests pin theirs in
+    the 22nd), so no two charges ever share a window."""
+    start = 7_258_118_400 + secrets.randbelow(36_500) * 86_400
+    days = itertools.count()
+    return lambda: float(start + next(days) * 86_400)
+
+
+def start_policy_server(
+    db: Database,
+    openbao: OpenBaoDevServer,
+    policy: Path,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> RunningServer:
+    """A server (Records, Audit, Tokens) on ``db`` with fresh key caches, under ``policy``;
+    its audit events also go to the session's scanned sink."""
+    keys = KeyManager(make_wrapper(openbao))
+    audit = AuditLog(
+        db,
+        keys,
+        sinks=SESSION_AUDIT_SINKS,
+        checkpoint=MemoryCheckpointStore(),
+        checkpoint_in_background=False,
+    )
+    holder = PolicyHolder(policy)
+    access = Access(holder, audit) if clock is None else Access(holder, audit, clock=clock)
+    service = RecordsService(db, keys, load_schema(), access)
+    return start_server(service, "127.0.0.1:0", authenticator=authenticator())
+
+
 # --- leak scanning -------------------------------------------------------------------------------
 
 
@@ -471,17 +961,48 @@ def value_needles(names: Iterable[str] = FIELDS) -> set[str]:
     return out
 
 
+def shows_something(masked: str) -> bool:
+    """Whether a mask shows any of its value (``•••`` shows nothing)."""
+    return any(ch.isalnum() for ch in masked)
+
+
+def class_needles(classes: Iterable[FieldClass], *, masks: Iterable[FieldClass] = ()) -> set[str]:
+    """The tokenized values of ``classes``, raw and canonical, and the masks of ``masks``
+    (those that show something of the value)."""
+    out: set[str] = set()
+    for cls in classes:
+        out.update({CLASS_VALUE[cls], CLASS_CANONICAL[cls]})
+    for cls in masks:
+        masked = mask(cls, CLASS_CANONICAL[cls])
+        if shows_something(masked):
+            out.add(masked)
+    return out
+
+
+def all_value_needles() -> set[str]:
+    """Every customer value the matrix uses, raw and canonical (records and tokens)."""
+    return value_needles() | class_needles(CLASSES)
+
+
 _FRAGMENT_RE: Final = re.compile(r"[A-Za-z0-9]{6,}")
 
 
 def strict_needles() -> set[str]:
     """For a never_plaintext role: whole values, their masks, the mask bullet and redaction
-    marker, and every run of 6+ letters or digits of a value (a name, a card's digits)."""
-    out = value_needles()
+    marker, and every run of 6+ letters or digits of a value (a name, a card's digits), except
+    runs of the fixed text every email surrogate carries (its reserved domain, not the
+    value's: a format-preserving token is no value)."""
+    out = all_value_needles()
+    fragments: set[str] = set()
     for name in FIELDS:
         out.add(mask(CLASS_OF[name], CANONICAL[name]))
         for value in (SAMPLE[name], CANONICAL[name]):
-            out.update(_FRAGMENT_RE.findall(value))
+            fragments.update(_FRAGMENT_RE.findall(value))
+    for cls in CLASSES:
+        out.add(mask(cls, CLASS_CANONICAL[cls]))
+        for value in (CLASS_VALUE[cls], CLASS_CANONICAL[cls]):
+            fragments.update(_FRAGMENT_RE.findall(value))
+    out.update(f for f in fragments if f not in SURROGATE_EMAIL_DOMAIN)
     out.update({"\u2022", "[redacted"})
     return out
 
@@ -499,13 +1020,14 @@ def leaks(text: str, needles: Iterable[str], *, exact_case: Iterable[str] = ()) 
 
 
 def strict_leaks(text: str) -> list[str]:
-    whole = value_needles()
-    return leaks(text, strict_needles(), exact_case=strict_needles() - whole)
+    needles = strict_needles()
+    return leaks(text, needles, exact_case=needles - all_value_needles())
 
 
 def cases_of(role: str | None = None, rpc: str | None = None) -> list[Case]:
+    """The cases of a role and an RPC (by :attr:`Rpc.key`)."""
     return [
-        c for c in CASES if (role is None or c.role == role) and (rpc is None or c.rpc.name == rpc)
+        c for c in CASES if (role is None or c.role == role) and (rpc is None or c.rpc.key == rpc)
     ]
 
 

@@ -500,6 +500,7 @@ def test_no_plaintext_in_logs_audit_or_errors(
             "outcome",
             "reason",
             "request_id",
+            "on_behalf_of",
         }
     seqs = [e["seq"] for e in entries]
     assert seqs == sorted(seqs)

@@ -102,8 +102,8 @@ def test_valid_edit_applies_and_invalid_edit_keeps_policy(
         bad = edit_role(
             _policy(3),
             "support-agent",
-            "actions: [record.read, record.find]",
-            "actions: [record.read, record.find, record.raed]",
+            "actions: [record.read, record.find, text.reveal, grant.issue]",
+            "actions: [record.read, record.find, record.raed, text.reveal, grant.issue]",
         )
         bad_line = line_of(bad, "record.raed")
         write_atomically(served.path, bad)

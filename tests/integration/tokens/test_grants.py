@@ -27,14 +27,16 @@ def agent(server: RunningServer) -> Iterator[VaultClient]:
         yield c
 
 
-def _audit_rows(database: Database, action: str, principal: str) -> list[tuple[str, ...]]:
+def _audit_rows(
+    database: Database, tenant: str, action: str, principal: str
+) -> list[tuple[str, ...]]:
     with database.engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT principal, role, on_behalf_of, outcome, reason, purpose "
-                "FROM audit_events WHERE action = :a AND principal = :p ORDER BY time, seq"
+                "SELECT principal, role, on_behalf_of, outcome, reason, purpose FROM audit_events"
+                " WHERE tenant = :t AND action = :a AND principal = :p ORDER BY time, seq"
             ),
-            {"a": action, "p": principal},
+            {"t": tenant, "a": action, "p": principal},
         ).all()
     return [tuple(r) for r in rows]
 
@@ -80,13 +82,13 @@ def test_an_agent_reveals_only_within_its_grant(
     assert agent.reveal(tenant, [a_email], grant=grant)[0].value == a["email"]
     with pytest.raises(errors.PermissionDenied):  # max_uses = 2, both used
         agent.reveal(tenant, [a_email], grant=grant)
-    uses = _audit_rows(database, "token.reveal", AGENT)
+    uses = _audit_rows(database, tenant, "token.reveal", AGENT)
     allowed = [u for u in uses if u[3] == "allowed"]
     assert len(allowed) == 2
     assert {u[1:3] for u in allowed} == {("ai-pipeline", "apikey:test-admin")}
     assert {u[5] for u in allowed} == {TEST_PURPOSE}
     assert any(u[3] == "denied" and u[4] == "grant_invalid" for u in uses)
-    issued = _audit_rows(database, "grant.issue", "apikey:test-admin")
+    issued = _audit_rows(database, tenant, "grant.issue", "apikey:test-admin")
     assert (("apikey:test-admin", "test-admin", AGENT, "allowed", "", TEST_PURPOSE)) in issued
 
 

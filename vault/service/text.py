@@ -1,0 +1,364 @@
+"""Free text for LLM flows: redact PII spans into tokens before a prompt, put the values back
+into an answer for a caller allowed to see them (whole texts or a stream of chunks).
+
+Spans are found by ``vault.text`` (pattern and checksum detectors; names and addresses only
+with an NER model installed) and tokenized as **deterministic tokens of the conversation
+scope, keyed on the exact string** (``TokenizeItem.exact``): within one scope the same value
+always gets the same token, across calls, and re-identification restores exactly the text that
+was there. Other scopes get unlinkable tokens.
+
+Re-identification reveals every well-formed token of the text through
+:meth:`TokensService.reveal` (action ``text.reveal``, or a grant), so each token gets the
+policy's output for this caller, and is audited. A token is replaced by its plain or masked
+value; any other outcome (the token output, omit, unknown, expired, erased, denied) leaves the
+token in place and is reported. Token-like strings a model altered are reported as malformed,
+never guessed at.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from vault.deadline import Deadline
+from vault.errors import InvalidInput
+from vault.policy import Action, Output
+from vault.service.access import Caller
+from vault.service.records import check_tenant
+from vault.service.tokens import (
+    SCOPE_RE,
+    RevealedToken,
+    TokenError,
+    TokenizeItem,
+    TokenKind,
+    TokensService,
+)
+from vault.text import (
+    DEFAULT_MAX_TEXT_LENGTH,
+    StreamTokenScanner,
+    TextScanner,
+    TokenMatch,
+    default_detectors,
+    find_tokens,
+)
+
+log = logging.getLogger("vault.service.text")
+
+#: texts per TokenizeText call
+MAX_TEXTS = 1000
+#: characters of one text (and of one chunk of a stream)
+MAX_TEXT_LENGTH = DEFAULT_MAX_TEXT_LENGTH
+#: region codes accepted for phone numbers written without a country code
+_REGION_LEN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TextSpan:
+    """A replaced span: offsets in the original text (code points), its class and token."""
+
+    field_class: str
+    start: int
+    end: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedText:
+    text: str = field(repr=False)
+    spans: tuple[TextSpan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TextToken:
+    """One token found in a text to re-identify: where it was (in the input), and what became
+    of it (``error`` None and ``output`` plain or masked: replaced)."""
+
+    token: str
+    start: int
+    end: int
+    error: TokenError | None
+    output: Output | None
+    field_class: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A token-like string that is not a token (altered by a model): reported, kept as is."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevealedText:
+    text: str = field(repr=False)
+    tokens: tuple[TextToken, ...]
+    malformed: tuple[Malformed, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """One chunk of a re-identification stream's output, with what was found in it."""
+
+    text: str = field(repr=False)
+    tokens: tuple[TextToken, ...]
+    malformed: tuple[Malformed, ...]
+
+
+class TextService:
+    """TokenizeText and RevealText over :class:`TokensService`. Thread-safe."""
+
+    def __init__(self, tokens: TokensService, *, scanners: dict[str, TextScanner] | None = None):
+        self.tokens = tokens
+        self._scanners: dict[str, TextScanner] = dict(scanners or {})
+        self._lock = threading.Lock()
+
+    def _scanner(self, region: str) -> TextScanner:
+        with self._lock:
+            scanner = self._scanners.get(region)
+            if scanner is None:
+                scanner = TextScanner(default_detectors(default_region=region))
+                self._scanners[region] = scanner
+            return scanner
+
+    def uncovered_classes(self, region: str = "US") -> frozenset[str]:
+        """Classes no detector covers (``name`` and ``address`` without an NER model)."""
+        return self._scanner(region).uncovered_classes
+
+    # --- tokenize ----------------------------------------------------------------------------
+
+    def tokenize_text(
+        self,
+        caller: Caller,
+        tenant: str,
+        texts: Sequence[str],
+        *,
+        scope: str = "",
+        default_region: str = "US",
+        ttl_seconds: int = 0,
+        deadline: Deadline,
+    ) -> list[RedactedText]:
+        """Each text with its PII spans replaced by tokens of ``scope`` (one Tokenize batch for
+        all texts: all or nothing, audited as ``token.create``).
+
+        Raises:
+            PermissionDenied: the role may not create tokens (audited).
+            InvalidInput: no texts, too many, too long (``texts[i]``), a bad scope or region.
+            Unavailable: as for Tokenize; nothing was written.
+        """
+        check_tenant(tenant)
+        # authorized before any input is looked at: a caller who may not tokenize gets an
+        # audited PERMISSION_DENIED, not a hint about its input
+        self.tokens.access.authorize(caller, Action.TOKEN_CREATE, tenant=tenant, deadline=deadline)
+        if not texts:
+            raise InvalidInput("texts", "at least one text is required")
+        if len(texts) > MAX_TEXTS:
+            raise InvalidInput("texts", f"at most {MAX_TEXTS} texts per call")
+        if scope and not SCOPE_RE.match(scope):
+            raise InvalidInput("scope", "must be 1-64 of A-Z a-z 0-9 _ . : -")
+        region = (default_region or "US").upper()
+        try:
+            scanner = self._scanner(region)
+        except ValueError:
+            raise InvalidInput("default_region", "not a known region code") from None
+        found = []
+        for i, text in enumerate(texts):
+            if len(text) > scanner.max_length:
+                raise InvalidInput(f"texts[{i}]", f"longer than {scanner.max_length} characters")
+            found.append(scanner.find_spans(text))
+        items = [
+            TokenizeItem(
+                text[s.start : s.end],
+                s.field_class,
+                TokenKind.DETERMINISTIC,
+                scope=scope,
+                ttl_seconds=ttl_seconds,
+                exact=True,
+            )
+            for text, spans in zip(texts, found, strict=True)
+            for s in spans
+        ]
+        if not items:
+            return [RedactedText(t, ()) for t in texts]
+        try:
+            tokens = iter(self.tokens.tokenize(caller, tenant, items, deadline=deadline))
+        except InvalidInput as exc:
+            if exc.field.startswith("items["):
+                # a span the class refuses (too long for it): say which text, not which value
+                raise InvalidInput("texts", "holds a value its class does not accept") from None
+            raise
+        out: list[RedactedText] = []
+        for text, spans in zip(texts, found, strict=True):
+            pieces: list[str] = []
+            made: list[TextSpan] = []
+            at = 0
+            for s in spans:
+                token = next(tokens)
+                pieces.append(text[at : s.start])
+                pieces.append(token)
+                made.append(TextSpan(s.field_class, s.start, s.end, token))
+                at = s.end
+            pieces.append(text[at:])
+            redacted = "".join(pieces)
+            found_again = len(find_tokens(redacted).tokens)
+            if found_again != len(made):
+                # e.g. "tel+4420..." gives "teltok_phone_...": still redacted, but a token glued
+                # to letters before it is not a token to RevealText (counts only: no values)
+                log.warning(
+                    "%d of %d tokens in a redacted text are glued to adjacent characters and "
+                    "will not be re-identified",
+                    len(made) - found_again,
+                    len(made),
+                )
+            out.append(RedactedText(redacted, tuple(made)))
+        return out
+
+    # --- reveal ------------------------------------------------------------------------------
+
+    def reveal_text(
+        self,
+        caller: Caller,
+        tenant: str,
+        text: str,
+        *,
+        grant_id: str = "",
+        deadline: Deadline,
+    ) -> RevealedText:
+        """``text`` with every token this caller may see replaced by its value (or mask).
+
+        Raises:
+            PermissionDenied: action, purpose or grant not allowed (audited).
+            InvalidInput: the text is too long, or the purpose is missing or unknown.
+            ResourceExhausted, Unavailable: as for Reveal; nothing revealed.
+        """
+        check_tenant(tenant)
+        if len(text) > MAX_TEXT_LENGTH:
+            raise InvalidInput("text", f"longer than {MAX_TEXT_LENGTH} characters")
+        findings = find_tokens(text)
+        results = self._reveal(caller, tenant, findings.tokens, grant_id, deadline)
+        pieces: list[str] = []
+        at = 0
+        for match in findings.tokens:
+            pieces.append(text[at : match.start])
+            pieces.append(_replacement(match.token, results[match.token]))
+            at = match.end
+        pieces.append(text[at:])
+        return RevealedText(
+            "".join(pieces),
+            tuple(_report(m, results[m.token]) for m in findings.tokens),
+            tuple(Malformed(m.start, m.end) for m in findings.malformed),
+        )
+
+    def reveal_text_stream(
+        self,
+        caller: Caller,
+        tenant: str,
+        chunks: Iterable[str],
+        *,
+        grant_id: str = "",
+        deadline: Deadline,
+    ) -> Iterator[TextChunk]:
+        """Re-identify a stream of chunks (an LLM's answer as it is generated): one output
+        chunk per input chunk, holding back only what could still be the start of a token, so
+        a token split across chunks is still found; a final chunk flushes the rest. One reveal
+        (and audit transaction) per input chunk that completes tokens.
+
+        Raises:
+            as :meth:`reveal_text`, when the chunk that needs it arrives.
+        """
+        check_tenant(tenant)
+        scanner = StreamTokenScanner()
+        checked = False
+        for chunk in chunks:
+            if len(chunk) > MAX_TEXT_LENGTH:
+                raise InvalidInput("text", f"chunk longer than {MAX_TEXT_LENGTH} characters")
+            if not checked:
+                # authorize at the first chunk, even if it holds no token
+                self._reveal(caller, tenant, (), grant_id, deadline)
+                checked = True
+            yield self._chunk(caller, tenant, scanner.feed(chunk), grant_id, deadline)
+        if not checked:
+            self._reveal(caller, tenant, (), grant_id, deadline)
+        yield self._chunk(caller, tenant, scanner.finish(), grant_id, deadline)
+
+    def _chunk(
+        self,
+        caller: Caller,
+        tenant: str,
+        pieces: Sequence[str | TokenMatch],
+        grant_id: str,
+        deadline: Deadline,
+    ) -> TextChunk:
+        found = [p for p in pieces if isinstance(p, TokenMatch) and p.well_formed]
+        results = self._reveal(caller, tenant, found, grant_id, deadline) if found else {}
+        out: list[str] = []
+        reports: list[TextToken] = []
+        malformed: list[Malformed] = []
+        for p in pieces:
+            if isinstance(p, str):
+                out.append(p)
+            elif p.well_formed:
+                out.append(_replacement(p.token, results[p.token]))
+                reports.append(_report(p, results[p.token]))
+            else:
+                out.append(p.token)
+                malformed.append(Malformed(p.start, p.end))
+        return TextChunk("".join(out), tuple(reports), tuple(malformed))
+
+    def _reveal(
+        self,
+        caller: Caller,
+        tenant: str,
+        matches: Sequence[TokenMatch],
+        grant_id: str,
+        deadline: Deadline,
+    ) -> dict[str, RevealedToken]:
+        """Reveal the distinct tokens of ``matches``; with none, only the authorization (and
+        purpose) checks run, so a caller learns nothing it may not ask."""
+        distinct = list(dict.fromkeys(m.token for m in matches))
+        if not distinct:
+            self.tokens.check_reveal(
+                caller, tenant, grant_id, Action.TEXT_REVEAL, deadline=deadline
+            )
+            return {}
+        results = self.tokens.reveal(
+            caller,
+            tenant,
+            distinct,
+            grant_id=grant_id,
+            action=Action.TEXT_REVEAL,
+            deadline=deadline,
+        )
+        return {r.token: r for r in results}
+
+
+def _replacement(token: str, result: RevealedToken) -> str:
+    if result.error is None and result.output in (Output.PLAIN, Output.MASKED):
+        return result.value
+    return token
+
+
+def _report(match: TokenMatch, result: RevealedToken) -> TextToken:
+    return TextToken(
+        match.token,
+        match.start,
+        match.end,
+        result.error,
+        result.output,
+        result.field_class,
+        result.reason,
+    )
+
+
+__all__ = [
+    "Malformed",
+    "RedactedText",
+    "RevealedText",
+    "TextChunk",
+    "TextService",
+    "TextSpan",
+    "TextToken",
+]

@@ -69,10 +69,27 @@ def _dek_aad(dek_id: bytes, tenant: str, record_id: str, field_class: str) -> by
 
 def seal_value(dek: DataKey, tenant: str, record_id: str, field_name: str, value: str) -> bytes:
     """Encrypt one field value under its record's data key."""
-    nonce = os.urandom(_NONCE)
-    aad = _value_aad(tenant, record_id, field_name, dek.id.bytes)
-    ct = AESGCM(dek.key).encrypt(nonce, value.encode("utf-8"), aad)
-    return bytes([VALUE_V1]) + dek.id.bytes + nonce + ct
+    return ValueSealer(dek).seal(tenant, record_id, field_name, value)
+
+
+class ValueSealer:
+    """:func:`seal_value` for many values under one data key (the cipher is set up once):
+    the same format and AAD, byte for byte. Holds the key: never log or keep it."""
+
+    __slots__ = ("_aes", "_header", "_id")
+
+    def __init__(self, dek: DataKey) -> None:
+        self._aes = AESGCM(dek.key)
+        self._id = dek.id.bytes
+        self._header = bytes([VALUE_V1]) + self._id
+
+    def __repr__(self) -> str:
+        return "ValueSealer(...)"
+
+    def seal(self, tenant: str, record_id: str, field_name: str, value: str) -> bytes:
+        nonce = os.urandom(_NONCE)
+        aad = _value_aad(tenant, record_id, field_name, self._id)
+        return self._header + nonce + self._aes.encrypt(nonce, value.encode("utf-8"), aad)
 
 
 def value_key_id(ciphertext: bytes) -> uuid.UUID:

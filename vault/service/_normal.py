@@ -4,9 +4,18 @@ token whichever way it came in."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from vault.errors import InvalidInput
 from vault.schema import DEFAULT_MAX_LENGTH, FieldClass, FieldSpec
-from vault.schema._validate import canonicalize, index_form
+from vault.schema._validate import canonicalize, index_form_of_canonical
+
+
+class _Unknown:
+    """Marks an argument the caller did not give (None is a meaningful value there)."""
+
+
+UNKNOWN: Final = _Unknown()
 
 _SPECS = {c: FieldSpec(f"token_{c.value}", c, True, DEFAULT_MAX_LENGTH[c], {}) for c in FieldClass}
 
@@ -24,11 +33,17 @@ def canonical_or_none(field_class: FieldClass, value: str) -> str | None:
         return None
 
 
-def deterministic_form(field_class: FieldClass, value: str) -> bytes:
+def deterministic_form(
+    field_class: FieldClass, value: str, canonical: str | _Unknown | None = UNKNOWN
+) -> bytes:
     """The class's search form (e.g. an email compared case-insensitively, a phone number in
     E.164) when the value is valid for the class; else the exact UTF-8 bytes, so values that
-    do not validate never collide with each other."""
-    canonical = canonical_or_none(field_class, value)
+    do not validate never collide with each other.
+
+    ``canonical``: the value's canonical form when the caller already has it (None: it is not
+    valid); left out, it is computed here."""
+    if isinstance(canonical, _Unknown):
+        canonical = canonical_or_none(field_class, value)
     if canonical is None:
         return value.encode("utf-8")
-    return index_form(_SPECS[field_class], canonical)
+    return index_form_of_canonical(_SPECS[field_class], canonical)

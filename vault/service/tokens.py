@@ -185,6 +185,10 @@ class _Prepared:
     canonical: str | None  # None when the value does not validate for its class
 
 
+#: the primary key columns of a token row (never rewritten)
+_KEY = frozenset({"tenant", "token"})
+
+
 def _token_field(token: str) -> str:
     """The AAD's field part of a token's value: binds the ciphertext to its token."""
     return f"token:{token}"
@@ -276,7 +280,11 @@ class TokensService:
                     check_record_id(item.record_id)
                 except InvalidInput:
                     raise InvalidInput(f"{where}.record_id", "not a record id") from None
-            canonical = canonical_or_none(field_class, value)
+            # only the kinds that use it: validation is most of a random batch's CPU time
+            needs_canonical = item.kind is TokenKind.FORMAT_PRESERVING or (
+                item.kind is TokenKind.DETERMINISTIC and not item.exact
+            )
+            canonical = canonical_or_none(field_class, value) if needs_canonical else None
             if item.kind is TokenKind.FORMAT_PRESERVING:
                 if field_class not in FPE_CLASSES:
                     raise InvalidInput(
@@ -313,7 +321,7 @@ class TokensService:
                 normalized = (
                     p.item.value.encode("utf-8")
                     if p.item.exact
-                    else deterministic_form(p.field_class, p.item.value)
+                    else deterministic_form(p.field_class, p.item.value, p.canonical)
                 )
                 tokens.append(
                     crypto.deterministic_token(
@@ -326,6 +334,43 @@ class TokensService:
                 tokens.append(crypto.random_token(p.field_class.value))
 
         events = self._events(caller, role, tenant, prepared)
+        sealers: dict[uuid.UUID, crypto.ValueSealer] = {}
+
+        def row_of(token: str, p: _Prepared) -> dict[str, Any]:
+            """The token's row, its value sealed (CPU work: done outside the transaction for
+            every token known before it, i.e. all but surrogates)."""
+            if p.item.record_id:
+                owner = p.item.record_id
+                dek = record_deks[(p.item.record_id, p.field_class.value)]
+            else:
+                pool = pools[p.field_class.value]
+                owner, dek = pool.pool_id, pool.dek
+            sealer = sealers.get(dek.id)
+            if sealer is None:
+                sealer = sealers[dek.id] = crypto.ValueSealer(dek)
+            ttl = p.item.ttl_seconds
+            return {
+                "tenant": tenant,
+                "token": token,
+                "field_class": p.field_class.value,
+                "kind": p.item.kind.value,
+                "scope": p.item.scope,
+                "record_id": p.item.record_id or None,
+                "data_key_id": str(dek.id),
+                "ciphertext": sealer.seal(tenant, owner, _token_field(token), p.item.value),
+                "expires_at": now + timedelta(seconds=ttl) if ttl else None,
+                "created_at": now,
+            }
+
+        rows: dict[str, dict[str, Any]] = {}  # token -> row; a repeated deterministic token once
+        for token, p in zip(tokens, prepared, strict=True):
+            if token and token not in rows:
+                rows[token] = row_of(token, p)
+        det = [
+            t
+            for t, p in zip(tokens, prepared, strict=True)
+            if p.item.kind is TokenKind.DETERMINISTIC
+        ]
         self.audit.prepare(deadline=deadline)
         entries: list[AuditEntry] = []
         with self.db.begin() as conn:
@@ -333,57 +378,24 @@ class TokensService:
                 repo.insert_data_keys(conn, new_dek_rows, now)
             if new_pools:
                 repo.insert_data_keys(conn, [row for _, row in new_pools], now)
-            self._draw_surrogates(conn, tenant, prepared, tokens)
-            det = [
-                t
-                for t, p in zip(tokens, prepared, strict=True)
-                if p.item.kind is TokenKind.DETERMINISTIC
-            ]
+            if len(rows) < len(tokens):  # surrogates: drawn against the table, so in here
+                self._draw_surrogates(conn, tenant, prepared, tokens)
+                for token, p in zip(tokens, prepared, strict=True):
+                    if token not in rows:
+                        rows[token] = row_of(token, p)
             existing = token_repo.read_tokens(conn, tenant, det) if det else {}
-            rows: list[dict[str, Any]] = []
-            seen: set[str] = set()
-            for token, p in zip(tokens, prepared, strict=True):
-                if token in seen:
-                    continue  # the same deterministic token twice in one call
-                seen.add(token)
-                expires = (
-                    now + timedelta(seconds=p.item.ttl_seconds) if p.item.ttl_seconds else None
-                )
-                if p.item.record_id:
-                    owner = p.item.record_id
-                    dek = record_deks[(p.item.record_id, p.field_class.value)]
-                else:
-                    pool = pools[p.field_class.value]
-                    owner, dek = pool.pool_id, pool.dek
-                sealed = {
-                    "field_class": p.field_class.value,
-                    "kind": p.item.kind.value,
-                    "scope": p.item.scope,
-                    "record_id": p.item.record_id or None,
-                    "data_key_id": str(dek.id),
-                    "ciphertext": crypto.seal_value(
-                        dek, tenant, owner, _token_field(token), p.item.value
-                    ),
-                }
-                old = existing.get(token)
-                if old is None:
-                    rows.append(
-                        {
-                            "tenant": tenant,
-                            "token": token,
-                            **sealed,
-                            "expires_at": expires,
-                            "created_at": now,
-                        }
-                    )
-                elif old.dek_erased or old.wrapped_dek is None or _expired(old.expires_at, now):
+            for token, old in existing.items():
+                row = rows.pop(token)
+                if old.dek_erased or old.wrapped_dek is None or _expired(old.expires_at, now):
                     # its value was shredded with its record, or it lapsed: issue it afresh
                     token_repo.replace_token(
-                        conn, tenant, token, {**sealed, "expires_at": expires, "created_at": now}
+                        conn, tenant, token, {k: v for k, v in row.items() if k not in _KEY}
                     )
-                elif old.expires_at is not None and (expires is None or expires > old.expires_at):
-                    token_repo.set_expiry(conn, tenant, token, expires)
-            token_repo.insert_tokens(conn, rows)
+                elif old.expires_at is not None and (
+                    row["expires_at"] is None or row["expires_at"] > old.expires_at
+                ):
+                    token_repo.set_expiry(conn, tenant, token, row["expires_at"])
+            token_repo.insert_tokens(conn, list(rows.values()))
             entries = self.audit.append(conn, events, deadline=deadline)
         self.audit.after_commit(entries)
         self._install_pools(tenant, standalone, new_pools)

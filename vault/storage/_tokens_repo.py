@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -105,9 +105,49 @@ def existing_tokens(conn: Connection, tenant: str, wanted: Sequence[str]) -> set
     return found
 
 
+_COLUMNS: tuple[str, ...] = tuple(c.name for c in tokens.columns)
+_DATETIMES = frozenset({"expires_at", "created_at"})
+# Built from the model's own column names, never from input.
+_COPY_SQL = f"COPY tokens ({', '.join(_COLUMNS)}) FROM STDIN"
+_INSERT_SQL = (
+    f"INSERT INTO tokens ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+
+
 def insert_tokens(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(tokens), list(rows))
+    """Insert token rows (every column given), in the caller's transaction.
+
+    The bulk path of Tokenize, so it skips SQLAlchemy's per-row parameter processing: COPY on
+    PostgreSQL, one prepared INSERT with tuples on SQLite (about twice as fast for 1,000 rows;
+    datetimes converted by the dialect's own processor, so rows read back the same).
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+            for row in rows:
+                copy.write_row(tuple(row[c] for c in _COLUMNS))
+        return
+    if dialect.name == "sqlite":
+        impl = tokens.c.created_at.type.dialect_impl(dialect)
+        to_db: Callable[[Any], Any] = impl.bind_processor(dialect) or (lambda v: v)
+        stamps: dict[Any, Any] = {None: None}
+
+        def stamp(value: Any) -> Any:
+            if value not in stamps:
+                stamps[value] = to_db(value)
+            return stamps[value]
+
+        conn.exec_driver_sql(
+            _INSERT_SQL,
+            [tuple(stamp(row[c]) if c in _DATETIMES else row[c] for c in _COLUMNS) for row in rows],
+        )
+        return
+    conn.execute(insert(tokens), list(rows))
 
 
 def replace_token(conn: Connection, tenant: str, token: str, values: Mapping[str, Any]) -> None:

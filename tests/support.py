@@ -8,8 +8,9 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 
@@ -276,13 +277,22 @@ class TcpProxy:
         self.cut()
 
 
-class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+# grpc-stubs makes the interceptor classes generic; grpcio's runtime classes cannot be subscripted
+# (vault.api._authn.AuthInterceptor does the same).
+class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     def __init__(self, key: str) -> None:
         self._key = key
 
-    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], grpc.CallFuture[Any]],
+        details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> grpc.CallFuture[Any]:
         metadata = [*(details.metadata or ()), ("x-api-key", self._key)]
-        details = details._replace(metadata=metadata)
+        # grpcio passes a namedtuple (grpc._interceptor._ClientCallDetails); the stubs declare a
+        # plain class without ``_replace``.
+        details = cast(Any, details)._replace(metadata=metadata)
         return continuation(details, request)
 
 

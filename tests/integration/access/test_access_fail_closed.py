@@ -136,7 +136,7 @@ def test_audit_table_refusing_inserts_fails_every_call_closed(
         assert dpo_counters  # the dpo role is limited: its reads are counted
 
         with audit_table_read_only(database):
-            results = []
+            results: list[object] = []  # whatever a call that should have failed returned
             # reveals
             _fails_unavailable(lambda: results.append(admin.get_record(tenant, rid)), values)
             _fails_unavailable(
@@ -227,7 +227,7 @@ def test_audit_key_unreachable_fails_reveals_closed(
         ) as vc:
             counts = table_counts(database)
             bao_proxy.cut()
-            results = []
+            results: list[object] = []
             _fails_unavailable(lambda: results.append(vc.get_record(tenant, rid)), values)
             _fails_unavailable(
                 lambda: results.append(vc.get_record(tenant, rid, fields=["email"])), values
@@ -323,7 +323,7 @@ def test_only_the_audit_key_down_fails_writes_and_reveals(fresh_sqlite: Database
             VaultClient(running.address, api_key=TOKENS_KEY, timeout=10) as tokens,
         ):
             counts = table_counts(fresh_sqlite)
-            results = []
+            results: list[object] = []
             _fails_unavailable(lambda: results.append(vc.get_record("t-mem", rid)), values)
             _fails_unavailable(
                 lambda: results.append(vc.export_customer_data("t-mem", rid)), values, reason=None

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ def replicas(
         for name in ("a", "b"):
             started.append(_start(config, tmp_path / f"replica-{name}.log", openbao.root_token))
         for r in started:
-            assert wait_for(lambda r=r: _healthy(r.address), 30), r.log.read_text()[-4000:]
+            assert wait_for(partial(_healthy, r.address), 30), r.log.read_text()[-4000:]
         yield started, {k: v[0] for k, v in made.items()}
     finally:
         for r in started:

@@ -20,7 +20,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import grpc
@@ -161,18 +161,28 @@ class Evidence:
         return info.value
 
 
+class _RaisedRpcError(Protocol):
+    """What the RpcError grpcio raises (``grpc._channel._InactiveRpcError``, also a ``grpc.Call``)
+    has beyond the ``grpc.RpcError`` of grpc-stubs."""
+
+    def debug_error_string(self) -> str | None: ...
+
+    def initial_metadata(self) -> object: ...
+
+
 @pytest.fixture
 def evidence(monkeypatch: pytest.MonkeyPatch) -> Evidence:
     found = Evidence()
     original = vault.client._error
 
     def recording(exc: grpc.RpcError) -> errors.VaultServiceError:
+        raised = cast(_RaisedRpcError, exc)
         found.grpc_errors += 1
         found.add("grpc.code", str(exc.code()))
         found.add("grpc.details", exc.details() or "")
-        found.add("grpc.debug_error_string", exc.debug_error_string() or "")
+        found.add("grpc.debug_error_string", raised.debug_error_string() or "")
         found.add("grpc.trailing_metadata", exc.trailing_metadata())
-        found.add("grpc.initial_metadata", exc.initial_metadata())
+        found.add("grpc.initial_metadata", raised.initial_metadata())
         found.add("grpc.repr", repr(exc))
         return original(exc)
 
@@ -294,6 +304,22 @@ def _scenario(
         unknown_value = f"unknown-{_marker()}"
         bad_date = f"20{_digits(2)}-13-{_marker(2)}"
         ev.bad(bad_email, bad_phone, bad_card, long_name.strip(), ctl_name, unknown_value, bad_date)
+
+        def expect_refused(f: dict[str, str]) -> None:
+            ev.expect(errors.InvalidInput, lambda: admin.create_record(tenant, f))
+            ev.expect(errors.InvalidInput, lambda: admin.batch_create_records(tenant, [first, f]))
+            ev.expect(
+                errors.InvalidInput,
+                lambda: admin.update_record(tenant, rid, expected_version=3, set_fields=f),
+            )
+            # the same straight from the service, to see its exception chain
+            ev.expect(
+                errors.InvalidInput,
+                lambda: service.create(
+                    ADMIN, tenant, [RecordInput(f)], deadline=Deadline.after(10)
+                ),
+            )
+
         for bad_fields in (
             {"email": bad_email},
             {"phone": bad_phone},
@@ -306,24 +332,7 @@ def _scenario(
             {"no_such_field": unknown_value},
         ):
             ev.bad(*bad_fields.values())
-            ev.expect(errors.InvalidInput, lambda f=bad_fields: admin.create_record(tenant, f))
-            ev.expect(
-                errors.InvalidInput,
-                lambda f=bad_fields: admin.batch_create_records(tenant, [first, f]),
-            )
-            ev.expect(
-                errors.InvalidInput,
-                lambda f=bad_fields: admin.update_record(
-                    tenant, rid, expected_version=3, set_fields=f
-                ),
-            )
-            # the same straight from the service, to see its exception chain
-            ev.expect(
-                errors.InvalidInput,
-                lambda f=bad_fields: service.create(
-                    ADMIN, tenant, [RecordInput(f)], deadline=Deadline.after(10)
-                ),
-            )
+            expect_refused(bad_fields)
         ev.expect(errors.InvalidInput, lambda: admin.find_records(tenant, {"email": bad_email}))
         ev.expect(errors.InvalidInput, lambda: admin.find_records(tenant, {"phone": bad_phone}))
         ev.expect(

@@ -199,24 +199,28 @@ def tls_channel(served: Served, pki: DevPki, client: DevPki | None, role: str) -
     return grpc.secure_channel(served.address, creds)
 
 
+# Calls send and receive raw bytes. The ``None, None`` after each method name are the request
+# serializer and response deserializer: grpcio defaults them to None, but grpc-stubs requires them.
 def call(
     channel: grpc.Channel,
     method: str = "/test.Echo/Who",
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
-    reply: bytes = channel.unary_unary(method)(b"", timeout=TIMEOUT, metadata=metadata)
+    reply: bytes = channel.unary_unary(method, None, None)(b"", timeout=TIMEOUT, metadata=metadata)
     return reply
 
 
 def all_kinds(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> list[bytes]:
     """One call of each RPC kind; returns their responses."""
     return [
-        channel.unary_unary("/test.Echo/Who")(b"", timeout=TIMEOUT, metadata=metadata),
-        *channel.unary_stream("/test.Echo/WhoStream")(b"", timeout=TIMEOUT, metadata=metadata),
-        channel.stream_unary("/test.Echo/WhoClientStream")(
+        channel.unary_unary("/test.Echo/Who", None, None)(b"", timeout=TIMEOUT, metadata=metadata),
+        *channel.unary_stream("/test.Echo/WhoStream", None, None)(
+            b"", timeout=TIMEOUT, metadata=metadata
+        ),
+        channel.stream_unary("/test.Echo/WhoClientStream", None, None)(
             iter([b"a", b"b"]), timeout=TIMEOUT, metadata=metadata
         ),
-        *channel.stream_stream("/test.Echo/WhoBidi")(
+        *channel.stream_stream("/test.Echo/WhoBidi", None, None)(
             iter([b"a", b"b"]), timeout=TIMEOUT, metadata=metadata
         ),
     ]
@@ -225,13 +229,17 @@ def all_kinds(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ())
 def invoke(channel: grpc.Channel, method: str, metadata: tuple[tuple[str, str], ...]) -> None:
     """Call ``method`` with the multi-callable of its kind and drain any response stream."""
     if method.endswith("Who"):
-        channel.unary_unary(method)(b"", timeout=TIMEOUT, metadata=metadata)
+        channel.unary_unary(method, None, None)(b"", timeout=TIMEOUT, metadata=metadata)
     elif method.endswith("WhoStream"):
-        list(channel.unary_stream(method)(b"", timeout=TIMEOUT, metadata=metadata))
+        list(channel.unary_stream(method, None, None)(b"", timeout=TIMEOUT, metadata=metadata))
     elif method.endswith("ClientStream"):
-        channel.stream_unary(method)(iter([b"x"]), timeout=TIMEOUT, metadata=metadata)
+        channel.stream_unary(method, None, None)(iter([b"x"]), timeout=TIMEOUT, metadata=metadata)
     else:
-        list(channel.stream_stream(method)(iter([b"x"]), timeout=TIMEOUT, metadata=metadata))
+        list(
+            channel.stream_stream(method, None, None)(
+                iter([b"x"]), timeout=TIMEOUT, metadata=metadata
+            )
+        )
 
 
 # --- mTLS -------------------------------------------------------------------------------------
@@ -254,7 +262,7 @@ def test_every_rpc_kind_sees_the_principal(mtls_server: Served, pki: DevPki) -> 
 
 def test_custom_deserializer_and_serializer_are_kept(mtls_server: Served, pki: DevPki) -> None:
     with tls_channel(mtls_server, pki, pki, "dpo") as ch:
-        assert ch.unary_unary("/test.Echo/Parsed")(b"hi", timeout=TIMEOUT) == (
+        assert ch.unary_unary("/test.Echo/Parsed", None, None)(b"hi", timeout=TIMEOUT) == (
             b"custom:hi:spiffe://cvault.dev/dpo"
         )
 
@@ -375,7 +383,7 @@ def test_principal_does_not_leak_into_the_next_call(
     with grpc.insecure_channel(apikey_server.address) as ch:
         for kind in ("/test.Echo/Who", "/test.Echo/WhoStream"):
             if kind.endswith("Stream"):
-                assert list(ch.unary_stream(kind)(b"", timeout=TIMEOUT, metadata=md))
+                assert list(ch.unary_stream(kind, None, None)(b"", timeout=TIMEOUT, metadata=md))
             else:
                 assert call(ch, kind, metadata=md) == b"apikey:ci-runner"
             # Same (single) worker thread, exempt method: no principal may be visible. grpcio 1.85

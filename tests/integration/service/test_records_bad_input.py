@@ -165,7 +165,8 @@ def test_unparseable_request_is_invalid_argument(
     server: RunningServer, method: str, payload: bytes
 ) -> None:
     with keyed_channel(server.address) as channel:
-        call = channel.unary_unary(f"/vault.v1.Records/{method}")
+        # No (de)serializers, so the raw payload goes out as is (grpc-stubs requires the Nones).
+        call = channel.unary_unary(f"/vault.v1.Records/{method}", None, None)
         with pytest.raises(grpc.RpcError) as exc:
             call(payload, timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, Store
+from cryptography.x509.verification import PolicyBuilder, Store
 
 from vault import devcerts
 from vault.devcerts import DevPki, generate_dev_pki
@@ -91,7 +91,7 @@ def test_client_certificate_carries_the_role_as_spiffe_uri(pki: DevPki, role: st
 def test_server_chain_verifies_for_each_name(pki: DevPki) -> None:
     store = Store([_cert(pki.ca.cert)])
     server = _cert(pki.server.cert)
-    for name in (DNSName("localhost"), IPAddress(ipaddress.ip_address("127.0.0.1"))):
+    for name in (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
         verifier = PolicyBuilder().store(store).build_server_verifier(name)
         chain = verifier.verify(server, [])
         assert chain[-1] == _cert(pki.ca.cert)

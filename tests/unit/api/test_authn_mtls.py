@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,11 +51,16 @@ class FakeContext:
         return "ipv4:127.0.0.1:1"
 
 
-def ctx(pem: bytes | None, *metadata: tuple[str, str]) -> Any:
+def as_context(fake: FakeContext) -> grpc.ServicerContext:
+    # FakeContext has just the methods the code under test calls on a ServicerContext.
+    return cast(grpc.ServicerContext, fake)
+
+
+def ctx(pem: bytes | None, *metadata: tuple[str, str]) -> grpc.ServicerContext:
     auth: dict[str, Any] = {"transport_security_type": [b"ssl"]}
     if pem is not None:
         auth["x509_pem_cert"] = [pem]
-    return FakeContext(auth, metadata)
+    return as_context(FakeContext(auth, metadata))
 
 
 URI = x509.UniformResourceIdentifier("spiffe://cvault.dev/dpo")
@@ -80,7 +86,7 @@ def test_principal_is_the_first_uri_san_else_the_first_dns_san(
 
 def test_no_client_certificate_means_no_principal() -> None:
     assert principal_from_auth_context(ctx(None)) is None
-    assert principal_from_auth_context(FakeContext({})) is None
+    assert principal_from_auth_context(as_context(FakeContext({}))) is None
 
 
 @pytest.mark.parametrize(

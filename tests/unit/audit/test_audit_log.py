@@ -422,7 +422,7 @@ def test_failing_checkpoint_store_never_fails_the_call(
     db: Database, keys: KeyManager, deadline: Deadline, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Down(MemoryCheckpointStore):
-        def put(self, data: object, *, deadline: Deadline) -> None:  # type: ignore[override]
+        def put(self, data: object, *, deadline: Deadline) -> None:
             raise KeyServerUnavailable("key server unavailable: secret/data/x")
 
     log = AuditLog(db, keys, checkpoint=Down(), checkpoint_every=1, checkpoint_in_background=False)

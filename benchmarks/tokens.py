@@ -90,14 +90,18 @@ KINDS = ("random", "deterministic", "format_preserving")
 #: the classes of the generated values, a quarter of each batch each; all allow
 #: format-preserving tokens (vault.service.tokens.FPE_CLASSES)
 CLASSES = ("email", "phone", "card_number", "name")
-NAIVE, REVEAL, STREAM = "naive", "reveal", "stream"
-VARIANTS = (*KINDS, REVEAL, STREAM, NAIVE)
+NAIVE, REVEAL, STREAM, TEXT = "naive", "reveal", "stream", "text"
+VARIANTS = (*KINDS, REVEAL, STREAM, TEXT, NAIVE)
+#: TokenizeText: support messages per call, from the labelled corpus of the text tests
+TEXT_BATCH = 100
+CORPUS = REPO_ROOT / "tests" / "data" / "text_corpus" / "support_messages.jsonl"
 LABELS = {
     "random": "Tokenize, random",
     "deterministic": "Tokenize, deterministic",
     "format_preserving": "Tokenize, format-preserving",
     REVEAL: "Reveal (plain, audited)",
     STREAM: "StreamTokenize, random",
+    TEXT: "TokenizeText, support messages",
     NAIVE: "Naive: one transit encrypt per value",
 }
 CLIENT_TIMEOUT = 120.0
@@ -416,6 +420,10 @@ class Bench:
         self.issued: dict[str, str] = {}  # token -> value, to check the reveals
         self.rng = random.Random(p.seed)
         self.recording = False  # False during the warm-up
+        self.messages = [
+            str(json.loads(line)["text"]) for line in CORPUS.read_text("utf-8").splitlines()
+        ]
+        self.next_message = 0
 
     def _record(self, variant: str, values: int, seconds: float) -> None:
         if self.recording:
@@ -474,6 +482,23 @@ class Bench:
         if wrong:
             self.run.problems.append(f"reveal: {wrong} of {len(tokens)} not revealed as issued")
 
+    def text(self) -> None:
+        """One TokenizeText call of TEXT_BATCH corpus messages (about 250 characters and 2-3
+        values each), in a scope of its own: detection, tokenizing and the audit row."""
+        start = self.next_message
+        msgs = [self.messages[(start + i) % len(self.messages)] for i in range(TEXT_BATCH)]
+        self.next_message = (start + TEXT_BATCH) % len(self.messages)
+        self.counter.take()
+        t0 = time.perf_counter()
+        redacted, _ = self.client.tokenize_text(
+            self.tenant, msgs, scope=f"chat-{uuid.uuid4().hex[:12]}"
+        )
+        elapsed = time.perf_counter() - t0
+        self._requests(self.run.tokenize_requests)
+        self._record(TEXT, len(msgs), elapsed)
+        if len(redacted) != len(msgs) or not any(r.spans for r in redacted):
+            self.run.problems.append(f"text: {len(redacted)} results for {len(msgs)} messages")
+
     def naive(self, calls: int) -> None:
         """Each value encrypted directly under its transit field key, one HTTP call per value
         (as benchmarks/records.py measures it: encryption only, no validation, no database)."""
@@ -505,6 +530,8 @@ class Bench:
             self.reveal()
         elif name == STREAM:
             self.stream(self.p.stream_batches)
+        elif name == TEXT:
+            self.text()
         else:
             self.naive(self.p.naive)
 
@@ -538,6 +565,8 @@ def run_backend(
         bench.tokenize(kind)
     bench.reveal()
     bench.stream(2)
+    for _ in range(3):  # the corpus's other classes (IBAN, national id, IP) get their keys
+        bench.text()
     bench.naive(20)
     print(
         f"  warm-up in tenant {bench.tenant} ({time.perf_counter() - t0:.1f} s): OpenBao requests"
@@ -582,6 +611,8 @@ def size_of(run: Run, variant: str, p: Params) -> str:
         return f"{n} streams x {p.stream_batches} x {p.batch_size:,}"
     if variant == NAIVE:
         return f"{run.values(NAIVE):,} calls"
+    if variant == TEXT:
+        return f"{n} x {TEXT_BATCH} messages"
     return f"{n} x {p.batch_size:,}"
 
 
@@ -659,6 +690,9 @@ def summary_table(runs: Sequence[Run], p: Params) -> list[str]:
                 f"| {b} | {LABELS[variant]} ({size_of(run, variant, p)}) "
                 f"| {run.rate(variant):,.0f} values/s |"
             )
+        rows.append(
+            f"| {b} | {LABELS[TEXT]} ({size_of(run, TEXT, p)}) | {run.rate(TEXT):,.0f} messages/s |"
+        )
         tokenized = sum(run.values(k) for k in (*KINDS, STREAM))
         rows.append(
             f"| {b} | OpenBao requests: warm-up (new tenant, first batches) "

@@ -649,9 +649,11 @@ class TokensService:
                 raise DecryptionFailed()
             else:
                 decide[t] = row
+        outside: dict[str, token_repo.StoredToken] = {}
         if grant is not None:
             for t, r in list(decide.items()):
                 if not _within(grant, r):
+                    outside[t] = r
                     results[t] = RevealedToken(
                         t, TokenError.DENIED, field_class=r.field_class, reason=OUTSIDE_GRANT
                     )
@@ -686,6 +688,7 @@ class TokensService:
             results,
             action,
             grant,
+            outside,
             deadline=deadline,
         )
         return [results[t] for t in tokens]
@@ -908,6 +911,7 @@ class TokensService:
         results: dict[str, RevealedToken],
         action: Action,
         grant: token_repo.GrantRow | None,
+        outside: Mapping[str, token_repo.StoredToken],
         *,
         deadline: Deadline,
     ) -> None:
@@ -936,7 +940,17 @@ class TokensService:
                     raise PermissionDenied("grant used up", reason=GRANT_INVALID)
                 self.access.charge(conn, caller, role, n_plain)
                 events = self._reveal_events(
-                    caller, role, tenant, rows, allowed, refused, action, grant
+                    caller,
+                    role,
+                    tenant,
+                    {**rows, **outside},
+                    [
+                        (allowed, ""),
+                        (sorted(refused), ConsentRequired.reason),
+                        (sorted(outside), OUTSIDE_GRANT),
+                    ],
+                    action,
+                    grant,
                 )
                 entries = self.audit.append(conn, events, deadline=deadline) if events else []
         except PermissionDenied as exc:
@@ -968,21 +982,20 @@ class TokensService:
         role: Role,
         tenant: str,
         rows: Mapping[str, token_repo.StoredToken],
-        allowed: Sequence[str],
-        refused: set[str],
+        groups: Sequence[tuple[Sequence[str], str]],
         action: Action,
         grant: token_repo.GrantRow | None,
     ) -> list[AuditEvent]:
-        """One row per record (and one for standalone tokens) revealed, and per record refused.
-        Under a grant the row names the agent (principal and its own role) and, as
-        ``on_behalf_of``, the granting principal."""
+        """Per group of tokens (revealed: reason ``""``; refused: the reason), one row per record
+        and one for standalone tokens. Under a grant the row names the agent (principal and its
+        own role) and, as ``on_behalf_of``, the granting principal."""
         events: list[AuditEvent] = []
         role_name = role.name
         on_behalf_of = ""
         if grant is not None:
             role_name = self.access.role_name(caller)
             on_behalf_of = grant.grantor
-        for outcome_tokens, denied in ((allowed, False), (sorted(refused), True)):
+        for outcome_tokens, refusal in groups:
             by_record: dict[str | None, set[str]] = {}
             for t in outcome_tokens:
                 by_record.setdefault(rows[t].record_id, set()).add(rows[t].field_class)
@@ -997,11 +1010,7 @@ class TokensService:
                         field_classes=sorted(classes),
                         on_behalf_of=on_behalf_of,
                         purpose=grant.purpose if grant is not None else None,
-                        **(
-                            {"outcome": "denied", "reason": ConsentRequired.reason}
-                            if denied
-                            else {}
-                        ),
+                        **({"outcome": "denied", "reason": refusal} if refusal else {}),
                     )
                 )
         return events

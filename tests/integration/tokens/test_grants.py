@@ -88,6 +88,8 @@ def test_an_agent_reveals_only_within_its_grant(
     assert {u[1:3] for u in allowed} == {("ai-pipeline", "apikey:test-admin")}
     assert {u[5] for u in allowed} == {TEST_PURPOSE}
     assert any(u[3] == "denied" and u[4] == "grant_invalid" for u in uses)
+    # the three tokens outside the grant were refused, and that is audited too
+    assert any(u[3] == "denied" and u[4] == "outside_grant" for u in uses)
     issued = _audit_rows(database, tenant, "grant.issue", "apikey:test-admin")
     assert (("apikey:test-admin", "test-admin", AGENT, "allowed", "", TEST_PURPOSE)) in issued
 

@@ -36,7 +36,7 @@ def values_of(field_class: FieldClass, max_size: int = 40) -> st.SearchStrategy[
 # Values valid for each class that offers format-preserving surrogates.
 VALID: dict[FieldClass, st.SearchStrategy[str]] = {
     FieldClass.EMAIL: st.from_regex(
-        r"[a-z][a-z0-9._]{0,20}[a-z0-9]@[a-z]{2,12}\.(com|org|de)", fullmatch=True
+        r"[a-z][a-z0-9_]{0,12}(\.[a-z0-9_]{1,8})?[a-z0-9]@[a-z]{2,12}\.(com|org|de)", fullmatch=True
     ),
     FieldClass.PHONE: st.integers(2_000_000, 9_999_999).map(lambda n: f"+44207{n}"),
     FieldClass.NAME: st.from_regex(r"[A-Z][a-z]{1,12}( [A-Z][a-z]{1,12}){0,2}", fullmatch=True),

@@ -53,7 +53,18 @@ def _cli(state: Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
-def _bao_pids() -> set[int]:
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _bao_pids(ancestor: int) -> set[int]:
+    """The running `bao server` processes started (directly or not) by process ``ancestor``:
+    other OpenBao servers on the machine (another test run, say) are not this test's business."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -61,14 +72,19 @@ def _bao_pids() -> set[int]:
                 cmd = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"bao\x00server" in cmd:
-                pids.add(int(entry.name))
+            if b"bao\x00server" not in cmd:
+                continue
+            pid = parent = int(entry.name)
+            while parent > 1:
+                parent = _parent(parent)
+                if parent == ancestor:
+                    pids.add(pid)
+                    break
     return pids
 
 
 def test_dev_end_to_end(tmp_path: Path) -> None:
     state = tmp_path / ".cvault"
-    before = _bao_pids()
     proc = _start(state)
     try:
         settings = json.loads((state / "dev.json").read_text())
@@ -105,11 +121,14 @@ def test_dev_end_to_end(tmp_path: Path) -> None:
         lines = (state / "audit.jsonl").read_text()
         assert "record.read" in lines
         assert "ada@example.com" not in lines
-        started = _bao_pids() - before
+        started = _bao_pids(proc.pid)
         assert started, "OpenBao is not running"
     finally:
         _stop(proc)
-    assert not (_bao_pids() & started), "OpenBao was left running"
+    # the processes may have been re-parented to init by now: look them up by pid
+    assert not {p for p in started if Path(f"/proc/{p}/cmdline").exists()}, (
+        "OpenBao was left running"
+    )
 
     # A second start finds the same keys and data.
     proc = _start(state)

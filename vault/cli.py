@@ -344,6 +344,41 @@ def cmd_tokens_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_token(args: argparse.Namespace) -> str:
+    """The operator's OpenBao token: $BAO_TOKEN / $VAULT_TOKEN, else `make dev`'s root token."""
+    token = os.environ.get("BAO_TOKEN") or os.environ.get("VAULT_TOKEN") or ""
+    if not token and not args.config:
+        token = str(_dev_settings(args).get("openbao_root_token") or "")
+    if not token:
+        raise SystemExit("set BAO_TOKEN (or VAULT_TOKEN) to an admin token")
+    return token
+
+
+def cmd_keys_status(args: argparse.Namespace) -> int:
+    """Field-key versions and what is wrapped under each; tenant-key versions in use. Audited."""
+    from vault.config import load_settings
+    from vault.keys import field_key_info
+    from vault.service.keyops import format_status, key_status
+
+    log = _operator_audit_log(args)
+    if args.config:
+        bao = load_settings(args.config).openbao
+        url, prefix, mount = bao.url, bao.key_prefix, bao.mount
+    else:
+        url, prefix, mount = str(_dev_settings(args)["openbao_url"]), "cvault", "transit"
+    info = field_key_info(
+        url, _admin_token(args), key_prefix=prefix, names=[*FIELD_CLASSES, "audit"], mount=mount
+    )
+    status = key_status(log.db, info)
+    _audit_admin_action(log, "admin.keys.status", "ok")
+    log.close()
+    if args.json:
+        _print(status.as_json())
+    else:
+        print(format_status(status))
+    return 0
+
+
 def cmd_keys_init(args: argparse.Namespace) -> int:
     from vault.keys import init_field_keys
 
@@ -547,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     ki.add_argument("--url", help="OpenBao address (default $BAO_ADDR)")
     ki.add_argument("--prefix", default="cvault")
     ki.set_defaults(func=cmd_keys_init)
+    ks = keys.add_parser("status", help="key versions, and what depends on each (operator)")
+    ks.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    ks.add_argument("--json", action="store_true", help="machine-readable output")
+    ks.set_defaults(func=cmd_keys_status)
 
     audit = sub.add_parser("audit", help="audit log operations").add_subparsers(
         dest="audit_command", required=True

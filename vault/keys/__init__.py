@@ -1,6 +1,14 @@
 """Key-server layer: wrap/unwrap tenant and index keys under OpenBao/Vault transit field keys."""
 
-from vault.keys._admin import ensure_kv_v2, init_field_keys, setup_approle, write_policy
+from vault.keys._admin import (
+    FieldKeyInfo,
+    ensure_kv_v2,
+    field_key_info,
+    init_field_keys,
+    setup_approle,
+    wrapped_version,
+    write_policy,
+)
 from vault.keys._auth import AppRoleAuth, KeyServerAuth, TokenAuth
 from vault.keys._cache import CacheLimits, KeyCache
 from vault.keys._manager import CacheSettings, KeyManager, NewKey, WrappedRef
@@ -11,6 +19,7 @@ __all__ = [
     "AppRoleAuth",
     "CacheLimits",
     "CacheSettings",
+    "FieldKeyInfo",
     "KeyCache",
     "KeyManager",
     "KeyServerAuth",
@@ -22,8 +31,10 @@ __all__ = [
     "WrapItem",
     "WrappedRef",
     "ensure_kv_v2",
+    "field_key_info",
     "init_field_keys",
     "setup_approle",
+    "wrapped_version",
     "write_policy",
 ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vault.errors import ConfigError
@@ -253,3 +254,70 @@ def ensure_kv_v2(
             raise ConfigError(f"{mount}/ is a {existing!r} mount, expected 'kv'")
     finally:
         admin.close()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldKeyInfo:
+    """What the key server says of one transit field key (no key material)."""
+
+    name: str
+    latest_version: int
+    min_decryption_version: int
+    min_encryption_version: int
+    #: versions the key server still holds (after a trim, older ones are gone)
+    versions: tuple[int, ...]
+
+
+def field_key_info(
+    url: str,
+    admin_token: str,
+    *,
+    key_prefix: str,
+    names: Sequence[str],
+    mount: str = "transit",
+    verify: bool | str = True,
+    timeout: float = 10.0,
+) -> dict[str, FieldKeyInfo]:
+    """Versions and decryption floor of ``<key_prefix>-<name>`` for each name (a field class
+    or ``audit``); names without a key are left out.
+
+    Raises:
+        ConfigError: a name or the mount is invalid.
+        KeyServerUnavailable, KeyServerPermissionDenied: as for every admin call.
+    """
+    if not _NAME_RE.match(key_prefix):
+        raise ConfigError(f"invalid key_prefix {key_prefix!r}")
+    mount = _check_mount(mount)
+    admin = _Admin(url, admin_token, verify=verify, timeout=timeout)
+    out: dict[str, FieldKeyInfo] = {}
+    try:
+        for name in names:
+            if not _NAME_RE.match(name):
+                raise ConfigError(f"invalid field class {name!r}")
+            key_name = f"{key_prefix}-{name}"
+            status, body = admin.call("GET", f"{mount}/keys/{key_name}", accept=(404,))
+            if status == 404:
+                continue
+            data = _data(body)
+            versions = data.get("keys")
+            out[name] = FieldKeyInfo(
+                name=key_name,
+                latest_version=int(data.get("latest_version", 0)),
+                min_decryption_version=int(data.get("min_decryption_version", 1)),
+                min_encryption_version=int(data.get("min_encryption_version", 0)),
+                versions=tuple(sorted(int(v) for v in versions))
+                if isinstance(versions, Mapping)
+                else (),
+            )
+    finally:
+        admin.close()
+    return out
+
+
+def wrapped_version(wrapped: str) -> int | None:
+    """The field-key version a ``vault:vN:...`` blob was wrapped under (None if not one)."""
+    prefix, _, rest = wrapped.partition(":v")
+    if prefix != "vault" or not rest:
+        return None
+    number, sep, _ = rest.partition(":")
+    return int(number) if sep and number.isdigit() else None

@@ -315,8 +315,9 @@ def field_key_info(
 
 
 def wrapped_version(wrapped: str) -> int | None:
-    """The field-key version a ``vault:vN:...`` blob was wrapped under (None if not one)."""
-    prefix, _, rest = wrapped.partition(":v")
+    """The field-key version a stored wrapped key (``cvk2:vault:vN:...`` or ``vault:vN:...``)
+    was wrapped under (None if it is neither)."""
+    prefix, _, rest = wrapped.removeprefix("cvk2:").partition(":v")
     if prefix != "vault" or not rest:
         return None
     number, sep, _ = rest.partition(":")

@@ -4,19 +4,58 @@ New keys are made locally (256 random bits) and wrapped in one batched transit c
 class; unwrapped keys are kept in a bounded :class:`KeyCache` so steady traffic makes no
 key-server calls. Data keys are wrapped locally by tenant keys (``vault.crypto``) and only cached
 here.
+
+**Binding.** A wrapped key must not unwrap in another row (another tenant, class, kind or
+version). Keys are wrapped as ``cvk2:`` + the transit ciphertext of
+``"cvault/wrapped-key/v2" || len(binding) || binding || key``, and unwrapping checks the
+binding. The binding travels inside the plaintext rather than as transit ``associated_data``
+because transit ``rewrap`` (field-key rotation, which must not expose the keys) takes no
+associated data: OpenBao 2.7 rewraps such a ciphertext only by failing authentication. Keys
+wrapped by earlier versions (plain ``vault:vN:``, bound as associated data) still unwrap.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vault.deadline import Deadline
+from vault.errors import DecryptionFailed
 from vault.keys._cache import CacheLimits, KeyCache
 from vault.keys._wrapper import KeyWrapper, UnwrapItem, WrapItem
 
 KEY_BYTES = 32
+#: the stored form of a key wrapped with its binding inside the plaintext
+BOUND_PREFIX = "cvk2:"
+_MAGIC = b"cvault/wrapped-key/v2"
+
+
+def bind(key: bytes, binding: bytes) -> bytes:
+    """The plaintext sent to the key server: magic, the binding (length-prefixed), the key."""
+    return _MAGIC + len(binding).to_bytes(4, "big") + binding + key
+
+
+def unbind(plaintext: bytes, binding: bytes) -> bytes:
+    """The key, if ``plaintext`` carries exactly ``binding``.
+
+    Raises:
+        DecryptionFailed: another binding (the blob was moved to another row), or malformed.
+    """
+    head = len(_MAGIC) + 4
+    if not plaintext.startswith(_MAGIC) or len(plaintext) < head:
+        raise DecryptionFailed()
+    n = int.from_bytes(plaintext[len(_MAGIC) : head], "big")
+    found, key = plaintext[head : head + n], plaintext[head + n :]
+    if not hmac.compare_digest(found, binding) or len(key) != KEY_BYTES:
+        raise DecryptionFailed()
+    return key
+
+
+def transit_ciphertext(wrapped: str) -> str:
+    """The key server's ``vault:vN:...`` part of a stored wrapped key (either format)."""
+    return wrapped.removeprefix(BOUND_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +102,10 @@ class KeyManager:
         plain = [os.urandom(KEY_BYTES) for _ in associated_data]
         wrapped = self.wrapper.wrap(
             field_class,
-            [WrapItem(k, ad) for k, ad in zip(plain, associated_data, strict=True)],
+            [WrapItem(bind(k, ad)) for k, ad in zip(plain, associated_data, strict=True)],
             deadline=deadline,
         )
-        return [NewKey(k, w) for k, w in zip(plain, wrapped, strict=True)]
+        return [NewKey(k, BOUND_PREFIX + w) for k, w in zip(plain, wrapped, strict=True)]
 
     def unwrap(
         self, field_class: str, refs: Sequence[WrappedRef], *, deadline: Deadline
@@ -81,12 +120,18 @@ class KeyManager:
             else:
                 out[ref.cache_id] = hit
         if misses:
-            keys = self.wrapper.unwrap(
+            plain = self.wrapper.unwrap(
                 field_class,
-                [UnwrapItem(m.wrapped, m.associated_data) for m in misses],
+                [
+                    UnwrapItem(m.wrapped.removeprefix(BOUND_PREFIX))
+                    if m.wrapped.startswith(BOUND_PREFIX)
+                    else UnwrapItem(m.wrapped, m.associated_data)  # before the cvk2 format
+                    for m in misses
+                ],
                 deadline=deadline,
             )
-            for m, k in zip(misses, keys, strict=True):
+            for m, p in zip(misses, plain, strict=True):
+                k = unbind(p, m.associated_data) if m.wrapped.startswith(BOUND_PREFIX) else p
                 self.tenant_keys.put(m.cache_id, k)
                 out[m.cache_id] = k
         return out

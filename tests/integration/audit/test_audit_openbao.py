@@ -71,7 +71,7 @@ def test_audit_key_is_wrapped_by_the_transit_audit_key(
     with database.engine.connect() as conn:
         wrapped = conn.execute(text("SELECT wrapped FROM audit_keys")).scalars().all()
     assert len(wrapped) == 1
-    assert wrapped[0].startswith("vault:v")
+    assert wrapped[0].startswith("cvk2:vault:v")
     assert openbao.audit_log_path is not None
     start = len(audit_request_paths(openbao.audit_log_path))
     fresh = AuditLog(database, KeyManager(make_wrapper(openbao)), chain=chain)  # a new process

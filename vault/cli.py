@@ -354,18 +354,104 @@ def _admin_token(args: argparse.Namespace) -> str:
     return token
 
 
+def _key_server(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(url, key prefix, transit mount) from --config, or `make dev`'s settings."""
+    from vault.config import load_settings
+
+    if args.config:
+        bao = load_settings(args.config).openbao
+        return bao.url, bao.key_prefix, bao.mount
+    return str(_dev_settings(args)["openbao_url"]), "cvault", "transit"
+
+
+def _classes(args: argparse.Namespace) -> list[str]:
+    if args.all:
+        return [*FIELD_CLASSES, "audit"]
+    if not args.field_class:
+        raise SystemExit("give --class CLASS or --all")
+    return [args.field_class]
+
+
+def cmd_keys_rotate_field(args: argparse.Namespace) -> int:
+    """New field-key version(s), and every wrapped key rewrapped to it by the key server."""
+    from vault.keys import FieldKeyAdmin
+    from vault.service.keyops import rotate_field
+
+    log = _operator_audit_log(args)
+    url, prefix, mount = _key_server(args)
+    with FieldKeyAdmin(url, _admin_token(args), key_prefix=prefix, mount=mount) as admin:
+        for c in _classes(args):
+
+            def progress(done: int, total: int, c: str = c) -> None:
+                print(f"  {c}: {done}/{total} rewrapped", file=sys.stderr, flush=True)
+
+            report = rotate_field(
+                log.db,
+                admin,
+                c,
+                batch=args.batch,
+                max_per_second=args.max_per_second,
+                progress=progress,
+            )
+            what = "rotated to" if report.rotated else "resumed at"
+            print(
+                f"{c}: {what} v{report.version}; {report.rewrapped} keys rewrapped"
+                + (
+                    f" ({report.converted} converted from the earlier format)"
+                    if report.converted
+                    else ""
+                )
+            )
+            _audit_admin_action(
+                log, "admin.keys.rotate-field", f"{c} v{report.version} {report.rewrapped}"
+            )
+    log.close()
+    return 0
+
+
+def cmd_keys_retire(args: argparse.Namespace) -> int:
+    """Raise min_decryption_version; refuses (exit 1) while keys are below it."""
+    return _retire_or_trim(args, trim=False)
+
+
+def cmd_keys_trim(args: argparse.Namespace) -> int:
+    """Delete retired field-key versions; refuses (exit 1) while keys are below the newest."""
+    return _retire_or_trim(args, trim=True)
+
+
+def _retire_or_trim(args: argparse.Namespace, *, trim: bool) -> int:
+    from vault.keys import FieldKeyAdmin
+    from vault.service import keyops
+
+    log = _operator_audit_log(args)
+    url, prefix, mount = _key_server(args)
+    action = "admin.keys.trim" if trim else "admin.keys.retire"
+    status = 0
+    with FieldKeyAdmin(url, _admin_token(args), key_prefix=prefix, mount=mount) as admin:
+        for c in _classes(args):
+            try:
+                if trim:
+                    v = keyops.trim(log.db, admin, c)
+                    print(f"{c}: versions below v{v} deleted from the key server")
+                else:
+                    v = keyops.retire(log.db, admin, c, getattr(args, "to", None))
+                    print(f"{c}: min_decryption_version is now v{v}")
+                _audit_admin_action(log, action, f"{c} v{v}")
+            except keyops.KeyOpRefused as exc:
+                print(f"cvault: refused: {exc}", file=sys.stderr)
+                _audit_admin_action(log, action, f"{c} refused {exc.count}")
+                status = 1
+    log.close()
+    return status
+
+
 def cmd_keys_status(args: argparse.Namespace) -> int:
     """Field-key versions and what is wrapped under each; tenant-key versions in use. Audited."""
-    from vault.config import load_settings
     from vault.keys import field_key_info
     from vault.service.keyops import format_status, key_status
 
     log = _operator_audit_log(args)
-    if args.config:
-        bao = load_settings(args.config).openbao
-        url, prefix, mount = bao.url, bao.key_prefix, bao.mount
-    else:
-        url, prefix, mount = str(_dev_settings(args)["openbao_url"]), "cvault", "transit"
+    url, prefix, mount = _key_server(args)
     info = field_key_info(
         url, _admin_token(args), key_prefix=prefix, names=[*FIELD_CLASSES, "audit"], mount=mount
     )
@@ -586,6 +672,22 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_argument("--config", help="TOML settings (default: make dev's settings)")
     ks.add_argument("--json", action="store_true", help="machine-readable output")
     ks.set_defaults(func=cmd_keys_status)
+    for name, func, text in (
+        ("rotate-field", cmd_keys_rotate_field, "new field-key version, rewrap every key to it"),
+        ("retire", cmd_keys_retire, "raise min_decryption_version (refuses if keys are below)"),
+        ("trim", cmd_keys_trim, "delete retired versions from the key server (same check)"),
+    ):
+        kp = keys.add_parser(name, help=text)
+        which = kp.add_mutually_exclusive_group()
+        which.add_argument("--class", dest="field_class", help="a field class, or audit")
+        which.add_argument("--all", action="store_true", help="every field class and audit")
+        kp.add_argument("--config", help="TOML settings (default: make dev's settings)")
+        if name == "rotate-field":
+            kp.add_argument("--batch", type=int, default=200, help="keys per transaction")
+            kp.add_argument("--max-per-second", type=float, default=None)
+        if name == "retire":
+            kp.add_argument("--to", type=int, default=None, help="version (default: newest)")
+        kp.set_defaults(func=func)
 
     audit = sub.add_parser("audit", help="audit log operations").add_subparsers(
         dest="audit_command", required=True

@@ -35,3 +35,14 @@ path "transit/keys/cvault-*/trim" {
 path "transit/rewrap/cvault-*" {
   capabilities = ["update"]
 }
+
+# Only to convert keys wrapped before the cvk2 format (binding as associated data, which
+# rewrap cannot carry): `cvault keys rotate-field` decrypts and re-encrypts those once. Drop
+# these two once `cvault keys status` shows every key rotated.
+path "transit/decrypt/cvault-*" {
+  capabilities = ["update"]
+}
+
+path "transit/encrypt/cvault-*" {
+  capabilities = ["update"]
+}

@@ -1,6 +1,7 @@
 """Key-server layer: wrap/unwrap tenant and index keys under OpenBao/Vault transit field keys."""
 
 from vault.keys._admin import (
+    FieldKeyAdmin,
     FieldKeyInfo,
     ensure_kv_v2,
     field_key_info,
@@ -19,6 +20,7 @@ __all__ = [
     "AppRoleAuth",
     "CacheLimits",
     "CacheSettings",
+    "FieldKeyAdmin",
     "FieldKeyInfo",
     "KeyCache",
     "KeyManager",

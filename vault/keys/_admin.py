@@ -6,12 +6,13 @@ service's runtime credentials, which cannot create keys at all.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vault.errors import ConfigError
+from vault.errors import ConfigError, DecryptionFailed, KeyServerUnavailable
 from vault.keys._transit import _MOUNT_RE, _NAME_RE, HttpTransport, RetryPolicy, _validate_url
 
 log = logging.getLogger("vault.keys")
@@ -322,3 +323,166 @@ def wrapped_version(wrapped: str) -> int | None:
         return None
     number, sep, _ = rest.partition(":")
     return int(number) if sep and number.isdigit() else None
+
+
+#: items per rewrap / decrypt / encrypt call: OpenBao refuses bodies of more than 1,000 JSON
+#: strings; an item with associated data costs 4
+ADMIN_BATCH = 200
+
+
+class FieldKeyAdmin:
+    """Operator session for field-key rotation: rotate, rewrap, retire (min_decryption_version)
+    and trim. The keys it rewraps never appear in plaintext here, except when converting keys
+    wrapped in the earlier associated-data format (``rebind_legacy``), which transit cannot
+    rewrap. Use as a context manager."""
+
+    def __init__(
+        self,
+        url: str,
+        admin_token: str,
+        *,
+        key_prefix: str,
+        mount: str = "transit",
+        verify: bool | str = True,
+        timeout: float = 30.0,
+    ) -> None:
+        if not _NAME_RE.match(key_prefix):
+            raise ConfigError(f"invalid key_prefix {key_prefix!r}")
+        self._prefix = key_prefix
+        self._mount = _check_mount(mount)
+        self._admin = _Admin(url, admin_token, verify=verify, timeout=timeout)
+
+    def __enter__(self) -> FieldKeyAdmin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FieldKeyAdmin(prefix={self._prefix!r})"
+
+    def close(self) -> None:
+        self._admin.close()
+
+    def _key(self, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"invalid field class {name!r}")
+        return f"{self._prefix}-{name}"
+
+    def info(self, name: str) -> FieldKeyInfo:
+        """Raises ConfigError when the key does not exist."""
+        key = self._key(name)
+        status, body = self._admin.call("GET", f"{self._mount}/keys/{key}", accept=(404,))
+        if status == 404:
+            raise ConfigError(f"no transit key {key}")
+        data = _data(body)
+        versions = data.get("keys")
+        return FieldKeyInfo(
+            name=key,
+            latest_version=int(data.get("latest_version", 0)),
+            min_decryption_version=int(data.get("min_decryption_version", 1)),
+            min_encryption_version=int(data.get("min_encryption_version", 0)),
+            versions=tuple(sorted(int(v) for v in versions))
+            if isinstance(versions, Mapping)
+            else (),
+        )
+
+    def rotate(self, name: str) -> int:
+        """A new version of the field key; returns it."""
+        self._admin.call("POST", f"{self._mount}/keys/{self._key(name)}/rotate")
+        return self.info(name).latest_version
+
+    def rewrap(self, name: str, ciphertexts: Sequence[str]) -> list[str]:
+        """Each ``vault:vN:...`` ciphertext re-encrypted under the newest version, in order, by
+        the key server (the plaintext never leaves it).
+
+        Raises:
+            DecryptionFailed: an item did not authenticate (associated-data format, or tampered).
+        """
+        out: list[str] = []
+        key = self._key(name)
+        for i in range(0, len(ciphertexts), ADMIN_BATCH):
+            chunk = ciphertexts[i : i + ADMIN_BATCH]
+            _, body = self._admin.call(
+                "POST",
+                f"{self._mount}/rewrap/{key}",
+                {"batch_input": [{"ciphertext": c} for c in chunk]},
+            )
+            out += _batch_field(body, "ciphertext", len(chunk))
+        return out
+
+    def rebind_legacy(self, name: str, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Keys wrapped with their binding as associated data (``(ciphertext, binding)``),
+        re-wrapped in the bound format under the newest version: decrypt and encrypt, so their
+        plaintext passes through this (operator) process once.
+
+        Returns: the stored forms (``cvk2:vault:vN:...``), in order.
+        """
+        from vault.keys._manager import BOUND_PREFIX, bind
+
+        out: list[str] = []
+        key = self._key(name)
+        for i in range(0, len(items), ADMIN_BATCH):
+            chunk = items[i : i + ADMIN_BATCH]
+            _, body = self._admin.call(
+                "POST",
+                f"{self._mount}/decrypt/{key}",
+                {
+                    "batch_input": [
+                        {"ciphertext": c, "associated_data": _b64(aad)} for c, aad in chunk
+                    ]
+                },
+            )
+            plain = [base64.b64decode(p) for p in _batch_field(body, "plaintext", len(chunk))]
+            _, body = self._admin.call(
+                "POST",
+                f"{self._mount}/encrypt/{key}",
+                {
+                    "batch_input": [
+                        {"plaintext": _b64(bind(k, aad))}
+                        for k, (_, aad) in zip(plain, chunk, strict=True)
+                    ]
+                },
+            )
+            out += [BOUND_PREFIX + c for c in _batch_field(body, "ciphertext", len(chunk))]
+        return out
+
+    def set_min_decryption_version(self, name: str, version: int) -> None:
+        self._admin.call(
+            "POST",
+            f"{self._mount}/keys/{self._key(name)}/config",
+            {"min_decryption_version": version},
+        )
+
+    def trim(self, name: str, min_available_version: int) -> None:
+        """Delete every version below ``min_available_version`` from the key server. The key
+        server wants ``min_encryption_version`` set first (new ciphertexts still use the newest
+        version: this only forbids encrypting under older ones)."""
+        self._admin.call(
+            "POST",
+            f"{self._mount}/keys/{self._key(name)}/config",
+            {"min_encryption_version": min_available_version},
+        )
+        self._admin.call(
+            "POST",
+            f"{self._mount}/keys/{self._key(name)}/trim",
+            {"min_available_version": min_available_version},
+        )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _batch_field(body: Mapping[str, Any], name: str, expected: int) -> list[str]:
+    results = _data(body).get("batch_results")
+    if not isinstance(results, list) or len(results) != expected:
+        raise KeyServerUnavailable("key server answered a batch with the wrong number of results")
+    out: list[str] = []
+    for r in results:
+        value = r.get(name) if isinstance(r, Mapping) else None
+        if not isinstance(value, str) or not value or (isinstance(r, Mapping) and r.get("error")):
+            # the key server's error text is not relayed: it can quote input
+            raise DecryptionFailed()
+        out.append(value)
+    return out

@@ -9,11 +9,15 @@ and how many data keys each tenant-key version wraps. It is what an operator che
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vault.keys import FieldKeyInfo, wrapped_version
+from vault.audit._log import key_aad as audit_key_aad
+from vault.keys import FieldKeyAdmin, FieldKeyInfo, wrapped_version
+from vault.keys._manager import BOUND_PREFIX, transit_ciphertext
+from vault.service._keyring import key_aad as tenant_key_aad
 from vault.storage import Database
 from vault.storage import _keys_repo as keys_repo
 
@@ -174,3 +178,144 @@ def format_status(status: KeyStatus) -> str:
     if status.orphans:
         lines.append(f"WARNING: {status.orphans} wrapped keys name no known field key")
     return "\n".join(lines)
+
+
+# --- rotation ----------------------------------------------------------------------------------
+
+
+class KeyOpRefused(Exception):
+    """An operator command that would leave data unreadable: says how many keys are in the way."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    field_class: str
+    version: int  # the field-key version everything is now wrapped under
+    rotated: bool  # False: a previous run was resumed (rows were below the newest version)
+    rewrapped: int
+    converted: int  # of which were in the earlier associated-data format
+
+
+def _binding(row: keys_repo.WrappedKeyRow) -> bytes:
+    if row.kind == "audit":
+        return audit_key_aad(row.id, row.version)
+    return tenant_key_aad(row.tenant, row.field_class, row.kind, row.version, row.id)
+
+
+def _below(db: Database, field_class: str, version: int) -> list[keys_repo.WrappedKeyRow]:
+    with db.begin(write=False) as conn:
+        rows = keys_repo.wrapped_keys(conn)
+    return [
+        r
+        for r in rows
+        if r.field_class == field_class
+        and (v := wrapped_version(r.wrapped)) is not None
+        and v < version
+    ]
+
+
+def rotate_field(
+    db: Database,
+    admin: FieldKeyAdmin,
+    field_class: str,
+    *,
+    batch: int = 200,
+    max_per_second: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RotationReport:
+    """A new field-key version, then every tenant, index and audit key of the class rewrapped
+    to it by the key server (``rewrap``: their plaintext never leaves it), ``batch`` keys per
+    short transaction, at most ``max_per_second``.
+
+    Resumable and idempotent: when keys are already below the newest version (a run that was
+    stopped, or a version made outside this command), no new version is made and the run
+    carries on. Each row is replaced only if it still holds what was read (compare-and-set),
+    so a concurrent writer or a second run cannot lose a key. ``progress(done, total)``.
+    """
+    if batch < 1:
+        raise ValueError("batch must be positive")
+    info = admin.info(field_class)
+    todo = _below(db, field_class, info.latest_version)
+    rotated = not todo
+    version = admin.rotate(field_class) if rotated else info.latest_version
+    if rotated:
+        todo = _below(db, field_class, version)
+    done = converted = 0
+    started = clock()
+    for i in range(0, len(todo), batch):
+        chunk = todo[i : i + batch]
+        bound = [r for r in chunk if r.wrapped.startswith(BOUND_PREFIX)]
+        legacy = [r for r in chunk if not r.wrapped.startswith(BOUND_PREFIX)]
+        new: dict[str, str] = {}
+        if bound:
+            out = admin.rewrap(field_class, [transit_ciphertext(r.wrapped) for r in bound])
+            new.update({r.id: BOUND_PREFIX + c for r, c in zip(bound, out, strict=True)})
+        if legacy:
+            out = admin.rebind_legacy(field_class, [(r.wrapped, _binding(r)) for r in legacy])
+            new.update({r.id: c for r, c in zip(legacy, out, strict=True)})
+            converted += len(legacy)
+        with db.begin() as conn:
+            for r in chunk:
+                keys_repo.replace_wrapped(conn, r, new[r.id])
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(todo))
+        if max_per_second:
+            ahead = done / max_per_second - (clock() - started)
+            if ahead > 0:
+                sleep(ahead)
+    return RotationReport(field_class, version, rotated, done, converted)
+
+
+def retire(db: Database, admin: FieldKeyAdmin, field_class: str, to: int | None = None) -> int:
+    """Raise the field key's ``min_decryption_version`` to ``to`` (default: the newest version),
+    so older versions can no longer decrypt anything.
+
+    Raises:
+        KeyOpRefused: keys are still wrapped under an older version (with how many).
+    """
+    info = admin.info(field_class)
+    target = info.latest_version if to is None else to
+    if not info.min_decryption_version <= target <= info.latest_version:
+        raise KeyOpRefused(
+            f"{field_class}: version {target} is outside"
+            f" {info.min_decryption_version}..{info.latest_version}",
+            0,
+        )
+    left = len(_below(db, field_class, target))
+    if left:
+        raise KeyOpRefused(
+            f"{field_class}: {left} wrapped keys are below version {target}; rotate-field first",
+            left,
+        )
+    admin.set_min_decryption_version(field_class, target)
+    return target
+
+
+def trim(db: Database, admin: FieldKeyAdmin, field_class: str) -> int:
+    """Delete the versions below ``min_decryption_version`` from the key server, so a backup
+    holding keys wrapped under them can never be unwrapped.
+
+    Raises:
+        KeyOpRefused: keys are still wrapped under an older version than the newest (with how
+            many).
+    """
+    info = admin.info(field_class)
+    target = info.min_decryption_version
+    # stricter than needed (only versions below the floor go): any key not yet at the newest
+    # version means a rotation is under way, and trimming mid-way is not what anyone wants
+    left = len(_below(db, field_class, info.latest_version))
+    if left:
+        raise KeyOpRefused(
+            f"{field_class}: {left} wrapped keys are below version {info.latest_version};"
+            " rotate-field and retire first",
+            left,
+        )
+    admin.trim(field_class, target)
+    return target

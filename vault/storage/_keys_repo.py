@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.engine import Connection
 
 from vault.storage.models import AuditKey, DataKeyRow, TenantKey
@@ -52,3 +52,15 @@ def data_keys_per_tenant_key(conn: Connection) -> dict[str, int]:
             select(_dk.c.tenant_key_id, func.count().label("n")).group_by(_dk.c.tenant_key_id)
         )
     }
+
+
+def replace_wrapped(conn: Connection, row: WrappedKeyRow, new_wrapped: str) -> bool:
+    """Store a re-wrapped form of ``row``'s key, if the row still holds what was read (a
+    compare-and-set: a concurrent rotation or a deleted row leaves it alone). True if stored."""
+    table = _ak if row.kind == "audit" else _tk
+    result = conn.execute(
+        update(table)
+        .where(table.c.id == row.id, table.c.wrapped == row.wrapped)
+        .values(wrapped=new_wrapped)
+    )
+    return result.rowcount == 1

@@ -409,6 +409,53 @@ def cmd_keys_rotate_field(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate_tenant(args: argparse.Namespace) -> int:
+    """New tenant-key versions; every data key re-wrapped locally; old versions destroyed."""
+    from vault.service import Keyring
+    from vault.service.keyops import rotate_tenant
+    from vault.storage import _keys_repo as keys_repo
+
+    log = _operator_audit_log(args)
+    with log.db.begin(write=False) as conn:
+        pairs = keys_repo.tenant_classes(conn)
+    if args.tenant:
+        pairs = [p for p in pairs if p[0] == args.tenant]
+    elif not args.all:
+        raise SystemExit("give --tenant TENANT or --all")
+    if args.field_class:
+        pairs = [p for p in pairs if p[1] == args.field_class]
+    if not pairs:
+        raise SystemExit("no tenant keys match")
+    keyring = Keyring(log.db, log.keys)
+    for tenant, c in pairs:
+
+        def progress(done: int, tenant: str = tenant, c: str = c) -> None:
+            print(f"  {tenant}/{c}: {done} data keys re-wrapped", file=sys.stderr, flush=True)
+
+        report = rotate_tenant(
+            log.db,
+            keyring,
+            tenant,
+            c,
+            batch=args.batch,
+            max_per_second=args.max_per_second,
+            progress=progress,
+        )
+        what = "rotated to" if report.started else "resumed at"
+        print(
+            f"{tenant}/{c}: {what} v{report.version}; {report.rewrapped} data keys re-wrapped;"
+            f" {report.destroyed} old tenant-key versions destroyed"
+        )
+        _audit_admin_action(
+            log,
+            "admin.keys.rotate-tenant",
+            f"{c} v{report.version} {report.rewrapped}",
+            tenant=tenant,
+        )
+    log.close()
+    return 0
+
+
 def cmd_keys_retire(args: argparse.Namespace) -> int:
     """Raise min_decryption_version; refuses (exit 1) while keys are below it."""
     return _retire_or_trim(args, trim=False)
@@ -688,6 +735,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "retire":
             kp.add_argument("--to", type=int, default=None, help="version (default: newest)")
         kp.set_defaults(func=func)
+    kt = keys.add_parser(
+        "rotate-tenant", help="new tenant-key versions, data keys re-wrapped locally"
+    )
+    who = kt.add_mutually_exclusive_group()
+    who.add_argument("--tenant")
+    who.add_argument("--all", action="store_true", help="every tenant")
+    kt.add_argument("--class", dest="field_class", help="only this field class")
+    kt.add_argument("--batch", type=int, default=500, help="data keys per transaction")
+    kt.add_argument("--max-per-second", type=float, default=None)
+    kt.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    kt.set_defaults(func=cmd_keys_rotate_tenant)
 
     audit = sub.add_parser("audit", help="audit log operations").add_subparsers(
         dest="audit_command", required=True

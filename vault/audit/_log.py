@@ -156,6 +156,11 @@ class AuditLog:
         """The database holding the chain (operator commands work on the same one)."""
         return self._db
 
+    @property
+    def keys(self) -> KeyManager:
+        """The key manager it unwraps its key with (operator commands share it)."""
+        return self._keys
+
     # --- writing -----------------------------------------------------------------------------
 
     def prepare(self, *, deadline: Deadline) -> None:

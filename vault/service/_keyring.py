@@ -98,6 +98,40 @@ class Keyring:
             rows = repo.index_keys(conn, tenant, field_class)
         return list(self._unwrap_rows(tenant, rows, deadline=deadline).values())
 
+    def new_version(
+        self, tenant: str, field_class: str, kind: str, *, deadline: Deadline
+    ) -> TenantKey:
+        """Start the next version of a tenant (``data``) or index key: made locally, wrapped
+        in one transit call. New writes use it from then on (``current`` picks the newest).
+
+        Raises:
+            Conflict: another process started the same version at the same moment (retry).
+        """
+        with self._db.begin(write=False) as conn:
+            rows = repo.current_tenant_keys(conn, tenant, [field_class])
+        old = rows.get((field_class, kind))
+        version = (old.version if old else 0) + 1
+        key_id = str(uuid.uuid4())
+        [nk] = self._keys.new_keys(
+            field_class,
+            [key_aad(tenant, field_class, kind, version, key_id)],
+            deadline=deadline,
+        )
+        row = {
+            "id": key_id,
+            "tenant": tenant,
+            "field_class": field_class,
+            "kind": kind,
+            "version": version,
+            "wrapped": nk.wrapped,
+            "created_at": datetime.now(UTC),
+        }
+        with self._db.begin() as conn:
+            if not repo.insert_tenant_keys(conn, [row]):
+                raise Conflict("a tenant key version was started concurrently; retry")
+        self._keys.remember(key_id, nk.key)
+        return TenantKey(key_id, field_class, kind, version, nk.key)
+
     def _unwrap_rows(
         self, tenant: str, rows: Iterable[TenantKeyRow], *, deadline: Deadline
     ) -> dict[str, TenantKey]:

@@ -10,13 +10,18 @@ and how many data keys each tenant-key version wraps. It is what an operator che
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vault import crypto
 from vault.audit._log import key_aad as audit_key_aad
+from vault.deadline import Deadline
+from vault.errors import DecryptionFailed
 from vault.keys import FieldKeyAdmin, FieldKeyInfo, wrapped_version
 from vault.keys._manager import BOUND_PREFIX, transit_ciphertext
+from vault.service._keyring import DATA, Keyring
 from vault.service._keyring import key_aad as tenant_key_aad
 from vault.storage import Database
 from vault.storage import _keys_repo as keys_repo
@@ -319,3 +324,95 @@ def trim(db: Database, admin: FieldKeyAdmin, field_class: str) -> int:
         )
     admin.trim(field_class, target)
     return target
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRotationReport:
+    tenant: str
+    field_class: str
+    version: int  # the tenant-key version every data key is now wrapped under
+    started: bool  # False: a previous run was resumed
+    rewrapped: int
+    destroyed: int  # older tenant-key rows deleted
+
+
+def rotate_tenant(
+    db: Database,
+    keyring: Keyring,
+    tenant: str,
+    field_class: str,
+    *,
+    deadline_seconds: float = 60.0,
+    batch: int = 500,
+    max_per_second: float | None = None,
+    progress: Callable[[int], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TenantRotationReport:
+    """A new tenant-key version for (tenant, class), every data key of it re-wrapped under
+    the new version locally (AES-GCM: no key-server call per data key; one to unwrap each old
+    version), ``batch`` per short compare-and-set transaction, then the old versions' rows
+    destroyed, so that their wrapped copies in backups protect nothing that is still needed.
+
+    Resumable and idempotent like :func:`rotate_field`: when data keys are still under an
+    older version, no new version is started. Data keys written by the service meanwhile
+    under an old version (it read the key list just before) are picked up by the loop, and an
+    old version's row is only destroyed once nothing references it.
+    """
+    if batch < 1:
+        raise ValueError("batch must be positive")
+
+    def deadline() -> Deadline:
+        return Deadline.after(deadline_seconds)
+
+    current = keyring.current(tenant, [field_class], deadline=deadline())[(field_class, DATA)]
+    with db.begin(write=False) as conn:
+        pending = keys_repo.data_keys_not_under(conn, tenant, field_class, current.id, 1)
+    started = not pending
+    if started:
+        current = keyring.new_version(tenant, field_class, DATA, deadline=deadline())
+    done = 0
+    began = clock()
+    while True:
+        with db.begin(write=False) as conn:
+            todo = keys_repo.data_keys_not_under(conn, tenant, field_class, current.id, batch)
+        if not todo:
+            break
+        old = keyring.by_ids(tenant, {r.tenant_key_id for r in todo}, deadline=deadline())
+        rewrapped: list[tuple[keys_repo.DataKeyToRewrap, bytes]] = []
+        for r in todo:
+            tk = old.get(r.tenant_key_id)
+            if tk is None:
+                raise DecryptionFailed()
+            dek = crypto.unwrap_data_key(
+                uuid.UUID(tk.id),
+                tk.key,
+                uuid.UUID(r.id),
+                r.wrapped,
+                tenant=tenant,
+                record_id=r.record_id,
+                field_class=field_class,
+            )
+            wrapped = crypto.wrap_data_key(
+                uuid.UUID(current.id),
+                current.key,
+                dek,
+                tenant=tenant,
+                record_id=r.record_id,
+                field_class=field_class,
+            )
+            rewrapped.append((r, wrapped))
+        with db.begin() as conn:
+            for r, wrapped in rewrapped:
+                keys_repo.replace_data_key(conn, r, current.id, wrapped)
+        done += len(todo)
+        if progress is not None:
+            progress(done)
+        if max_per_second:
+            ahead = done / max_per_second - (clock() - began)
+            if ahead > 0:
+                sleep(ahead)
+    with db.begin() as conn:
+        old_ids = keys_repo.older_tenant_keys(conn, tenant, field_class, DATA, current.version)
+        destroyed = keys_repo.delete_unused_tenant_keys(conn, old_ids)
+    return TenantRotationReport(tenant, field_class, current.version, started, done, destroyed)

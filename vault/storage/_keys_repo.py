@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from vault.storage.models import AuditKey, DataKeyRow, TenantKey
@@ -64,3 +64,78 @@ def replace_wrapped(conn: Connection, row: WrappedKeyRow, new_wrapped: str) -> b
         .values(wrapped=new_wrapped)
     )
     return result.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyToRewrap:
+    id: str
+    record_id: str  # the record, or the token pool, the key belongs to
+    tenant_key_id: str
+    wrapped: bytes = field(repr=False)
+
+
+def tenant_classes(conn: Connection) -> list[tuple[str, str]]:
+    """Every (tenant, field class) that has a tenant key."""
+    rows = conn.execute(
+        select(_tk.c.tenant, _tk.c.field_class).where(_tk.c.kind == "data").distinct()
+    ).all()
+    return sorted((r.tenant, r.field_class) for r in rows)
+
+
+def data_keys_not_under(
+    conn: Connection, tenant: str, field_class: str, tenant_key_id: str, limit: int
+) -> list[DataKeyToRewrap]:
+    """Up to ``limit`` data keys of (tenant, class) wrapped by another tenant key than
+    ``tenant_key_id`` (an older version)."""
+    rows = conn.execute(
+        select(_dk.c.id, _dk.c.record_id, _dk.c.tenant_key_id, _dk.c.wrapped)
+        .where(
+            _dk.c.tenant == tenant,
+            _dk.c.field_class == field_class,
+            _dk.c.tenant_key_id != tenant_key_id,
+        )
+        .order_by(_dk.c.id)
+        .limit(limit)
+    ).all()
+    return [DataKeyToRewrap(r.id, r.record_id, r.tenant_key_id, bytes(r.wrapped)) for r in rows]
+
+
+def replace_data_key(
+    conn: Connection, row: DataKeyToRewrap, tenant_key_id: str, wrapped: bytes
+) -> bool:
+    """Compare-and-set: store the re-wrapped data key if the row is still as read."""
+    result = conn.execute(
+        update(_dk)
+        .where(
+            _dk.c.id == row.id,
+            _dk.c.tenant_key_id == row.tenant_key_id,
+            _dk.c.wrapped == row.wrapped,
+        )
+        .values(tenant_key_id=tenant_key_id, wrapped=wrapped)
+    )
+    return result.rowcount == 1
+
+
+def older_tenant_keys(
+    conn: Connection, tenant: str, field_class: str, kind: str, version: int
+) -> list[str]:
+    """Ids of the (tenant, class, kind) key versions below ``version``."""
+    return list(
+        conn.execute(
+            select(_tk.c.id).where(
+                _tk.c.tenant == tenant,
+                _tk.c.field_class == field_class,
+                _tk.c.kind == kind,
+                _tk.c.version < version,
+            )
+        ).scalars()
+    )
+
+
+def delete_unused_tenant_keys(conn: Connection, ids: list[str]) -> int:
+    """Destroy these tenant-key rows where no data key references them any more."""
+    if not ids:
+        return 0
+    used = select(_dk.c.id).where(_dk.c.tenant_key_id == _tk.c.id).exists()
+    result = conn.execute(delete(_tk).where(_tk.c.id.in_(ids), ~used))
+    return int(result.rowcount)

@@ -456,6 +456,56 @@ def cmd_keys_rotate_tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_shred_report(args: argparse.Namespace) -> int:
+    """For records erased since a date: can copies of their data keys in older backups still be
+    unwrapped? Audited."""
+    from datetime import UTC, datetime
+
+    from vault.keys import field_key_info
+    from vault.service.keyops import shred_report
+
+    try:
+        since = datetime.fromisoformat(args.since).replace(tzinfo=UTC)
+    except ValueError:
+        raise SystemExit("--since must be a date (YYYY-MM-DD)") from None
+    log = _operator_audit_log(args)
+    url, prefix, mount = _key_server(args)
+    info = field_key_info(
+        url, _admin_token(args), key_prefix=prefix, names=FIELD_CLASSES, mount=mount
+    )
+    report = shred_report(log.db, info, since)
+    done = all(s.complete for s in report)
+    _audit_admin_action(log, "admin.keys.shred-report", "complete" if done else "not yet complete")
+    log.close()
+    if args.json:
+        _print(
+            {
+                "complete": done,
+                "records": [
+                    {
+                        "record_id": s.record_id,
+                        "tenant": s.tenant,
+                        "erased_at": s.erased_at.isoformat(),
+                        "complete": s.complete,
+                        "pending": list(s.pending),
+                    }
+                    for s in report
+                ],
+            }
+        )
+        return 0
+    for s in report:
+        state = "complete" if s.complete else "not yet complete"
+        print(f"{s.erased_at:%Y-%m-%d %H:%M} {s.tenant}/{s.record_id}: {state}")
+        for line in s.pending:
+            print(f"    to do: {line}")
+    print(
+        f"{len(report)} records erased since {args.since}: erasure in backups is "
+        + ("complete" if done else "not yet complete")
+    )
+    return 0
+
+
 def cmd_keys_retire(args: argparse.Namespace) -> int:
     """Raise min_decryption_version; refuses (exit 1) while keys are below it."""
     return _retire_or_trim(args, trim=False)
@@ -746,6 +796,13 @@ def build_parser() -> argparse.ArgumentParser:
     kt.add_argument("--max-per-second", type=float, default=None)
     kt.add_argument("--config", help="TOML settings (default: make dev's settings)")
     kt.set_defaults(func=cmd_keys_rotate_tenant)
+    sr = keys.add_parser(
+        "shred-report", help="are erased records' keys still recoverable from backups?"
+    )
+    sr.add_argument("--since", default="1970-01-01", help="records erased since (YYYY-MM-DD)")
+    sr.add_argument("--json", action="store_true")
+    sr.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    sr.set_defaults(func=cmd_keys_shred_report)
 
     audit = sub.add_parser("audit", help="audit log operations").add_subparsers(
         dest="audit_command", required=True
@@ -797,6 +854,16 @@ def build_parser() -> argparse.ArgumentParser:
     x = client_parser("delete", "crypto-shred a record and print the erasure receipt")
     x.add_argument("record_id")
     x.set_defaults(func=cmd_delete)
+    records = sub.add_parser("records", help="record operations").add_subparsers(
+        dest="records_command", required=True
+    )
+    re_ = records.add_parser(
+        "erase", help="crypto-shred a record (DeleteRecord) and print the erasure receipt"
+    )
+    re_.add_argument("--record", dest="record_id", required=True)
+    re_.add_argument("--address", help="server address (default: from make dev's settings)")
+    re_.add_argument("--tenant")
+    re_.set_defaults(func=cmd_delete)
     cn = client_parser("consent", "show, or --set, the purposes a customer consents to")
     cn.add_argument("record_id")
     cn.add_argument("--set", help="comma-separated purposes (the complete new set)")

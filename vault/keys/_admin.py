@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vault.errors import ConfigError, DecryptionFailed, KeyServerUnavailable
@@ -267,6 +267,8 @@ class FieldKeyInfo:
     min_encryption_version: int
     #: versions the key server still holds (after a trim, older ones are gone)
     versions: tuple[int, ...]
+    #: version -> when it was made (Unix seconds), as the key server reports it
+    created: Mapping[int, float] = field(default_factory=dict)
 
 
 def field_key_info(
@@ -309,9 +311,20 @@ def field_key_info(
                 versions=tuple(sorted(int(v) for v in versions))
                 if isinstance(versions, Mapping)
                 else (),
+                created=_created(versions),
             )
     finally:
         admin.close()
+    return out
+
+
+def _created(versions: object) -> dict[int, float]:
+    """Transit's ``keys``: version -> creation time (Unix seconds for symmetric keys)."""
+    out: dict[int, float] = {}
+    if isinstance(versions, Mapping):
+        for v, t in versions.items():
+            if isinstance(t, int | float) and str(v).isdigit():
+                out[int(v)] = float(t)
     return out
 
 
@@ -385,6 +398,7 @@ class FieldKeyAdmin:
             versions=tuple(sorted(int(v) for v in versions))
             if isinstance(versions, Mapping)
             else (),
+            created=_created(versions),
         )
 
     def rotate(self, name: str) -> int:

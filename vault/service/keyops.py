@@ -13,7 +13,10 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from vault import crypto
 from vault.audit._log import key_aad as audit_key_aad
@@ -412,7 +415,65 @@ def rotate_tenant(
             ahead = done / max_per_second - (clock() - began)
             if ahead > 0:
                 sleep(ahead)
-    with db.begin() as conn:
-        old_ids = keys_repo.older_tenant_keys(conn, tenant, field_class, DATA, current.version)
-        destroyed = keys_repo.delete_unused_tenant_keys(conn, old_ids)
+    try:
+        with db.begin() as conn:
+            old_ids = keys_repo.older_tenant_keys(conn, tenant, field_class, DATA, current.version)
+            destroyed = keys_repo.delete_unused_tenant_keys(conn, old_ids)
+    except IntegrityError:
+        # a service write referenced an old version at that very moment (PostgreSQL checks
+        # the foreign key at the delete): nothing destroyed; running again finishes the job
+        destroyed = 0
     return TenantRotationReport(tenant, field_class, current.version, started, done, destroyed)
+
+
+# --- shred report ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShredStatus:
+    """Whether copies of an erased record's data keys can still be unwrapped from a backup
+    taken before its erasure: ``complete`` once, for every class of its tenant, the tenant key
+    was rotated (its old versions destroyed) and then the field-key versions that existed at
+    the erasure were trimmed from the key server."""
+
+    record_id: str
+    tenant: str
+    erased_at: datetime
+    pending: tuple[str, ...]  # what is still to do, one line per class and step
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
+
+
+def shred_report(
+    db: Database, field_keys: Mapping[str, FieldKeyInfo], since: datetime
+) -> list[ShredStatus]:
+    """One status per record erased at or after ``since``.
+
+    A backup from before the erasure holds the record's data keys wrapped by a tenant-key
+    version that existed then, itself wrapped by a field-key version that existed then. The
+    copy is dead once no such tenant-key version is left (``rotate-tenant``) and no such
+    field-key version is left on the key server (``rotate-field``, ``retire``, ``trim``).
+    Classes are those of the tenant's keys (erased data keys' classes are not kept).
+    """
+    out: list[ShredStatus] = []
+    with db.begin(write=False) as conn:
+        erased = keys_repo.erasures_since(conn, since)
+        oldest = {t: keys_repo.oldest_tenant_keys(conn, t) for t in {t for _, t, _ in erased}}
+    for record_id, tenant, erased_at in erased:
+        pending: list[str] = []
+        for c, made in sorted(oldest[tenant].items()):
+            if made <= erased_at:
+                pending.append(f"{c}: rotate-tenant (a tenant-key version from before is left)")
+            info = field_keys.get(c)
+            if info is None:
+                pending.append(f"{c}: field key unknown to the key server")
+                continue
+            if any(info.created.get(v, 0.0) <= erased_at.timestamp() for v in info.versions):
+                pending.append(
+                    f"{c}: rotate-field, retire and trim (a field-key version from before is"
+                    " still held)"
+                )
+        out.append(ShredStatus(record_id, tenant, erased_at, tuple(pending)))
+    return out

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from vault.storage.models import AuditKey, DataKeyRow, TenantKey
+from vault.storage.models import AuditKey, DataKeyRow, Erasure, TenantKey
 
 _tk = cast(Table, TenantKey.__table__)
 _dk = cast(Table, DataKeyRow.__table__)
 _ak = cast(Table, AuditKey.__table__)
+_er = cast(Table, Erasure.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +141,28 @@ def delete_unused_tenant_keys(conn: Connection, ids: list[str]) -> int:
     used = select(_dk.c.id).where(_dk.c.tenant_key_id == _tk.c.id).exists()
     result = conn.execute(delete(_tk).where(_tk.c.id.in_(ids), ~used))
     return int(result.rowcount)
+
+
+def erasures_since(conn: Connection, since: datetime) -> list[tuple[str, str, datetime]]:
+    """(record id, tenant, erased at) of the records erased at or after ``since``."""
+    rows = conn.execute(
+        select(_er.c.record_id, _er.c.tenant, _er.c.erased_at)
+        .where(_er.c.erased_at >= since)
+        .order_by(_er.c.erased_at)
+    ).all()
+    return [(r.record_id, r.tenant, _utc(r.erased_at)) for r in rows]
+
+
+def oldest_tenant_keys(conn: Connection, tenant: str) -> dict[str, datetime]:
+    """field class -> when the oldest remaining tenant (``data``) key of ``tenant`` was made."""
+    rows = conn.execute(
+        select(_tk.c.field_class, func.min(_tk.c.created_at).label("oldest"))
+        .where(_tk.c.tenant == tenant, _tk.c.kind == "data")
+        .group_by(_tk.c.field_class)
+    ).all()
+    return {r.field_class: _utc(r.oldest) for r in rows}
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite gives naive datetimes back (they are stored as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

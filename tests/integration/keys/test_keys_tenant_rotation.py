@@ -4,12 +4,15 @@ and an erased record's keys are gone from a backup once field keys are rotated a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,15 @@ from vault.keys import FieldKeyAdmin, init_field_keys
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import Keyring, RecordInput, RecordsService
 from vault.service._keyring import DATA
-from vault.service.keyops import key_status, retire, rotate_field, rotate_tenant, trim
+from vault.service.keyops import (
+    ShredStatus,
+    key_status,
+    retire,
+    rotate_field,
+    rotate_tenant,
+    shred_report,
+    trim,
+)
 from vault.service.tokens import TokenizeItem, TokensService
 from vault.storage import Database, upgrade
 
@@ -116,7 +127,23 @@ def test_backup_of_an_erased_record_is_dead_after_tenant_then_field_rotation(
     stored = svc.create(ADMIN, tenant, [RecordInput(r) for r in recs], deadline=_dl())
     backup = tmp_path / "backup.db"
     shutil.copy(path, backup)
-    svc.delete(ADMIN, tenant, stored[0].record_id, deadline=_dl())
+    erased = stored[0].record_id
+    svc.delete(ADMIN, tenant, erased, deadline=_dl())
+    since = datetime.now(UTC) - timedelta(hours=1)
+
+    def report() -> ShredStatus:
+        with bao_admin(bao) as admin:
+            infos = {c: admin.info(c) for c in FIELD_CLASSES}
+        [status] = [s for s in shred_report(db, infos, since) if s.record_id == erased]
+        return status
+
+    # the key server dates key versions to the second: start the rotations in the next one, so
+    # that "made after the erasure" is unambiguous
+    time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
+    before = report()
+    assert not before.complete
+    assert any("rotate-tenant" in p for p in before.pending)
+    assert any("trim" in p for p in before.pending)
 
     keyring = Keyring(db, svc.keys)
     with db.engine.connect() as conn:
@@ -128,12 +155,17 @@ def test_backup_of_an_erased_record_is_dead_after_tenant_then_field_rotation(
         )
     for c in classes:
         rotate_tenant(db, keyring, tenant, c)
+    halfway = report()
+    assert not halfway.complete
+    assert not any("rotate-tenant" in p for p in halfway.pending)
     with bao_admin(bao) as admin:
         for c in [*classes, "audit"]:
             rotate_field(db, admin, c)
             retire(db, admin, c)
             trim(db, admin, c)
 
+    after = report()
+    assert after.complete, after.pending
     # the backup's tenant keys no longer unwrap: the erased record (and everything else in
     # that copy) is unreadable, while the live database reads every live record
     old = Database(f"sqlite:///{backup}")
@@ -183,4 +215,17 @@ def test_rotate_tenant_command(bao: OpenBaoDevServer, tmp_path: Path) -> None:
     )
     fresh = make_service(db, bao)
     assert _values(fresh, "acme", s.record_id) == fresh.schema.validate(record)
+    svc.delete(ADMIN, "acme", s.record_id, deadline=_dl())
+    shred = subprocess.run(
+        [sys.executable, "-m", "vault.cli", "keys", "shred-report", "--json", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert shred.returncode == 0, shred.stderr
+    out = json.loads(shred.stdout)
+    assert out["complete"] is False
+    assert [r["record_id"] for r in out["records"]] == [s.record_id]
     db.dispose()

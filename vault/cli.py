@@ -213,26 +213,29 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _operator_audit_log(args: argparse.Namespace) -> Any:
-    """An AuditLog for operator commands: from --config (production: the admin/operator
+def _operator_settings(args: argparse.Namespace) -> Any:
+    """Settings for operator commands: from --config (production: the admin/operator
     credentials in the environment) or from `make dev`'s settings file."""
-    from vault.audit import AuditLog
     from vault.config import OpenBaoSettings, Settings, load_settings
+
+    if args.config:
+        return load_settings(args.config)
+    dev = _dev_settings(args)
+    if not dev:
+        raise SystemExit("no settings: pass --config FILE or run `make dev` first")
+    return Settings(
+        database_url=str(dev["database_url"]),
+        openbao=OpenBaoSettings(url=str(dev["openbao_url"]), token=str(dev["openbao_root_token"])),
+    )
+
+
+def _operator_audit_log(args: argparse.Namespace) -> Any:
+    """An AuditLog for operator commands (see :func:`_operator_settings`)."""
+    from vault.audit import AuditLog
     from vault.keys import KeyManager, KvCheckpointStore, TransitKeyWrapper
     from vault.storage import Database
 
-    if args.config:
-        settings = load_settings(args.config)
-    else:
-        dev = _dev_settings(args)
-        if not dev:
-            raise SystemExit("no settings: pass --config FILE or run `make dev` first")
-        settings = Settings(
-            database_url=str(dev["database_url"]),
-            openbao=OpenBaoSettings(
-                url=str(dev["openbao_url"]), token=str(dev["openbao_root_token"])
-            ),
-        )
+    settings = _operator_settings(args)
     from vault.app import make_auth
 
     bao = settings.openbao
@@ -503,6 +506,52 @@ def cmd_keys_shred_report(args: argparse.Namespace) -> int:
         f"{len(report)} records erased since {args.since}: erasure in backups is "
         + ("complete" if done else "not yet complete")
     )
+    return 0
+
+
+def cmd_keys_rekey(args: argparse.Namespace) -> int:
+    """Re-encrypt a record's (or every record of a tenant's) values under new data keys."""
+    import getpass
+
+    from vault.audit import ALLOWED, AuditEvent
+    from vault.config import deploy_file
+    from vault.deadline import Deadline
+    from vault.policy import PolicyHolder
+    from vault.schema import load_schema
+    from vault.service import Access, RecordsService
+    from vault.storage import repo
+
+    if not args.tenant:
+        raise SystemExit("give --tenant (and --record, or every record of the tenant)")
+    settings = _operator_settings(args)
+    log = _operator_audit_log(args)
+    svc = RecordsService(
+        log.db,
+        log.keys,
+        load_schema(settings.schema or None),
+        Access(PolicyHolder(settings.policy or deploy_file("policy", "sample-policy.yaml")), log),
+    )
+    if args.record:
+        ids = [args.record]
+    else:
+        with log.db.begin(write=False) as conn:
+            ids = repo.record_ids_of_tenant(conn, args.tenant)
+    operator = f"operator:{getpass.getuser()}"[:256]
+    for n, rid in enumerate(ids, 1):
+        event = AuditEvent(
+            action="admin.keys.rekey",
+            outcome=ALLOWED,
+            principal=operator,
+            role="operator",
+            purpose="",
+            tenant=args.tenant,
+            record_id=rid,
+        )
+        new = svc.rekey(args.tenant, rid, events=[event], deadline=Deadline.after(60))
+        print(f"{args.tenant}/{rid}: {len(new)} new data keys")
+        if n % 100 == 0:
+            print(f"  {n}/{len(ids)} records re-keyed", file=sys.stderr, flush=True)
+    log.close()
     return 0
 
 
@@ -803,6 +852,11 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--json", action="store_true")
     sr.add_argument("--config", help="TOML settings (default: make dev's settings)")
     sr.set_defaults(func=cmd_keys_shred_report)
+    rk = keys.add_parser("rekey", help="re-encrypt values under new data keys (key exposure)")
+    rk.add_argument("--tenant", required=True)
+    rk.add_argument("--record", help="one record (default: every record of the tenant)")
+    rk.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    rk.set_defaults(func=cmd_keys_rekey)
 
     audit = sub.add_parser("audit", help="audit log operations").add_subparsers(
         dest="audit_command", required=True

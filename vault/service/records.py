@@ -51,6 +51,7 @@ from vault.service._types import (
 from vault.service.access import Access, Caller
 from vault.storage import Database, NewRecord, StoredValue, repo
 from vault.storage import _access_repo as access_repo
+from vault.storage import _tokens_repo as token_repo
 
 log = logging.getLogger("vault.service.records")
 
@@ -809,6 +810,82 @@ class RecordsService:
                 self.keys.data_keys.put(dek_id, dek.key)
                 out[field_class] = dek
         return out
+
+    # --- rekey (operator) ---------------------------------------------------------------------
+
+    def rekey(
+        self,
+        tenant: str,
+        record_id: str,
+        *,
+        events: Sequence[AuditEvent] = (),
+        deadline: Deadline,
+    ) -> list[str]:
+        """Re-encrypt a record's values, and the values of tokens linked to it, under new data
+        keys, then destroy the old ones (tombstoned: a restored copy of an old key row is
+        refused). For a suspected data-key exposure. ``events`` (the operator's audit rows)
+        are appended in the same transaction. Returns the new data-key ids.
+
+        Raises:
+            NotFound, Erased: no such live record.
+            Conflict: the record changed meanwhile (run again).
+        """
+        check_tenant(tenant)
+        check_record_id(record_id)
+        with self.db.begin(write=False) as conn:
+            row, stored = repo.read_record(conn, tenant, record_id)
+            existing = repo.record_data_keys(conn, tenant, record_id)
+            linked = token_repo.tokens_of_record(conn, tenant, record_id)
+            erased = row is None and repo.is_erased(conn, tenant, record_id)
+        if row is None:
+            raise Erased("record erased") if erased else NotFound("record not found")
+        plain = self._open(tenant, record_id, stored, deadline=deadline)
+        classes = set(existing)
+        old = self._existing_deks(tenant, record_id, existing, classes, deadline=deadline)
+        old_by_id = {str(d.id): d for d in old.values()}
+        tkeys = self.keyring.current(tenant, classes, deadline=deadline)
+        new, dek_rows = self._new_data_keys(tenant, record_id, classes, tkeys)
+        value_rows, index_rows, _ = self._seal_values(
+            tenant,
+            record_id,
+            plain,
+            new,
+            tkeys,
+            tokens={s.field_name: s.token for s in stored},
+        )
+        resealed: list[tuple[token_repo.LinkedToken, str, bytes]] = []
+        for t in linked:
+            dek = old_by_id.get(t.data_key_id)
+            if dek is None:
+                continue  # sealed under a key this record no longer has: nothing to re-seal
+            field = f"token:{t.token}"
+            value = crypto.open_value(dek, tenant, record_id, field, t.ciphertext)
+            target = new[t.field_class]
+            resealed.append(
+                (t, str(target.id), crypto.seal_value(target, tenant, record_id, field, value))
+            )
+        now = datetime.now(UTC)
+        self.audit.prepare(deadline=deadline)
+        with self.db.begin() as conn:
+            if not repo.bump_version(conn, tenant, record_id, row.version, now):
+                raise Conflict("record changed while it was re-keyed; run again")
+            repo.destroy_data_keys(conn, tenant, record_id, sorted(old_by_id), now)
+            repo.replace_values(
+                conn,
+                record_id,
+                new_data_keys=dek_rows,
+                values=value_rows,
+                index_rows=index_rows,
+                cleared=[],
+                now=now,
+            )
+            for t, dek_id, ct in resealed:
+                token_repo.reseal_token(conn, tenant, t, dek_id, ct)
+            entries = self.audit.append(conn, list(events), deadline=deadline)
+        self.audit.after_commit(entries)
+        for d in old_by_id:
+            self.keys.data_keys.discard(d)
+        return sorted(str(d.id) for d in new.values())
 
     # --- erase -------------------------------------------------------------------------------
 

@@ -396,3 +396,26 @@ def erasure(conn: Connection, tenant: str, record_id: str) -> tuple[datetime, st
         )
     ).first()
     return (r.erased_at, r.data_key_ids) if r else None
+
+
+def record_ids_of_tenant(conn: Connection, tenant: str) -> list[str]:
+    return list(
+        conn.execute(select(_rec.c.id).where(_rec.c.tenant == tenant).order_by(_rec.c.id)).scalars()
+    )
+
+
+def destroy_data_keys(
+    conn: Connection, tenant: str, record_id: str, dek_ids: Sequence[str], now: datetime
+) -> None:
+    """Tombstone and delete these data keys of a live record (rekey: the record keeps living
+    under new keys; a restored copy of an old key row is refused)."""
+    if not dek_ids:
+        return
+    conn.execute(
+        insert(_edk),
+        [
+            {"data_key_id": d, "record_id": record_id, "tenant": tenant, "erased_at": now}
+            for d in dek_ids
+        ],
+    )
+    conn.execute(delete(_dk).where(_dk.c.id.in_(list(dek_ids))))

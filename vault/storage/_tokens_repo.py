@@ -264,3 +264,37 @@ def use_grant(conn: Connection, grant_id: str) -> bool:
         .execution_options(preserve_rowcount=True)
     )
     return result.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedToken:
+    token: str
+    field_class: str
+    data_key_id: str
+    ciphertext: bytes = field(repr=False)
+
+
+def tokens_of_record(conn: Connection, tenant: str, record_id: str) -> list[LinkedToken]:
+    """The tokens whose values are sealed under ``record_id``'s data keys."""
+    rows = conn.execute(
+        select(
+            tokens.c.token, tokens.c.field_class, tokens.c.data_key_id, tokens.c.ciphertext
+        ).where(tokens.c.tenant == tenant, tokens.c.record_id == record_id)
+    ).all()
+    return [LinkedToken(r.token, r.field_class, r.data_key_id, bytes(r.ciphertext)) for r in rows]
+
+
+def reseal_token(
+    conn: Connection, tenant: str, old: LinkedToken, data_key_id: str, ciphertext: bytes
+) -> bool:
+    """Compare-and-set a token's value and key (rekey)."""
+    result = conn.execute(
+        update(tokens)
+        .where(
+            tokens.c.tenant == tenant,
+            tokens.c.token == old.token,
+            tokens.c.data_key_id == old.data_key_id,
+        )
+        .values(data_key_id=data_key_id, ciphertext=ciphertext)
+    )
+    return result.rowcount == 1

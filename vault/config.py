@@ -15,6 +15,10 @@ Example (``cvault serve --config vault.toml``)::
     secret_id_file = "/run/secrets/secret_id"
     # token_file = "/run/secrets/token"   (auth = "token"; or CVAULT_OPENBAO_TOKEN)
 
+    [rotation]                        # cvault keys auto-rotate (0: never)
+    field_key_days = 90
+    tenant_key_days = 30
+
     [cache]
     tenant_keys_max_entries = 10000
     tenant_keys_max_age_seconds = 3600
@@ -77,6 +81,18 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class RotationSettings:
+    """When ``cvault keys auto-rotate`` (from cron or a Kubernetes CronJob) rotates: a level
+    whose newest key is older than its period is rotated; 0 never rotates that level.
+    ``trim``: after a field-key rotation, also retire and trim the old versions (what makes old
+    backups unreadable)."""
+
+    field_key_days: float = 0.0
+    tenant_key_days: float = 0.0
+    trim: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = "sqlite:///.cvault/vault.db"
@@ -88,6 +104,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    rotation: RotationSettings = field(default_factory=RotationSettings)
 
 
 def _read_secret(table: Mapping[str, Any], key: str, source: str) -> str:
@@ -121,6 +138,7 @@ _TOP = {
     "max_workers",
     "openbao",
     "cache",
+    "rotation",
 }
 _OPENBAO = {
     "url",
@@ -167,6 +185,22 @@ def _audit(table: Mapping[str, Any], source: str) -> AuditSettings:
         kv_mount=str(table.get("kv_mount", "secret")),
         kv_path=str(table.get("kv_path", "cvault/audit/head")),
     )
+
+
+_ROTATION = frozenset({"field_key_days", "tenant_key_days", "trim"})
+
+
+def _rotation(table: Mapping[str, Any], source: str) -> RotationSettings:
+    if set(table) - _ROTATION:
+        raise ConfigError(f"{source}: unknown [rotation] settings {sorted(set(table) - _ROTATION)}")
+    out = RotationSettings(
+        field_key_days=float(table.get("field_key_days", 0.0)),
+        tenant_key_days=float(table.get("tenant_key_days", 0.0)),
+        trim=bool(table.get("trim", True)),
+    )
+    if out.field_key_days < 0 or out.tenant_key_days < 0:
+        raise ConfigError(f"{source}: [rotation] periods must be 0 (never) or positive")
+    return out
 
 
 def deploy_file(*parts: str) -> Path:
@@ -234,6 +268,7 @@ def load_settings(
             ),
             auth=_auth(data.get("auth", {}), source),
             audit=_audit(data.get("audit", {}), source),
+            rotation=_rotation(data.get("rotation", {}), source),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -166,3 +166,13 @@ def oldest_tenant_keys(conn: Connection, tenant: str) -> dict[str, datetime]:
 def _utc(value: datetime) -> datetime:
     """SQLite gives naive datetimes back (they are stored as UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def newest_tenant_keys(conn: Connection) -> dict[tuple[str, str], datetime]:
+    """(tenant, class) -> when its newest tenant (``data``) key version was made."""
+    rows = conn.execute(
+        select(_tk.c.tenant, _tk.c.field_class, func.max(_tk.c.created_at).label("newest"))
+        .where(_tk.c.kind == "data")
+        .group_by(_tk.c.tenant, _tk.c.field_class)
+    ).all()
+    return {(r.tenant, r.field_class): _utc(r.newest) for r in rows}

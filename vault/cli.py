@@ -509,28 +509,70 @@ def cmd_keys_shred_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_records(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(operator audit log, RecordsService over it) for operator commands on records."""
+    from vault.config import deploy_file
+    from vault.policy import PolicyHolder
+    from vault.schema import load_schema
+    from vault.service import Access, RecordsService
+
+    settings = _operator_settings(args)
+    log = _operator_audit_log(args)
+    policy = PolicyHolder(settings.policy or deploy_file("policy", "sample-policy.yaml"))
+    svc = RecordsService(
+        log.db, log.keys, load_schema(settings.schema or None), Access(policy, log)
+    )
+    return log, svc
+
+
+def cmd_records_purge(args: argparse.Namespace) -> int:
+    """Crypto-shred what the schema's retention says is past it (records, class values)."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from vault.audit import ALLOWED, AuditEvent
+
+    if not args.expired:
+        raise SystemExit("say --expired (what the schema's retention periods are past)")
+    log, svc = _operator_records(args)
+    operator = f"operator:{getpass.getuser()}"[:256]
+
+    def event(action: str, tenant: str, record_id: str) -> AuditEvent:
+        return AuditEvent(
+            action=action,
+            outcome=ALLOWED,
+            principal=operator,
+            role="operator",
+            purpose="",
+            tenant=tenant,
+            record_id=record_id,
+        )
+
+    report = svc.purge_expired(
+        now=datetime.now(UTC), event=event, batch=args.batch, dry_run=args.dry_run
+    )
+    log.close()
+    if args.dry_run:
+        print(
+            f"would erase {report.records} records and shred {report.values} class keys"
+            " past their retention (dry run)"
+        )
+    else:
+        print(f"erased {report.records} records; shredded {report.values} values past retention")
+    return 0
+
+
 def cmd_keys_rekey(args: argparse.Namespace) -> int:
     """Re-encrypt a record's (or every record of a tenant's) values under new data keys."""
     import getpass
 
     from vault.audit import ALLOWED, AuditEvent
-    from vault.config import deploy_file
     from vault.deadline import Deadline
-    from vault.policy import PolicyHolder
-    from vault.schema import load_schema
-    from vault.service import Access, RecordsService
     from vault.storage import repo
 
     if not args.tenant:
         raise SystemExit("give --tenant (and --record, or every record of the tenant)")
-    settings = _operator_settings(args)
-    log = _operator_audit_log(args)
-    svc = RecordsService(
-        log.db,
-        log.keys,
-        load_schema(settings.schema or None),
-        Access(PolicyHolder(settings.policy or deploy_file("policy", "sample-policy.yaml")), log),
-    )
+    log, svc = _operator_records(args)
     if args.record:
         ids = [args.record]
     else:
@@ -983,6 +1025,12 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--address", help="server address (default: from make dev's settings)")
     re_.add_argument("--tenant")
     re_.set_defaults(func=cmd_delete)
+    rp = records.add_parser("purge", help="crypto-shred what is past the schema's retention")
+    rp.add_argument("--expired", action="store_true", help="required: purge what has expired")
+    rp.add_argument("--dry-run", action="store_true", help="only count")
+    rp.add_argument("--batch", type=int, default=100, help="records per transaction")
+    rp.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    rp.set_defaults(func=cmd_records_purge)
     cn = client_parser("consent", "show, or --set, the purposes a customer consents to")
     cn.add_argument("record_id")
     cn.add_argument("--set", help="comma-separated purposes (the complete new set)")

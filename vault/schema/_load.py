@@ -31,7 +31,7 @@ DEFAULT_SCHEMA_SOURCE: Final = "vault/schema/default.yaml"
 #: A schema file is a few kilobytes; refuse anything absurd before parsing it.
 MAX_SCHEMA_BYTES: Final = 1 << 20
 
-_TOP_LEVEL_KEYS: Final = frozenset({"schema_version", "fields"})
+_TOP_LEVEL_KEYS: Final = frozenset({"schema_version", "fields", "retention"})
 _COMMON_FIELD_KEYS: Final = frozenset({"class", "searchable", "max_length"})
 _CLASS_NAMES: Final = frozenset(member.value for member in FieldClass)
 
@@ -149,11 +149,15 @@ class _Reader:
 
         version: int | None = None
         fields: dict[str, FieldSpec] | None = None
+        record_days: int | None = None
+        class_days: dict[FieldClass, int] = {}
         for key, key_node, value_node in self._pairs(root, "top level"):
             if key == "schema_version":
                 version = self._version(value_node)
             elif key == "fields":
                 fields = self._fields(value_node)
+            elif key == "retention":
+                record_days, class_days = self._retention(value_node)
             else:
                 expected = ", ".join(sorted(_TOP_LEVEL_KEYS))
                 self._fail(key_node, f"unknown top-level key {key!r} (expected {expected})")
@@ -162,10 +166,49 @@ class _Reader:
         if fields is None:
             self._fail(None, "missing 'fields'")
         try:
-            return RecordSchema(version=version, fields=fields, source=self._source)
+            return RecordSchema(
+                version=version,
+                fields=fields,
+                source=self._source,
+                record_retention_days=record_days,
+                class_retention_days=class_days,
+            )
         except ValueError as exc:  # pragma: no cover - everything is checked above with a line
             problem = str(exc)
         self._fail(None, problem)
+
+    def _days(self, node: yaml.Node, what: str) -> int:
+        value = self._scalar(node)
+        if type(value) is not int or value < 1:
+            self._fail(node, f"{what} must be a whole number of days >= 1")
+        return value
+
+    def _retention(self, node: yaml.Node) -> tuple[int | None, dict[FieldClass, int]]:
+        """``retention: {records_days: N, classes: {card_number: N, ...}}``."""
+        if not isinstance(node, yaml.MappingNode):
+            self._fail(node, "'retention' must be a mapping (records_days, classes)")
+        record_days: int | None = None
+        class_days: dict[FieldClass, int] = {}
+        for key, key_node, value_node in self._pairs(node, "retention"):
+            if key == "records_days":
+                record_days = self._days(value_node, "retention.records_days")
+            elif key == "classes":
+                if not isinstance(value_node, yaml.MappingNode):
+                    self._fail(value_node, "retention.classes must map field classes to days")
+                for name, name_node, days_node in self._pairs(value_node, "retention.classes"):
+                    if name not in _CLASS_NAMES:
+                        known = ", ".join(member.value for member in FieldClass)
+                        self._fail(
+                            name_node, f"retention.classes: unknown class {name!r} (known: {known})"
+                        )
+                    class_days[FieldClass(name)] = self._days(
+                        days_node, f"retention.classes.{name}"
+                    )
+            else:
+                self._fail(
+                    key_node, f"unknown retention key {key!r} (expected classes, records_days)"
+                )
+        return record_days, class_days
 
     def _version(self, node: yaml.Node) -> int:
         version = self._scalar(node)

@@ -37,6 +37,12 @@ class RecordSchema:
     version: int
     fields: Mapping[str, FieldSpec] = field(hash=False)
     source: str
+    #: retention (``cvault records purge --expired``): whole records not updated for this many
+    #: days are crypto-shredded; None keeps them
+    record_retention_days: int | None = None
+    #: per field class: that class's values of records not updated for this many days are
+    #: crypto-shredded (the record lives on without them)
+    class_retention_days: Mapping[FieldClass, int] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if type(self.version) is not int or self.version < 1:
@@ -51,6 +57,12 @@ class RecordSchema:
             if problem is not None:
                 raise ValueError(f"field {name!r}: {problem}")
         object.__setattr__(self, "fields", MappingProxyType(fields))
+        object.__setattr__(
+            self, "class_retention_days", MappingProxyType(dict(self.class_retention_days))
+        )
+        days = [self.record_retention_days, *self.class_retention_days.values()]
+        if any(d is not None and (type(d) is not int or d < 1) for d in days):
+            raise ValueError("retention periods must be whole days >= 1")
 
     def spec(self, name: str) -> FieldSpec:
         """The spec of field ``name``.

@@ -12,8 +12,9 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from nacl.public import PublicKey, SealedBox
 from sqlalchemy.engine import Connection
@@ -56,6 +57,15 @@ from vault.storage import _tokens_repo as token_repo
 log = logging.getLogger("vault.service.records")
 
 _REVEALING = (Output.PLAIN, Output.MASKED)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What a retention purge erased (or, in a dry run, would erase): whole records, and data
+    keys of a class (in a dry run) or values (otherwise) past their class's period."""
+
+    records: int
+    values: int
 
 
 class _TakeGeneralPath(Exception):
@@ -886,6 +896,77 @@ class RecordsService:
         for d in old_by_id:
             self.keys.data_keys.discard(d)
         return sorted(str(d.id) for d in new.values())
+
+    # --- retention (operator) ----------------------------------------------------------------
+
+    def purge_expired(
+        self,
+        *,
+        now: datetime,
+        event: Callable[[str, str, str], AuditEvent],
+        batch: int = 100,
+        dry_run: bool = False,
+    ) -> PurgeReport:
+        """Crypto-shred what the schema's retention says is past it: whole records not written
+        for ``record_retention_days`` (the same erasure as DeleteRecord, with its tombstones),
+        and, per class with a period, that class's values (its data key destroyed and
+        tombstoned, the fields dropped; the record lives on with a new version). ``batch`` per
+        transaction; each erasure is audited with ``event(action, tenant, record_id)``.
+        ``dry_run`` only counts."""
+        records = values = 0
+        if self.schema.record_retention_days is not None:
+            before = now - timedelta(days=self.schema.record_retention_days)
+            while True:
+                with self.db.begin(write=False) as conn:
+                    due = repo.records_not_updated_since(
+                        conn, before, batch if not dry_run else 10**9
+                    )
+                if dry_run:
+                    records = len(due)
+                    break
+                if not due:
+                    break
+                self.audit.prepare(deadline=Deadline.after(60))
+                with self.db.begin() as conn:
+                    shredded: list[str] = []
+                    for tenant, rid in due:
+                        shredded += repo.erase_record(conn, tenant, rid, now)
+                        access_repo.erase_consents(conn, rid)
+                    entries = self.audit.append(
+                        conn,
+                        [event("retention.erase", t, r) for t, r in due],
+                        deadline=Deadline.after(60),
+                    )
+                self.audit.after_commit(entries)
+                for d in shredded:
+                    self.keys.data_keys.discard(d)
+                records += len(due)
+        for field_class, days in sorted(self.schema.class_retention_days.items()):
+            before = now - timedelta(days=days)
+            while True:
+                with self.db.begin(write=False) as conn:
+                    keys = repo.class_keys_not_updated_since(
+                        conn, field_class.value, before, batch if not dry_run else 10**9
+                    )
+                if dry_run:
+                    values += len(keys)
+                    break
+                if not keys:
+                    break
+                self.audit.prepare(deadline=Deadline.after(60))
+                with self.db.begin() as conn:
+                    for tenant, rid, dek in keys:
+                        values += repo.shred_class_values(conn, tenant, rid, dek, now)
+                        repo.touch_record(conn, tenant, rid, now)
+                    entries = self.audit.append(
+                        conn,
+                        [event(f"retention.shred.{field_class.value}", t, r) for t, r, _ in keys],
+                        deadline=Deadline.after(60),
+                    )
+                self.audit.after_commit(entries)
+                for _, _, dek in keys:
+                    self.keys.data_keys.discard(dek)
+        return PurgeReport(records, values)
 
     # --- erase -------------------------------------------------------------------------------
 

@@ -419,3 +419,66 @@ def destroy_data_keys(
         ],
     )
     conn.execute(delete(_dk).where(_dk.c.id.in_(list(dek_ids))))
+
+
+def records_not_updated_since(
+    conn: Connection, before: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """(tenant, record id) of up to ``limit`` live records last written before ``before``."""
+    rows = conn.execute(
+        select(_rec.c.tenant, _rec.c.id)
+        .where(_rec.c.updated_at < before)
+        .order_by(_rec.c.updated_at, _rec.c.id)
+        .limit(limit)
+    ).all()
+    return [(r.tenant, r.id) for r in rows]
+
+
+def class_keys_not_updated_since(
+    conn: Connection, field_class: str, before: datetime, limit: int
+) -> list[tuple[str, str, str]]:
+    """(tenant, record id, data key id) of records last written before ``before`` that still
+    hold a data key of ``field_class``."""
+    rows = conn.execute(
+        select(_rec.c.tenant, _rec.c.id, _dk.c.id.label("dek"))
+        .select_from(_rec.join(_dk, _dk.c.record_id == _rec.c.id))
+        .where(_dk.c.field_class == field_class, _rec.c.updated_at < before)
+        .order_by(_rec.c.updated_at, _rec.c.id)
+        .limit(limit)
+    ).all()
+    return [(r.tenant, r.id, r.dek) for r in rows]
+
+
+def shred_class_values(
+    conn: Connection, tenant: str, record_id: str, dek_id: str, now: datetime
+) -> int:
+    """Crypto-shred one class of a record's values: tombstone and delete its data key, drop the
+    values sealed under it and their blind indexes. Returns how many values went."""
+    names = list(
+        conn.execute(
+            select(_val.c.field_name).where(
+                _val.c.record_id == record_id, _val.c.data_key_id == dek_id
+            )
+        ).scalars()
+    )
+    conn.execute(
+        insert(_edk),
+        {"data_key_id": dek_id, "record_id": record_id, "tenant": tenant, "erased_at": now},
+    )
+    if names:
+        conn.execute(delete(_bi).where(_bi.c.record_id == record_id, _bi.c.field_name.in_(names)))
+        conn.execute(
+            delete(_val).where(_val.c.record_id == record_id, _val.c.data_key_id == dek_id)
+        )
+    conn.execute(delete(_dk).where(_dk.c.id == dek_id))
+    return len(names)
+
+
+def touch_record(conn: Connection, tenant: str, record_id: str, now: datetime) -> None:
+    """A new version of a record whose fields changed outside an update (retention). The
+    write time stays: it is what record retention counts from."""
+    conn.execute(
+        update(_rec)
+        .where(_rec.c.id == record_id, _rec.c.tenant == tenant)
+        .values(version=_rec.c.version + 1)
+    )

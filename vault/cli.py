@@ -657,6 +657,30 @@ def cmd_keys_auto_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate_index(args: argparse.Namespace) -> int:
+    """A new index key per (tenant, class): blind indexes rebuilt under it, the old dropped."""
+    from vault.service.keyops import rotate_index
+    from vault.storage import _keys_repo as keys_repo
+
+    log, svc = _operator_records(args)
+    with log.db.begin(write=False) as conn:
+        pairs = [p for p in keys_repo.tenant_classes(conn) if p[1] == args.field_class]
+    if args.tenant:
+        pairs = [p for p in pairs if p[0] == args.tenant]
+    for tenant, c in pairs:
+        r = rotate_index(svc, tenant, c, batch=args.batch)
+        what = "rotated to" if r.started else "resumed at"
+        print(
+            f"{tenant}/{c}: index key {what} v{r.version}; {r.indexed} index rows made,"
+            f" {r.dropped} old rows dropped"
+        )
+        _audit_admin_action(
+            log, "admin.keys.rotate-index", f"{c} v{r.version} {r.indexed}", tenant=tenant
+        )
+    log.close()
+    return 0
+
+
 def cmd_keys_retire(args: argparse.Namespace) -> int:
     """Raise min_decryption_version; refuses (exit 1) while keys are below it."""
     return _retire_or_trim(args, trim=False)
@@ -959,6 +983,12 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--record", help="one record (default: every record of the tenant)")
     rk.add_argument("--config", help="TOML settings (default: make dev's settings)")
     rk.set_defaults(func=cmd_keys_rekey)
+    ri = keys.add_parser("rotate-index", help="new index keys; blind indexes rebuilt under them")
+    ri.add_argument("--class", dest="field_class", required=True)
+    ri.add_argument("--tenant", help="one tenant (default: every tenant)")
+    ri.add_argument("--batch", type=int, default=200, help="values per transaction")
+    ri.add_argument("--config", help="TOML settings (default: make dev's settings)")
+    ri.set_defaults(func=cmd_keys_rotate_index)
     ar = keys.add_parser("auto-rotate", help="rotate what the [rotation] schedule says is due")
     ar.add_argument("--dry-run", action="store_true", help="only say what is due")
     ar.add_argument("--now", help="evaluate the schedule at this ISO time (default: now)")

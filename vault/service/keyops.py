@@ -24,8 +24,9 @@ from vault.deadline import Deadline
 from vault.errors import DecryptionFailed
 from vault.keys import FieldKeyAdmin, FieldKeyInfo, wrapped_version
 from vault.keys._manager import BOUND_PREFIX, transit_ciphertext
-from vault.service._keyring import DATA, Keyring
+from vault.service._keyring import DATA, INDEX, Keyring
 from vault.service._keyring import key_aad as tenant_key_aad
+from vault.service.records import RecordsService
 from vault.storage import Database
 from vault.storage import _keys_repo as keys_repo
 
@@ -513,3 +514,82 @@ def due_rotations(
             if made is not None and made <= limit:
                 fields.append(c)
     return Due(tuple(tenants), tuple(fields))
+
+
+# --- index keys --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRotationReport:
+    tenant: str
+    field_class: str
+    version: int
+    started: bool
+    indexed: int  # blind-index rows made under the new version
+    dropped: int  # rows of the old versions deleted
+
+
+def rotate_index(
+    records: RecordsService,
+    tenant: str,
+    field_class: str,
+    *,
+    deadline_seconds: float = 60.0,
+    batch: int = 200,
+    progress: Callable[[int], None] | None = None,
+    between_batches: Callable[[], None] | None = None,
+) -> IndexRotationReport:
+    """A new index-key version for (tenant, class): every searchable value of the class gets a
+    blind-index row under it (computed from the decrypted value, in the service process), then
+    the old versions' rows and keys are dropped.
+
+    Meanwhile both versions answer: ``FindRecords`` looks under every index-key version, and
+    deterministic ``Tokenize`` returns a token already issued under an older version rather
+    than a new one. After the drop, deterministic tokens of values first tokenized before the
+    rotation come out new (the old tokens keep revealing). Resumable like the other rotations.
+    """
+    db = records.db
+
+    def deadline() -> Deadline:
+        return Deadline.after(deadline_seconds)
+
+    names = [
+        n
+        for n, spec in records.schema.fields.items()
+        if spec.searchable and spec.field_class.value == field_class
+    ]
+    versions = records.keyring.index_keys(tenant, field_class, deadline=deadline())
+    started = len(versions) <= 1
+    current = (
+        records.keyring.new_version(tenant, field_class, INDEX, deadline=deadline())
+        if started
+        else max(versions, key=lambda k: k.version)
+    )
+    done = 0
+    while names:
+        with db.begin(write=False) as conn:
+            todo = keys_repo.unindexed_values(conn, tenant, names, current.id, batch)
+        if not todo:
+            break
+        by_record: dict[str, list[str]] = {}
+        for rid, name in todo:
+            by_record.setdefault(rid, []).append(name)
+        rows: list[dict[str, object]] = []
+        for rid, fields in by_record.items():
+            rows += records.index_rows(tenant, rid, fields, current, deadline=deadline())
+        with db.begin() as conn:
+            done += keys_repo.add_index_rows(conn, rows)
+        if len(rows) < len(todo):
+            break  # values gone meanwhile (erased): the next run finds none of them left
+        if progress is not None:
+            progress(done)
+        if between_batches is not None:
+            between_batches()
+    old = [
+        k.id
+        for k in records.keyring.index_keys(tenant, field_class, deadline=deadline())
+        if k.version < current.version
+    ]
+    with db.begin() as conn:
+        dropped = keys_repo.drop_index_keys(conn, old)
+    return IndexRotationReport(tenant, field_class, current.version, started, done, dropped)

@@ -897,6 +897,37 @@ class RecordsService:
             self.keys.data_keys.discard(d)
         return sorted(str(d.id) for d in new.values())
 
+    # --- index-key rotation (operator) --------------------------------------------------------
+
+    def index_rows(
+        self,
+        tenant: str,
+        record_id: str,
+        names: Sequence[str],
+        ik: TenantKey,
+        *,
+        deadline: Deadline,
+    ) -> list[dict[str, object]]:
+        """Blind-index rows of these fields of a record under index key ``ik`` (computed from
+        the decrypted values, which stay here); none when the record is gone."""
+        with self.db.begin(write=False) as conn:
+            row, stored = repo.read_record(conn, tenant, record_id, list(names))
+        if row is None or not stored or any(s.dek_erased for s in stored):
+            return []
+        plain = self._open(tenant, record_id, stored, deadline=deadline)
+        return [
+            {
+                "tenant": tenant,
+                "record_id": record_id,
+                "field_name": name,
+                "index_key_id": ik.id,
+                "digest": crypto.blind_index(
+                    ik.key, name, self.schema.index_form(name, value, trusted=True)
+                ),
+            }
+            for name, value in plain.items()
+        ]
+
     # --- retention (operator) ----------------------------------------------------------------
 
     def purge_expired(

@@ -333,6 +333,7 @@ class TokensService:
             else:
                 tokens.append(crypto.random_token(p.field_class.value))
 
+        self._keep_tokens_of_older_index_keys(tenant, prepared, tokens, tkeys, deadline=deadline)
         events = self._events(caller, role, tenant, prepared)
         sealers: dict[uuid.UUID, crypto.ValueSealer] = {}
 
@@ -400,6 +401,48 @@ class TokensService:
         self.audit.after_commit(entries)
         self._install_pools(tenant, standalone, new_pools)
         return tokens
+
+    def _keep_tokens_of_older_index_keys(
+        self,
+        tenant: str,
+        prepared: Sequence[_Prepared],
+        tokens: list[str],
+        tkeys: Mapping[tuple[str, str], TenantKey],
+        *,
+        deadline: Deadline,
+    ) -> None:
+        """While an index key is being rotated (``cvault keys rotate-index``), a value already
+        tokenized under the older version keeps its token: joins on tokens do not break
+        mid-rotation. Costs nothing when a class has one index-key version."""
+        det = [i for i, p in enumerate(prepared) if p.item.kind is TokenKind.DETERMINISTIC]
+        if not det:
+            return
+        older: dict[str, list[TenantKey]] = {}
+        for c in {prepared[i].field_class.value for i in det}:
+            keys = self.keyring.index_keys(tenant, c, deadline=deadline)
+            newest = tkeys[(c, INDEX)].version
+            older[c] = [k for k in keys if k.version < newest]
+        if not any(older.values()):
+            return
+        candidates: dict[str, int] = {}
+        for i in det:
+            p = prepared[i]
+            normalized = (
+                p.item.value.encode("utf-8")
+                if p.item.exact
+                else deterministic_form(p.field_class, p.item.value, p.canonical)
+            )
+            for k in older[p.field_class.value]:
+                alt = crypto.deterministic_token(
+                    k.key, p.field_class.value, p.item.scope, normalized, exact=p.item.exact
+                )
+                candidates.setdefault(alt, i)
+        if not candidates:
+            return
+        with self.db.begin(write=False) as conn:
+            found = token_repo.existing_tokens(conn, tenant, list(candidates))
+        for alt in found:
+            tokens[candidates[alt]] = alt
 
     def _draw_surrogates(
         self, conn: Any, tenant: str, prepared: Sequence[_Prepared], tokens: list[str]

@@ -1,20 +1,32 @@
-"""Read-only SQL for key administration: which keys exist and what depends on them."""
+"""SQL for key administration: which keys exist, what depends on them, and the rewrites of
+rotation (compare-and-set, so it runs next to the service)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from vault.storage.models import AuditKey, DataKeyRow, Erasure, TenantKey
+from vault.storage.models import (
+    AuditKey,
+    BlindIndexRow,
+    DataKeyRow,
+    Erasure,
+    RecordValue,
+    TenantKey,
+)
 
 _tk = cast(Table, TenantKey.__table__)
 _dk = cast(Table, DataKeyRow.__table__)
 _ak = cast(Table, AuditKey.__table__)
 _er = cast(Table, Erasure.__table__)
+_bi = cast(Table, BlindIndexRow.__table__)
+_val = cast(Table, RecordValue.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +188,59 @@ def newest_tenant_keys(conn: Connection) -> dict[tuple[str, str], datetime]:
         .group_by(_tk.c.tenant, _tk.c.field_class)
     ).all()
     return {(r.tenant, r.field_class): _utc(r.newest) for r in rows}
+
+
+def unindexed_values(
+    conn: Connection, tenant: str, names: Sequence[str], index_key_id: str, limit: int
+) -> list[tuple[str, str]]:
+    """(record id, field name) of stored values of these fields with no blind-index row under
+    ``index_key_id`` yet."""
+    has = (
+        select(_bi.c.id)
+        .where(
+            _bi.c.record_id == _val.c.record_id,
+            _bi.c.field_name == _val.c.field_name,
+            _bi.c.index_key_id == index_key_id,
+        )
+        .exists()
+    )
+    rows = conn.execute(
+        select(_val.c.record_id, _val.c.field_name)
+        .where(_val.c.tenant == tenant, _val.c.field_name.in_(list(names)), ~has)
+        .order_by(_val.c.record_id)
+        .limit(limit)
+    ).all()
+    return [(r.record_id, r.field_name) for r in rows]
+
+
+def add_index_rows(conn: Connection, rows: Sequence[Mapping[str, object]]) -> int:
+    """Insert blind-index rows one by one, skipping any that a concurrent writer already made."""
+    n = 0
+    for row in rows:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(_bi), dict(row))
+            n += 1
+        except IntegrityError:
+            pass
+    return n
+
+
+def index_rows_under(conn: Connection, index_key_ids: Sequence[str]) -> int:
+    if not index_key_ids:
+        return 0
+    return int(
+        conn.execute(
+            select(func.count()).select_from(_bi).where(_bi.c.index_key_id.in_(list(index_key_ids)))
+        ).scalar_one()
+    )
+
+
+def drop_index_keys(conn: Connection, index_key_ids: Sequence[str]) -> int:
+    """Delete the blind-index rows under these index keys, then the keys. Returns rows."""
+    if not index_key_ids:
+        return 0
+    ids = list(index_key_ids)
+    n = conn.execute(delete(_bi).where(_bi.c.index_key_id.in_(ids))).rowcount
+    conn.execute(delete(_tk).where(_tk.c.id.in_(ids)))
+    return int(n)

@@ -382,8 +382,11 @@ def cmd_keys_rotate_field(args: argparse.Namespace) -> int:
 
     log = _operator_audit_log(args)
     url, prefix, mount = _key_server(args)
+    campaign = _campaign(log.db, "field:")
     with FieldKeyAdmin(url, _admin_token(args), key_prefix=prefix, mount=mount) as admin:
         for c in _classes(args):
+            if _finished_before(log.db, f"field:{c}", campaign, c):
+                continue
 
             def progress(done: int, total: int, c: str = c) -> None:
                 print(f"  {c}: {done}/{total} rewrapped", file=sys.stderr, flush=True)
@@ -395,6 +398,7 @@ def cmd_keys_rotate_field(args: argparse.Namespace) -> int:
                 batch=args.batch,
                 max_per_second=args.max_per_second,
                 progress=progress,
+                campaign=campaign,
             )
             what = "rotated to" if report.rotated else "resumed at"
             print(
@@ -410,6 +414,28 @@ def cmd_keys_rotate_field(args: argparse.Namespace) -> int:
             )
     log.close()
     return 0
+
+
+def _campaign(db: Any, scope_prefix: str) -> str:
+    """The id of this command's run over its units: a run that was stopped is carried on (its
+    finished units are skipped), else a new one."""
+    import uuid
+
+    from vault.storage import _keys_repo as keys_repo
+
+    with db.begin(write=False) as conn:
+        return keys_repo.unfinished_campaign(conn, scope_prefix) or str(uuid.uuid4())
+
+
+def _finished_before(db: Any, scope: str, campaign: str, label: str) -> bool:
+    """Whether the stopped run this command carries on already finished ``scope`` (said)."""
+    from vault.storage import _keys_repo as keys_repo
+
+    with db.begin(write=False) as conn:
+        version = keys_repo.finished_in_campaign(conn, scope, campaign)
+    if version is not None:
+        print(f"{label}: already rotated to v{version} by the run this one carries on")
+    return version is not None
 
 
 def cmd_keys_rotate_tenant(args: argparse.Namespace) -> int:
@@ -430,7 +456,10 @@ def cmd_keys_rotate_tenant(args: argparse.Namespace) -> int:
     if not pairs:
         raise SystemExit("no tenant keys match")
     keyring = Keyring(log.db, log.keys)
+    campaign = _campaign(log.db, "tenant:")
     for tenant, c in pairs:
+        if _finished_before(log.db, f"tenant:{tenant}/{c}", campaign, f"{tenant}/{c}"):
+            continue
 
         def progress(done: int, tenant: str = tenant, c: str = c) -> None:
             print(f"  {tenant}/{c}: {done} data keys re-wrapped", file=sys.stderr, flush=True)
@@ -443,6 +472,7 @@ def cmd_keys_rotate_tenant(args: argparse.Namespace) -> int:
             batch=args.batch,
             max_per_second=args.max_per_second,
             progress=progress,
+            campaign=campaign,
         )
         what = "rotated to" if report.started else "resumed at"
         print(

@@ -520,21 +520,24 @@ class AuditLog:
 
     def _current_keys(self, conn: Connection | None, deadline: Deadline) -> AuditKeys:
         row = self._key_row
+        remembered = row is not None  # decided here: another thread may reset the attribute
         cacheable = True
         if row is None:
-            if conn is None:
-                with self._key_lock:
-                    row = self._key_row or self._load_or_create(deadline)
-            else:
-                row, cacheable = self._load_or_create_in(conn, deadline)
+            row, cacheable = self._key_row_from_db(conn, deadline)
         try:
-            plain = self._keys.unwrap(
-                AUDIT_KEY_CLASS,
-                [WrappedRef(_cache_id(row.id), row.wrapped, key_aad(row.id, row.version))],
-                deadline=deadline,
-            )[_cache_id(row.id)]
+            plain = self._unwrap(row, deadline)
         except _KEY_ERRORS as exc:
-            raise self._key_unavailable(exc) from None
+            if not remembered:
+                raise self._key_unavailable(exc) from None
+            # The remembered wrapped form may be stale: `cvault keys rotate-field` rewraps the
+            # row and `retire` then refuses the old field-key version. Read the row again, in
+            # a transaction of its own (the caller's may predate the rewrap).
+            self._key_row = None
+            row, cacheable = self._key_row_from_db(None, deadline)
+            try:
+                plain = self._unwrap(row, deadline)
+            except _KEY_ERRORS as exc2:
+                raise self._key_unavailable(exc2) from None
         if cacheable:
             self._key_row = row
         # Deriving costs two HKDFs per call; reuse the last derivation while the key manager
@@ -545,6 +548,21 @@ class AuditLog:
         keys = derive(row.id, plain)
         self._last_derived = (row.id, plain, keys)
         return keys
+
+    def _key_row_from_db(
+        self, conn: Connection | None, deadline: Deadline
+    ) -> tuple[store.KeyRow, bool]:
+        if conn is None:
+            with self._key_lock:
+                return self._key_row or self._load_or_create(deadline), True
+        return self._load_or_create_in(conn, deadline)
+
+    def _unwrap(self, row: store.KeyRow, deadline: Deadline) -> bytes:
+        return self._keys.unwrap(
+            AUDIT_KEY_CLASS,
+            [WrappedRef(_cache_id(row.id), row.wrapped, key_aad(row.id, row.version))],
+            deadline=deadline,
+        )[_cache_id(row.id)]
 
     def _load_or_create(self, deadline: Deadline) -> store.KeyRow:
         with self._db.begin(write=False) as conn:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from sqlalchemy.engine import Connection
 
 from vault.crypto._encoding import lp
 from vault.deadline import Deadline
 from vault.errors import Conflict, DecryptionFailed
-from vault.keys import KeyManager, WrappedRef
+from vault.keys import KeyManager, WrappedRef, wrapped_version
 from vault.storage import Database, TenantKeyRow, repo
+from vault.storage import _keys_repo as keys_repo
 
 DATA = "data"
 INDEX = "index"
@@ -45,6 +48,18 @@ def key_aad(tenant: str, field_class: str, kind: str, version: int, key_id: str)
         + lp(str(version))
         + lp(key_id)
     )
+
+
+def _below_floor(conn: Connection, rows: Sequence[Mapping[str, object]]) -> bool:
+    """Whether any new row is wrapped under a field-key version below its class's floor (a
+    rotation started since it was wrapped: storing it would leave a key behind the rotation)."""
+    floors = keys_repo.field_key_floors(conn, sorted({str(r["field_class"]) for r in rows}))
+    for r in rows:
+        floor = floors.get(str(r["field_class"]), 0)
+        version = wrapped_version(str(r["wrapped"]))
+        if floor and (version is None or version < floor):
+            return True
+    return False
 
 
 class Keyring:
@@ -191,6 +206,9 @@ class Keyring:
                     }
                 )
         with self._db.begin() as conn:
+            if _below_floor(conn, row_dicts):
+                # wrapped just before a field-key rotation raised the floor: wrap again
+                return {}
             inserted = repo.insert_tenant_keys(conn, row_dicts)
         if not inserted:
             return {}

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -237,6 +237,7 @@ def rotate_field(
     progress: Callable[[int, int], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    campaign: str = "",
 ) -> RotationReport:
     """A new field-key version, then every tenant, index and audit key of the class rewrapped
     to it by the key server (``rewrap``: their plaintext never leaves it), ``batch`` keys per
@@ -250,13 +251,68 @@ def rotate_field(
     if batch < 1:
         raise ValueError("batch must be positive")
     info = admin.info(field_class)
+    scope = f"field:{field_class}"
+    with db.begin(write=False) as conn:
+        run = keys_repo.last_run(conn, scope)
     todo = _below(db, field_class, info.latest_version)
-    rotated = not todo
+    # resume when a run is unfinished (stopped, even after its last batch) or keys are below
+    rotated = not todo and (run is None or run[1] or run[0] != info.latest_version)
     version = admin.rotate(field_class) if rotated else info.latest_version
+    with db.begin() as conn:
+        if rotated:
+            keys_repo.start_run(conn, scope, version, datetime.now(UTC), campaign)
+        # From this commit on, the service stores no key wrapped under an older version (it
+        # wraps again); a store that read the old floor has committed by now (share lock).
+        keys_repo.raise_field_key_floor(conn, field_class, version)
     if rotated:
         todo = _below(db, field_class, version)
     done = converted = 0
     started = clock()
+    # Keys the service wrapped under the old version just before the rotation can reach the
+    # database after a pass began: passes repeat until one finds nothing left.
+    for _pass in range(_PASSES):
+        if _pass:
+            todo = _below(db, field_class, version)
+            if not todo:
+                break
+        done, converted = _rewrap_pass(
+            db,
+            admin,
+            field_class,
+            todo,
+            batch,
+            done,
+            converted,
+            progress,
+            max_per_second,
+            started,
+            clock,
+            sleep,
+        )
+    with db.begin() as conn:
+        if keys_repo.last_run(conn, scope) == (version, False):
+            keys_repo.finish_run(conn, scope, version, datetime.now(UTC))
+    return RotationReport(field_class, version, rotated, done, converted)
+
+
+#: passes of rotate-field over keys still below the new version (see there)
+_PASSES = 5
+
+
+def _rewrap_pass(
+    db: Database,
+    admin: FieldKeyAdmin,
+    field_class: str,
+    todo: list[keys_repo.WrappedKeyRow],
+    batch: int,
+    done: int,
+    converted: int,
+    progress: Callable[[int, int], None] | None,
+    max_per_second: float | None,
+    started: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> tuple[int, int]:
     for i in range(0, len(todo), batch):
         chunk = todo[i : i + batch]
         bound = [r for r in chunk if r.wrapped.startswith(BOUND_PREFIX)]
@@ -270,16 +326,14 @@ def rotate_field(
             new.update({r.id: c for r, c in zip(legacy, out, strict=True)})
             converted += len(legacy)
         with db.begin() as conn:
-            for r in chunk:
-                keys_repo.replace_wrapped(conn, r, new[r.id])
-        done += len(chunk)
+            done += keys_repo.replace_wrapped(conn, [(r, new[r.id]) for r in chunk])
         if progress is not None:
             progress(done, len(todo))
         if max_per_second:
             ahead = done / max_per_second - (clock() - started)
             if ahead > 0:
                 sleep(ahead)
-    return RotationReport(field_class, version, rotated, done, converted)
+    return done, converted
 
 
 def retire(db: Database, admin: FieldKeyAdmin, field_class: str, to: int | None = None) -> int:
@@ -352,6 +406,7 @@ def rotate_tenant(
     progress: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    campaign: str = "",
 ) -> TenantRotationReport:
     """A new tenant-key version for (tenant, class), every data key of it re-wrapped under
     the new version locally (AES-GCM: no key-server call per data key; one to unwrap each old
@@ -370,20 +425,32 @@ def rotate_tenant(
         return Deadline.after(deadline_seconds)
 
     current = keyring.current(tenant, [field_class], deadline=deadline())[(field_class, DATA)]
+
+    def older() -> list[str]:
+        with db.begin(write=False) as conn:
+            return keys_repo.older_tenant_keys(conn, tenant, field_class, DATA, current.version)
+
+    scope = f"tenant:{tenant}/{field_class}"
+    old_ids = older()
     with db.begin(write=False) as conn:
-        pending = keys_repo.data_keys_not_under(conn, tenant, field_class, current.id, 1)
-    started = not pending
+        run = keys_repo.last_run(conn, scope)
+    # resume when old versions are left (not all re-wrapped, or not yet destroyed) or the last
+    # run is unfinished
+    started = not old_ids and (run is None or run[1] or run[0] != current.version)
     if started:
         current = keyring.new_version(tenant, field_class, DATA, deadline=deadline())
+        with db.begin() as conn:
+            keys_repo.start_run(conn, scope, current.version, datetime.now(UTC), campaign)
+        old_ids = older()
     done = 0
     began = clock()
     while True:
         with db.begin(write=False) as conn:
-            todo = keys_repo.data_keys_not_under(conn, tenant, field_class, current.id, batch)
+            todo = keys_repo.data_keys_under(conn, old_ids, batch)
         if not todo:
             break
         old = keyring.by_ids(tenant, {r.tenant_key_id for r in todo}, deadline=deadline())
-        rewrapped: list[tuple[keys_repo.DataKeyToRewrap, bytes]] = []
+        rewrapped: list[tuple[keys_repo.DataKeyToRewrap, str, bytes]] = []
         for r in todo:
             tk = old.get(r.tenant_key_id)
             if tk is None:
@@ -405,11 +472,9 @@ def rotate_tenant(
                 record_id=r.record_id,
                 field_class=field_class,
             )
-            rewrapped.append((r, wrapped))
+            rewrapped.append((r, current.id, wrapped))
         with db.begin() as conn:
-            for r, wrapped in rewrapped:
-                keys_repo.replace_data_key(conn, r, current.id, wrapped)
-        done += len(todo)
+            done += keys_repo.replace_data_keys(conn, rewrapped)
         if progress is not None:
             progress(done)
         if max_per_second:
@@ -424,6 +489,10 @@ def rotate_tenant(
         # a service write referenced an old version at that very moment (PostgreSQL checks
         # the foreign key at the delete): nothing destroyed; running again finishes the job
         destroyed = 0
+    else:
+        with db.begin() as conn:
+            if keys_repo.last_run(conn, scope) == (current.version, False):
+                keys_repo.finish_run(conn, scope, current.version, datetime.now(UTC))
     return TenantRotationReport(tenant, field_class, current.version, started, done, destroyed)
 
 

@@ -8,6 +8,7 @@ the database unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -664,6 +665,13 @@ class RecordsService:
                     need_tk.add(s.tenant_key_id)
         if need_tk:
             tks = self.keyring.by_ids(tenant, need_tk, deadline=deadline)
+            if need_tk - set(tks):
+                # `cvault keys rotate-tenant` re-wrapped these data keys under a new tenant-key
+                # version and destroyed the old one after they were read: read them again
+                stored = self._rewrapped(tenant, record_id, stored)
+                tks = self.keyring.by_ids(
+                    tenant, {s.tenant_key_id or "" for s in stored}, deadline=deadline
+                )
             for s in stored:
                 if s.data_key_id in deks:
                     continue
@@ -687,6 +695,24 @@ class RecordsService:
             )
             for s in stored
         }
+
+    def _rewrapped(
+        self, tenant: str, record_id: str, stored: Sequence[StoredValue]
+    ) -> list[StoredValue]:
+        """``stored`` with each data key's wrapped form and tenant key as they are now."""
+        with self.db.begin(write=False) as conn:
+            now = {
+                dek: (w, tk)
+                for dek, w, tk in repo.record_data_keys(conn, tenant, record_id).values()
+            }
+        return [
+            dataclasses.replace(
+                s, wrapped_dek=now[s.data_key_id][0], tenant_key_id=now[s.data_key_id][1]
+            )
+            if s.data_key_id in now
+            else s
+            for s in stored
+        ]
 
     # --- update ------------------------------------------------------------------------------
 

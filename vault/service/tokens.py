@@ -916,6 +916,14 @@ class TokensService:
                 need_tk.add(r.tenant_key_id)
         if need_tk:
             tks = self.keyring.by_ids(tenant, need_tk, deadline=deadline)
+            if need_tk - set(tks):
+                # re-wrapped under a new tenant-key version (rotate-tenant) after being read
+                with self.db.begin(write=False) as conn:
+                    fresh = token_repo.read_tokens(conn, tenant, list(rows))
+                rows = {t: fresh.get(t, r) for t, r in rows.items()}
+                tks = self.keyring.by_ids(
+                    tenant, {r.tenant_key_id or "" for r in rows.values()}, deadline=deadline
+                )
             for r in rows.values():
                 if r.data_key_id in deks:
                     continue

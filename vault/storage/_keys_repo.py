@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -17,6 +17,8 @@ from vault.storage.models import (
     BlindIndexRow,
     DataKeyRow,
     Erasure,
+    FieldKeyFloor,
+    KeyRotation,
     RecordValue,
     TenantKey,
 )
@@ -68,16 +70,33 @@ def data_keys_per_tenant_key(conn: Connection) -> dict[str, int]:
     }
 
 
-def replace_wrapped(conn: Connection, row: WrappedKeyRow, new_wrapped: str) -> bool:
-    """Store a re-wrapped form of ``row``'s key, if the row still holds what was read (a
-    compare-and-set: a concurrent rotation or a deleted row leaves it alone). True if stored."""
-    table = _ak if row.kind == "audit" else _tk
-    result = conn.execute(
+def _cas_wrapped(table: Table) -> Update:
+    return (
         update(table)
-        .where(table.c.id == row.id, table.c.wrapped == row.wrapped)
-        .values(wrapped=new_wrapped)
+        .where(table.c.id == bindparam("b_id"), table.c.wrapped == bindparam("b_old"))
+        .values(wrapped=bindparam("b_new"))
     )
-    return result.rowcount == 1
+
+
+# Built once: on a rotation's hot path, building a statement per row cost more than running it.
+_CAS_TENANT_KEY = _cas_wrapped(_tk)
+_CAS_AUDIT_KEY = _cas_wrapped(_ak)
+
+
+def replace_wrapped(conn: Connection, changes: Sequence[tuple[WrappedKeyRow, str]]) -> int:
+    """Store re-wrapped forms of keys, each only if its row still holds what was read (a
+    compare-and-set: a concurrent rotation or a deleted row leaves it alone), one executemany
+    per table. Returns how many were stored."""
+    stored = 0
+    for kind_is_audit, statement in ((False, _CAS_TENANT_KEY), (True, _CAS_AUDIT_KEY)):
+        params = [
+            {"b_id": r.id, "b_old": r.wrapped, "b_new": new}
+            for r, new in changes
+            if (r.kind == "audit") == kind_is_audit
+        ]
+        if params:
+            stored += int(conn.execute(statement, params).rowcount)
+    return stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,38 +115,44 @@ def tenant_classes(conn: Connection) -> list[tuple[str, str]]:
     return sorted((r.tenant, r.field_class) for r in rows)
 
 
-def data_keys_not_under(
-    conn: Connection, tenant: str, field_class: str, tenant_key_id: str, limit: int
+def data_keys_under(
+    conn: Connection, tenant_key_ids: Sequence[str], limit: int
 ) -> list[DataKeyToRewrap]:
-    """Up to ``limit`` data keys of (tenant, class) wrapped by another tenant key than
-    ``tenant_key_id`` (an older version)."""
+    """Up to ``limit`` data keys wrapped by any of these tenant keys (the index on
+    ``tenant_key_id`` finds them; progress needs no order: a re-wrapped key leaves the set)."""
+    if not tenant_key_ids:
+        return []
     rows = conn.execute(
         select(_dk.c.id, _dk.c.record_id, _dk.c.tenant_key_id, _dk.c.wrapped)
-        .where(
-            _dk.c.tenant == tenant,
-            _dk.c.field_class == field_class,
-            _dk.c.tenant_key_id != tenant_key_id,
-        )
-        .order_by(_dk.c.id)
+        .where(_dk.c.tenant_key_id.in_(list(tenant_key_ids)))
         .limit(limit)
     ).all()
     return [DataKeyToRewrap(r.id, r.record_id, r.tenant_key_id, bytes(r.wrapped)) for r in rows]
 
 
-def replace_data_key(
-    conn: Connection, row: DataKeyToRewrap, tenant_key_id: str, wrapped: bytes
-) -> bool:
-    """Compare-and-set: store the re-wrapped data key if the row is still as read."""
-    result = conn.execute(
-        update(_dk)
-        .where(
-            _dk.c.id == row.id,
-            _dk.c.tenant_key_id == row.tenant_key_id,
-            _dk.c.wrapped == row.wrapped,
-        )
-        .values(tenant_key_id=tenant_key_id, wrapped=wrapped)
+_CAS_DATA_KEY = (
+    update(_dk)
+    .where(
+        _dk.c.id == bindparam("b_id"),
+        _dk.c.tenant_key_id == bindparam("b_old_tk"),
+        _dk.c.wrapped == bindparam("b_old"),
     )
-    return result.rowcount == 1
+    .values(tenant_key_id=bindparam("b_tk"), wrapped=bindparam("b_new"))
+)
+
+
+def replace_data_keys(
+    conn: Connection, changes: Sequence[tuple[DataKeyToRewrap, str, bytes]]
+) -> int:
+    """Compare-and-set re-wrapped data keys (row, new tenant key id, new wrapped), one
+    executemany. Returns how many rows were still as read and got stored."""
+    if not changes:
+        return 0
+    params = [
+        {"b_id": r.id, "b_old_tk": r.tenant_key_id, "b_old": r.wrapped, "b_tk": tk, "b_new": w}
+        for r, tk, w in changes
+    ]
+    return int(conn.execute(_CAS_DATA_KEY, params).rowcount)
 
 
 def older_tenant_keys(
@@ -244,3 +269,81 @@ def drop_index_keys(conn: Connection, index_key_ids: Sequence[str]) -> int:
     n = conn.execute(delete(_bi).where(_bi.c.index_key_id.in_(ids))).rowcount
     conn.execute(delete(_tk).where(_tk.c.id.in_(ids)))
     return int(n)
+
+
+# --- floors and runs ---------------------------------------------------------------------------
+
+_floors = cast(Table, FieldKeyFloor.__table__)
+_runs = cast(Table, KeyRotation.__table__)
+
+
+def field_key_floors(conn: Connection, classes: Sequence[str]) -> dict[str, int]:
+    """class -> the lowest field-key version a new wrapped key may be stored under; read with a
+    share lock on PostgreSQL, so a rotation raising a floor waits for this transaction."""
+    rows = conn.execute(
+        select(_floors.c.field_class, _floors.c.min_version)
+        .where(_floors.c.field_class.in_(list(classes)))
+        .with_for_update(read=True)
+    ).all()
+    return {r.field_class: int(r.min_version) for r in rows}
+
+
+def raise_field_key_floor(conn: Connection, field_class: str, version: int) -> None:
+    updated = conn.execute(
+        update(_floors)
+        .where(_floors.c.field_class == field_class, _floors.c.min_version < version)
+        .values(min_version=version)
+    ).rowcount
+    if not updated:
+        exists = conn.execute(
+            select(_floors.c.field_class).where(_floors.c.field_class == field_class)
+        ).first()
+        if exists is None:
+            conn.execute(insert(_floors).values(field_class=field_class, min_version=version))
+
+
+def last_run(conn: Connection, scope: str) -> tuple[int, bool] | None:
+    """(version, finished) of the newest rotation run of ``scope``."""
+    row = conn.execute(
+        select(_runs.c.version, _runs.c.finished_at)
+        .where(_runs.c.scope == scope)
+        .order_by(_runs.c.version.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (int(row.version), row.finished_at is not None)
+
+
+def finished_in_campaign(conn: Connection, scope: str, campaign: str) -> int | None:
+    """The version ``scope`` was rotated to by ``campaign``, if that run finished."""
+    row = conn.execute(
+        select(_runs.c.version).where(
+            _runs.c.scope == scope, _runs.c.campaign == campaign, _runs.c.finished_at.is_not(None)
+        )
+    ).first()
+    return None if row is None else int(row.version)
+
+
+def unfinished_campaign(conn: Connection, scope_prefix: str) -> str | None:
+    """The campaign of an unfinished run among scopes starting with ``scope_prefix`` (a
+    command over many units that was stopped), if any."""
+    row = conn.execute(
+        select(_runs.c.campaign)
+        .where(_runs.c.scope.startswith(scope_prefix), _runs.c.finished_at.is_(None))
+        .order_by(_runs.c.started_at.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else str(row.campaign)
+
+
+def start_run(conn: Connection, scope: str, version: int, now: datetime, campaign: str) -> None:
+    conn.execute(
+        insert(_runs).values(scope=scope, version=version, started_at=now, campaign=campaign)
+    )
+
+
+def finish_run(conn: Connection, scope: str, version: int, now: datetime) -> None:
+    conn.execute(
+        update(_runs)
+        .where(_runs.c.scope == scope, _runs.c.version == version)
+        .values(finished_at=now)
+    )

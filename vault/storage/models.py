@@ -180,3 +180,27 @@ class AuditChainHead(Base):
     chain: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     mac: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class FieldKeyFloor(Base):
+    """The lowest field-key version a newly wrapped tenant or index key may be stored under:
+    raised by a field-key rotation before its first pass."""
+
+    __tablename__ = "field_key_floors"
+
+    field_class: Mapped[str] = mapped_column(String(32), primary_key=True)
+    min_version: Mapped[int] = mapped_column(Integer)
+
+
+class KeyRotation(Base):
+    """One rotation run (``field:<class>`` or ``tenant:<tenant>/<class>``) to a version; a run
+    that was stopped is finished by the next, not repeated."""
+
+    __tablename__ = "key_rotations"
+
+    scope: Mapped[str] = mapped_column(String(160), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the command run (``--all``) it belongs to: a rerun after a stop skips what it finished
+    campaign: Mapped[str] = mapped_column(String(36))

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -387,19 +388,17 @@ def cmd_keys_rotate_field(args: argparse.Namespace) -> int:
         for c in _classes(args):
             if _finished_before(log.db, f"field:{c}", campaign, c):
                 continue
-
-            def progress(done: int, total: int, c: str = c) -> None:
-                print(f"  {c}: {done}/{total} rewrapped", file=sys.stderr, flush=True)
-
+            bar = _KeyProgress(f"rotate-field {c}", None)
             report = rotate_field(
                 log.db,
                 admin,
                 c,
                 batch=args.batch,
                 max_per_second=args.max_per_second,
-                progress=progress,
+                progress=bar.update,
                 campaign=campaign,
             )
+            bar.close()
             what = "rotated to" if report.rotated else "resumed at"
             print(
                 f"{c}: {what} v{report.version}; {report.rewrapped} keys rewrapped"
@@ -414,6 +413,50 @@ def cmd_keys_rotate_field(args: argparse.Namespace) -> int:
             )
     log.close()
     return 0
+
+
+class _KeyProgress:
+    """Rotation progress on stderr: a tqdm bar with an ETA on a terminal, else a plain line at
+    the first batch, then at most every 2 seconds, and at the end. Counts only."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self._label, self._total = label, total
+        self._start = self._last = time.monotonic()
+        self._done = 0
+        self._bar: Any = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=label, unit=" keys", file=sys.stderr)
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self._total = total
+            if self._bar is not None:
+                self._bar.total = total
+        if self._bar is not None:
+            self._bar.update(done - self._done)
+        first = self._done == 0
+        self._done = done
+        now = time.monotonic()
+        if self._bar is None and (first or now - self._last >= 2.0):
+            self._last = now
+            self._line()
+
+    def _line(self) -> None:
+        elapsed = max(time.monotonic() - self._start, 1e-6)
+        rate = self._done / elapsed
+        parts = [f"{self._done}" + (f"/{self._total}" if self._total else "") + " keys"]
+        parts.append(f"{rate:.0f} keys/s")
+        if self._total and rate > 0 and self._done < self._total:
+            parts.append(f"ETA {int((self._total - self._done) / rate)} s")
+        print(f"  {self._label}: {', '.join(parts)}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self._done:
+            self._line()
 
 
 def _campaign(db: Any, scope_prefix: str) -> str:
@@ -460,10 +503,9 @@ def cmd_keys_rotate_tenant(args: argparse.Namespace) -> int:
     for tenant, c in pairs:
         if _finished_before(log.db, f"tenant:{tenant}/{c}", campaign, f"{tenant}/{c}"):
             continue
-
-        def progress(done: int, tenant: str = tenant, c: str = c) -> None:
-            print(f"  {tenant}/{c}: {done} data keys re-wrapped", file=sys.stderr, flush=True)
-
+        with log.db.begin(write=False) as conn:
+            total = keys_repo.count_data_keys(conn, tenant, c)
+        bar = _KeyProgress(f"rotate-tenant {tenant}/{c}", total)
         report = rotate_tenant(
             log.db,
             keyring,
@@ -471,9 +513,10 @@ def cmd_keys_rotate_tenant(args: argparse.Namespace) -> int:
             c,
             batch=args.batch,
             max_per_second=args.max_per_second,
-            progress=progress,
+            progress=bar.update,
             campaign=campaign,
         )
+        bar.close()
         what = "rotated to" if report.started else "resumed at"
         print(
             f"{tenant}/{c}: {what} v{report.version}; {report.rewrapped} data keys re-wrapped;"

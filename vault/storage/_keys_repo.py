@@ -347,3 +347,13 @@ def finish_run(conn: Connection, scope: str, version: int, now: datetime) -> Non
         .where(_runs.c.scope == scope, _runs.c.version == version)
         .values(finished_at=now)
     )
+
+
+def count_data_keys(conn: Connection, tenant: str, field_class: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(_dk)
+            .where(_dk.c.tenant == tenant, _dk.c.field_class == field_class)
+        ).scalar_one()
+    )

@@ -566,8 +566,8 @@ def test_rotation_under_load_fails_no_call_and_loses_nothing(
 
 #: stderr progress lines of the two commands: the unit (tenant/class, or class) and the count
 PROGRESS = {
-    "rotate-tenant": re.compile(r"^  (\S+/\S+): \d+ data keys re-wrapped$"),
-    "rotate-field": re.compile(r"^  (\S+): \d+/\d+ rewrapped$"),
+    "rotate-tenant": re.compile(r"^  rotate-tenant (\S+/\S+): \d+/\d+ keys"),
+    "rotate-field": re.compile(r"^  rotate-field (\S+): \d+/\d+ keys"),
 }
 #: stdout result lines: the unit, what was done, the version
 RESULT = {

@@ -634,31 +634,38 @@ def rotate_index(
         if started
         else max(versions, key=lambda k: k.version)
     )
-    done = 0
-    while names:
-        with db.begin(write=False) as conn:
-            todo = keys_repo.unindexed_values(conn, tenant, names, current.id, batch)
-        if not todo:
-            break
-        by_record: dict[str, list[str]] = {}
-        for rid, name in todo:
-            by_record.setdefault(rid, []).append(name)
-        rows: list[dict[str, object]] = []
-        for rid, fields in by_record.items():
-            rows += records.index_rows(tenant, rid, fields, current, deadline=deadline())
-        with db.begin() as conn:
-            done += keys_repo.add_index_rows(conn, rows)
-        if len(rows) < len(todo):
-            break  # values gone meanwhile (erased): the next run finds none of them left
-        if progress is not None:
-            progress(done)
-        if between_batches is not None:
-            between_batches()
+    done = dropped = 0
     old = [
         k.id
         for k in records.keyring.index_keys(tenant, field_class, deadline=deadline())
         if k.version < current.version
     ]
-    with db.begin() as conn:
-        dropped = keys_repo.drop_index_keys(conn, old)
+    for _round in range(_PASSES):
+        while names:
+            with db.begin(write=False) as conn:
+                todo = keys_repo.unindexed_values(conn, tenant, names, current.id, batch)
+            if not todo:
+                break
+            by_record: dict[str, list[str]] = {}
+            for rid, name in todo:
+                by_record.setdefault(rid, []).append(name)
+            rows: list[dict[str, object]] = []
+            for rid, fields in by_record.items():
+                rows += records.index_rows(tenant, rid, fields, current, deadline=deadline())
+            with db.begin() as conn:
+                done += keys_repo.add_index_rows(conn, rows)
+            if len(rows) < len(todo):
+                break  # values gone meanwhile (erased): the check below looks again
+            if progress is not None:
+                progress(done)
+            if between_batches is not None:
+                between_batches()
+        with db.begin() as conn:
+            # A write that still used the old key may have landed after the last batch: drop
+            # only when every value has its row under the new key, in this same transaction
+            # (a later write naming the old key fails its foreign key, and the service retries).
+            if names and keys_repo.unindexed_values(conn, tenant, names, current.id, 1):
+                continue
+            dropped = keys_repo.drop_index_keys(conn, old)
+            break
     return IndexRotationReport(tenant, field_class, current.version, started, done, dropped)

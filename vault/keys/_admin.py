@@ -10,7 +10,7 @@ import base64
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from vault.errors import ConfigError, DecryptionFailed, KeyServerUnavailable
 from vault.keys._transit import _MOUNT_RE, _NAME_RE, HttpTransport, RetryPolicy, _validate_url
@@ -288,34 +288,10 @@ def field_key_info(
         ConfigError: a name or the mount is invalid.
         KeyServerUnavailable, KeyServerPermissionDenied: as for every admin call.
     """
-    if not _NAME_RE.match(key_prefix):
-        raise ConfigError(f"invalid key_prefix {key_prefix!r}")
-    mount = _check_mount(mount)
-    admin = _Admin(url, admin_token, verify=verify, timeout=timeout)
-    out: dict[str, FieldKeyInfo] = {}
-    try:
-        for name in names:
-            if not _NAME_RE.match(name):
-                raise ConfigError(f"invalid field class {name!r}")
-            key_name = f"{key_prefix}-{name}"
-            status, body = admin.call("GET", f"{mount}/keys/{key_name}", accept=(404,))
-            if status == 404:
-                continue
-            data = _data(body)
-            versions = data.get("keys")
-            out[name] = FieldKeyInfo(
-                name=key_name,
-                latest_version=int(data.get("latest_version", 0)),
-                min_decryption_version=int(data.get("min_decryption_version", 1)),
-                min_encryption_version=int(data.get("min_encryption_version", 0)),
-                versions=tuple(sorted(int(v) for v in versions))
-                if isinstance(versions, Mapping)
-                else (),
-                created=_created(versions),
-            )
-    finally:
-        admin.close()
-    return out
+    with FieldKeyAdmin(
+        url, admin_token, key_prefix=key_prefix, mount=mount, verify=verify, timeout=timeout
+    ) as admin:
+        return {name: info for name in names if (info := admin.info(name, missing_ok=True))}
 
 
 def _created(versions: object) -> dict[int, float]:
@@ -382,11 +358,20 @@ class FieldKeyAdmin:
             raise ConfigError(f"invalid field class {name!r}")
         return f"{self._prefix}-{name}"
 
-    def info(self, name: str) -> FieldKeyInfo:
-        """Raises ConfigError when the key does not exist."""
+    @overload
+    def info(self, name: str) -> FieldKeyInfo: ...
+
+    @overload
+    def info(self, name: str, *, missing_ok: Literal[True]) -> FieldKeyInfo | None: ...
+
+    def info(self, name: str, *, missing_ok: bool = False) -> FieldKeyInfo | None:
+        """What the key server says of the key. A missing key raises ConfigError, or gives
+        None with ``missing_ok``."""
         key = self._key(name)
         status, body = self._admin.call("GET", f"{self._mount}/keys/{key}", accept=(404,))
         if status == 404:
+            if missing_ok:
+                return None
             raise ConfigError(f"no transit key {key}")
         data = _data(body)
         versions = data.get("keys")

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 
-from vault.crypto._encoding import lp
+from vault import crypto
+from vault.crypto import DataKey
+from vault.crypto._encoding import lp, uuid7
 from vault.deadline import Deadline
 from vault.errors import Conflict, DecryptionFailed
 from vault.keys import KeyManager, WrappedRef, wrapped_version
@@ -48,6 +50,26 @@ def key_aad(tenant: str, field_class: str, kind: str, version: int, key_id: str)
         + lp(str(version))
         + lp(key_id)
     )
+
+
+def new_data_key(
+    tenant: str, owner: str, field_class: str, tk: TenantKey
+) -> tuple[DataKey, dict[str, object]]:
+    """A data key made locally for ``owner`` (a record, or a token pool) and its
+    ``data_keys`` row, wrapped under tenant key ``tk`` (no key-server call)."""
+    dek = DataKey(uuid7(), crypto.new_key())
+    wrapped = crypto.wrap_data_key(
+        uuid.UUID(tk.id), tk.key, dek, tenant=tenant, record_id=owner, field_class=field_class
+    )
+    row: dict[str, object] = {
+        "id": str(dek.id),
+        "tenant": tenant,
+        "record_id": owner,
+        "field_class": field_class,
+        "tenant_key_id": tk.id,
+        "wrapped": wrapped,
+    }
+    return dek, row
 
 
 def _below_floor(conn: Connection, rows: Sequence[Mapping[str, object]]) -> bool:

@@ -38,7 +38,7 @@ from vault.errors import (
 from vault.keys import KeyManager
 from vault.policy import Action, FieldDecision, Policy, Purpose, Role, mask
 from vault.schema import FieldClass, RecordSchema
-from vault.service._keyring import DATA, INDEX, Keyring, TenantKey
+from vault.service._keyring import DATA, INDEX, Keyring, TenantKey, new_data_key
 from vault.service._normal import deterministic_form
 from vault.service._types import (
     ConsentView,
@@ -276,28 +276,10 @@ class RecordsService:
         deks: dict[str, DataKey] = {}
         rows: list[dict[str, object]] = []
         for field_class in sorted(classes):
-            tk = tkeys[(field_class, DATA)]
-            dek = DataKey(uuid7(), crypto.new_key())
-            wrapped = crypto.wrap_data_key(
-                uuid.UUID(tk.id),
-                tk.key,
-                dek,
-                tenant=tenant,
-                record_id=record_id,
-                field_class=field_class,
-            )
+            dek, row = new_data_key(tenant, record_id, field_class, tkeys[(field_class, DATA)])
             deks[field_class] = dek
             self.keys.data_keys.put(str(dek.id), dek.key)
-            rows.append(
-                {
-                    "id": str(dek.id),
-                    "tenant": tenant,
-                    "record_id": record_id,
-                    "field_class": field_class,
-                    "tenant_key_id": tk.id,
-                    "wrapped": wrapped,
-                }
-            )
+            rows.append(row)
         return deks, rows
 
     def _seal_values(

@@ -54,7 +54,7 @@ from vault.errors import (
 from vault.keys import KeyManager
 from vault.policy import Action, Output, Policy, Purpose, Role, mask
 from vault.schema import DEFAULT_MAX_LENGTH, FieldClass
-from vault.service._keyring import DATA, INDEX, Keyring, TenantKey
+from vault.service._keyring import DATA, INDEX, Keyring, TenantKey, new_data_key
 from vault.service._normal import canonical_or_none, deterministic_form
 from vault.service.access import Access, Caller
 from vault.service.records import TOKEN_SCOPE_RE, check_record_id, check_tenant
@@ -543,29 +543,11 @@ class TokensService:
                         field_class=c,
                     )
                 else:
-                    dek, row = self._new_dek(tenant, rid, c, tkeys[(c, DATA)])
+                    dek, row = new_data_key(tenant, rid, c, tkeys[(c, DATA)])
                     new_rows.append(row)
                 self.keys.data_keys.put(str(dek.id), dek.key)
                 out[(rid, c)] = dek
         return out, new_rows
-
-    @staticmethod
-    def _new_dek(
-        tenant: str, owner: str, field_class: str, tk: TenantKey
-    ) -> tuple[DataKey, dict[str, object]]:
-        dek = DataKey(uuid7(), crypto.new_key())
-        wrapped = crypto.wrap_data_key(
-            uuid.UUID(tk.id), tk.key, dek, tenant=tenant, record_id=owner, field_class=field_class
-        )
-        row: dict[str, object] = {
-            "id": str(dek.id),
-            "tenant": tenant,
-            "record_id": owner,
-            "field_class": field_class,
-            "tenant_key_id": tk.id,
-            "wrapped": wrapped,
-        }
-        return dek, row
 
     def _pools_for(
         self,
@@ -594,7 +576,7 @@ class TokensService:
                     out[c] = pool
                     continue
                 pool_id = str(uuid7())
-                dek, row = self._new_dek(tenant, pool_id, c, tkeys[(c, DATA)])
+                dek, row = new_data_key(tenant, pool_id, c, tkeys[(c, DATA)])
                 fresh = _Pool(pool_id, dek, now, n)
                 out[c] = fresh
                 new.append((fresh, row))

@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,7 +17,7 @@ import grpc
 from vault.api._authn import ApiKeyStore, Authenticator, new_api_key
 from vault.audit import AuditLog, AuditSink, MemoryCheckpointStore
 from vault.identity import AuthMethod, Principal
-from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper
+from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper, init_field_keys
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
@@ -301,3 +301,18 @@ def keyed_channel(address: str, key: str | None = None) -> grpc.Channel:
     return grpc.intercept_channel(
         grpc.insecure_channel(address), _ApiKeyInterceptor(key or ADMIN_KEY)
     )
+
+
+@contextlib.contextmanager
+def private_openbao() -> Iterator[OpenBaoDevServer]:
+    """A key server of the caller's own, with the suite's field keys: for tests that rotate,
+    retire and trim keys, which must not touch the session server the other tests share."""
+    server = OpenBaoDevServer()
+    server.start()
+    try:
+        init_field_keys(
+            server.url, server.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
+        )
+        yield server
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import FIELD_CLASSES as CLASSES_OF_RECORDS
-from tests.support import KEY_PREFIX
+from tests.support import KEY_PREFIX, private_openbao
 from vault.keys import (
     AppRoleAuth,
     TokenAuth,
@@ -122,3 +122,10 @@ def blackhole() -> Iterator[str]:
     sock.listen(16)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     sock.close()
+
+
+@pytest.fixture
+def bao() -> Iterator[OpenBaoDevServer]:
+    """A private key server for one test (see :func:`private_openbao`)."""
+    with private_openbao() as server:
+        yield server

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tests.support import ADMIN, FIELD_CLASSES, KEY_PREFIX, make_service, sample
 from vault.config import load_settings
 from vault.deadline import Deadline
 from vault.errors import ConfigError
-from vault.keys import FieldKeyAdmin, init_field_keys
+from vault.keys import FieldKeyAdmin
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput
 from vault.service.keyops import key_status
@@ -26,19 +25,6 @@ from vault.storage import Database, upgrade
 pytestmark = pytest.mark.openbao
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def bao() -> Iterator[OpenBaoDevServer]:
-    server = OpenBaoDevServer()
-    server.start()
-    try:
-        init_field_keys(
-            server.url, server.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
-        )
-        yield server
-    finally:
-        server.stop()
 
 
 def test_auto_rotate_follows_the_schedule(bao: OpenBaoDevServer, tmp_path: Path) -> None:

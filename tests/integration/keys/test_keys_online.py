@@ -63,7 +63,6 @@ from vault.keys import (
     FieldKeyInfo,
     KeyManager,
     NewKey,
-    init_field_keys,
     wrapped_version,
 )
 from vault.keys.openbao_dev import OpenBaoDevServer
@@ -95,20 +94,6 @@ STALL_SECONDS = 60.0
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-
-@pytest.fixture
-def bao() -> Iterator[OpenBaoDevServer]:
-    """A private key server: these tests rotate and trim every field key."""
-    server = OpenBaoDevServer()
-    server.start()
-    try:
-        init_field_keys(
-            server.url, server.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
-        )
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

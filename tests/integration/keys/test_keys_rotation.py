@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from sqlalchemy import text
 from tests.support import ADMIN, FIELD_CLASSES, KEY_PREFIX, make_service, sample_record
 from vault.deadline import Deadline
 from vault.errors import VaultServiceError
-from vault.keys import FieldKeyAdmin, WrapItem, init_field_keys
+from vault.keys import FieldKeyAdmin, WrapItem
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput, RecordsService
 from vault.service._keyring import key_aad
@@ -30,19 +29,6 @@ from vault.storage import Database, upgrade
 pytestmark = pytest.mark.openbao
 
 CLASSES = [*FIELD_CLASSES, "audit"]
-
-
-@pytest.fixture
-def bao() -> Iterator[OpenBaoDevServer]:
-    server = OpenBaoDevServer()
-    server.start()
-    try:
-        init_field_keys(
-            server.url, server.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
-        )
-        yield server
-    finally:
-        server.stop()
 
 
 def _dl() -> Deadline:

@@ -14,9 +14,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ADMIN, FIELD_CLASSES, KEY_PREFIX, make_service, sample_record
+from tests.support import (
+    ADMIN,
+    FIELD_CLASSES,
+    KEY_PREFIX,
+    make_service,
+    private_openbao,
+    sample_record,
+)
 from vault.deadline import Deadline
-from vault.keys import field_key_info, init_field_keys, wrapped_version
+from vault.keys import field_key_info, wrapped_version
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput
 from vault.service.keyops import format_status, key_status
@@ -30,15 +37,9 @@ NAMES = [*FIELD_CLASSES, "audit"]
 
 @pytest.fixture(scope="module")
 def bao() -> Iterator[OpenBaoDevServer]:
-    server = OpenBaoDevServer()
-    server.start()
-    try:
-        init_field_keys(
-            server.url, server.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
-        )
+    """One private key server for this module (its tests rotate keys)."""
+    with private_openbao() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

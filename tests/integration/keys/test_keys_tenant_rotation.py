@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from sqlalchemy import text
 from tests.support import ADMIN, FIELD_CLASSES, KEY_PREFIX, make_service, sample_record
 from vault.deadline import Deadline
 from vault.errors import VaultServiceError
-from vault.keys import FieldKeyAdmin, init_field_keys
+from vault.keys import FieldKeyAdmin
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import Keyring, RecordInput, RecordsService
 from vault.service._keyring import DATA
@@ -38,19 +37,6 @@ from vault.service.tokens import TokenizeItem, TokensService
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
-
-
-@pytest.fixture
-def bao() -> Iterator[OpenBaoDevServer]:
-    server = OpenBaoDevServer()
-    server.start()
-    try:
-        init_field_keys(
-            server.url, server.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
-        )
-        yield server
-    finally:
-        server.stop()
 
 
 def _dl() -> Deadline:

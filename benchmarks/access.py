@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
 import random
 import secrets
 import signal
@@ -45,11 +43,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import grpc
-import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
@@ -57,6 +52,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks._common import (  # noqa: E402
+    load_average,
+    machine_context,
+    percentile,
+    postgres_database,
+    postgres_reachable,
+    raise_interrupt,
+    verdict,
+)
 from tests.support import (  # noqa: E402
     ADMIN_KEY,
     FIELD_CLASSES,
@@ -250,44 +254,8 @@ class Run:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def percentile(samples: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (``pct`` in 0..100) of a non-empty sample."""
-    ordered = sorted(samples)
-    rank = max(1, -(-len(ordered) * pct // 100))  # ceil(n * pct / 100), at least 1
-    return ordered[int(rank) - 1]
-
-
 def p50(samples: Sequence[float]) -> float:
     return percentile(samples, 50) if samples else 0.0
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def machine_context() -> list[str]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return [
-        f"python     {platform.python_implementation()} {platform.python_version()}",
-        f"cpus       {os.cpu_count()} (usable by this process: {usable})",
-        f"platform   {platform.platform()}",
-        f"grpcio     {grpc.__version__}",
-        f"load avg   {load_average()} (other work on the machine skews every figure)",
-    ]
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def audit_row_count(db: Database) -> int:
@@ -302,32 +270,6 @@ def grpc_server(service: RecordsService) -> Iterator[RunningServer]:
         yield running
     finally:
         running.stop(grace=0)
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A database of this run's own on the server at ``admin_url``, dropped afterwards."""
-    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    name = f"cvault_bench_{secrets.token_hex(6)}"
-    try:
-        # inside the try: a Ctrl-C just after CREATE DATABASE still drops it
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        base, _, _ = conninfo.rpartition("/")
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def postgres_reachable(url: str) -> str | None:
-    """None when the server answers, else why not."""
-    try:
-        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(conninfo, connect_timeout=5):
-            return None
-    except psycopg.Error as exc:
-        return type(exc).__name__
 
 
 # --- one backend -----------------------------------------------------------------------------
@@ -667,7 +609,7 @@ def run(p: Params) -> list[Run]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     print("customer-vault access benchmark: the audit write on the GetRecord reveal path")
     for line in machine_context():
         print(f"  {line}")

@@ -40,10 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import os
-import platform
 import random
-import secrets
 import signal
 import statistics
 import sys
@@ -54,11 +51,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any, cast
 
 import hvac
-import psycopg
 from sqlalchemy import Table, event, func, insert, select, text
 from sqlalchemy.engine import Connection
 
@@ -66,6 +62,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks._common import (  # noqa: E402
+    BaoRequests,
+    count_requests,
+    describe_requests,
+    load_average,
+    machine_context,
+    percentile,
+    postgres_database,
+    postgres_reachable,
+    raise_interrupt,
+)
 from tests.support import (  # noqa: E402
     ADMIN,
     FIELD_CLASSES,
@@ -86,7 +93,7 @@ from vault.keys import (  # noqa: E402
     init_field_keys,
 )
 from vault.keys._manager import BOUND_PREFIX, transit_ciphertext  # noqa: E402
-from vault.keys.openbao_dev import OpenBaoDevServer, audit_request_paths  # noqa: E402
+from vault.keys.openbao_dev import OpenBaoDevServer  # noqa: E402
 from vault.service import Keyring, RecordInput, RecordsService  # noqa: E402
 from vault.service._keyring import DATA, TenantKey  # noqa: E402
 from vault.service.keyops import key_status, rotate_field, rotate_tenant  # noqa: E402
@@ -195,39 +202,6 @@ class Run:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-class BaoRequests:
-    """The paths of the requests OpenBao served since the last :meth:`take`, from its file
-    audit log (``vault.keys.openbao_dev.audit_request_paths``). The file audit device writes
-    the request entry before the request is served, and every measured call has returned when
-    this is called, so the log is complete for them."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._seen = len(audit_request_paths(path))
-
-    def take(self) -> list[str]:
-        paths = audit_request_paths(self._path)
-        new, self._seen = paths[self._seen :], len(paths)
-        return new
-
-
-def describe_requests(paths: Sequence[str]) -> str:
-    """``"2 (2 transit: transit/decrypt/cvault-email, transit/encrypt/cvault-email)"``."""
-    if not paths:
-        return "0"
-    transit = sum(1 for p in paths if p.startswith("transit/"))
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[p] = counts.get(p, 0) + 1
-    shown = ", ".join(f"{p} x{n}" if n > 1 else p for p, n in sorted(counts.items()))
-    return f"{len(paths)} ({transit} transit: {shown})"
-
-
-def count_requests(paths: Sequence[str]) -> str:
-    transit = sum(1 for p in paths if p.startswith("transit/"))
-    return f"{len(paths)} ({transit} transit)"
-
-
 class Stages:
     """Seconds spent in named functions during one measured call.
 
@@ -311,63 +285,6 @@ class TimedAdmin(FieldKeyAdmin):
             return super().rewrap(name, ciphertexts)
         finally:
             self.rewrap_seconds += time.perf_counter() - t0
-
-
-def percentile(samples: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (``pct`` in 0..100) of a non-empty sample."""
-    ordered = sorted(samples)
-    rank = max(1, -(-len(ordered) * pct // 100))  # ceil(n * pct / 100), at least 1
-    return ordered[int(rank) - 1]
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def machine_context() -> list[str]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return [
-        f"python     {platform.python_implementation()} {platform.python_version()}",
-        f"cpus       {os.cpu_count()} (usable by this process: {usable})",
-        f"platform   {platform.platform()}",
-        f"load avg   {load_average()} (other work on the machine skews every figure)",
-    ]
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A database of this run's own on the server at ``admin_url``, dropped afterwards."""
-    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    name = f"cvault_bench_{secrets.token_hex(6)}"
-    try:
-        # inside the try: a Ctrl-C just after CREATE DATABASE still drops it
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        base, _, _ = conninfo.rpartition("/")
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def postgres_reachable(url: str) -> str | None:
-    """None when the server answers, else why not."""
-    try:
-        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(conninfo, connect_timeout=5):
-            return None
-    except psycopg.Error as exc:
-        return type(exc).__name__
 
 
 def query_plan(db: Database, call: Callable[[Connection], object]) -> str:
@@ -1072,7 +989,7 @@ def run(p: Params) -> list[Run]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     print(
         "customer-vault key-rotation benchmark: rotate-tenant (local) and rotate-field"
         " (batched transit rewrap) vs one rewrap call per key"

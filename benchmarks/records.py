@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import os
-import platform
 import random
 import signal
 import sys
@@ -37,15 +35,20 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
-import grpc
 import hvac
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks._common import (  # noqa: E402
+    load_average,
+    machine_context,
+    percentile,
+    raise_interrupt,
+    verdict,
+)
 from tests.support import ADMIN_KEY, TEST_PURPOSE, authenticator, sample_record  # noqa: E402
 from tests.support import make_service as make_test_service  # noqa: E402
 from vault.api import RunningServer, start_server  # noqa: E402
@@ -109,13 +112,6 @@ class Results:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def percentile(samples: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (``pct`` in 0..100) of a non-empty sample."""
-    ordered = sorted(samples)
-    rank = max(1, -(-len(ordered) * pct // 100))  # ceil(n * pct / 100), at least 1
-    return ordered[int(rank) - 1]
-
-
 def per_thousand(count: int, records: int) -> float:
     return count * 1000.0 / records if records else 0.0
 
@@ -171,10 +167,6 @@ class AuditCounter:
         delta = (total - self._all, transit - self._transit)
         self._all, self._transit = total, transit
         return delta
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextlib.contextmanager
@@ -335,31 +327,6 @@ RESULTS = Results()
 # --- reporting -----------------------------------------------------------------------------
 
 
-def machine_context() -> list[str]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return [
-        f"python     {platform.python_implementation()} {platform.python_version()}",
-        f"cpus       {os.cpu_count()} (usable by this process: {usable})",
-        f"platform   {platform.platform()}",
-        f"grpcio     {grpc.__version__}",
-        f"load avg   {load_average()} (other work on the machine skews every figure)",
-    ]
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
 def summary_table(p: Params) -> list[str]:
     r = RESULTS
     ratio = r.batch_rps / r.naive_rps if r.naive_rps else 0.0
@@ -490,7 +457,7 @@ def run(p: Params) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     print("customer-vault records benchmark")
     for line in machine_context():
         print(f"  {line}")

@@ -8,27 +8,24 @@ cannot be reached the PostgreSQL tests are skipped, except under ``CI=true``, wh
 from __future__ import annotations
 
 import logging
-import secrets
 import uuid
 from collections.abc import Iterator
 
 import grpc
-import psycopg
 import pytest
 
 import vault.client
 from tests.support import (
     ADMIN_KEY,
     FIELD_CLASSES,
-    IN_CI,
     KEY_PREFIX,
-    POSTGRES_URL,
     SESSION_AUDIT_SINKS,
     TEST_PURPOSE,
     TOKENS_KEY,
     authenticator,
     make_service,
     plaintext_in,
+    private_postgres,
 )
 from vault.api import RunningServer, start_server
 from vault.audit import JsonLinesSink
@@ -62,31 +59,11 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def _admin_conninfo() -> str:
-    return POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of this run's own on the PostgreSQL server, dropped afterwards."""
-    try:
-        admin = psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL not reachable at CVAULT_TEST_POSTGRES_URL: {type(exc).__name__}"
-        if IN_CI:
-            pytest.fail(message + " (required under CI=true)")
-        pytest.skip(message)
-    name = f"cvault_test_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = _admin_conninfo().rpartition("/")
-    url = f"{base}/{name}"
-    try:
-        upgrade(url)
+    with private_postgres() as url:
         yield url
-    finally:
-        with psycopg.connect(_admin_conninfo(), autocommit=True) as admin2:
-            admin2.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc
+import psycopg
+import pytest
 
 from vault.api._authn import ApiKeyStore, Authenticator, new_api_key
 from vault.audit import AuditLog, AuditSink, MemoryCheckpointStore
@@ -22,7 +24,7 @@ from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
 from vault.service import Access, Caller, RecordsService
-from vault.storage import Database
+from vault.storage import Database, upgrade
 
 POSTGRES_URL = os.environ.get(
     "CVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -301,6 +303,31 @@ def keyed_channel(address: str, key: str | None = None) -> grpc.Channel:
     return grpc.intercept_channel(
         grpc.insecure_channel(address), _ApiKeyInterceptor(key or ADMIN_KEY)
     )
+
+
+@contextlib.contextmanager
+def private_postgres(prefix: str = "cvault_test") -> Iterator[str]:
+    """A fresh, migrated database of the caller's own on the test PostgreSQL server, dropped
+    afterwards. Unreachable server: the test is skipped, or fails under ``CI=true``."""
+    admin_info = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        admin = psycopg.connect(admin_info, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL not reachable at CVAULT_TEST_POSTGRES_URL: {type(exc).__name__}"
+        if IN_CI:
+            pytest.fail(message + " (required under CI=true)")
+        pytest.skip(message)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_info.rpartition("/")
+    url = f"{base}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin_info, autocommit=True) as again:
+            again.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import FIELD_CLASSES as CLASSES_OF_RECORDS
-from tests.support import KEY_PREFIX, private_openbao
+from tests.support import KEY_PREFIX, private_openbao, private_postgres
 from vault.keys import (
     AppRoleAuth,
     TokenAuth,
@@ -23,6 +23,7 @@ from vault.keys import (
     write_policy,
 )
 from vault.keys.openbao_dev import OpenBaoDevServer, audit_request_paths
+from vault.storage import upgrade
 
 # the suite's field classes plus the audit log's own key class
 FIELD_CLASSES = (*CLASSES_OF_RECORDS, "audit")
@@ -129,3 +130,25 @@ def bao() -> Iterator[OpenBaoDevServer]:
     """A private key server for one test (see :func:`private_openbao`)."""
     with private_openbao() as server:
         yield server
+
+
+@pytest.fixture
+def private_postgres_url() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, for tests that rotate every tenant of
+    the database or run with a key server of their own (the session-wide database's audit key
+    is wrapped by the session's key server)."""
+    with private_postgres("cvault_keys") as url:
+        yield url
+
+
+@pytest.fixture
+def private_sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def private_db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database of this test's own, on each backend."""
+    return str(request.getfixturevalue(f"private_{request.param}_url"))

@@ -26,21 +26,18 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-import psycopg
 import pytest
 
 from tests.support import (
     ADMIN,
     ADMIN_KEY,
     FIELD_CLASSES,
-    IN_CI,
     KEY_PREFIX,
-    POSTGRES_URL,
     SESSION_AUDIT_SINKS,
     TEST_POLICY,
     TEST_PURPOSE,
@@ -94,38 +91,6 @@ STALL_SECONDS = 60.0
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-
-@pytest.fixture
-def private_postgres_url() -> Iterator[str]:
-    """A fresh database on the test PostgreSQL server (rotation touches every tenant of the
-    database, so the session-wide one would not do), dropped afterwards."""
-    admin_info = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        admin = psycopg.connect(admin_info, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL not reachable at CVAULT_TEST_POSTGRES_URL: {type(exc).__name__}"
-        if IN_CI:
-            pytest.fail(message + " (required under CI=true)")
-        pytest.skip(message)
-    name = f"cvault_online_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = admin_info.rpartition("/")
-    url = f"{base}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(admin_info, autocommit=True) as again:
-            again.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def private_sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'vault.db'}"
-    upgrade(url)
-    return url
 
 
 #: key caches that turn over during the test, as they do in production when more tenants are

@@ -92,14 +92,28 @@ class KeyServerUnavailable(Unavailable):
     reason = "key_server_unavailable"
 
 
-class KeyServerPermissionDenied(VaultServiceError):
-    """OpenBao/Vault refused the credential or the path (403), or the key does not exist.
+class KeyServerRefused(VaultServiceError):
+    """OpenBao/Vault answered and refused the request: a configuration problem, not an outage.
 
-    Kept apart from :class:`KeyServerUnavailable`: retrying a policy error never helps and an
-    operator must be told it is a configuration problem, not an outage.
+    Kept apart from :class:`KeyServerUnavailable`: retrying a refusal never helps and an
+    operator must be told it is a configuration problem. Its two kinds say which one.
     """
 
+    reason = "key_server_refused"
+
+
+class KeyServerPermissionDenied(KeyServerRefused):
+    """OpenBao/Vault refused the credential or the path (401/403)."""
+
     reason = "key_server_permission_denied"
+
+
+class KeyServerRejected(KeyServerRefused):
+    """OpenBao/Vault refused the request itself (400, 404, other 4xx): a missing key, or a
+    setting it will not accept. The message carries the key server's own words, which name
+    paths and settings, never a value."""
+
+    reason = "key_server_rejected"
 
 
 class DatabaseUnavailable(Unavailable):

@@ -10,7 +10,7 @@ from vault import errors
 STATUS_OF: tuple[tuple[type[errors.VaultServiceError], grpc.StatusCode], ...] = (
     (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.KeyServerPermissionDenied, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.KeyServerRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.Erased, grpc.StatusCode.FAILED_PRECONDITION),
@@ -40,6 +40,7 @@ REASONS: dict[str, type[errors.VaultServiceError]] = {
     "database_unavailable": errors.DatabaseUnavailable,
     "audit_unavailable": errors.Unavailable,
     "key_server_permission_denied": errors.KeyServerPermissionDenied,
+    "key_server_rejected": errors.KeyServerRejected,
 }
 
 

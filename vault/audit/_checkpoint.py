@@ -29,7 +29,7 @@ class CheckpointStore(Protocol):
         """Replace the document.
 
         Raises:
-            KeyServerUnavailable, KeyServerPermissionDenied: the store is down or refused.
+            KeyServerUnavailable, KeyServerRefused: the store is down or refused.
         """
         ...
 
@@ -37,7 +37,7 @@ class CheckpointStore(Protocol):
         """The current document, or None when none was ever written.
 
         Raises:
-            KeyServerUnavailable, KeyServerPermissionDenied: the store is down or refused.
+            KeyServerUnavailable, KeyServerRefused: the store is down or refused.
         """
         ...
 

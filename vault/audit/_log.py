@@ -43,7 +43,7 @@ from vault.deadline import Deadline
 from vault.errors import (
     ConfigError,
     DecryptionFailed,
-    KeyServerPermissionDenied,
+    KeyServerRefused,
     KeyServerUnavailable,
 )
 from vault.keys import KeyManager, WrappedRef
@@ -56,7 +56,7 @@ AUDIT_KEY_CLASS = "audit"
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 # Connectivity failures are left to Database.begin, which maps them to DatabaseUnavailable.
 _CONNECTIVITY = (OperationalError, InterfaceError)
-_KEY_ERRORS = (KeyServerUnavailable, KeyServerPermissionDenied, DecryptionFailed)
+_KEY_ERRORS = (KeyServerUnavailable, KeyServerRefused, DecryptionFailed)
 _CREATED_KEY = "cvault.audit.created_key"
 
 
@@ -333,7 +333,7 @@ class AuditLog:
 
         Raises:
             ValueError: ``limit`` is not in 1..10000.
-            KeyServerUnavailable, KeyServerPermissionDenied: an audit key could not be unwrapped.
+            KeyServerUnavailable, KeyServerRefused: an audit key could not be unwrapped.
             DecryptionFailed: a wrapped audit key was tampered with.
             DatabaseUnavailable: the database could not be reached.
         """
@@ -367,7 +367,7 @@ class AuditLog:
 
         Raises:
             ConfigError: the checkpoint store holds another chain's checkpoint.
-            KeyServerUnavailable, KeyServerPermissionDenied: the key server or the checkpoint
+            KeyServerUnavailable, KeyServerRefused: the key server or the checkpoint
                 store could not be used.
             DatabaseUnavailable: the database could not be reached.
         """
@@ -415,7 +415,7 @@ class AuditLog:
 
         Raises:
             ConfigError: no checkpoint store, or it holds another chain's checkpoint.
-            KeyServerUnavailable, KeyServerPermissionDenied: key server or store unusable.
+            KeyServerUnavailable, KeyServerRefused: key server or store unusable.
             DatabaseUnavailable: the database could not be reached.
         """
         if self._store is None:

@@ -105,7 +105,7 @@ def init_field_keys(
     Raises:
         ConfigError: a name is invalid, the mount holds another engine, or an existing key has
             another type or is exportable / backup-able (its material could leave the server).
-        KeyServerUnavailable, KeyServerPermissionDenied: the key server is down or the admin
+        KeyServerUnavailable, KeyServerRefused: the key server is down or the admin
             token may not do this.
     """
     if not _NAME_RE.match(key_prefix):
@@ -161,7 +161,7 @@ def write_policy(
 
     Raises:
         ConfigError: invalid name or empty policy.
-        KeyServerPermissionDenied: the token may not write policies or the HCL is invalid.
+        KeyServerRefused: the token may not write policies, or the HCL is invalid.
         KeyServerUnavailable: the key server is down.
     """
     if not _NAME_RE.match(name):
@@ -198,7 +198,7 @@ def setup_approle(
         ``(role_id, secret_id)``. The secret id is a credential: do not log it.
 
     Raises:
-        ConfigError, KeyServerPermissionDenied, KeyServerUnavailable: as for :func:`write_policy`.
+        ConfigError, KeyServerRefused, KeyServerUnavailable: as for :func:`write_policy`.
     """
     if not _NAME_RE.match(role_name):
         raise ConfigError(f"invalid role name {role_name!r}")
@@ -286,7 +286,7 @@ def field_key_info(
 
     Raises:
         ConfigError: a name or the mount is invalid.
-        KeyServerUnavailable, KeyServerPermissionDenied: as for every admin call.
+        KeyServerUnavailable, KeyServerRefused: as for every admin call.
     """
     with FieldKeyAdmin(
         url, admin_token, key_prefix=key_prefix, mount=mount, verify=verify, timeout=timeout
@@ -447,21 +447,29 @@ class FieldKeyAdmin:
         return out
 
     def set_min_decryption_version(self, name: str, version: int) -> None:
-        self._admin.call(
-            "POST",
-            f"{self._mount}/keys/{self._key(name)}/config",
-            {"min_decryption_version": version},
-        )
+        """Forbid decrypting under versions below ``version``.
+
+        The key server refuses a decryption floor above a non-zero ``min_encryption_version``
+        (left by an earlier :meth:`trim`), so that one is raised with it in the same request:
+        both stay consistent cycle after cycle (0 means "the newest", which needs no raise).
+        """
+        body: dict[str, int] = {"min_decryption_version": version}
+        current = self.info(name).min_encryption_version
+        if 0 < current < version:
+            body["min_encryption_version"] = version
+        self._admin.call("POST", f"{self._mount}/keys/{self._key(name)}/config", body)
 
     def trim(self, name: str, min_available_version: int) -> None:
         """Delete every version below ``min_available_version`` from the key server. The key
-        server wants ``min_encryption_version`` set first (new ciphertexts still use the newest
-        version: this only forbids encrypting under older ones)."""
-        self._admin.call(
-            "POST",
-            f"{self._mount}/keys/{self._key(name)}/config",
-            {"min_encryption_version": min_available_version},
-        )
+        server wants ``min_encryption_version`` at least that high first (new ciphertexts still
+        use the newest version: this only forbids encrypting under older ones); a higher one
+        is kept."""
+        if self.info(name).min_encryption_version < min_available_version:
+            self._admin.call(
+                "POST",
+                f"{self._mount}/keys/{self._key(name)}/config",
+                {"min_encryption_version": min_available_version},
+            )
         self._admin.call(
             "POST",
             f"{self._mount}/keys/{self._key(name)}/trim",

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vault.deadline import Deadline
-from vault.errors import ConfigError, KeyServerPermissionDenied, KeyServerUnavailable
+from vault.errors import (
+    ConfigError,
+    KeyServerPermissionDenied,
+    KeyServerRefused,
+    KeyServerRejected,
+    KeyServerUnavailable,
+)
 
 log = logging.getLogger("vault.keys")
 
@@ -77,7 +83,7 @@ class KeyServerTransport(Protocol):
             KeyServerUnavailable: unreachable, sealed, or 412/429/5xx until attempts or the
                 deadline ran out.
             TokenRejected: HTTP 401/403.
-            KeyServerPermissionDenied: any other refusal (400, 404, ...).
+            KeyServerRejected: any other refusal (400, 404, ...).
         """
         ...
 
@@ -185,7 +191,7 @@ class TokenAuth:
                 deadline=deadline,
                 subject="auth/token/lookup-self",
             )
-        except KeyServerPermissionDenied:
+        except KeyServerRefused:
             # Either the token is bad (the real request will say so) or its policy lacks the
             # default `lookup-self` grant; in both cases renewal is impossible, not fatal.
             log.warning("cannot look up the key-server token's TTL; it will not be renewed")
@@ -221,7 +227,7 @@ class TokenAuth:
                 deadline=deadline,
                 subject="auth/token/renew-self",
             )
-        except KeyServerPermissionDenied:
+        except KeyServerRefused:
             log.warning("key server refused to renew the static token; it will not be renewed")
             self._renewal_exhausted = True
             return
@@ -303,14 +309,18 @@ class AppRoleAuth:
     def _login(self, transport: KeyServerTransport, deadline: Deadline | None) -> _Lease:
         granted_at = _clock()
         path = f"auth/{self._mount}/login"
-        response = transport.request(
-            "POST",
-            path,
-            token=None,
-            body={"role_id": self._role_id, "secret_id": self._secret_id},
-            deadline=deadline,
-            subject=path,
-        )
+        try:
+            response = transport.request(
+                "POST",
+                path,
+                token=None,
+                body={"role_id": self._role_id, "secret_id": self._secret_id},
+                deadline=deadline,
+                subject=path,
+            )
+        except KeyServerRejected as exc:
+            # OpenBao answers a wrong role or secret id with 400: a refused credential
+            raise KeyServerPermissionDenied(exc.message) from None
         auth = response.auth()
         client_token = auth.get("client_token")
         if not isinstance(client_token, str) or not client_token:
@@ -341,7 +351,7 @@ class AppRoleAuth:
                 deadline=deadline,
                 subject="auth/token/renew-self",
             )
-        except KeyServerPermissionDenied:
+        except KeyServerRefused:
             log.info("key server refused to renew the AppRole token; logging in again")
             return self._login(transport, deadline)
         except KeyServerUnavailable:

@@ -28,6 +28,7 @@ from vault.errors import (
     ConfigError,
     DecryptionFailed,
     KeyServerPermissionDenied,
+    KeyServerRejected,
     KeyServerUnavailable,
 )
 from vault.keys._auth import KeyServerAuth, KeyServerResponse, TokenRejected
@@ -131,7 +132,8 @@ def call_with_retries(
         KeyServerUnavailable: connection errors, timeouts, 412/429/5xx on every attempt, or the
             deadline expired ("key server unavailable: <subject>").
         TokenRejected: 401/403 (a :class:`KeyServerPermissionDenied`), never retried.
-        KeyServerPermissionDenied: any other 4xx (missing key, invalid request), never retried.
+        KeyServerRejected: any other 4xx (missing key, a setting refused), never retried; the
+            message carries the key server's own words.
     """
     last_problem = "deadline expired before the first attempt"
     attempts = 0
@@ -154,8 +156,9 @@ def call_with_retries(
                     f"key server denied access to {subject}: {_describe_errors(exc.errors)}"
                 ) from None
             else:
-                raise KeyServerPermissionDenied(
-                    f"key server refused the request for {subject}: {_describe_errors(exc.errors)}"
+                raise KeyServerRejected(
+                    f"key server rejected the request for {subject} (HTTP {exc.status}):"
+                    f" {_describe_errors(exc.errors)}"
                 ) from None
         except _RETRYABLE_HVAC as exc:
             last_problem = f"{type(exc).__name__}: {_describe_errors(_hvac_errors(exc))}"
@@ -164,7 +167,7 @@ def call_with_retries(
                 f"key server denied access to {subject}: {_describe_errors(_hvac_errors(exc))}"
             ) from None
         except _REFUSED_HVAC as exc:
-            raise KeyServerPermissionDenied(
+            raise KeyServerRejected(
                 f"key server refused the request for {subject}: "
                 f"{_describe_errors(_hvac_errors(exc))}"
             ) from None

@@ -18,6 +18,7 @@ from vault.errors import (
     ConfigError,
     DecryptionFailed,
     KeyServerPermissionDenied,
+    KeyServerRejected,
     KeyServerUnavailable,
 )
 from vault.keys import (
@@ -178,10 +179,12 @@ class TestRuntimePolicy:
     def test_unknown_class_is_refused_and_creates_no_key(
         self, openbao: OpenBaoDevServer, service_wrapper: TransitKeyWrapper
     ) -> None:
+        # 403: without "create" on the path a write to a missing key is a forbidden create
         with pytest.raises(KeyServerPermissionDenied) as info:
             service_wrapper.wrap("no_such_class", items(1))
         assert type(info.value) is KeyServerPermissionDenied
-        with pytest.raises(KeyServerPermissionDenied):
+        # 400 "encryption key not found": rejected, not a permission refusal
+        with pytest.raises(KeyServerRejected):
             service_wrapper.unwrap("no_such_class", [UnwrapItem("vault:v1:AAAA")])
         assert "cvault-no_such_class" not in transit_keys(openbao)
 
@@ -189,7 +192,7 @@ class TestRuntimePolicy:
         self, root_wrapper: TransitKeyWrapper
     ) -> None:
         # 400 "encryption key not found": a refusal, not an outage
-        with pytest.raises(KeyServerPermissionDenied):
+        with pytest.raises(KeyServerRejected):
             root_wrapper.unwrap("never_created", [UnwrapItem("vault:v1:AAAA")])
 
     def test_token_without_the_policy_is_refused(

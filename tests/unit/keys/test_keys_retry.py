@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from vault.deadline import Deadline
-from vault.errors import KeyServerPermissionDenied, KeyServerUnavailable
+from vault.errors import KeyServerPermissionDenied, KeyServerRejected, KeyServerUnavailable
 from vault.keys._auth import TokenRejected
 from vault.keys._transit import KeyServerHTTPError, RetryPolicy, call_with_retries
 
@@ -129,21 +129,22 @@ def test_token_refusal_is_never_retried(failure: BaseException) -> None:
         pytest.param(hvac.exceptions.InvalidRequest("encryption key not found"), id="hvac-400"),
     ],
 )
-def test_missing_key_is_permission_denied_never_retried(failure: BaseException) -> None:
+def test_missing_key_is_rejected_never_retried(failure: BaseException) -> None:
+    # a request the key server refuses as such (400, 404) is not a permission refusal
     attempt = Script(failure)
-    with pytest.raises(KeyServerPermissionDenied) as info:
+    with pytest.raises(KeyServerRejected) as info:
         run(attempt)
-    assert type(info.value) is KeyServerPermissionDenied
+    assert not isinstance(info.value, KeyServerPermissionDenied)
     assert not isinstance(info.value, KeyServerUnavailable)
     assert len(attempt.timeouts) == 1
 
 
 def test_refusal_message_names_the_key_and_reason_only() -> None:
     attempt = Script(KeyServerHTTPError(400, ["encryption key\n\tnot found"]))
-    with pytest.raises(KeyServerPermissionDenied) as info:
+    with pytest.raises(KeyServerRejected) as info:
         run(attempt)
     assert info.value.message == (
-        "key server refused the request for cvault-email: encryption key not found"
+        "key server rejected the request for cvault-email (HTTP 400): encryption key not found"
     )
 
 

@@ -60,7 +60,7 @@ DEFAULT_PROGRESS_INTERVAL = 10.0
 KINDS = ("random", "deterministic", "format_preserving")
 FORMATS = ("jsonl", "csv")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
-_ITEM_FIELD = re.compile(r"^items\[(\d+)\]\.(\w+)$")
+_ITEM_FIELD = re.compile(r"items\[(\d+)\]\.(\w+)")
 
 
 class FileInputError(Exception):
@@ -605,7 +605,7 @@ def tokenizer(
             try:
                 tokens = list(vc.tokenize_many(tenant, items, batch_size=len(items)))
             except InvalidInput as exc:
-                m = _ITEM_FIELD.match(exc.field)
+                m = _ITEM_FIELD.fullmatch(exc.field)
                 if m is None or int(m.group(1)) >= len(chunk):
                     raise
                 i, attr = int(m.group(1)), m.group(2)

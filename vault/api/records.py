@@ -13,10 +13,11 @@ from importlib import import_module
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vault.api._authn import current_principal
+from vault.api._ranges import check_int64_ranges
 from vault.api._status import status_of, wire_message
 from vault.deadline import Deadline
 from vault.errors import InvalidInput, VaultServiceError
@@ -70,16 +71,27 @@ def safe_deserializer(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+def checked(request: object) -> Any:
+    """The request, once it parsed and its 64-bit integers are in range.
+
+    Raises:
+        InvalidInput: bad bytes or UTF-8 (``request``), or an integer out of range (its field).
+    """
+    if request is MALFORMED:
+        raise InvalidInput("request", "not a valid message (bad bytes or UTF-8)")
+    if isinstance(request, Message):
+        check_int64_ranges(request)
+    return request
+
+
 def handle_errors(method: Callable[..., R]) -> Callable[..., R]:
     """Map our errors to their status; anything else is a bug: INTERNAL, logged without its
     message (a library's message may quote a value), with a request id to find it by."""
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
-        if request is MALFORMED:
-            _abort(context, InvalidInput("request", "not a valid message (bad bytes or UTF-8)"))
         try:
-            return method(self, request, context)
+            return method(self, checked(request), context)
         except VaultServiceError as exc:
             if exc.retryable:
                 log.warning("%s: %s", method.__name__, exc.reason)
@@ -117,7 +129,7 @@ def _receipt(r: ErasureReceipt) -> pb.ErasureReceipt:
     )
 
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _caller(context: grpc.ServicerContext, purpose: str = "") -> Caller:
@@ -125,7 +137,7 @@ def _caller(context: grpc.ServicerContext, purpose: str = "") -> Caller:
     request id: the client's ``x-request-id`` when it is well formed, else a new one."""
     request_id = ""
     for key, value in context.invocation_metadata():
-        if key == "x-request-id" and isinstance(value, str) and REQUEST_ID_RE.match(value):
+        if key == "x-request-id" and isinstance(value, str) and REQUEST_ID_RE.fullmatch(value):
             request_id = value
     return Caller.of(current_principal(), purpose, request_id)
 

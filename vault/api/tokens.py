@@ -13,11 +13,11 @@ import grpc
 
 from vault.api.records import (
     _OUTPUT,
-    MALFORMED,
     _abort,
     _caller,
     _deadline,
     _ts,
+    checked,
     handle_errors,
 )
 from vault.errors import InvalidInput, VaultServiceError
@@ -112,12 +112,6 @@ def _stream_errors(
     return wrapper
 
 
-def _checked(request: object) -> object:
-    if request is MALFORMED:
-        raise InvalidInput("request", "not a valid message (bad bytes or UTF-8)")
-    return request
-
-
 def _text_token(t: TextToken) -> pb.TextToken:
     return pb.TextToken(
         token=t.token,
@@ -192,7 +186,7 @@ class TokensServicer(pb_grpc.TokensServicer):
         batches = values = 0
         caller = _caller(context)
         for raw in requests:
-            request = _checked(raw)
+            request = checked(raw)
             assert isinstance(request, pb.TokenizeRequest)
             tokens = self._service.tokenize(
                 caller, request.tenant, _items(request), deadline=_deadline(context)
@@ -213,7 +207,7 @@ class TokensServicer(pb_grpc.TokensServicer):
         started = time.monotonic()
         batches = values = errors = 0
         for raw in requests:
-            request = _checked(raw)
+            request = checked(raw)
             assert isinstance(request, pb.RevealRequest)
             results = self._service.reveal(
                 _caller(context, request.purpose),
@@ -288,7 +282,7 @@ class TokensServicer(pb_grpc.TokensServicer):
 
         def chunks() -> Iterator[str]:
             for raw in requests:
-                request = _checked(raw)
+                request = checked(raw)
                 assert isinstance(request, pb.RevealTextRequest)
                 if not first:
                     first.append(request)

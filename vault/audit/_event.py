@@ -27,7 +27,7 @@ _MAX_LEN: Final = {
 }
 MAX_RECORD_ID: Final = 256
 MAX_FIELD_CLASSES: Final = 64
-_CLASS_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_CLASS_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 # Control characters would make log lines ambiguous, and PostgreSQL refuses NUL in text.
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -100,7 +100,7 @@ class AuditEvent:
         ):
             raise ValueError(f"audit event field_classes must be a tuple of <= {MAX_FIELD_CLASSES}")
         for cls in self.field_classes:
-            if not isinstance(cls, str) or not _CLASS_RE.match(cls):
+            if not isinstance(cls, str) or not _CLASS_RE.fullmatch(cls):
                 raise ValueError("audit event field_classes holds an invalid class name")
         if not isinstance(self.time, datetime) or self.time.utcoffset() is None:
             raise ValueError("audit event time must be a timezone-aware datetime")

@@ -53,7 +53,7 @@ log = logging.getLogger("vault.audit")
 
 #: the key class of the audit key: transit key ``<prefix>-audit``
 AUDIT_KEY_CLASS = "audit"
-_CHAIN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_CHAIN_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 # Connectivity failures are left to Database.begin, which maps them to DatabaseUnavailable.
 _CONNECTIVITY = (OperationalError, InterfaceError)
 _KEY_ERRORS = (KeyServerUnavailable, KeyServerRefused, DecryptionFailed)
@@ -122,7 +122,7 @@ class AuditLog:
         checkpoint_max_age: float = 300.0,
         checkpoint_in_background: bool = True,
     ) -> None:
-        if not _CHAIN_RE.match(chain):
+        if not _CHAIN_RE.fullmatch(chain):
             raise ConfigError(f"invalid audit chain name {chain!r:.40}")
         if checkpoint_every < 1 or not checkpoint_max_age > 0:
             raise ConfigError("audit checkpoint_every and checkpoint_max_age must be positive")

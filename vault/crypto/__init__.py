@@ -16,6 +16,7 @@ from vault.crypto._aead import (
 )
 from vault.crypto._blind_index import blind_index
 from vault.crypto._surrogates import (
+    KEEPS_LAST_FOUR,
     SurrogateError,
     SurrogateShapeError,
     SurrogateUnavailableError,
@@ -25,6 +26,7 @@ from vault.crypto._tokens import TOKEN_DIGITS, TOKEN_RE, deterministic_token, ra
 
 __all__ = [
     "DEK_V1",
+    "KEEPS_LAST_FOUR",
     "KEY_BYTES",
     "TOKEN_DIGITS",
     "TOKEN_RE",

@@ -9,7 +9,7 @@ import re
 
 from vault.crypto._encoding import _BASE62, lp, random_base62
 
-TOKEN_RE = re.compile(r"^tok_[a-z_]{1,32}_[0-9A-Za-z]{22}$")
+TOKEN_RE = re.compile(r"tok_[a-z_]{1,32}_[0-9A-Za-z]{22}")
 
 #: base62 digits of every opaque token (at least 130 bits)
 TOKEN_DIGITS = 22

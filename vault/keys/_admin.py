@@ -54,7 +54,7 @@ class _Admin:
 
 def _check_mount(mount: str) -> str:
     mount = mount.strip("/")
-    if not _MOUNT_RE.match(mount):
+    if not _MOUNT_RE.fullmatch(mount):
         raise ConfigError(f"invalid mount path {mount!r}")
     return mount
 
@@ -108,12 +108,12 @@ def init_field_keys(
         KeyServerUnavailable, KeyServerRefused: the key server is down or the admin
             token may not do this.
     """
-    if not _NAME_RE.match(key_prefix):
+    if not _NAME_RE.fullmatch(key_prefix):
         raise ConfigError(f"invalid key_prefix {key_prefix!r}")
     mount = _check_mount(mount)
     names: list[str] = []
     for cls in [*field_classes, *extra_keys]:
-        if not _NAME_RE.match(cls):
+        if not _NAME_RE.fullmatch(cls):
             raise ConfigError(f"invalid field class {cls!r}")
         name = f"{key_prefix}-{cls}"
         if name not in names:
@@ -164,7 +164,7 @@ def write_policy(
         KeyServerRefused: the token may not write policies, or the HCL is invalid.
         KeyServerUnavailable: the key server is down.
     """
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ConfigError(f"invalid policy name {name!r}")
     if not hcl_text.strip():
         raise ConfigError(f"policy {name} is empty")
@@ -200,7 +200,7 @@ def setup_approle(
     Raises:
         ConfigError, KeyServerRefused, KeyServerUnavailable: as for :func:`write_policy`.
     """
-    if not _NAME_RE.match(role_name):
+    if not _NAME_RE.fullmatch(role_name):
         raise ConfigError(f"invalid role name {role_name!r}")
     mount = _check_mount(mount)
     admin = _Admin(url, admin_token, verify=verify, timeout=timeout)
@@ -335,7 +335,7 @@ class FieldKeyAdmin:
         verify: bool | str = True,
         timeout: float = 30.0,
     ) -> None:
-        if not _NAME_RE.match(key_prefix):
+        if not _NAME_RE.fullmatch(key_prefix):
             raise ConfigError(f"invalid key_prefix {key_prefix!r}")
         self._prefix = key_prefix
         self._mount = _check_mount(mount)
@@ -354,7 +354,7 @@ class FieldKeyAdmin:
         self._admin.close()
 
     def _key(self, name: str) -> str:
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise ConfigError(f"invalid field class {name!r}")
         return f"{self._prefix}-{name}"
 

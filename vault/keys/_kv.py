@@ -17,7 +17,7 @@ from vault.errors import ConfigError, KeyServerPermissionDenied
 from vault.keys._auth import KeyServerAuth, KeyServerResponse, TokenRejected
 from vault.keys._transit import _MOUNT_RE, HttpTransport, RetryPolicy, _validate_url
 
-_PATH_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_PATH_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
 class KvCheckpointStore:
@@ -44,9 +44,9 @@ class KvCheckpointStore:
         max_attempts: int = 5,
     ) -> None:
         mount, path = mount.strip("/"), path.strip("/")
-        if not _MOUNT_RE.match(mount):
+        if not _MOUNT_RE.fullmatch(mount):
             raise ConfigError(f"invalid KV mount {mount!r:.80}")
-        if not _PATH_RE.match(path) or ".." in path.split("/"):
+        if not _PATH_RE.fullmatch(path) or ".." in path.split("/"):
             raise ConfigError(f"invalid KV path {path!r:.80}")
         if not timeout > 0 or max_attempts < 1:
             raise ConfigError("KV timeout and max_attempts must be positive")

@@ -39,8 +39,8 @@ log = logging.getLogger("vault.keys")
 _T = TypeVar("_T")
 
 #: key names and field classes become URL path segments: keep them boring
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_MOUNT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_MOUNT_RE = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 
 #: statuses worth another attempt: 412 (eventual consistency on a standby), 429 (rate limit),
 #: 5xx (including 503 "sealed" and 501 "not initialized" during a restart)
@@ -340,9 +340,9 @@ class TransitKeyWrapper:
         verify: bool | str = True,
         max_json_strings: int = 1000,
     ) -> None:
-        if not _NAME_RE.match(key_prefix):
+        if not _NAME_RE.fullmatch(key_prefix):
             raise ConfigError(f"invalid key_prefix {key_prefix!r}: use letters, digits, _ and -")
-        if not _MOUNT_RE.match(mount.strip("/")):
+        if not _MOUNT_RE.fullmatch(mount.strip("/")):
             raise ConfigError(f"invalid transit mount {mount!r}")
         if not timeout > 0:
             raise ConfigError("key server timeout must be positive")
@@ -382,7 +382,7 @@ class TransitKeyWrapper:
         Raises:
             KeyServerPermissionDenied: the class is not a valid key name (no such key can exist).
         """
-        if not _NAME_RE.match(field_class):
+        if not _NAME_RE.fullmatch(field_class):
             raise KeyServerPermissionDenied(
                 f"not a valid field class for a key: {field_class!r:.80}"
             )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +50,14 @@ from vault.service._types import (
     StoredRecord,
 )
 from vault.service.access import Access, Caller
+from vault.service.validators import (
+    IDEMPOTENCY_RE,
+    SOURCE_RE,
+    check_record_id,
+    check_scope,
+    check_tenant,
+    matches,
+)
 from vault.storage import Database, NewRecord, StoredValue, repo
 from vault.storage import _access_repo as access_repo
 from vault.storage import _tokens_repo as token_repo
@@ -73,33 +80,9 @@ class _TakeGeneralPath(Exception):
     """The one-transaction read cannot serve this call; roll back and take the general path."""
 
 
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-TOKEN_SCOPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-SOURCE_RE = re.compile(r"^[\x20-\x7e]{1,128}$")
 MAX_BATCH = 1000
 MAX_FIND = 1000
 DEFAULT_FIND = 100
-
-
-def check_tenant(tenant: str) -> str:
-    if not tenant:
-        raise InvalidInput("tenant", "is required")
-    if not TENANT_RE.match(tenant):
-        raise InvalidInput("tenant", "must be 1-64 characters of A-Z a-z 0-9 _ . - ")
-    return tenant
-
-
-def check_record_id(record_id: str) -> str:
-    if not record_id:
-        raise InvalidInput("record_id", "is required")
-    try:
-        parsed = uuid.UUID(record_id)
-    except ValueError:
-        raise InvalidInput("record_id", "is not a record id") from None
-    if str(parsed) != record_id:
-        raise InvalidInput("record_id", "is not a record id")
-    return record_id
 
 
 class RecordsService:
@@ -161,7 +144,7 @@ class RecordsService:
                 raise InvalidInput(f"{where}fields.{exc.field}", exc.problem) from None
             key = rec.idempotency_key
             if key:
-                if not IDEMPOTENCY_RE.match(key):
+                if not matches(IDEMPOTENCY_RE, key):
                     raise InvalidInput(
                         f"{where}idempotency_key", "must be 1-128 printable ASCII characters"
                     )
@@ -364,8 +347,7 @@ class RecordsService:
                 self.schema.spec(name)
             except InvalidInput as exc:
                 raise InvalidInput(f"fields.{exc.field}", exc.problem) from None
-        if token_scope and not TOKEN_SCOPE_RE.match(token_scope):
-            raise InvalidInput("token_scope", "must be 1-64 of A-Z a-z 0-9 _ . : -")
+        check_scope(token_scope, "token_scope")
         policy, role = self.access.authorize(
             caller, Action.RECORD_READ, tenant=tenant, record_id=record_id, deadline=deadline
         )
@@ -1136,7 +1118,7 @@ class RecordsService:
         )
         if expected_version < 0:
             raise InvalidInput("expected_version", "must be 0 or more")
-        if not SOURCE_RE.match(source):
+        if not matches(SOURCE_RE, source):
             raise InvalidInput("source", "must be 1-128 printable ASCII characters")
         for i, name in enumerate(purposes):
             if policy.purpose(name) is None:

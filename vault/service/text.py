@@ -26,15 +26,14 @@ from vault.deadline import Deadline
 from vault.errors import InvalidInput
 from vault.policy import Action, Output
 from vault.service.access import Caller
-from vault.service.records import check_tenant
 from vault.service.tokens import (
-    SCOPE_RE,
     RevealedToken,
     TokenError,
     TokenizeItem,
     TokenKind,
     TokensService,
 )
+from vault.service.validators import check_scope, check_tenant
 from vault.text import (
     DEFAULT_MAX_TEXT_LENGTH,
     StreamTokenScanner,
@@ -157,8 +156,7 @@ class TextService:
             raise InvalidInput("texts", "at least one text is required")
         if len(texts) > MAX_TEXTS:
             raise InvalidInput("texts", f"at most {MAX_TEXTS} texts per call")
-        if scope and not SCOPE_RE.match(scope):
-            raise InvalidInput("scope", "must be 1-64 of A-Z a-z 0-9 _ . : -")
+        check_scope(scope)
         region = (default_region or "US").upper()
         try:
             scanner = self._scanner(region)

@@ -24,7 +24,6 @@ leaves. Problems with single tokens (unknown, expired, erased, denied) are repor
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -38,7 +37,13 @@ from sqlalchemy.exc import IntegrityError
 
 from vault import crypto
 from vault.audit import AuditEntry, AuditEvent
-from vault.crypto import DataKey, SurrogateError, SurrogateShapeError, surrogate
+from vault.crypto import (
+    KEEPS_LAST_FOUR,
+    DataKey,
+    SurrogateError,
+    SurrogateShapeError,
+    surrogate,
+)
 from vault.crypto._encoding import random_base62, uuid7
 from vault.deadline import Deadline
 from vault.errors import (
@@ -57,7 +62,14 @@ from vault.schema import DEFAULT_MAX_LENGTH, FieldClass
 from vault.service._keyring import DATA, INDEX, Keyring, TenantKey, new_data_key
 from vault.service._normal import canonical_or_none, deterministic_form
 from vault.service.access import Access, Caller
-from vault.service.records import TOKEN_SCOPE_RE, check_record_id, check_tenant
+from vault.service.validators import (
+    GRANT_RE,
+    PRINCIPAL_RE,
+    check_record_id,
+    check_scope,
+    check_tenant,
+    matches,
+)
 from vault.storage import Database, repo
 from vault.storage import _tokens_repo as token_repo
 from vault.storage.models_tokens import TOKEN_MAX
@@ -68,7 +80,6 @@ log = logging.getLogger("vault.service.tokens")
 MAX_ITEMS = 10_000
 #: longest TTL: ten years
 MAX_TTL_SECONDS = 10 * 366 * 86_400
-SCOPE_RE = TOKEN_SCOPE_RE
 #: classes offered as format-preserving surrogates (short values of a known shape)
 FPE_CLASSES = frozenset(
     {
@@ -85,7 +96,6 @@ FPE_CLASSES = frozenset(
 #: collisions tolerated while drawing one surrogate before the call gives up (ABORTED)
 FPE_ATTEMPTS = 32
 _REVEALING = (Output.PLAIN, Output.MASKED)
-GRANT_RE = re.compile(r"^grt_[0-9A-Za-z]{22}$")
 #: grants live at most a day, name at most 1,000 records and allow at most 10,000 calls
 MAX_GRANT_TTL = 86_400
 MAX_GRANT_RECORDS = 1000
@@ -271,15 +281,11 @@ class TokensService:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise InvalidInput(f"{where}.value", "is not valid unicode") from None
-            if item.scope and not SCOPE_RE.match(item.scope):
-                raise InvalidInput(f"{where}.scope", "must be 1-64 of A-Z a-z 0-9 _ . : -")
+            check_scope(item.scope, f"{where}.scope")
             if not 0 <= item.ttl_seconds <= MAX_TTL_SECONDS:
                 raise InvalidInput(f"{where}.ttl_seconds", f"must be 0..{MAX_TTL_SECONDS}")
             if item.record_id:
-                try:
-                    check_record_id(item.record_id)
-                except InvalidInput:
-                    raise InvalidInput(f"{where}.record_id", "not a record id") from None
+                check_record_id(item.record_id, f"{where}.record_id")
             # only the kinds that use it: validation is most of a random batch's CPU time
             needs_canonical = item.kind is TokenKind.FORMAT_PRESERVING or (
                 item.kind is TokenKind.DETERMINISTIC and not item.exact
@@ -292,6 +298,11 @@ class TokensService:
                     )
                 if canonical is None:
                     raise InvalidInput(f"{where}.value", f"not a valid {field_class.value}")
+                if item.keep_last_four and field_class.value not in KEEPS_LAST_FOUR:
+                    raise InvalidInput(
+                        f"{where}.keep_last_four",
+                        f"format-preserving {field_class.value} tokens keep no last four",
+                    )
             out.append(_Prepared(item, field_class, canonical))
         return out
 
@@ -771,7 +782,7 @@ class TokensService:
             return err
 
         grant = None
-        if GRANT_RE.match(grant_id):
+        if matches(GRANT_RE, grant_id):
             with self.db.begin(write=False) as conn:
                 grant = token_repo.get_grant(conn, tenant, grant_id)
         if grant is None or grant.grantee != caller.principal.name:
@@ -824,19 +835,17 @@ class TokensService:
             deadline=deadline,
         )
         assert purpose is not None
-        if not request.grantee or len(request.grantee) > 256:
-            raise InvalidInput("grantee", "must be a principal name of 1-256 characters")
+        if not matches(PRINCIPAL_RE, request.grantee):
+            raise InvalidInput(
+                "grantee", "must be a principal name: 1-256 printable ASCII, no spaces"
+            )
         if bool(request.record_ids) == bool(request.scope):
             raise InvalidInput("record_ids", "give record ids or a scope (exactly one of them)")
         if len(request.record_ids) > MAX_GRANT_RECORDS:
             raise InvalidInput("record_ids", f"at most {MAX_GRANT_RECORDS} records")
         for i, rid in enumerate(request.record_ids):
-            try:
-                check_record_id(rid)
-            except InvalidInput:
-                raise InvalidInput(f"record_ids[{i}]", "not a record id") from None
-        if request.scope and not SCOPE_RE.match(request.scope):
-            raise InvalidInput("scope", "must be 1-64 of A-Z a-z 0-9 _ . : -")
+            check_record_id(rid, f"record_ids[{i}]")
+        check_scope(request.scope)
         if not request.field_classes:
             raise InvalidInput("field_classes", "at least one field class is required")
         for i, c in enumerate(request.field_classes):
@@ -1072,8 +1081,4 @@ def purge_expired_tokens(db: Database, *, batch: int = 1000, dry_run: bool = Fal
 
 
 def _expired(expires_at: datetime | None, now: datetime) -> bool:
-    if expires_at is None:
-        return False
-    if expires_at.tzinfo is None:  # SQLite hands back naive UTC
-        expires_at = expires_at.replace(tzinfo=UTC)
-    return expires_at <= now
+    return expires_at is not None and expires_at <= now

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, update
@@ -187,7 +187,7 @@ def erasures_since(conn: Connection, since: datetime) -> list[tuple[str, str, da
         .where(_er.c.erased_at >= since)
         .order_by(_er.c.erased_at)
     ).all()
-    return [(r.record_id, r.tenant, _utc(r.erased_at)) for r in rows]
+    return [(r.record_id, r.tenant, r.erased_at) for r in rows]
 
 
 def oldest_tenant_keys(conn: Connection, tenant: str) -> dict[str, datetime]:
@@ -197,12 +197,7 @@ def oldest_tenant_keys(conn: Connection, tenant: str) -> dict[str, datetime]:
         .where(_tk.c.tenant == tenant, _tk.c.kind == "data")
         .group_by(_tk.c.field_class)
     ).all()
-    return {r.field_class: _utc(r.oldest) for r in rows}
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite gives naive datetimes back (they are stored as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return {r.field_class: r.oldest for r in rows}
 
 
 def newest_tenant_keys(conn: Connection) -> dict[tuple[str, str], datetime]:
@@ -212,7 +207,7 @@ def newest_tenant_keys(conn: Connection) -> dict[tuple[str, str], datetime]:
         .where(_tk.c.kind == "data")
         .group_by(_tk.c.tenant, _tk.c.field_class)
     ).all()
-    return {(r.tenant, r.field_class): _utc(r.newest) for r in rows}
+    return {(r.tenant, r.field_class): r.newest for r in rows}
 
 
 def unindexed_values(

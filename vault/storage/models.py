@@ -7,7 +7,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +17,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from vault.storage._types import UtcDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -48,7 +49,7 @@ class TenantKey(Base):
     kind: Mapped[str] = mapped_column(String(8))
     version: Mapped[int] = mapped_column(Integer)
     wrapped: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Record(Base):
@@ -60,8 +61,8 @@ class Record(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     schema_version: Mapped[int] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class DataKeyRow(Base):
@@ -76,7 +77,7 @@ class DataKeyRow(Base):
     field_class: Mapped[str] = mapped_column(String(32))
     tenant_key_id: Mapped[str] = mapped_column(ForeignKey("tenant_keys.id"), index=True)
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class RecordValue(Base):
@@ -117,7 +118,7 @@ class Erasure(Base):
 
     record_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(TENANT))
-    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime())
     data_key_ids: Mapped[str] = mapped_column(Text)
 
 
@@ -129,7 +130,7 @@ class ErasedDataKey(Base):
     data_key_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     record_id: Mapped[str] = mapped_column(String(ID), index=True)
     tenant: Mapped[str] = mapped_column(String(TENANT))
-    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class AuditKey(Base):
@@ -141,7 +142,7 @@ class AuditKey(Base):
     id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     wrapped: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class AuditEventRow(Base):
@@ -155,7 +156,7 @@ class AuditEventRow(Base):
 
     chain: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
     principal: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
@@ -200,7 +201,7 @@ class KeyRotation(Base):
 
     scope: Mapped[str] = mapped_column(String(160), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     #: the command run (``--all``) it belongs to: a rerun after a stop skips what it finished
     campaign: Mapped[str] = mapped_column(String(36))

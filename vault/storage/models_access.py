@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from vault.storage._types import UtcDateTime
 from vault.storage.models import ID, TENANT, Base
 
 
@@ -24,7 +25,7 @@ class RecordConsent(Base):
     version: Mapped[int] = mapped_column(Integer)
     purposes: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(128))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class ConsentHistory(Base):
@@ -39,7 +40,7 @@ class ConsentHistory(Base):
     version: Mapped[int] = mapped_column(Integer)
     purposes: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(128))
-    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class RateCounter(Base):

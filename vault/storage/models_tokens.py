@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from vault.storage._types import UtcDateTime
 from vault.storage.models import ID, TENANT, Base
 
 #: longest token string: a format-preserving surrogate is as long as its value
@@ -35,8 +36,8 @@ class TokenRow(Base):
     record_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
     data_key_id: Mapped[str] = mapped_column(String(ID))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class RevealGrant(Base):
@@ -55,7 +56,7 @@ class RevealGrant(Base):
     scope: Mapped[str] = mapped_column(String(64))
     field_classes: Mapped[str] = mapped_column(Text)
     purpose: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     max_uses: Mapped[int] = mapped_column(Integer)
     uses: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -78,7 +78,8 @@ from vault.client import TokenItem, VaultClient
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import Action, Output, Role, mask
 from vault.schema import FieldClass
-from vault.service.tokens import GRANT_RE, TokenKind
+from vault.service.tokens import TokenKind
+from vault.service.validators import GRANT_RE
 from vault.storage import Database
 from vault.v1 import records_pb2, tokens_pb2
 
@@ -1046,7 +1047,7 @@ def test_the_grants_tried_are_real_ones(world: World) -> None:
     keep the last four digits."""
     if grantors():
         for label in ("another-principal's", "expired", "used-up", "covers-nothing"):
-            assert GRANT_RE.match(world.grants[label]), label
+            assert GRANT_RE.fullmatch(world.grants[label]), label
     kept = [t for label, t in world.own.items() if label.endswith("keep-last-four")]
     assert len(kept) == 3
     assert all(not t.startswith("tok_") for t in kept)

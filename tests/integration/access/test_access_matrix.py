@@ -130,7 +130,8 @@ from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import Action, Output, PolicyHolder, load_policy
 from vault.schema import FieldClass, load_schema
 from vault.service import Access, RecordsService
-from vault.service.tokens import FPE_CLASSES, GRANT_RE, TokenKind
+from vault.service.tokens import FPE_CLASSES, TokenKind
+from vault.service.validators import GRANT_RE
 from vault.storage import Database
 from vault.v1 import audit_pb2, records_pb2, tokens_pb2
 
@@ -710,7 +711,7 @@ def verify(m: Matrix, case: Case, run: Run, w: TokenWorld | None = None) -> None
             check_no_values_except(out, set())
             if allowed:
                 grant, expires = out.result
-                assert GRANT_RE.match(grant), "not a grant id"
+                assert GRANT_RE.fullmatch(grant), "not a grant id"
                 left = (expires - datetime.now(UTC)).total_seconds()
                 assert GRANT_TTL - 60 < left <= GRANT_TTL, f"grant expires in {left} s"
         else:
@@ -828,7 +829,7 @@ def verify_tokenize(m: Matrix, w: TokenWorld, case: Case, run: Run, allowed: boo
                 f"{cls.value}: surrogate is the value"
             )
         else:
-            assert TOKEN_RE.match(token), f"{cls.value} {item.kind}: not a token"
+            assert TOKEN_RE.fullmatch(token), f"{cls.value} {item.kind}: not a token"
             assert token.startswith(f"tok_{cls.value}_")
     check_no_values_except(out, set())
     found = leaks(out.text(), all_value_needles())
@@ -858,7 +859,7 @@ def verify_tokenize_text(m: Matrix, w: TokenWorld, run: Run, allowed: bool) -> N
     expected, at = [], 0
     for span, value in zip(spans, TEXT_VALUES.values(), strict=True):
         assert note[span.start : span.end] == value, f"{span.field_class}: wrong span"
-        assert TOKEN_RE.match(span.token), f"{span.field_class}: not a token"
+        assert TOKEN_RE.fullmatch(span.token), f"{span.field_class}: not a token"
         assert span.token.startswith(f"tok_{span.field_class}_")
         expected += [note[at : span.start], span.token]
         at = span.end

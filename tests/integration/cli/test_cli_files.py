@@ -163,7 +163,7 @@ def test_csv_round_trip_is_byte_for_byte_and_tokens_join(cvault: Cvault) -> None
             if before[col] == "":
                 assert after[col] == ""
             else:
-                assert TOKEN_RE.match(after[col]), "not a deterministic token"
+                assert TOKEN_RE.fullmatch(after[col]), "not a deterministic token"
     emails = [r[1] for r in tokenized[1:]]
     assert emails[1] == emails[7] == emails[10]  # deterministic: equal values, equal tokens
     assert emails[0] == emails[-1]
@@ -216,7 +216,7 @@ def test_jsonl_round_trip_keeps_every_other_byte(cvault: Cvault) -> None:
     docs = [json.loads(x) for x in out if x.strip()]
     assert list(docs[0]) == ["id", "email", "full_name"]  # key order kept
     assert docs[0]["email"] == docs[-1]["email"]  # deterministic across the file
-    assert TOKEN_RE.match(docs[4]["full_name"])
+    assert TOKEN_RE.fullmatch(docs[4]["full_name"])
 
     cvault.ok(
         "reveal-file", str(tok), str(back), "--fields", "email,full_name", "--purpose", TEST_PURPOSE
@@ -238,7 +238,7 @@ def test_schema_selects_the_schema_fields(cvault: Cvault) -> None:
     for before, after in zip(rows[1:], got[1:], strict=True):
         assert after[0] == before[0]
         assert after[3] == before[3]
-        assert all(TOKEN_RE.match(after[c]) for c in (1, 2, 4))
+        assert all(TOKEN_RE.fullmatch(after[c]) for c in (1, 2, 4))
     assert got[1][1].startswith("tok_email_")
     assert got[1][2].startswith("tok_national_id_")
     assert got[1][4].startswith("tok_name_")

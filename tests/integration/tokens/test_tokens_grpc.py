@@ -45,7 +45,7 @@ def test_every_kind_and_class_round_trips(
     for token, (c, v) in zip(tokens, VALUES.items(), strict=True):
         assert token != v
         if kind != "format_preserving":
-            assert TOKEN_RE.match(token)
+            assert TOKEN_RE.fullmatch(token)
             assert token.startswith(f"tok_{c}_")
     revealed = admin_client.reveal(tenant, tokens, purpose=TEST_PURPOSE)
     assert [(r.error, r.output, r.value, r.field_class) for r in revealed] == [

@@ -140,4 +140,4 @@ def test_blind_index_keyed_and_field_bound() -> None:
 def test_random_tokens_shape_and_uniqueness() -> None:
     tokens = {crypto.random_token("email") for _ in range(1000)}
     assert len(tokens) == 1000
-    assert all(crypto.TOKEN_RE.match(t) for t in tokens)
+    assert all(crypto.TOKEN_RE.fullmatch(t) for t in tokens)

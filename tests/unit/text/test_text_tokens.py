@@ -120,7 +120,7 @@ def test_well_formed_agrees_with_token_re(field_class: str, body: str) -> None:
     candidate = f"tok_{field_class}_{body}"
     matches = find_tokens(f" {candidate} ")
     well_formed = [m.token for m in matches.tokens]
-    assert (well_formed == [candidate]) == (TOKEN_RE.match(candidate) is not None)
+    assert (well_formed == [candidate]) == (TOKEN_RE.fullmatch(candidate) is not None)
     if not well_formed:
         # trailing underscores are text; "tok_" with no letter or digit after it is no candidate
         stripped = candidate.rstrip("_")

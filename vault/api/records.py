@@ -97,18 +97,24 @@ def handle_errors(method: Callable[..., R]) -> Callable[..., R]:
                 log.warning("%s: %s", method.__name__, exc.reason)
             _abort(context, exc)
         except Exception as exc:
-            request_id = uuid.uuid4().hex[:12]
-            log.error(
-                "internal error %s in %s: %s\n%s",
-                request_id,
-                method.__name__,
-                type(exc).__name__,
-                "".join(traceback.format_tb(exc.__traceback__)),
-            )
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
-            raise AssertionError("unreachable") from None
+            internal_error(context, method.__name__, exc)
 
     return wrapper
+
+
+def internal_error(context: grpc.ServicerContext, name: str, exc: BaseException) -> NoReturn:
+    """A bug: INTERNAL, logged with its traceback but without its message (a library's
+    message may quote a value), and an id to find the log line by."""
+    request_id = uuid.uuid4().hex[:12]
+    log.error(
+        "internal error %s in %s: %s\n%s",
+        request_id,
+        name,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
+    raise AssertionError("unreachable") from None
 
 
 def _deadline(context: grpc.ServicerContext) -> Deadline:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import traceback
-import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -19,6 +17,7 @@ from vault.api.records import (
     _ts,
     checked,
     handle_errors,
+    internal_error,
 )
 from vault.errors import InvalidInput, VaultServiceError
 from vault.service.text import Malformed, TextService, TextToken
@@ -97,16 +96,14 @@ def _stream_errors(
             if exc.retryable:
                 log.warning("%s: %s", method.__name__, exc.reason)
             _abort(context, exc)
+        except grpc.RpcError as exc:
+            # reading the next request of a stream the client cancelled (or whose deadline
+            # passed) raises this: the client's choice, not a bug, so no traceback
+            if context.is_active():
+                internal_error(context, method.__name__, exc)
+            log.debug("%s: the client cancelled the stream", method.__name__)
         except Exception as exc:
-            request_id = uuid.uuid4().hex[:12]
-            log.error(
-                "internal error %s in %s: %s\n%s",
-                request_id,
-                method.__name__,
-                type(exc).__name__,
-                "".join(traceback.format_tb(exc.__traceback__)),
-            )
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
+            internal_error(context, method.__name__, exc)
 
     wrapper.__name__ = method.__name__
     return wrapper

@@ -192,23 +192,27 @@ class TextService:
         for text, spans in zip(texts, found, strict=True):
             pieces: list[str] = []
             made: list[TextSpan] = []
-            at = 0
+            placed: set[tuple[int, str]] = set()  # (offset in the redacted text, token)
+            at = length = 0
             for s in spans:
                 token = next(tokens)
-                pieces.append(text[at : s.start])
-                pieces.append(token)
+                pieces += [text[at : s.start], token]
+                length += s.start - at
+                placed.add((length, token))
+                length += len(token)
                 made.append(TextSpan(s.field_class, s.start, s.end, token))
                 at = s.end
             pieces.append(text[at:])
             redacted = "".join(pieces)
-            found_again = len(find_tokens(redacted).tokens)
-            if found_again != len(made):
+            glued = len(placed - {(m.start, m.token) for m in find_tokens(redacted).tokens})
+            if glued:
                 # e.g. "tel+4420..." gives "teltok_phone_...": still redacted, but a token glued
-                # to letters before it is not a token to RevealText (counts only: no values)
+                # to letters before it is not a token to RevealText (counts only: no values);
+                # tokens the text already held are not counted (they were not made here)
                 log.warning(
                     "%d of %d tokens in a redacted text are glued to adjacent characters and "
                     "will not be re-identified",
-                    len(made) - found_again,
+                    glued,
                     len(made),
                 )
             out.append(RedactedText(redacted, tuple(made)))

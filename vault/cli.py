@@ -11,12 +11,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vault import errors
 from vault.filetools import add_file_commands
+
+if TYPE_CHECKING:
+    from vault.api import RunningServer
+    from vault.app import App
 
 DEV_SETTINGS = "dev.json"
 FIELD_CLASSES = (
@@ -71,7 +75,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     bao = OpenBaoDevServer(persistent_dir=state / "openbao")
     bao.start()
-    stop = threading.Event()
     try:
         prefix = "cvault"
         init_field_keys(bao.url, bao.root_token, key_prefix=prefix, field_classes=FIELD_CLASSES)
@@ -115,6 +118,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 api_keys=stored,
             ),
             audit=AuditSettings(jsonl=str(state / "audit.jsonl")),
+            shutdown_grace_seconds=args.grace,
         )
         app = build_app(settings)
         app.check_ready()
@@ -169,15 +173,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             "  Ctrl-C stops the server and OpenBao.",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-        print("cvault dev: stopping", flush=True)
-        running.stop()
-        app.close()
+        _serve_until_signalled(
+            "cvault dev", running, app, grace=settings.shutdown_grace_seconds, force=bao.stop
+        )
     finally:
         bao.stop()
     return 0
@@ -192,16 +190,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.policy.install_sighup()  # `kill -HUP` reloads the policy (an invalid file keeps the old)
     running = app.serve()
     print(f"cvault: serving vault.v1 on port {running.port}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    running.stop(grace=10)
-    app.close()
+    _serve_until_signalled("cvault", running, app, grace=app.settings.shutdown_grace_seconds)
     return 0
+
+
+#: how long past grace + STOP_MARGIN a stop may still take (closing the audit log, OpenBao)
+#: before the process is ended regardless
+FORCE_MARGIN = 2.0
+
+
+def _serve_until_signalled(
+    name: str,
+    running: RunningServer,
+    app: App,
+    *,
+    grace: float,
+    force: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop within ``grace`` plus a few seconds.
+
+    Calls in flight get ``grace`` seconds; then gRPC cancels them, however they are stuck (a
+    stream whose client never reads or never half-closes). A second signal, or a stop still
+    running ``grace + STOP_MARGIN + FORCE_MARGIN`` seconds later, runs ``force`` (in dev:
+    stop OpenBao) and ends the process at once with status 1.
+    """
+    stop = threading.Event()
+
+    def forced(why: str) -> None:
+        print(f"{name}: {why}: stopping now", file=sys.stderr, flush=True)
+        try:
+            force()
+        finally:
+            os._exit(1)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            forced(f"{signal.Signals(signum).name} again")
+        stop.set()
+
+    from vault.api.server import STOP_MARGIN
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(0.5):
+        pass
+    print(f"{name}: stopping (calls in flight get {grace:g} s)", flush=True)
+    watchdog = threading.Timer(
+        grace + STOP_MARGIN + FORCE_MARGIN, forced, args=("the stop took too long",)
+    )
+    watchdog.daemon = True
+    watchdog.start()
+    running.stop(grace)
+    app.close()
+    print(f"{name}: stopped", flush=True)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -992,6 +1033,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dev", help="run OpenBao + SQLite + the server in the foreground")
     d.add_argument("--listen", default="127.0.0.1:50051", help="API-key port; mTLS on port+1")
     d.add_argument("--policy", help="policy file (default: deploy/policy/sample-policy.yaml)")
+    d.add_argument(
+        "--grace",
+        type=float,
+        default=2.0,
+        help="seconds calls in flight get on Ctrl-C/SIGTERM before they are cancelled",
+    )
     d.set_defaults(func=cmd_dev)
 
     s = sub.add_parser("serve", help="run the server from a settings file")

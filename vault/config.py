@@ -100,6 +100,8 @@ class Settings:
     policy: str = ""
     health_interval_seconds: float = 2.0
     max_workers: int = 16
+    #: on SIGTERM/SIGINT, how long calls in flight may finish before they are cancelled
+    shutdown_grace_seconds: float = 10.0
     openbao: OpenBaoSettings = field(default_factory=OpenBaoSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -136,6 +138,7 @@ _TOP = {
     "schema",
     "health_interval_seconds",
     "max_workers",
+    "shutdown_grace_seconds",
     "openbao",
     "cache",
     "rotation",
@@ -261,6 +264,9 @@ def load_settings(
             policy=env.get("CVAULT_POLICY", data.get("policy", "")),
             health_interval_seconds=float(data.get("health_interval_seconds", 2.0)),
             max_workers=int(data.get("max_workers", 16)),
+            shutdown_grace_seconds=float(
+                data.get("shutdown_grace_seconds", Settings.shutdown_grace_seconds)
+            ),
             openbao=openbao,
             cache=CacheSettings(
                 tenant_keys=_cache_limits(cache, "tenant_keys", defaults.tenant_keys),
@@ -272,6 +278,8 @@ def load_settings(
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    if not 0 <= settings.shutdown_grace_seconds <= 300:
+        raise ConfigError(f"{source}: shutdown_grace_seconds must be 0..300")
     if openbao.auth not in ("token", "approle"):
         raise ConfigError(f"{source}: [openbao] auth must be 'token' or 'approle'")
     return settings

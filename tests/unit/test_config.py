@@ -24,6 +24,7 @@ def test_example_settings_load(tmp_path: Path) -> None:
     assert settings.openbao.role_id == "the-role"
     assert settings.openbao.secret_id == "the-secret"
     assert settings.cache.data_keys.max_entries == 100_000
+    assert settings.shutdown_grace_seconds == 10.0
     assert "the-secret" not in repr(settings)
 
 
@@ -44,6 +45,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         ('[openbao]\nauth = "ldap"\n', "auth must be"),
         ("listen = [\n", "vault.toml"),
         ("[cache]\ndata_keys_max_entries = 0\n", "positive"),
+        ("shutdown_grace_seconds = -1\n", "shutdown_grace_seconds must be"),
     ],
 )
 def test_bad_settings_name_the_file(tmp_path: Path, text: str, message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ RECORDS_SERVICE = records_pb2.DESCRIPTOR.services_by_name["Records"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 TOKENS_SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["Tokens"].full_name
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: how long past the grace a stop waits for gRPC's own shutdown before it gives up on it
+STOP_MARGIN = 2.0
 
 
 class HealthMonitor:
@@ -72,10 +75,11 @@ class HealthMonitor:
         while not self._stop.wait(self._interval):
             self.check_now()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_MARGIN) -> None:
+        """Stop probing; a probe stuck on a dependency is left behind (a daemon thread)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout)
 
 
 @dataclass
@@ -91,13 +95,31 @@ class RunningServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stop(self, grace: float = 2.0) -> None:
+    def stop(self, grace: float = 2.0) -> bool:
+        """Refuse new calls, let calls in flight finish for ``grace`` seconds, then cancel
+        them (a stream stuck on a client that never reads or never half-closes included).
+
+        Bounded: returns within ``grace + STOP_MARGIN`` seconds whatever gRPC's own shutdown
+        does, logging what was left. Returns whether gRPC reported the server stopped.
+        """
         if self._stopped:
-            return
+            return True
         self._stopped = True
+        started = time.monotonic()
         self.monitor.stop()
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        done = self.server.stop(grace).wait(grace + STOP_MARGIN)
+        took = time.monotonic() - started
+        if done:
+            log.info("server stopped in %.1f s", took)
+        else:
+            log.warning(
+                "server not stopped %.1f s after the stop (grace %.1f s): giving up on the calls"
+                " gRPC still holds",
+                took,
+                grace,
+            )
+        return done
 
     def wait(self) -> None:
         self.server.wait_for_termination()

@@ -8,11 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+
+from vault.v1 import tokens_pb2 as tokens_pb
+from vault.v1 import tokens_pb2_grpc as tokens_pb_grpc
 
 pytestmark = [pytest.mark.openbao, pytest.mark.slow]
 
@@ -148,3 +154,75 @@ def test_dev_end_to_end(tmp_path: Path) -> None:
     finally:
         _stop(proc)
     assert os.path.exists(state / "vault.db")
+
+
+GRACE = 1.0
+#: the bound the issue sets: the configured grace plus a few seconds
+STOP_BOUND = GRACE + 5.0
+
+
+def test_sigterm_stops_within_the_grace_whatever_is_in_flight(tmp_path: Path) -> None:
+    """Issue 16: after a fuzzing run SIGTERM left `cvault dev` hanging in the server's stop.
+    Here the server holds a long TokenizeText (100 texts of 65,536 characters: tens of seconds
+    of CPU that no cancel interrupts), half-open streams that never half-close, a stream
+    cancelled by its client and one whose responses are never read; SIGTERM still ends the
+    process, OpenBao included, within the grace plus a few seconds."""
+    state = tmp_path / ".cvault"
+    proc = subprocess.Popen(
+        [*CVAULT, "--state-dir", str(state), "dev", "--listen", "127.0.0.1:0", "--grace", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("cvault dev: serving"):
+            break
+    settings = json.loads((state / "dev.json").read_text())
+    started = _bao_pids(proc.pid)
+    assert started
+    channel = grpc.insecure_channel(settings["address"])
+    stub = tokens_pb_grpc.TokensStub(channel)
+    metadata = (("x-api-key", settings["api_keys"]["backend-service"]),)
+    release = threading.Event()
+
+    def open_stream(n: int) -> Iterator[tokens_pb.TokenizeRequest]:
+        for i in range(n):
+            yield tokens_pb.TokenizeRequest(
+                tenant="demo",
+                items=[tokens_pb.TokenizeItem(value=f"stop{i}@example.com", field_class="email")],
+            )
+        release.wait(120)  # never half-closes while the test runs
+
+    calls: list[Any] = []
+    try:
+        heavy = stub.TokenizeText.future(
+            tokens_pb.TokenizeTextRequest(tenant="demo", texts=[("1 2 " * 16384)] * 100),
+            metadata=metadata,
+            timeout=300,
+        )
+        for _ in range(4):
+            call: Any = stub.StreamTokenize(open_stream(1), metadata=metadata, timeout=300)
+            next(call)
+            calls.append(call)
+        cancelled: Any = stub.StreamTokenize(open_stream(1), metadata=metadata, timeout=300)
+        next(cancelled)
+        cancelled.cancel()
+        unread: Any = stub.StreamTokenize(open_stream(500), metadata=metadata, timeout=300)
+        calls.append(unread)
+        time.sleep(1.0)
+        assert not heavy.done()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+        channel.close()
+    assert took < STOP_BOUND, f"stopped after {took:.1f} s\n{out}"
+    assert "cvault dev: stopping" in out
+    assert not {p for p in started if Path(f"/proc/{p}/cmdline").exists()}, (
+        "OpenBao was left running"
+    )

@@ -100,6 +100,7 @@ def make_service(
     *,
     policy: Path = TEST_POLICY,
     sinks: Sequence[AuditSink] | None = None,
+    schema: Path | None = None,
 ) -> RecordsService:
     """A service with fresh key caches: what a newly started process would have."""
     keys = KeyManager(make_wrapper(openbao, url))
@@ -112,7 +113,7 @@ def make_service(
         checkpoint_in_background=False,
     )
     access = Access(PolicyHolder(policy), audit)
-    return RecordsService(db, keys, load_schema(), access)
+    return RecordsService(db, keys, load_schema(schema), access)
 
 
 SAMPLE = {

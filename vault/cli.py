@@ -602,6 +602,7 @@ def cmd_keys_shred_report(args: argparse.Namespace) -> int:
                     {
                         "record_id": s.record_id,
                         "tenant": s.tenant,
+                        "kind": s.kind,
                         "erased_at": s.erased_at.isoformat(),
                         "complete": s.complete,
                         "pending": list(s.pending),
@@ -613,7 +614,8 @@ def cmd_keys_shred_report(args: argparse.Namespace) -> int:
         return 0
     for s in report:
         state = "complete" if s.complete else "not yet complete"
-        print(f"{s.erased_at:%Y-%m-%d %H:%M} {s.tenant}/{s.record_id}: {state}")
+        what = "" if s.kind == "record" else " (cleared or replaced values)"
+        print(f"{s.erased_at:%Y-%m-%d %H:%M} {s.tenant}/{s.record_id}{what}: {state}")
         for line in s.pending:
             print(f"    to do: {line}")
     print(
@@ -931,7 +933,14 @@ def cmd_update(args: argparse.Namespace) -> int:
             set_fields=_pairs(args.fields, "fields"),
             clear_fields=args.clear or (),
         )
-    _print({"record_id": r.record_id, "version": r.version, "tokens": dict(r.tokens)})
+    _print(
+        {
+            "record_id": r.record_id,
+            "version": r.version,
+            "tokens": dict(r.tokens),
+            "destroyed_data_key_ids": list(r.destroyed_data_key_ids),
+        }
+    )
     return 0
 
 

@@ -41,6 +41,8 @@ class CreatedRecord:
     record_id: str
     version: int
     tokens: Mapping[str, str]
+    #: update only: the data keys destroyed with the values it cleared or replaced
+    destroyed_data_key_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -425,7 +427,9 @@ class VaultClient:
             ),
             timeout,
         )
-        return CreatedRecord(r.record_id, r.version, dict(r.tokens))
+        return CreatedRecord(
+            r.record_id, r.version, dict(r.tokens), tuple(r.destroyed_data_key_ids)
+        )
 
     def delete_record(
         self, tenant: str, record_id: str, *, timeout: float | None = None

@@ -230,7 +230,10 @@ class RecordsServicer(pb_grpc.RecordsServicer):
             deadline=_deadline(context),
         )
         return pb.UpdateRecordResponse(
-            record_id=rec.record_id, version=rec.version, tokens=dict(rec.tokens)
+            record_id=rec.record_id,
+            version=rec.version,
+            tokens=dict(rec.tokens),
+            destroyed_data_key_ids=list(rec.destroyed_data_key_ids),
         )
 
     @handle_errors

@@ -17,11 +17,13 @@ class RecordInput:
 
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
-    """What a create or update returns: id, version and a token per stored field."""
+    """What a create or update returns: id, version and a token per stored field, and (update)
+    the data keys destroyed with the values it cleared or replaced."""
 
     record_id: str
     version: int
     tokens: Mapping[str, str]
+    destroyed_data_key_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

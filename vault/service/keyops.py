@@ -510,6 +510,9 @@ class ShredStatus:
     tenant: str
     erased_at: datetime
     pending: tuple[str, ...]  # what is still to do, one line per class and step
+    #: "record" (erased), or "fields" (a live record's values cleared or replaced, a class
+    #: past its retention, or a rekey: some of its data keys destroyed)
+    kind: str = "record"
 
     @property
     def complete(self) -> bool:
@@ -519,7 +522,8 @@ class ShredStatus:
 def shred_report(
     db: Database, field_keys: Mapping[str, FieldKeyInfo], since: datetime
 ) -> list[ShredStatus]:
-    """One status per record erased at or after ``since``.
+    """One status per record erased at or after ``since``, and per live record (and time)
+    whose cleared or replaced values had their data keys destroyed since then.
 
     A backup from before the erasure holds the record's data keys wrapped by a tenant-key
     version that existed then, itself wrapped by a field-key version that existed then. The
@@ -529,9 +533,10 @@ def shred_report(
     """
     out: list[ShredStatus] = []
     with db.begin(write=False) as conn:
-        erased = keys_repo.erasures_since(conn, since)
-        oldest = {t: keys_repo.oldest_tenant_keys(conn, t) for t in {t for _, t, _ in erased}}
-    for record_id, tenant, erased_at in erased:
+        erased = [(*e, "record") for e in keys_repo.erasures_since(conn, since)]
+        erased += [(*e, "fields") for e in keys_repo.destroyed_keys_since(conn, since)]
+        oldest = {t: keys_repo.oldest_tenant_keys(conn, t) for t in {e[1] for e in erased}}
+    for record_id, tenant, erased_at, kind in sorted(erased, key=lambda e: e[2]):
         pending: list[str] = []
         for c, made in sorted(oldest[tenant].items()):
             if made <= erased_at:
@@ -545,7 +550,7 @@ def shred_report(
                     f"{c}: rotate-field, retire and trim (a field-key version from before is"
                     " still held)"
                 )
-        out.append(ShredStatus(record_id, tenant, erased_at, tuple(pending)))
+        out.append(ShredStatus(record_id, tenant, erased_at, tuple(pending), kind))
     return out
 
 

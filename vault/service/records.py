@@ -76,6 +76,27 @@ class PurgeReport:
     values: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """What one UpdateRecord writes, made before its transaction."""
+
+    new_dek_rows: list[dict[str, object]]
+    value_rows: list[dict[str, object]]
+    index_rows: list[dict[str, object]]
+    #: linked tokens moved to a new data key: (token, new data key id, new ciphertext)
+    resealed: list[tuple[token_repo.LinkedToken, str, bytes]]
+    #: data keys destroyed (tombstoned) with the values they held
+    destroyed: tuple[str, ...]
+    tokens: dict[str, str]
+
+
+def _seal_linked(
+    dek: DataKey, tenant: str, record_id: str, token: token_repo.LinkedToken, value: str
+) -> bytes:
+    """A linked token's value sealed under its record's ``dek`` (AAD bound to the token)."""
+    return crypto.seal_value(dek, tenant, record_id, f"token:{token.token}", value)
+
+
 class _TakeGeneralPath(Exception):
     """The one-transaction read cannot serve this call; roll back and take the general path."""
 
@@ -693,6 +714,12 @@ class RecordsService:
     ) -> StoredRecord:
         """Set and clear fields if the record is still at ``expected_version``.
 
+        A value that is cleared or replaced is crypto-shredded, like an erased record: the data
+        key of its class is destroyed (tombstoned) in the same transaction, and what remains of
+        that class (the record's other fields of the class, linked tokens whose value was not
+        one of those removed) is re-sealed under a new data key. So a backup taken before the
+        update cannot be opened with a live key. The ids destroyed are returned and audited.
+
         Raises:
             Conflict: the record changed since ``expected_version`` (the caller re-reads).
             NotFound, Erased, InvalidInput: as for :meth:`get` and :meth:`create`.
@@ -702,6 +729,55 @@ class RecordsService:
         _, role = self.access.authorize(
             caller, Action.RECORD_WRITE, tenant=tenant, record_id=record_id, deadline=deadline
         )
+        values = self._update_input(expected_version, set_fields, clear_fields)
+        change = self._read_for_update(
+            tenant, record_id, expected_version, values, clear_fields, deadline=deadline
+        )
+        event = self.access.event(
+            caller,
+            role.name,
+            Action.RECORD_WRITE,
+            tenant=tenant,
+            record_id=record_id,
+            field_classes=self._classes([*values, *clear_fields]),
+            reason="data_keys_destroyed" if change.destroyed else "",
+        )
+        now = datetime.now(UTC)
+        self.audit.prepare(deadline=deadline)
+        try:
+            with self.db.begin() as conn:
+                if not repo.bump_version(conn, tenant, record_id, expected_version, now):
+                    if repo.is_erased(conn, tenant, record_id):
+                        raise Erased("record erased")
+                    raise Conflict("record version is not expected_version")
+                # the old keys go first: a record holds one data key per class
+                repo.destroy_data_keys(conn, tenant, record_id, change.destroyed, now)
+                repo.replace_values(
+                    conn,
+                    record_id,
+                    new_data_keys=change.new_dek_rows,
+                    values=change.value_rows,
+                    index_rows=change.index_rows,
+                    cleared=list(clear_fields),
+                    now=now,
+                )
+                for t, dek_id, ct in change.resealed:
+                    token_repo.reseal_token(conn, tenant, t, dek_id, ct)
+                entries = self.audit.append(conn, [event], deadline=deadline)
+        except IntegrityError:
+            raise Conflict("record changed concurrently") from None
+        self.audit.after_commit(entries)
+        for d in change.destroyed:
+            self.keys.data_keys.discard(d)
+        return StoredRecord(record_id, expected_version + 1, change.tokens, change.destroyed)
+
+    def _update_input(
+        self,
+        expected_version: int,
+        set_fields: Mapping[str, str],
+        clear_fields: Sequence[str],
+    ) -> dict[str, str]:
+        """The canonical values to set, once the request is known to be well formed."""
         if expected_version < 1:
             raise InvalidInput("expected_version", "must be at least 1")
         if not set_fields and not clear_fields:
@@ -715,10 +791,27 @@ class RecordsService:
             if name in set_fields:
                 raise InvalidInput(f"clear_fields.{name}", "also in set_fields")
         try:
-            values = self.schema.validate(set_fields) if set_fields else {}
+            return self.schema.validate(set_fields) if set_fields else {}
         except InvalidInput as exc:
             raise InvalidInput(f"set_fields.{exc.field}", exc.problem) from None
 
+    def _read_for_update(
+        self,
+        tenant: str,
+        record_id: str,
+        expected_version: int,
+        values: Mapping[str, str],
+        clear_fields: Sequence[str],
+        *,
+        deadline: Deadline,
+    ) -> _Change:
+        """Everything an update writes, sealed before its transaction (CPU work outside it).
+
+        A class with a value cleared or replaced (``touched``) loses its data key; what is left
+        of it (other fields, linked tokens holding none of the removed values) moves to a new
+        one. Adding a field to a class no value left keeps the class's key.
+        """
+        cls = self._class_of
         with self.db.begin(write=False) as conn:
             row = repo.get_record(conn, tenant, record_id)
             if row is None:
@@ -727,52 +820,72 @@ class RecordsService:
                 raise NotFound("record not found")
             if row.version != expected_version:
                 raise Conflict("record version is not expected_version")
-            existing_deks = repo.record_data_keys(conn, tenant, record_id)
+            existing = repo.record_data_keys(conn, tenant, record_id)
             tokens = repo.record_tokens(conn, tenant, record_id)
-        remaining = (set(tokens) - set(clear_fields)) | set(values)
-        if not remaining:
+            removed = [n for n in [*values, *clear_fields] if n in tokens]
+            touched = {cls(n) for n in removed}
+            _, stored = repo.read_record(
+                conn, tenant, record_id, [n for n in tokens if cls(n) in touched]
+            )
+            linked = token_repo.tokens_of_record(conn, tenant, record_id) if touched else []
+        if not (set(tokens) - set(clear_fields)) | set(values):
             raise InvalidInput("clear_fields", "a record must keep at least one field")
-
-        classes = {self.schema.spec(n).field_class.value for n in values}
-        tkeys = self.keyring.current(tenant, classes, deadline=deadline) if classes else {}
-        deks = self._existing_deks(tenant, record_id, existing_deks, classes, deadline=deadline)
-        new_deks, new_dek_rows = self._new_data_keys(tenant, record_id, classes - set(deks), tkeys)
+        old = self._open(tenant, record_id, stored, deadline=deadline) if stored else {}
+        kept = {n: v for n, v in old.items() if n not in removed}
+        old_deks = self._existing_deks(
+            tenant, record_id, existing, touched & set(existing), deadline=deadline
+        )
+        keep_tokens = self._linked_to_keep(
+            tenant, record_id, linked, old_deks, [(cls(n), old[n]) for n in removed if n in old]
+        )
+        classes = {cls(n) for n in values}
+        left = classes | {cls(n) for n in kept} | {t.field_class for t, _ in keep_tokens}
+        fresh = (classes - set(existing)) | (touched & left)
+        tkeys = self.keyring.current(tenant, left, deadline=deadline) if left else {}
+        deks = self._existing_deks(tenant, record_id, existing, classes - fresh, deadline=deadline)
+        new_deks, new_dek_rows = self._new_data_keys(tenant, record_id, fresh, tkeys)
         deks.update(new_deks)
         value_rows, index_rows, new_tokens = self._seal_values(
-            tenant, record_id, values, deks, tkeys, tokens=tokens
+            tenant, record_id, {**kept, **values}, deks, tkeys, tokens=tokens
         )
-        now = datetime.now(UTC)
-        event = self.access.event(
-            caller,
-            role.name,
-            Action.RECORD_WRITE,
-            tenant=tenant,
-            record_id=record_id,
-            field_classes=self._classes([*values, *clear_fields]),
-        )
-        self.audit.prepare(deadline=deadline)
-        try:
-            with self.db.begin() as conn:
-                if not repo.bump_version(conn, tenant, record_id, expected_version, now):
-                    if repo.is_erased(conn, tenant, record_id):
-                        raise Erased("record erased")
-                    raise Conflict("record version is not expected_version")
-                repo.replace_values(
-                    conn,
-                    record_id,
-                    new_data_keys=new_dek_rows,
-                    values=value_rows,
-                    index_rows=index_rows,
-                    cleared=list(clear_fields),
-                    now=now,
-                )
-                entries = self.audit.append(conn, [event], deadline=deadline)
-        except IntegrityError:
-            raise Conflict("record changed concurrently") from None
-        self.audit.after_commit(entries)
-        kept = {n: t for n, t in tokens.items() if n not in clear_fields}
-        kept.update(new_tokens)
-        return StoredRecord(record_id, expected_version + 1, kept)
+        resealed = [
+            (
+                t,
+                str(deks[t.field_class].id),
+                _seal_linked(deks[t.field_class], tenant, record_id, t, v),
+            )
+            for t, v in keep_tokens
+        ]
+        out_tokens = {n: t for n, t in tokens.items() if n not in clear_fields} | new_tokens
+        destroyed = tuple(sorted(existing[c][0] for c in touched if c in existing))
+        return _Change(new_dek_rows, value_rows, index_rows, resealed, destroyed, out_tokens)
+
+    def _class_of(self, name: str) -> str:
+        return self.schema.spec(name).field_class.value
+
+    @staticmethod
+    def _linked_to_keep(
+        tenant: str,
+        record_id: str,
+        linked: Sequence[token_repo.LinkedToken],
+        old_deks: Mapping[str, DataKey],
+        removed: Sequence[tuple[str, str]],
+    ) -> list[tuple[token_repo.LinkedToken, str]]:
+        """Linked tokens sealed under a data key about to be destroyed, with their values,
+        except those holding a value the update removes, compared as deterministic tokens
+        compare them (an email case-insensitively): they go with it and reveal as erased.
+        ``removed``: (field class, value) of each value removed."""
+        by_id = {str(d.id): d for d in old_deks.values()}
+        gone = {(c, deterministic_form(FieldClass(c), v)) for c, v in removed}
+        out: list[tuple[token_repo.LinkedToken, str]] = []
+        for t in linked:
+            dek = by_id.get(t.data_key_id)
+            if dek is None:
+                continue  # not under a key this update destroys
+            value = crypto.open_value(dek, tenant, record_id, f"token:{t.token}", t.ciphertext)
+            if (t.field_class, deterministic_form(FieldClass(t.field_class), value)) not in gone:
+                out.append((t, value))
+        return out
 
     def _existing_deks(
         self,

@@ -16,6 +16,7 @@ from vault.storage.models import (
     AuditKey,
     BlindIndexRow,
     DataKeyRow,
+    ErasedDataKey,
     Erasure,
     FieldKeyFloor,
     KeyRotation,
@@ -27,6 +28,7 @@ _tk = cast(Table, TenantKey.__table__)
 _dk = cast(Table, DataKeyRow.__table__)
 _ak = cast(Table, AuditKey.__table__)
 _er = cast(Table, Erasure.__table__)
+_edk = cast(Table, ErasedDataKey.__table__)
 _bi = cast(Table, BlindIndexRow.__table__)
 _val = cast(Table, RecordValue.__table__)
 
@@ -186,6 +188,22 @@ def erasures_since(conn: Connection, since: datetime) -> list[tuple[str, str, da
         select(_er.c.record_id, _er.c.tenant, _er.c.erased_at)
         .where(_er.c.erased_at >= since)
         .order_by(_er.c.erased_at)
+    ).all()
+    return [(r.record_id, r.tenant, r.erased_at) for r in rows]
+
+
+def destroyed_keys_since(conn: Connection, since: datetime) -> list[tuple[str, str, datetime]]:
+    """(record id, tenant, when) of live records some of whose data keys were destroyed at or
+    after ``since`` (fields cleared or replaced, a class past its retention, a rekey), one row
+    per record and time."""
+    rows = conn.execute(
+        select(_edk.c.record_id, _edk.c.tenant, _edk.c.erased_at)
+        .where(
+            _edk.c.erased_at >= since,
+            _edk.c.record_id.not_in(select(_er.c.record_id)),
+        )
+        .distinct()
+        .order_by(_edk.c.erased_at, _edk.c.record_id)
     ).all()
     return [(r.record_id, r.tenant, r.erased_at) for r in rows]
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vault/v1/records.proto\x12\x08vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x13\x43reateRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x39\n\x06\x66ields\x18\x02 \x03(\x0b\x32).vault.v1.CreateRecordRequest.FieldsEntry\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa5\x01\n\x14\x43reateRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12:\n\x06tokens\x18\x03 \x03(\x0b\x32*.vault.v1.CreateRecordResponse.TokensEntry\x1a-\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x88\x01\n\x0bRecordInput\x12\x31\n\x06\x66ields\x18\x01 \x03(\x0b\x32!.vault.v1.RecordInput.FieldsEntry\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x19\x42\x61tchCreateRecordsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.vault.v1.RecordInput\"M\n\x1a\x42\x61tchCreateRecordsResponse\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.vault.v1.CreateRecordResponse\"k\n\x10GetRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0btoken_scope\x18\x05 \x01(\t\"M\n\nFieldValue\x12 \n\x06output\x18\x01 \x01(\x0e\x32\x10.vault.v1.Output\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb5\x01\n\x11GetRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x37\n\x06\x66ields\x18\x03 \x03(\x0b\x32\'.vault.v1.GetRecordResponse.FieldsEntry\x1a\x43\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.vault.v1.FieldValue:\x02\x38\x01\"\xdc\x01\n\x13UpdateRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12@\n\nset_fields\x18\x04 \x03(\x0b\x32,.vault.v1.UpdateRecordRequest.SetFieldsEntry\x12\x14\n\x0c\x63lear_fields\x18\x05 \x03(\t\x1a\x30\n\x0eSetFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa5\x01\n\x14UpdateRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12:\n\x06tokens\x18\x03 \x03(\x0b\x32*.vault.v1.UpdateRecordResponse.TokensEntry\x1a-\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x13\x44\x65leteRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"x\n\x0e\x45rasureReceipt\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12-\n\terased_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x61ta_key_ids\x18\x04 \x03(\t\"A\n\x14\x44\x65leteRecordResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.vault.v1.ErasureReceipt\"\x99\x01\n\x12\x46indRecordsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x36\n\x05match\x18\x02 \x03(\x0b\x32\'.vault.v1.FindRecordsRequest.MatchEntry\x12\r\n\x05limit\x18\x03 \x01(\x05\x1a,\n\nMatchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x13\x46indRecordsResponse\x12\x12\n\nrecord_ids\x18\x01 \x03(\t\"u\n\x14UpdateConsentRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x10\n\x08purposes\x18\x03 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\x12\x0e\n\x06source\x18\x05 \x01(\t\"6\n\x11GetConsentRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"\x8f\x01\n\x07\x43onsent\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x10\n\x08purposes\x18\x04 \x03(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x19\x45xportCustomerDataRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x1c\n\x14recipient_public_key\x18\x04 \x01(\x0c\"B\n\x1a\x45xportCustomerDataResponse\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c*h\n\x06Output\x12\x16\n\x12OUTPUT_UNSPECIFIED\x10\x00\x12\x10\n\x0cOUTPUT_PLAIN\x10\x01\x12\x11\n\rOUTPUT_MASKED\x10\x02\x12\x10\n\x0cOUTPUT_TOKEN\x10\x03\x12\x0f\n\x0bOUTPUT_OMIT\x10\x04\x32\xcc\x05\n\x07Records\x12M\n\x0c\x43reateRecord\x12\x1d.vault.v1.CreateRecordRequest\x1a\x1e.vault.v1.CreateRecordResponse\x12_\n\x12\x42\x61tchCreateRecords\x12#.vault.v1.BatchCreateRecordsRequest\x1a$.vault.v1.BatchCreateRecordsResponse\x12\x44\n\tGetRecord\x12\x1a.vault.v1.GetRecordRequest\x1a\x1b.vault.v1.GetRecordResponse\x12M\n\x0cUpdateRecord\x12\x1d.vault.v1.UpdateRecordRequest\x1a\x1e.vault.v1.UpdateRecordResponse\x12M\n\x0c\x44\x65leteRecord\x12\x1d.vault.v1.DeleteRecordRequest\x1a\x1e.vault.v1.DeleteRecordResponse\x12J\n\x0b\x46indRecords\x12\x1c.vault.v1.FindRecordsRequest\x1a\x1d.vault.v1.FindRecordsResponse\x12\x42\n\rUpdateConsent\x12\x1e.vault.v1.UpdateConsentRequest\x1a\x11.vault.v1.Consent\x12<\n\nGetConsent\x12\x1b.vault.v1.GetConsentRequest\x1a\x11.vault.v1.Consent\x12_\n\x12\x45xportCustomerData\x12#.vault.v1.ExportCustomerDataRequest\x1a$.vault.v1.ExportCustomerDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vault/v1/records.proto\x12\x08vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x13\x43reateRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x39\n\x06\x66ields\x18\x02 \x03(\x0b\x32).vault.v1.CreateRecordRequest.FieldsEntry\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa5\x01\n\x14\x43reateRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12:\n\x06tokens\x18\x03 \x03(\x0b\x32*.vault.v1.CreateRecordResponse.TokensEntry\x1a-\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x88\x01\n\x0bRecordInput\x12\x31\n\x06\x66ields\x18\x01 \x03(\x0b\x32!.vault.v1.RecordInput.FieldsEntry\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x19\x42\x61tchCreateRecordsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.vault.v1.RecordInput\"M\n\x1a\x42\x61tchCreateRecordsResponse\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.vault.v1.CreateRecordResponse\"k\n\x10GetRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0btoken_scope\x18\x05 \x01(\t\"M\n\nFieldValue\x12 \n\x06output\x18\x01 \x01(\x0e\x32\x10.vault.v1.Output\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb5\x01\n\x11GetRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x37\n\x06\x66ields\x18\x03 \x03(\x0b\x32\'.vault.v1.GetRecordResponse.FieldsEntry\x1a\x43\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.vault.v1.FieldValue:\x02\x38\x01\"\xdc\x01\n\x13UpdateRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12@\n\nset_fields\x18\x04 \x03(\x0b\x32,.vault.v1.UpdateRecordRequest.SetFieldsEntry\x12\x14\n\x0c\x63lear_fields\x18\x05 \x03(\t\x1a\x30\n\x0eSetFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x01\n\x14UpdateRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12:\n\x06tokens\x18\x03 \x03(\x0b\x32*.vault.v1.UpdateRecordResponse.TokensEntry\x12\x1e\n\x16\x64\x65stroyed_data_key_ids\x18\x04 \x03(\t\x1a-\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x13\x44\x65leteRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"x\n\x0e\x45rasureReceipt\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12-\n\terased_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x61ta_key_ids\x18\x04 \x03(\t\"A\n\x14\x44\x65leteRecordResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.vault.v1.ErasureReceipt\"\x99\x01\n\x12\x46indRecordsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x36\n\x05match\x18\x02 \x03(\x0b\x32\'.vault.v1.FindRecordsRequest.MatchEntry\x12\r\n\x05limit\x18\x03 \x01(\x05\x1a,\n\nMatchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x13\x46indRecordsResponse\x12\x12\n\nrecord_ids\x18\x01 \x03(\t\"u\n\x14UpdateConsentRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x10\n\x08purposes\x18\x03 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\x12\x0e\n\x06source\x18\x05 \x01(\t\"6\n\x11GetConsentRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"\x8f\x01\n\x07\x43onsent\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x10\n\x08purposes\x18\x04 \x03(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x19\x45xportCustomerDataRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x1c\n\x14recipient_public_key\x18\x04 \x01(\x0c\"B\n\x1a\x45xportCustomerDataResponse\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c*h\n\x06Output\x12\x16\n\x12OUTPUT_UNSPECIFIED\x10\x00\x12\x10\n\x0cOUTPUT_PLAIN\x10\x01\x12\x11\n\rOUTPUT_MASKED\x10\x02\x12\x10\n\x0cOUTPUT_TOKEN\x10\x03\x12\x0f\n\x0bOUTPUT_OMIT\x10\x04\x32\xcc\x05\n\x07Records\x12M\n\x0c\x43reateRecord\x12\x1d.vault.v1.CreateRecordRequest\x1a\x1e.vault.v1.CreateRecordResponse\x12_\n\x12\x42\x61tchCreateRecords\x12#.vault.v1.BatchCreateRecordsRequest\x1a$.vault.v1.BatchCreateRecordsResponse\x12\x44\n\tGetRecord\x12\x1a.vault.v1.GetRecordRequest\x1a\x1b.vault.v1.GetRecordResponse\x12M\n\x0cUpdateRecord\x12\x1d.vault.v1.UpdateRecordRequest\x1a\x1e.vault.v1.UpdateRecordResponse\x12M\n\x0c\x44\x65leteRecord\x12\x1d.vault.v1.DeleteRecordRequest\x1a\x1e.vault.v1.DeleteRecordResponse\x12J\n\x0b\x46indRecords\x12\x1c.vault.v1.FindRecordsRequest\x1a\x1d.vault.v1.FindRecordsResponse\x12\x42\n\rUpdateConsent\x12\x1e.vault.v1.UpdateConsentRequest\x1a\x11.vault.v1.Consent\x12<\n\nGetConsent\x12\x1b.vault.v1.GetConsentRequest\x1a\x11.vault.v1.Consent\x12_\n\x12\x45xportCustomerData\x12#.vault.v1.ExportCustomerDataRequest\x1a$.vault.v1.ExportCustomerDataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,8 +46,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATERECORDRESPONSE_TOKENSENTRY']._serialized_options = b'8\001'
   _globals['_FINDRECORDSREQUEST_MATCHENTRY']._loaded_options = None
   _globals['_FINDRECORDSREQUEST_MATCHENTRY']._serialized_options = b'8\001'
-  _globals['_OUTPUT']._serialized_start=2420
-  _globals['_OUTPUT']._serialized_end=2524
+  _globals['_OUTPUT']._serialized_start=2452
+  _globals['_OUTPUT']._serialized_end=2556
   _globals['_CREATERECORDREQUEST']._serialized_start=70
   _globals['_CREATERECORDREQUEST']._serialized_end=238
   _globals['_CREATERECORDREQUEST_FIELDSENTRY']._serialized_start=193
@@ -77,31 +77,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATERECORDREQUEST_SETFIELDSENTRY']._serialized_start=1256
   _globals['_UPDATERECORDREQUEST_SETFIELDSENTRY']._serialized_end=1304
   _globals['_UPDATERECORDRESPONSE']._serialized_start=1307
-  _globals['_UPDATERECORDRESPONSE']._serialized_end=1472
+  _globals['_UPDATERECORDRESPONSE']._serialized_end=1504
   _globals['_UPDATERECORDRESPONSE_TOKENSENTRY']._serialized_start=361
   _globals['_UPDATERECORDRESPONSE_TOKENSENTRY']._serialized_end=406
-  _globals['_DELETERECORDREQUEST']._serialized_start=1474
-  _globals['_DELETERECORDREQUEST']._serialized_end=1530
-  _globals['_ERASURERECEIPT']._serialized_start=1532
-  _globals['_ERASURERECEIPT']._serialized_end=1652
-  _globals['_DELETERECORDRESPONSE']._serialized_start=1654
-  _globals['_DELETERECORDRESPONSE']._serialized_end=1719
-  _globals['_FINDRECORDSREQUEST']._serialized_start=1722
-  _globals['_FINDRECORDSREQUEST']._serialized_end=1875
-  _globals['_FINDRECORDSREQUEST_MATCHENTRY']._serialized_start=1831
-  _globals['_FINDRECORDSREQUEST_MATCHENTRY']._serialized_end=1875
-  _globals['_FINDRECORDSRESPONSE']._serialized_start=1877
-  _globals['_FINDRECORDSRESPONSE']._serialized_end=1918
-  _globals['_UPDATECONSENTREQUEST']._serialized_start=1920
-  _globals['_UPDATECONSENTREQUEST']._serialized_end=2037
-  _globals['_GETCONSENTREQUEST']._serialized_start=2039
-  _globals['_GETCONSENTREQUEST']._serialized_end=2093
-  _globals['_CONSENT']._serialized_start=2096
-  _globals['_CONSENT']._serialized_end=2239
-  _globals['_EXPORTCUSTOMERDATAREQUEST']._serialized_start=2241
-  _globals['_EXPORTCUSTOMERDATAREQUEST']._serialized_end=2350
-  _globals['_EXPORTCUSTOMERDATARESPONSE']._serialized_start=2352
-  _globals['_EXPORTCUSTOMERDATARESPONSE']._serialized_end=2418
-  _globals['_RECORDS']._serialized_start=2527
-  _globals['_RECORDS']._serialized_end=3243
+  _globals['_DELETERECORDREQUEST']._serialized_start=1506
+  _globals['_DELETERECORDREQUEST']._serialized_end=1562
+  _globals['_ERASURERECEIPT']._serialized_start=1564
+  _globals['_ERASURERECEIPT']._serialized_end=1684
+  _globals['_DELETERECORDRESPONSE']._serialized_start=1686
+  _globals['_DELETERECORDRESPONSE']._serialized_end=1751
+  _globals['_FINDRECORDSREQUEST']._serialized_start=1754
+  _globals['_FINDRECORDSREQUEST']._serialized_end=1907
+  _globals['_FINDRECORDSREQUEST_MATCHENTRY']._serialized_start=1863
+  _globals['_FINDRECORDSREQUEST_MATCHENTRY']._serialized_end=1907
+  _globals['_FINDRECORDSRESPONSE']._serialized_start=1909
+  _globals['_FINDRECORDSRESPONSE']._serialized_end=1950
+  _globals['_UPDATECONSENTREQUEST']._serialized_start=1952
+  _globals['_UPDATECONSENTREQUEST']._serialized_end=2069
+  _globals['_GETCONSENTREQUEST']._serialized_start=2071
+  _globals['_GETCONSENTREQUEST']._serialized_end=2125
+  _globals['_CONSENT']._serialized_start=2128
+  _globals['_CONSENT']._serialized_end=2271
+  _globals['_EXPORTCUSTOMERDATAREQUEST']._serialized_start=2273
+  _globals['_EXPORTCUSTOMERDATAREQUEST']._serialized_end=2382
+  _globals['_EXPORTCUSTOMERDATARESPONSE']._serialized_start=2384
+  _globals['_EXPORTCUSTOMERDATARESPONSE']._serialized_end=2450
+  _globals['_RECORDS']._serialized_start=2559
+  _globals['_RECORDS']._serialized_end=3275
 # @@protoc_insertion_point(module_scope)

@@ -432,20 +432,30 @@ class UpdateRecordResponse(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
+    DESTROYED_DATA_KEY_IDS_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     version: _builtins.int
     @_builtins.property
     def tokens(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def destroyed_data_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The data keys this update destroyed (tombstoned, like an erasure receipt's): the key of
+        every class whose values were cleared or replaced; what was left of the class moved to a
+        new key. Copies of the old values in backups die with the next tenant-key and field-key
+        rotation (`cvault keys shred-report` lists them).
+        """
+
     def __init__(
         self,
         *,
         record_id: _builtins.str = ...,
         version: _builtins.int = ...,
         tokens: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        destroyed_data_key_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_id", b"record_id", "tokens", b"tokens", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destroyed_data_key_ids", b"destroyed_data_key_ids", "record_id", b"record_id", "tokens", b"tokens", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

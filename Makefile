@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# e.g. FUZZ_ARGS='--examples 200000 --workers 1' (see python -m tests.fuzz.run --help)
+FUZZ_ARGS ?=
 
-.PHONY: dev test lint typecheck unit protos bench clean
+.PHONY: dev test lint typecheck unit fuzz protos bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -34,6 +36,10 @@ test: lint typecheck
 
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# 100,000 fuzz examples or more over every RPC; prints a status table per RPC, exits 1 on a finding
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m tests.fuzz.run --examples 100000 $(FUZZ_ARGS)
 
 protos: $(VENV)/.installed-test
 	$(BIN)/python scripts/gen_protos.py

@@ -24,6 +24,7 @@ from vault.keys import (
     TokenAuth,
     TransitKeyWrapper,
 )
+from vault.memory import pin_mmap_threshold
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
 from vault.service import Access, RecordsService
@@ -104,6 +105,8 @@ class App:
         *,
         extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
     ) -> RunningServer:
+        # before the gRPC workers allocate: freed large request buffers go back to the system
+        pin_mmap_threshold()
         self.policy.start_watching()
         return start_server(
             self.records,

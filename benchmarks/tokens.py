@@ -1,4 +1,5 @@
-"""Tokens benchmark: Tokenize, Reveal and StreamTokenize throughput against the naive way.
+"""Tokens benchmark: Tokenize, Reveal and StreamTokenize throughput against the naive way, and
+each stream RPC against the unary batch call doing the same work.
 
 Runs against the embedded default: a SQLite file in a temporary directory, an OpenBao dev server
 started here (with a file audit device, to count its requests) and the real gRPC server on
@@ -24,6 +25,16 @@ in a shuffled order, so machine noise falls on all of them alike):
    as the test policy's ``test-admin`` (plain output), so every batch is audited.
 5. ``StreamTokenize`` values/s: 20 batches of 1,000 (random kind) over one stream.
 
+Then, in rounds of their own (``--stream-rounds``), each stream RPC against the unary batch of
+the same work, per item: a stream of ``--stream-messages`` (2,000) small messages sent
+pipelined (the client sends without waiting for answers) against one unary call: StreamTokenize
+of one value a message against Tokenize of as many values; StreamReveal of one token a message
+against Reveal of the same tokens; StreamRevealText of an LLM answer holding tokens, in chunks
+of 1-8 characters (about one model token each), against RevealText of the whole answer. It
+prints items/s of both, the ratio stream / batch, and the audit rows each wrote; and, as the
+ceiling, a stream of the same messages to a gRPC method in this process that answers each at
+once (no vault code). ``--stream-items`` puts more values (tokens) in each message.
+
 It also counts the requests OpenBao served, from its audit log: while the first batches of a
 new tenant were tokenized (warm-up) and while the measured tokenize and reveal calls ran. On
 PostgreSQL it runs ``ANALYZE`` after the warm-up (``--no-analyze`` to skip it): see
@@ -45,10 +56,13 @@ import tempfile
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
+import grpc
 import hvac
 import phonenumbers
 from sqlalchemy import text
@@ -89,6 +103,7 @@ from vault.schema import load_schema  # noqa: E402
 from vault.service import Access, Keyring, RecordsService  # noqa: E402
 from vault.service.tokens import TokensService  # noqa: E402
 from vault.storage import Database, upgrade  # noqa: E402
+from vault.v1 import tokens_pb2 as tokens_pb  # noqa: E402
 
 TARGET = 50.0  # random and deterministic Tokenize values/s at least this many times the naive
 TARGET_KINDS = ("random", "deterministic")
@@ -97,6 +112,15 @@ KINDS = ("random", "deterministic", "format_preserving")
 #: format-preserving tokens (vault.service.tokens.FPE_CLASSES)
 CLASSES = ("email", "phone", "card_number", "name")
 NAIVE, REVEAL, STREAM, TEXT = "naive", "reveal", "stream", "text"
+#: streams of one small message per item against the unary batch of the same items
+S_TOKENIZE, S_REVEAL, S_TEXT = "stream_tokenize", "stream_reveal", "stream_reveal_text"
+B_TOKENIZE, B_REVEAL, B_TEXT = "batch_tokenize", "batch_reveal", "batch_reveal_text"
+PAIRS = ((S_TOKENIZE, B_TOKENIZE), (S_REVEAL, B_REVEAL), (S_TEXT, B_TEXT))
+#: gRPC alone: a stream of the same messages answered at once, with no vault code (a ceiling)
+ECHO = "echo"
+PAIR_VARIANTS = (*(v for pair in PAIRS for v in pair), ECHO)
+#: StreamRevealText: chunk sizes in characters (an LLM streams about one model token a chunk)
+CHUNK_SIZES = (1, 8)
 VARIANTS = (*KINDS, REVEAL, STREAM, TEXT, NAIVE)
 #: TokenizeText: support messages per call, from the labelled corpus of the text tests
 TEXT_BATCH = 100
@@ -109,8 +133,18 @@ LABELS = {
     STREAM: "StreamTokenize, random",
     TEXT: "TokenizeText, support messages",
     NAIVE: "Naive: one transit encrypt per value",
+    S_TOKENIZE: "StreamTokenize, small messages",
+    B_TOKENIZE: "Tokenize, the same values in one call",
+    S_REVEAL: "StreamReveal, small messages",
+    B_REVEAL: "Reveal, the same tokens in one call",
+    S_TEXT: "StreamRevealText, 1-8 characters a chunk",
+    B_TEXT: "RevealText, the whole answer",
+    ECHO: "gRPC alone: each message answered at once",
 }
 CLIENT_TIMEOUT = 120.0
+#: the streams-against-batch target: a stream at least half the batch rate per item
+STREAM_TARGET = 0.5
+T = TypeVar("T")
 
 
 # --- realistic values ------------------------------------------------------------------------
@@ -218,6 +252,9 @@ class Params:
     batch_size: int
     naive: int
     stream_batches: int
+    stream_messages: int
+    stream_items: int
+    stream_rounds: int
     seed: int
     postgres: bool
     postgres_url: str
@@ -237,6 +274,10 @@ class Run:
     tokenize_requests: list[str] = field(default_factory=list)
     reveal_requests: list[str] = field(default_factory=list)
     stream_server_seconds: float = 0.0
+    #: streams against the unary batch: per variant, (items, seconds, audit rows) of every call
+    pairs: dict[str, list[tuple[int, float, int]]] = field(
+        default_factory=lambda: {v: [] for v in PAIR_VARIANTS}
+    )
     token_rows: int = 0  # rows in the tokens table at the end (every tenant)
     problems: list[str] = field(default_factory=list)
 
@@ -248,6 +289,23 @@ class Run:
 
     def values(self, variant: str) -> int:
         return sum(n for n, _ in self.calls[variant])
+
+    def pair_rate(self, variant: str) -> float:
+        """Items per second over the variant's calls in the streams-against-batch rounds."""
+        seconds = sum(s for _, s, _ in self.pairs[variant])
+        return sum(n for n, _, _ in self.pairs[variant]) / seconds if seconds else 0.0
+
+    def pair_ratio(self, stream: str, batch: str) -> float:
+        """Stream items/s over batch items/s: the stream's share of the batch rate per item."""
+        b = self.pair_rate(batch)
+        return self.pair_rate(stream) / b if b else 0.0
+
+    def ceiling(self, stream: str, batch: str, items_per_message: int) -> float:
+        """The best ratio any stream of these messages could reach here: gRPC alone over the
+        batch (per message for the text stream, whose messages are chunks, not items)."""
+        b = self.pair_rate(batch)
+        echo = self.pair_rate(ECHO) / (items_per_message if stream == S_TEXT else 1)
+        return echo / b if b else 0.0
 
     def ratio(self, variant: str, calls: slice = slice(None)) -> float:
         naive = self.rate(NAIVE, calls)
@@ -286,6 +344,53 @@ def start_services(
     return running
 
 
+if TYPE_CHECKING:
+    EchoStream: TypeAlias = grpc.StreamStreamMultiCallable[
+        tokens_pb.TokenizeRequest, tokens_pb.StreamTokenizeResponse
+    ]
+
+
+def start_echo(stack: contextlib.ExitStack) -> EchoStream:
+    """A gRPC server in this process whose one bidirectional method answers every
+    TokenizeRequest at once with a one-token StreamTokenizeResponse: no vault code, no
+    authentication, the same messages as StreamTokenize. What gRPC alone costs a message is
+    the ceiling of any stream of one-item messages here."""
+    answer = tokens_pb.StreamTokenizeResponse(
+        batch=tokens_pb.TokenizeResponse(tokens=["tok_email_" + "A" * 22])
+    )
+
+    def echo(requests: Iterator[object], context: grpc.ServicerContext) -> Iterator[object]:
+        for _ in requests:
+            yield answer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Echo",
+                {
+                    "Stream": grpc.stream_stream_rpc_method_handler(
+                        echo,
+                        request_deserializer=tokens_pb.TokenizeRequest.FromString,
+                        response_serializer=tokens_pb.StreamTokenizeResponse.SerializeToString,
+                    )
+                },
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    stack.callback(server.stop, grace=0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stack.callback(channel.close)
+    method: EchoStream = channel.stream_stream(
+        "/bench.Echo/Stream",
+        request_serializer=tokens_pb.TokenizeRequest.SerializeToString,
+        response_deserializer=tokens_pb.StreamTokenizeResponse.FromString,
+    )
+    return method
+
+
 # --- one backend -----------------------------------------------------------------------------
 
 
@@ -300,8 +405,14 @@ class Bench:
         counter: BaoRequests,
         values: Values,
         p: Params,
+        audit_rows: Callable[[], int],
+        echo: EchoStream,
     ) -> None:
         self.run = run
+        self.audit_rows = audit_rows
+        self.echo = echo
+        self.answer: list[str] = []  # StreamRevealText: an LLM answer holding tokens, in chunks
+        self.answer_revealed = ""  # ... as RevealText gives it back
         self.client = client
         self.transit = transit
         self.counter = counter
@@ -414,6 +525,148 @@ class Bench:
         elif keep:
             self.issued.update(zip(tokens, (i.value for i in items), strict=True))
 
+    # --- streams against the unary batch of the same work ----------------------------------
+
+    def prepare_answer(self) -> None:
+        """An LLM answer holding tokens: redacted corpus messages (tokens of one conversation
+        scope) strung together, cut at a space, in chunks of ``CHUNK_SIZES`` characters; about
+        ``stream_messages`` chunks. Also tops up the issued tokens the reveals draw from."""
+        while len(self.issued) < self.p.stream_messages * self.p.stream_items:
+            self.tokenize("random")
+        scope = f"chat-{uuid.uuid4().hex[:12]}"
+        wanted = self.p.stream_messages * sum(CHUNK_SIZES) // 2
+        texts: list[str] = []
+        while sum(len(t) + 1 for t in texts) < wanted + 100:
+            start = self.next_message
+            msgs = [self.messages[(start + i) % len(self.messages)] for i in range(TEXT_BATCH)]
+            self.next_message = (start + TEXT_BATCH) % len(self.messages)
+            redacted, _ = self.client.tokenize_text(self.tenant, msgs, scope=scope)
+            texts += [r.text for r in redacted]
+        joined = " ".join(texts)
+        answer = joined[: joined.rfind(" ", 0, wanted)]
+        at = 0
+        while at < len(answer):
+            size = self.rng.randint(*CHUNK_SIZES)
+            self.answer.append(answer[at : at + size])
+            at += size
+        self.answer_revealed = self.client.reveal_text(self.tenant, answer).text
+
+    def _timed(self, variant: str, items: int, call: Callable[[], T]) -> T:
+        """``call()``, timed, with the audit rows it wrote (counted outside the timing)."""
+        rows = self.audit_rows()
+        t0 = time.perf_counter()
+        out = call()
+        elapsed = time.perf_counter() - t0
+        if self.recording:
+            self.run.pairs[variant].append((items, elapsed, self.audit_rows() - rows))
+        return out
+
+    def _cut(self, items: Sequence[T]) -> list[list[T]]:
+        """``items`` in messages of ``stream_items``."""
+        k = self.p.stream_items
+        return [list(items[i : i + k]) for i in range(0, len(items), k)]
+
+    def stream_tokenize_small(self) -> None:
+        """Small messages, pipelined: the client's request iterator runs ahead."""
+        items = self.values.items(self.p.stream_messages * self.p.stream_items, "random")
+        messages = self._cut(items)
+        answers = self._timed(
+            S_TOKENIZE,
+            len(items),
+            lambda: list(self.client.stream_tokenize(self.tenant, iter(messages))),
+        )
+        summary = answers.pop() if answers else None
+        if not isinstance(summary, StreamSummary) or summary.batches != len(messages):
+            self.run.problems.append(f"{S_TOKENIZE}: summary {summary!r}")
+        batches = [a for a in answers if isinstance(a, list)]
+        if [len(a) for a in batches] != [len(m) for m in messages]:
+            self.run.problems.append(f"{S_TOKENIZE}: {len(batches)} answers, not one a message")
+            return
+        tokens = [t for a in batches for t in a]
+        self._check_tokens(S_TOKENIZE, items, tokens, keep=False)
+
+    def batch_tokenize_same(self) -> None:
+        items = self.values.items(self.p.stream_messages * self.p.stream_items, "random")
+        tokens = self._timed(
+            B_TOKENIZE, len(items), lambda: self.client.tokenize(self.tenant, items)
+        )
+        self._check_tokens(B_TOKENIZE, items, tokens, keep=False)
+
+    def stream_reveal_small(self) -> None:
+        tokens = self.rng.sample(list(self.issued), self.p.stream_messages * self.p.stream_items)
+        messages = self._cut(tokens)
+        answers = self._timed(
+            S_REVEAL,
+            len(tokens),
+            lambda: list(
+                self.client.stream_reveal(self.tenant, iter(messages), purpose=TEST_PURPOSE)
+            ),
+        )
+        summary = answers.pop() if answers else None
+        if not isinstance(summary, StreamSummary) or summary.batches != len(messages):
+            self.run.problems.append(f"{S_REVEAL}: summary {summary!r}")
+        got = [(r.token, r.value) for a in answers if isinstance(a, list) for r in a]
+        if got != [(t, self.issued[t]) for t in tokens]:
+            self.run.problems.append(f"{S_REVEAL}: answers differ from the tokens' values")
+
+    def batch_reveal_same(self) -> None:
+        tokens = self.rng.sample(list(self.issued), self.p.stream_messages * self.p.stream_items)
+        results = self._timed(
+            B_REVEAL,
+            len(tokens),
+            lambda: self.client.reveal(self.tenant, tokens, purpose=TEST_PURPOSE),
+        )
+        if [(r.token, r.value) for r in results] != [(t, self.issued[t]) for t in tokens]:
+            self.run.problems.append(f"{B_REVEAL}: answers differ from the tokens' values")
+
+    def stream_reveal_text_chunks(self) -> None:
+        outs = self._timed(
+            S_TEXT,
+            len(self.answer),
+            lambda: list(
+                self.client.stream_reveal_text(self.tenant, self.answer, purpose=TEST_PURPOSE)
+            ),
+        )
+        if len(outs) != len(self.answer) + 1:
+            self.run.problems.append(f"{S_TEXT}: {len(outs)} outputs, {len(self.answer)} chunks")
+        if "".join(o.text for o in outs) != self.answer_revealed:
+            self.run.problems.append(f"{S_TEXT}: the output differs from RevealText's")
+
+    def batch_reveal_text_whole(self) -> None:
+        answer = "".join(self.answer)
+        out = self._timed(
+            B_TEXT, len(self.answer), lambda: self.client.reveal_text(self.tenant, answer)
+        )
+        if out.text != self.answer_revealed:
+            self.run.problems.append(f"{B_TEXT}: the output differs from the first RevealText")
+
+    def echo_small(self) -> None:
+        """Messages like StreamTokenize's, to a stream that does no work."""
+        items = self.values.items(self.p.stream_messages * self.p.stream_items, "random")
+        requests = [
+            tokens_pb.TokenizeRequest(
+                tenant=self.tenant,
+                items=[tokens_pb.TokenizeItem(value=i.value, field_class=i.field_class) for i in m],
+            )
+            for m in self._cut(items)
+        ]
+        answers = self._timed(
+            ECHO, len(items), lambda: list(self.echo(iter(requests), timeout=CLIENT_TIMEOUT))
+        )
+        if len(answers) != len(requests):
+            self.run.problems.append(f"{ECHO}: {len(answers)} answers, {len(requests)} messages")
+
+    def pair_variant(self, name: str) -> None:
+        {
+            ECHO: self.echo_small,
+            S_TOKENIZE: self.stream_tokenize_small,
+            B_TOKENIZE: self.batch_tokenize_same,
+            S_REVEAL: self.stream_reveal_small,
+            B_REVEAL: self.batch_reveal_same,
+            S_TEXT: self.stream_reveal_text_chunks,
+            B_TEXT: self.batch_reveal_text_whole,
+        }[name]()
+
     def variant(self, name: str) -> None:
         if name in KINDS:
             self.tokenize(name)
@@ -448,7 +701,11 @@ def run_backend(
     stack.callback(transit.adapter.close)
     print(f"  gRPC {server.address}, health {client.health()} ({time.perf_counter() - t0:.1f} s)")
 
-    bench = Bench(run, client, transit, counter, Values(p.seed), p)
+    def audit_rows() -> int:
+        with db.begin(write=False) as conn:
+            return int(conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one())
+
+    bench = Bench(run, client, transit, counter, Values(p.seed), p, audit_rows, start_echo(stack))
     # Warm-up, not recorded: the tenant's keys are made on its first tokenize (transit calls),
     # the pools on the first batch of each class, and the connections are opened.
     t0 = time.perf_counter()
@@ -459,6 +716,7 @@ def run_backend(
     for _ in range(3):  # the corpus's other classes (IBAN, national id, IP) get their keys
         bench.text()
     bench.naive(20)
+    bench.prepare_answer()
     print(
         f"  warm-up in tenant {bench.tenant} ({time.perf_counter() - t0:.1f} s): OpenBao requests"
         f" {describe_requests(run.warmup_requests)}"
@@ -487,9 +745,20 @@ def run_backend(
         f"  measured {p.rounds} rounds, each variant once per round in a shuffled order"
         f" ({time.perf_counter() - t0:.1f} s)"
     )
+    t0 = time.perf_counter()
+    pair_order = list(PAIR_VARIANTS)
+    for _ in range(p.stream_rounds):
+        rng.shuffle(pair_order)
+        for variant in pair_order:
+            bench.pair_variant(variant)
+    print(
+        f"  measured {p.stream_rounds} rounds of streams against the unary batch"
+        f" ({time.perf_counter() - t0:.1f} s)"
+    )
     with db.begin(write=False) as conn:
         run.token_rows = int(conn.execute(text("SELECT count(*) FROM tokens")).scalar_one())
     print_run(run, p)
+    print_pairs(run, p)
     return run
 
 
@@ -558,6 +827,48 @@ def print_run(run: Run, p: Params) -> None:
         print(f"  WARNING: {problem}")
 
 
+def print_pairs(run: Run, p: Params) -> None:
+    """Each stream against the unary batch of the same work: items/s, the ratio per item, and
+    the audit rows each call wrote (one a message, or fewer when the stream coalesces)."""
+    print(
+        f"\n  streams against the unary batch ({p.stream_messages:,} messages a stream of"
+        f" {p.stream_items} item(s) each, text: chunks of {CHUNK_SIZES[0]}-{CHUNK_SIZES[1]}"
+        f" characters; sent pipelined; {p.stream_rounds} rounds)"
+    )
+    print(f"  {'variant':<42} {'items':>8} {'seconds':>8} {'items/s':>10}   audit rows per call")
+    for variant in PAIR_VARIANTS:
+        calls = run.pairs[variant]
+        rows = ", ".join(str(r) for _, _, r in calls)
+        print(
+            f"  {LABELS[variant]:<42} {sum(n for n, _, _ in calls):>8,}"
+            f" {sum(s for _, s, _ in calls):8.2f} {run.pair_rate(variant):10,.0f}   {rows}"
+        )
+    for stream, batch in PAIRS:
+        r = run.pair_ratio(stream, batch)
+        print(
+            f"  {LABELS[stream]:<42} / batch per item: {r:.2f}x"
+            f"   target >= {STREAM_TARGET}x: {verdict(r >= STREAM_TARGET)}"
+            f"   (gRPC alone / batch: {run.ceiling(stream, batch, p.stream_items):.2f}x)"
+        )
+
+
+def pair_rows(run: Run, p: Params) -> list[str]:
+    """The summary table's rows for the streams against the unary batch."""
+    rows = []
+    size = f"{p.stream_messages:,} messages of {p.stream_items}"
+    unit = "item" if p.stream_items == 1 else "items"
+    for stream, batch in PAIRS:
+        r = run.pair_ratio(stream, batch)
+        what = f"{size} {unit}" if stream != S_TEXT else "chunks"
+        rows.append(
+            f"| {run.backend} | {LABELS[stream]} / {LABELS[batch]} ({what})"
+            f" | {run.pair_rate(stream):,.0f} / {run.pair_rate(batch):,.0f} items/s"
+            f" = **{r:.2f}x** ({verdict(r >= STREAM_TARGET)}); gRPC alone"
+            f" {run.ceiling(stream, batch, p.stream_items):.2f}x |"
+        )
+    return rows
+
+
 def summary_table(runs: Sequence[Run], p: Params) -> list[str]:
     rows = ["| Backend | Measurement | Result |", "|---|---|---|"]
     for run in runs:
@@ -597,6 +908,7 @@ def summary_table(runs: Sequence[Run], p: Params) -> list[str]:
             f"| {b} | OpenBao requests: measured reveal ({run.values(REVEAL):,} tokens) "
             f"| {count_requests(run.reveal_requests)} |"
         )
+        rows += pair_rows(run, p)
     return rows
 
 
@@ -619,6 +931,24 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         default=None,
         help="batches per StreamTokenize stream, one stream per round (20; --quick 5)",
     )
+    parser.add_argument(
+        "--stream-messages",
+        type=int,
+        default=None,
+        help="messages per stream against the unary batch (2,000; --quick 300)",
+    )
+    parser.add_argument(
+        "--stream-rounds",
+        type=int,
+        default=None,
+        help="rounds of the streams against the unary batch (3; --quick 1)",
+    )
+    parser.add_argument(
+        "--stream-items",
+        type=int,
+        default=1,
+        help="values (tokens) per StreamTokenize (StreamReveal) message against the batch (1)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed for values and variant order")
     parser.add_argument(
         "--no-analyze",
@@ -635,9 +965,23 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     rounds = args.rounds if args.rounds is not None else (3 if quick else 15)
     naive = args.naive if args.naive is not None else (100 if quick else 300)
     stream = args.stream_batches if args.stream_batches is not None else (5 if quick else 20)
-    for name, value in (("rounds", rounds), ("naive", naive), ("stream-batches", stream)):
+    messages = (
+        args.stream_messages if args.stream_messages is not None else (300 if quick else 2000)
+    )
+    pair_rounds = args.stream_rounds if args.stream_rounds is not None else (1 if quick else 3)
+    for name, value in (
+        ("rounds", rounds),
+        ("naive", naive),
+        ("stream-batches", stream),
+        ("stream-rounds", pair_rounds),
+    ):
         if value < 1:
             parser.error(f"--{name} must be at least 1")
+    if not 10 <= messages <= 10_000 or not 1 <= args.stream_items <= 10_000 // messages:
+        parser.error(
+            "--stream-messages must be 10..10,000 and --stream-messages x --stream-items at most"
+            " 10,000 (the unary batch's limit)"
+        )
     if not 4 <= args.batch_size <= 10_000:
         parser.error("--batch-size must be 4..10,000")
     return Params(
@@ -645,6 +989,9 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         batch_size=int(args.batch_size),
         naive=naive,
         stream_batches=stream,
+        stream_messages=messages,
+        stream_items=int(args.stream_items),
+        stream_rounds=pair_rounds,
         seed=int(args.seed),
         postgres=bool(args.postgres),
         postgres_url=POSTGRES_URL,
@@ -695,7 +1042,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"  params     rounds={p.rounds} batch={p.batch_size} values"
         f" ({', '.join(CLASSES)} in turn) naive={p.naive} calls/round"
-        f" stream={p.stream_batches} batches/round seed={p.seed} postgres={p.postgres}"
+        f" stream={p.stream_batches} batches/round stream-messages={p.stream_messages}"
+        f" x {p.stream_items} items"
+        f" x {p.stream_rounds} rounds seed={p.seed} postgres={p.postgres}"
     )
     started = time.perf_counter()
     try:
@@ -713,6 +1062,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {r.backend:<10} Tokenize {kind:<13} / naive = {r.rate(kind):,.0f} /"
                 f" {r.rate(NAIVE):,.0f} values/s = {ratio:,.1f}x"
                 f"   target >= {TARGET:.0f}x: {verdict(ratio >= TARGET)}"
+            )
+        for stream, batch in PAIRS:
+            ratio = r.pair_ratio(stream, batch)
+            print(
+                f"  {r.backend:<10} {LABELS[stream]} / batch per item = {ratio:.2f}x"
+                f"   target >= {STREAM_TARGET}x: {verdict(ratio >= STREAM_TARGET)}"
             )
     print("\nsummary (Markdown)\n")
     for line in machine_context():

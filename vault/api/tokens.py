@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from vault.api._streams import Part, RequestReader, parsed, served, split
 from vault.api.records import (
     _OUTPUT,
     _abort,
@@ -20,8 +21,9 @@ from vault.api.records import (
     internal_error,
 )
 from vault.errors import InvalidInput, VaultServiceError
-from vault.service.text import Malformed, TextService, TextToken
+from vault.service.text import MAX_TEXT_LENGTH, Malformed, TextService, TextToken
 from vault.service.tokens import (
+    MAX_ITEMS,
     GrantRequest,
     RevealedToken,
     TokenError,
@@ -68,6 +70,55 @@ def _items(request: pb.TokenizeRequest) -> list[TokenizeItem]:
             )
         )
     return out
+
+
+def _tokenize_part(raw: object) -> Part[tuple[str, list[TokenizeItem]]]:
+    """A StreamTokenize message: its tenant and items; it may share a call with the messages of
+    its tenant next to it unless it has no items or too many (it then fails alone)."""
+    request = checked(raw)
+    assert isinstance(request, pb.TokenizeRequest)
+    items = _items(request)
+    shares = 0 < len(items) <= MAX_ITEMS
+    return Part((request.tenant, items), len(items), request.tenant if shares else None)
+
+
+def _reveal_part(raw: object) -> Part[pb.RevealRequest]:
+    """A StreamReveal message; it may share a call with the messages of its tenant and purpose
+    next to it, except under a grant (each message uses it once, as it would alone) and with no
+    tokens or too many (it then fails alone)."""
+    request = checked(raw)
+    assert isinstance(request, pb.RevealRequest)
+    n = len(request.tokens)
+    shares = not request.grant and 0 < n <= MAX_ITEMS
+    return Part(request, n, (request.tenant, request.purpose) if shares else None)
+
+
+def _text_part(raw: object) -> Part[pb.RevealTextRequest]:
+    request = checked(raw)
+    assert isinstance(request, pb.RevealTextRequest)
+    return Part(request, 1, None)
+
+
+def _weight(raw: object) -> int:
+    """What a buffered stream request holds: items, tokens or characters (at least 1)."""
+    if isinstance(raw, pb.TokenizeRequest):
+        return max(1, len(raw.items))
+    if isinstance(raw, pb.RevealRequest):
+        return max(1, len(raw.tokens))
+    if isinstance(raw, pb.RevealTextRequest):
+        return max(1, len(raw.text))
+    return 1
+
+
+def _text_batches(reader: RequestReader) -> Iterator[list[pb.RevealTextRequest]]:
+    """StreamRevealText's requests, in the batches they arrived in; a request that does not
+    parse ends the stream once those before it are answered."""
+    while requests := reader.take():
+        parts, error = parsed(requests, _text_part)
+        if parts:
+            yield [p.payload for p in parts]
+        if error is not None:
+            raise error
 
 
 def _revealed(r: RevealedToken) -> pb.RevealedToken:
@@ -179,18 +230,21 @@ class TokensServicer(pb_grpc.TokensServicer):
     def StreamTokenize(  # type: ignore[override]
         self, requests: Iterator[object], context: grpc.ServicerContext
     ) -> Iterator[object]:
+        """Tokenize per message, in order; the messages received together share one call."""
         started = time.monotonic()
         batches = values = 0
         caller = _caller(context)
-        for raw in requests:
-            request = checked(raw)
-            assert isinstance(request, pb.TokenizeRequest)
-            tokens = self._service.tokenize(
-                caller, request.tenant, _items(request), deadline=_deadline(context)
-            )
-            batches += 1
-            values += len(tokens)
-            yield pb.StreamTokenizeResponse(batch=pb.TokenizeResponse(tokens=tokens))
+
+        def serve(group: list[tuple[str, list[TokenizeItem]]]) -> list[list[str]]:
+            items = [item for _, batch in group for item in batch]
+            tokens = self._service.tokenize(caller, group[0][0], items, deadline=_deadline(context))
+            return split(tokens, [len(batch) for _, batch in group])
+
+        with RequestReader(requests, context, weight=_weight, max_weight=MAX_ITEMS) as reader:
+            for tokens in served(reader, _tokenize_part, serve, MAX_ITEMS):
+                batches += 1
+                values += len(tokens)
+                yield pb.StreamTokenizeResponse(batch=pb.TokenizeResponse(tokens=tokens))
         yield pb.StreamTokenizeResponse(
             summary=pb.StreamSummary(
                 batches=batches, values=values, seconds=time.monotonic() - started
@@ -201,24 +255,31 @@ class TokensServicer(pb_grpc.TokensServicer):
     def StreamReveal(  # type: ignore[override]
         self, requests: Iterator[object], context: grpc.ServicerContext
     ) -> Iterator[object]:
+        """Reveal per message, in order; the messages received together share one call (one
+        audit transaction, the plaintext counted before any value leaves), except under a
+        grant."""
         started = time.monotonic()
         batches = values = errors = 0
-        for raw in requests:
-            request = checked(raw)
-            assert isinstance(request, pb.RevealRequest)
+
+        def serve(group: list[pb.RevealRequest]) -> list[list[RevealedToken]]:
+            first = group[0]
             results = self._service.reveal(
-                _caller(context, request.purpose),
-                request.tenant,
-                list(request.tokens),
-                grant_id=request.grant,
+                _caller(context, first.purpose),
+                first.tenant,
+                [t for request in group for t in request.tokens],
+                grant_id=first.grant,
                 deadline=_deadline(context),
             )
-            batches += 1
-            values += len(results)
-            errors += sum(1 for r in results if r.error is not None)
-            yield pb.StreamRevealResponse(
-                batch=pb.RevealResponse(results=[_revealed(r) for r in results])
-            )
+            return split(results, [len(request.tokens) for request in group])
+
+        with RequestReader(requests, context, weight=_weight, max_weight=MAX_ITEMS) as reader:
+            for results in served(reader, _reveal_part, serve, MAX_ITEMS):
+                batches += 1
+                values += len(results)
+                errors += sum(1 for r in results if r.error is not None)
+                yield pb.StreamRevealResponse(
+                    batch=pb.RevealResponse(results=[_revealed(r) for r in results])
+                )
         yield pb.StreamRevealResponse(
             summary=pb.StreamSummary(
                 batches=batches,
@@ -275,27 +336,20 @@ class TokensServicer(pb_grpc.TokensServicer):
     def StreamRevealText(  # type: ignore[override]
         self, requests: Iterator[object], context: grpc.ServicerContext
     ) -> Iterator[object]:
-        first: list[pb.RevealTextRequest] = []
-
-        def chunks() -> Iterator[str]:
-            for raw in requests:
-                request = checked(raw)
-                assert isinstance(request, pb.RevealTextRequest)
-                if not first:
-                    first.append(request)
-                yield request.text
-
-        texts = chunks()
-        try:
-            head = next(texts)
-        except StopIteration:
-            raise InvalidInput("request", "the stream sent no request") from None
-        opening = first[0]
-        for out in self._text.reveal_text_stream(
-            _caller(context, opening.purpose),
-            opening.tenant,
-            itertools.chain([head], texts),
-            grant_id=opening.grant,
-            deadline=_deadline(context),
-        ):
-            yield _revealed_text(out.text, out.tokens, out.malformed)
+        """One output per chunk; the chunks received together are revealed in one call. The
+        first request names the tenant, purpose and grant."""
+        with RequestReader(requests, context, weight=_weight, max_weight=MAX_TEXT_LENGTH) as reader:
+            batches = _text_batches(reader)
+            try:
+                head = next(batches)
+            except StopIteration:
+                raise InvalidInput("request", "the stream sent no request") from None
+            opening = head[0]
+            for out in self._text.reveal_text_batches(
+                _caller(context, opening.purpose),
+                opening.tenant,
+                ([r.text for r in batch] for batch in itertools.chain([head], batches)),
+                grant_id=opening.grant,
+                deadline=_deadline(context),
+            ):
+                yield _revealed_text(out.text, out.tokens, out.malformed)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from vault.deadline import Deadline
-from vault.errors import InvalidInput
+from vault.errors import InvalidInput, PermissionDenied, VaultServiceError
 from vault.policy import Action, Output
 from vault.service.access import Caller
 from vault.service.tokens import (
@@ -271,20 +271,76 @@ class TextService:
         Raises:
             as :meth:`reveal_text`, when the chunk that needs it arrives.
         """
+        return self.reveal_text_batches(
+            caller, tenant, ([c] for c in chunks), grant_id=grant_id, deadline=deadline
+        )
+
+    def reveal_text_batches(
+        self,
+        caller: Caller,
+        tenant: str,
+        batches: Iterable[Sequence[str]],
+        *,
+        grant_id: str = "",
+        deadline: Deadline,
+    ) -> Iterator[TextChunk]:
+        """:meth:`reveal_text_stream` for chunks that come in batches (those a server received
+        together): the same output, one per chunk, but one reveal (and audit transaction) per
+        batch for the tokens its chunks complete. Under a grant each chunk is still a reveal
+        of its own (every reveal uses the grant once, so batching would change the count).
+
+        Raises:
+            as :meth:`reveal_text`, when the chunk that needs it arrives: the chunks before it
+            are answered first (a batch whose reveal fails is revealed again chunk by chunk,
+            so the failure is its chunk's own).
+        """
         check_tenant(tenant)
         scanner = StreamTokenScanner()
         checked = False
-        for chunk in chunks:
-            if len(chunk) > MAX_TEXT_LENGTH:
+        for batch in batches:
+            fed: list[Sequence[str | TokenMatch]] = []
+            too_long = False
+            for chunk in batch:
+                if len(chunk) > MAX_TEXT_LENGTH:
+                    too_long = True
+                    break
+                if not checked:
+                    # authorize at the first chunk, even if it holds no token
+                    self._reveal(caller, tenant, (), grant_id, deadline)
+                    checked = True
+                fed.append(scanner.feed(chunk))
+            yield from self._chunks(caller, tenant, fed, grant_id, deadline)
+            if too_long:
                 raise InvalidInput("text", f"chunk longer than {MAX_TEXT_LENGTH} characters")
-            if not checked:
-                # authorize at the first chunk, even if it holds no token
-                self._reveal(caller, tenant, (), grant_id, deadline)
-                checked = True
-            yield self._chunk(caller, tenant, scanner.feed(chunk), grant_id, deadline)
         if not checked:
             self._reveal(caller, tenant, (), grant_id, deadline)
         yield self._chunk(caller, tenant, scanner.finish(), grant_id, deadline)
+
+    def _chunks(
+        self,
+        caller: Caller,
+        tenant: str,
+        fed: Sequence[Sequence[str | TokenMatch]],
+        grant_id: str,
+        deadline: Deadline,
+    ) -> Iterator[TextChunk]:
+        """The outputs of a batch of fed chunks: one reveal for all their tokens (per chunk
+        under a grant, or when that reveal fails for what may be one chunk's doing)."""
+        found = [m for pieces in fed for m in _well_formed(pieces)]
+        if grant_id or len(fed) < 2 or not found:
+            for pieces in fed:
+                yield self._chunk(caller, tenant, pieces, grant_id, deadline)
+            return
+        try:
+            results = self._reveal(caller, tenant, found, grant_id, deadline)
+        except VaultServiceError as exc:
+            if exc.retryable or isinstance(exc, PermissionDenied):
+                raise  # the first chunk would fail alike
+            for pieces in fed:
+                yield self._chunk(caller, tenant, pieces, grant_id, deadline)
+            return
+        for pieces in fed:
+            yield _rendered(pieces, results)
 
     def _chunk(
         self,
@@ -294,21 +350,9 @@ class TextService:
         grant_id: str,
         deadline: Deadline,
     ) -> TextChunk:
-        found = [p for p in pieces if isinstance(p, TokenMatch) and p.well_formed]
+        found = _well_formed(pieces)
         results = self._reveal(caller, tenant, found, grant_id, deadline) if found else {}
-        out: list[str] = []
-        reports: list[TextToken] = []
-        malformed: list[Malformed] = []
-        for p in pieces:
-            if isinstance(p, str):
-                out.append(p)
-            elif p.well_formed:
-                out.append(_replacement(p.token, results[p.token]))
-                reports.append(_report(p, results[p.token]))
-            else:
-                out.append(p.token)
-                malformed.append(Malformed(p.start, p.end))
-        return TextChunk("".join(out), tuple(reports), tuple(malformed))
+        return _rendered(pieces, results)
 
     def _reveal(
         self,
@@ -335,6 +379,27 @@ class TextService:
             deadline=deadline,
         )
         return {r.token: r for r in results}
+
+
+def _well_formed(pieces: Sequence[str | TokenMatch]) -> list[TokenMatch]:
+    return [p for p in pieces if isinstance(p, TokenMatch) and p.well_formed]
+
+
+def _rendered(pieces: Sequence[str | TokenMatch], results: dict[str, RevealedToken]) -> TextChunk:
+    """A fed chunk's output: its tokens replaced as ``results`` (their reveal) say."""
+    out: list[str] = []
+    reports: list[TextToken] = []
+    malformed: list[Malformed] = []
+    for p in pieces:
+        if isinstance(p, str):
+            out.append(p)
+        elif p.well_formed:
+            out.append(_replacement(p.token, results[p.token]))
+            reports.append(_report(p, results[p.token]))
+        else:
+            out.append(p.token)
+            malformed.append(Malformed(p.start, p.end))
+    return TextChunk("".join(out), tuple(reports), tuple(malformed))
 
 
 def _replacement(token: str, result: RevealedToken) -> str:

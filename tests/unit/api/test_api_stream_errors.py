@@ -5,7 +5,7 @@ tracebacks in one fuzzing run)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import grpc
@@ -38,6 +38,9 @@ class _Context:
 
     def time_remaining(self) -> float:
         return 30.0
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return True  # registered; a stream's request reader closes itself through it
 
 
 def _requests() -> Iterator[object]:

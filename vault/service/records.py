@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from nacl.exceptions import CryptoError
 from nacl.public import PublicKey, SealedBox
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -95,6 +96,23 @@ def _seal_linked(
 ) -> bytes:
     """A linked token's value sealed under its record's ``dek`` (AAD bound to the token)."""
     return crypto.seal_value(dek, tenant, record_id, f"token:{token.token}", value)
+
+
+def _check_recipient(public_key: bytes) -> None:
+    """An export's recipient key must be one a sealed box can be made to: 32 bytes, and not a
+    low-order point (libsodium refuses those, as their shared secret is known to anyone).
+    Checked by sealing nothing to it, before anything is read, counted or audited.
+
+    Raises:
+        InvalidInput: naming ``recipient_public_key``.
+    """
+    problem = "must be a 32-byte X25519 public key of full order"
+    if len(public_key) != PublicKey.SIZE:
+        raise InvalidInput("recipient_public_key", problem)
+    try:
+        SealedBox(PublicKey(public_key)).encrypt(b"")
+    except (RuntimeError, CryptoError):
+        raise InvalidInput("recipient_public_key", problem) from None
 
 
 class _TakeGeneralPath(Exception):
@@ -1296,8 +1314,8 @@ class RecordsService:
         """
         check_tenant(tenant)
         check_record_id(record_id)
-        if recipient_public_key and len(recipient_public_key) != PublicKey.SIZE:
-            raise InvalidInput("recipient_public_key", "must be a 32-byte X25519 public key")
+        if recipient_public_key:
+            _check_recipient(recipient_public_key)
         policy, role = self.access.authorize(
             caller, Action.EXPORT, tenant=tenant, record_id=record_id, deadline=deadline
         )

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -216,6 +217,7 @@ class TokensService:
         *,
         pool_max_values: int = 100_000,
         pool_max_age: float = 86_400.0,
+        pool_max_entries: int = 10_000,
         clock: Any = time.monotonic,
     ) -> None:
         self.db = db
@@ -225,8 +227,11 @@ class TokensService:
         self.keyring = keyring
         self._pool_max_values = pool_max_values
         self._pool_max_age = pool_max_age
+        self._pool_max_entries = pool_max_entries
         self._clock = clock
-        self._pools: dict[tuple[str, str], _Pool] = {}
+        # (tenant, class) -> the current pool, least recently used first: bounded, because
+        # tenants are named by callers (an evicted pool costs only a new local data key)
+        self._pools: OrderedDict[tuple[str, str], _Pool] = OrderedDict()
         self._pool_lock = threading.Lock()
 
     # --- tokenize ----------------------------------------------------------------------------
@@ -585,6 +590,7 @@ class TokensService:
                 ):
                     pool.used += n
                     out[c] = pool
+                    self._pools.move_to_end((tenant, c))
                     continue
                 pool_id = str(uuid7())
                 dek, row = new_data_key(tenant, pool_id, c, tkeys[(c, DATA)])
@@ -603,6 +609,9 @@ class TokensService:
             for pool, row in new:
                 self.keys.data_keys.put(str(pool.dek.id), pool.dek.key)
                 self._pools[(tenant, str(row["field_class"]))] = pool
+                self._pools.move_to_end((tenant, str(row["field_class"])))
+            while len(self._pools) > self._pool_max_entries:
+                self._pools.popitem(last=False)
 
     def _events(
         self, caller: Caller, role: Role, tenant: str, prepared: Sequence[_Prepared]

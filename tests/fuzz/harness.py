@@ -596,12 +596,17 @@ class FuzzWorld:
         #: when set, one line per call (RPC, mode, caller, status, message): for tuning
         self.trace: TextIO | None = None
 
-    def close(self) -> None:
+    def close(self, grace: float = 0.0) -> float:
+        """Stop the server as SIGTERM does (with ``grace``), while the client's channel is still
+        open, then release everything. Returns how long the server took to stop."""
         logging.getLogger().removeHandler(self.log)
+        started = time.monotonic()
+        self.server.stop(grace=grace)
+        took = time.monotonic() - started
         self.channel.close()
-        self.server.stop(grace=0)
         self.db.dispose()
         self.rows.close()
+        return took
 
     # -- seeding ---------------------------------------------------------------------------
 

@@ -74,6 +74,10 @@ def chunk_settings(examples: int) -> settings:
     )
 
 
+#: the grace of the stop after a run (cvault dev's default)
+STOP_GRACE = 2.0
+
+
 def run_job(job: Job) -> Stats:
     """One worker: its own vault, seeded, then ``job.examples`` examples in chunks."""
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
@@ -129,7 +133,14 @@ def run_job(job: Job) -> Stats:
             world.stats.notes.append(f"worker {job.worker}: row counters off: {'; '.join(wrong)}")
             world.stats.failures["row counters"] += 1
     finally:
-        world.close()
+        took = world.close(grace=STOP_GRACE)
+        # what SIGTERM does after the run: the issue's bound is the grace plus 5 s
+        world.stats.notes.append(
+            f"worker {job.worker}: the server stopped {took:.1f} s after the stop"
+            f" (grace {STOP_GRACE:g} s)"
+        )
+        if took > STOP_GRACE + 5:
+            world.stats.failures["shutdown"] += 1
     return world.stats
 
 

@@ -1,0 +1,61 @@
+"""The server stack as the CLI uses it, each name imported when a command first reads it.
+
+SQLAlchemy, Alembic and the service layer take about 0.6 s to import, which ``cvault --help``, the
+client commands and the file tools do without. So the command modules reach them through this
+module's attributes (``_server.build_app(settings)``, ``_server.keyops.rotate_field(...)``), and
+an attribute imports its module the first time it is read, as ``vault.api`` does for the SDK.
+For mypy each name is what it is in its own module (the imports under ``TYPE_CHECKING``).
+
+This is also the list of what the CLI takes from the server stack: when the service layer gets
+its composition root, the entries here are what moves to it.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vault.api import RunningServer
+    from vault.api.server import STOP_MARGIN
+    from vault.app import App, build_app
+    from vault.cli._operations import Operator, new_api_key, server_credentials
+    from vault.service import keyops
+    from vault.service.tokens import purge_expired_tokens
+    from vault.storage import upgrade
+
+#: name -> the module that defines it
+_NAMES = {
+    "App": "vault.app",
+    "build_app": "vault.app",
+    "RunningServer": "vault.api",
+    "STOP_MARGIN": "vault.api.server",
+    "Operator": "vault.cli._operations",
+    "new_api_key": "vault.cli._operations",
+    "server_credentials": "vault.cli._operations",
+    "purge_expired_tokens": "vault.service.tokens",
+    "upgrade": "vault.storage",
+}
+#: name -> a module used as a whole
+_MODULES = {"keyops": "vault.service.keyops"}
+
+__all__ = [
+    "STOP_MARGIN",
+    "App",
+    "Operator",
+    "RunningServer",
+    "build_app",
+    "keyops",
+    "new_api_key",
+    "purge_expired_tokens",
+    "server_credentials",
+    "upgrade",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return import_module(_MODULES[name])
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name]), name)
+    raise AttributeError(name)

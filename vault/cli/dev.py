@@ -1,0 +1,283 @@
+"""``cvault dev`` (the embedded default: OpenBao, SQLite and the gRPC server in the foreground),
+``cvault serve`` (the server from a settings file) and ``cvault db upgrade``; and the signal loop
+both servers stop through."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vault.cli import _server
+from vault.cli._common import DEV_SETTINGS, FIELD_CLASSES, Subparsers, state_dir
+from vault.config import (
+    AuditSettings,
+    AuthSettings,
+    OpenBaoSettings,
+    Settings,
+    deploy_file,
+    load_settings,
+)
+from vault.devcerts import DevPki, generate_dev_pki
+from vault.keys import ensure_kv_v2, init_field_keys, setup_approle, write_policy
+from vault.keys.openbao_dev import OpenBaoDevServer
+
+DEV_ROLES = ("backend-service", "support-agent", "ai-pipeline", "fraud-analyst", "dpo", "key-admin")
+#: how long past grace + STOP_MARGIN a stop may still take (closing the audit log, OpenBao)
+#: before the process is ended regardless
+FORCE_MARGIN = 2.0
+
+
+def register(sub: Subparsers) -> None:
+    d = sub.add_parser("dev", help="run OpenBao + SQLite + the server in the foreground")
+    d.add_argument("--listen", default="127.0.0.1:50051", help="API-key port; mTLS on port+1")
+    d.add_argument("--policy", help="policy file (default: deploy/policy/sample-policy.yaml)")
+    d.add_argument(
+        "--grace",
+        type=float,
+        default=2.0,
+        help="seconds calls in flight get on Ctrl-C/SIGTERM before they are cancelled",
+    )
+    d.set_defaults(func=cmd_dev)
+
+    s = sub.add_parser("serve", help="run the server from a settings file")
+    s.add_argument("--config", help="TOML settings file")
+    s.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database operations").add_subparsers(
+        dest="db_command", required=True
+    )
+    up = db.add_parser("upgrade", help="apply migrations")
+    up.add_argument("--database-url")
+    up.add_argument("--config")
+    up.set_defaults(func=cmd_db_upgrade)
+
+
+# --- cvault dev ----------------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Embedded default: OpenBao + SQLite + the gRPC server, all stopped on Ctrl-C."""
+    state = state_dir(args)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    bao = OpenBaoDevServer(persistent_dir=state / "openbao")
+    bao.start()
+    try:
+        _run_dev(args, state, bao)
+    finally:
+        bao.stop()
+    return 0
+
+
+@dataclass(frozen=True)
+class _DevSetup:
+    """What ``cvault dev`` made before starting the server."""
+
+    settings: Settings
+    pki: DevPki
+    policy_file: Path
+    #: the address of the mTLS port, next to the API-key port of ``settings.listen``
+    mtls_listen: str
+    #: role -> its API key, for the dev settings file (the server's settings hold only hashes)
+    api_keys: dict[str, str] = field(repr=False)
+
+
+def _run_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) -> None:
+    dev = _set_up_dev(args, state, bao)
+    app = _server.build_app(dev.settings)
+    app.check_ready()
+    mtls = _server.server_credentials(
+        cert_chain=dev.pki.server.cert.read_bytes(),
+        private_key=dev.pki.server.key.read_bytes(),
+        client_ca=dev.pki.ca.cert.read_bytes(),
+        require_client_auth=True,
+    )
+    # the API-key port is plaintext loopback for trying things by hand; mTLS is the real mode
+    app.credentials = None
+    app.policy.install_sighup()
+    running = app.serve(extra_ports=[(dev.mtls_listen, mtls)])
+    mtls_address = f"127.0.0.1:{running.extra_ports[0]}"
+    _write_dev_settings(state, dev, bao, running.address, mtls_address)
+    print(_dev_banner(running.address, mtls_address, state, bao, dev.policy_file), flush=True)
+    grace = dev.settings.shutdown_grace_seconds
+    _serve_until_signalled("cvault dev", running, app, grace=grace, force=bao.stop)
+
+
+def _set_up_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) -> _DevSetup:
+    """OpenBao set up for the service, the SQLite database at the newest revision, the dev PKI,
+    a fresh API key per sample role, and the server's settings."""
+    prefix = "cvault"
+    role_id, secret_id = _set_up_openbao(bao, prefix)
+    db_url = f"sqlite:///{(state / 'vault.db').resolve()}"
+    _server.upgrade(db_url)
+    pki = generate_dev_pki(state / "pki", roles=DEV_ROLES)
+    # One API key per sample role, made fresh each start: the keys go to dev.json (0600),
+    # only their salted hashes to the server's settings.
+    api_keys: dict[str, str] = {}
+    stored: dict[str, dict[str, str]] = {}
+    for role in DEV_ROLES:
+        key, entry = _server.new_api_key(f"dev-{role}")
+        api_keys[role] = key
+        stored[f"dev-{role}"] = entry
+    policy_file = Path(args.policy) if args.policy else deploy_file("policy", "sample-policy.yaml")
+    key_listen, mtls_listen = _dev_listen_pair(args.listen)
+    settings = Settings(
+        listen=key_listen,
+        database_url=db_url,
+        policy=str(policy_file),
+        openbao=OpenBaoSettings(
+            url=bao.url, key_prefix=prefix, auth="approle", role_id=role_id, secret_id=secret_id
+        ),
+        auth=AuthSettings(
+            tls_cert_file=str(pki.server.cert),
+            tls_key_file=str(pki.server.key),
+            client_ca_file=str(pki.ca.cert),
+            api_keys=stored,
+        ),
+        audit=AuditSettings(jsonl=str(state / "audit.jsonl")),
+        shutdown_grace_seconds=args.grace,
+    )
+    return _DevSetup(settings, pki, policy_file, mtls_listen, api_keys)
+
+
+def _set_up_openbao(bao: OpenBaoDevServer, prefix: str) -> tuple[str, str]:
+    """The transit field keys, KV for the audit log, and an AppRole limited to the runtime
+    policy of ``deploy/openbao/``: its (role id, secret id)."""
+    init_field_keys(bao.url, bao.root_token, key_prefix=prefix, field_classes=FIELD_CLASSES)
+    ensure_kv_v2(bao.url, bao.root_token)  # the audit log's chain-head checkpoints
+    runtime_policy = deploy_file("openbao", "runtime-policy.hcl").read_text()
+    write_policy(bao.url, bao.root_token, "cvault-runtime", runtime_policy)
+    return setup_approle(
+        bao.url,
+        bao.root_token,
+        role_name="cvault-dev",
+        policies=["cvault-runtime"],
+        token_ttl="1h",  # noqa: S106 - a duration
+        token_max_ttl="24h",  # noqa: S106 - a duration
+    )
+
+
+def _write_dev_settings(
+    state: Path, dev: _DevSetup, bao: OpenBaoDevServer, address: str, mtls_address: str
+) -> None:
+    """The dev settings file the other commands read (mode 0600: it holds the API keys and
+    OpenBao's root token)."""
+    info = {
+        "address": address,
+        "mtls_address": mtls_address,
+        "api_keys": dev.api_keys,
+        "pki": {
+            "ca": str(dev.pki.ca.cert),
+            **{
+                role: {"cert": str(c.cert), "key": str(c.key)}
+                for role, c in dev.pki.clients.items()
+            },
+        },
+        "policy": str(dev.policy_file),
+        "tenant": "demo",
+        "database_url": dev.settings.database_url,
+        "audit_jsonl": str(state / "audit.jsonl"),
+        "openbao_url": bao.url,
+        "openbao_root_token": bao.root_token,
+    }
+    fd = os.open(state / DEV_SETTINGS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(info, fh, indent=2)
+
+
+def _dev_listen_pair(listen: str) -> tuple[str, str]:
+    """API-key port as asked, and the mTLS port next to it (port + 1; port 0 picks any)."""
+    host, _, port = listen.rpartition(":")
+    return listen, f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
+def _dev_banner(
+    address: str, mtls_address: str, state: Path, bao: OpenBaoDevServer, policy_file: Path
+) -> str:
+    return (
+        f"cvault dev: serving vault.v1 on {address} (API keys) and {mtls_address} "
+        f"(mTLS)\n  SQLite {state / 'vault.db'}, OpenBao {bao.url}, policy {policy_file}\n"
+        f"  dev settings (addresses, one API key per sample role, certificate paths) are in "
+        f"{state / DEV_SETTINGS}; the CLI reads them.\n"
+        "  try (each command acts as a policy role: --as ROLE, default backend-service):\n"
+        "    .venv/bin/cvault create email=ada@example.com phone=+442079460958\n"
+        "    .venv/bin/cvault get <record-id> --purpose account-management\n"
+        "    .venv/bin/cvault --as support-agent get <record-id> --purpose customer-support\n"
+        "    .venv/bin/cvault --as ai-pipeline get <record-id>            # tokens only\n"
+        "    .venv/bin/cvault find email=ADA@example.com\n"
+        "    .venv/bin/cvault --as dpo access <record-id>                  # who saw it\n"
+        "    .venv/bin/cvault delete <record-id>\n"
+        f"  mTLS with the dev certificates in {state / 'pki'}, e.g. grpcurl -cacert ca.pem "
+        f"-cert dpo.pem -key dpo-key.pem {mtls_address} list\n"
+        "  Ctrl-C stops the server and OpenBao."
+    )
+
+
+# --- cvault serve, cvault db upgrade -------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    app = _server.build_app(load_settings(args.config))
+    app.check_ready()
+    app.policy.install_sighup()  # `kill -HUP` reloads the policy (an invalid file keeps the old)
+    running = app.serve()
+    print(f"cvault: serving vault.v1 on port {running.port}", flush=True)
+    _serve_until_signalled("cvault", running, app, grace=app.settings.shutdown_grace_seconds)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    url = args.database_url or load_settings(args.config).database_url
+    _server.upgrade(url)
+    print("database is at the newest schema revision")
+    return 0
+
+
+def _serve_until_signalled(
+    name: str,
+    running: _server.RunningServer,
+    app: _server.App,
+    *,
+    grace: float,
+    force: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop within ``grace`` plus a few seconds.
+
+    Calls in flight get ``grace`` seconds; then gRPC cancels them, however they are stuck (a
+    stream whose client never reads or never half-closes). A second signal, or a stop still
+    running ``grace + STOP_MARGIN + FORCE_MARGIN`` seconds later, runs ``force`` (in dev:
+    stop OpenBao) and ends the process at once with status 1.
+    """
+    stop = threading.Event()
+
+    def forced(why: str) -> None:
+        print(f"{name}: {why}: stopping now", file=sys.stderr, flush=True)
+        try:
+            force()
+        finally:
+            os._exit(1)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            forced(f"{signal.Signals(signum).name} again")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(0.5):
+        pass
+    print(f"{name}: stopping (calls in flight get {grace:g} s)", flush=True)
+    watchdog = threading.Timer(
+        grace + _server.STOP_MARGIN + FORCE_MARGIN, forced, args=("the stop took too long",)
+    )
+    watchdog.daemon = True
+    watchdog.start()
+    running.stop(grace)
+    app.close()
+    print(f"{name}: stopped", flush=True)

@@ -27,6 +27,7 @@ dev: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
@@ -48,4 +49,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/records.py
 
 clean:
-	rm -rf $(VENV) .cvault .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cvault .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -67,6 +67,7 @@ from vault.audit._checkpoint import (
 from vault.audit._errors import AuditUnavailable
 from vault.audit._event import ALLOWED, DENIED, ERROR, OUTCOMES, AuditEntry, AuditEvent
 from vault.audit._log import AUDIT_KEY_CLASS, AuditLog
+from vault.audit._log import key_aad as audit_key_aad
 from vault.audit._sinks import AuditSink, JsonLinesSink, StdoutSink
 from vault.audit._verify import (
     BAD_CHECKPOINT,
@@ -108,5 +109,6 @@ __all__ = [
     "MemoryCheckpointStore",
     "StdoutSink",
     "VerifyReport",
+    "audit_key_aad",
     "parse_checkpoint",
 ]

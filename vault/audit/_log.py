@@ -38,7 +38,7 @@ from vault.audit._verify import (
     WalkResult,
     walk,
 )
-from vault.crypto._encoding import lp
+from vault.crypto import lp
 from vault.deadline import Deadline
 from vault.errors import (
     ConfigError,

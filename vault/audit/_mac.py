@@ -38,7 +38,7 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from vault.crypto._encoding import lp
+from vault.crypto import lp
 
 MAC_BYTES: Final = 32
 ZERO_MAC: Final = bytes(MAC_BYTES)

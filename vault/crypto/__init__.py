@@ -15,6 +15,7 @@ from vault.crypto._aead import (
     wrapped_dek_tenant_key_id,
 )
 from vault.crypto._blind_index import blind_index
+from vault.crypto._encoding import lp, random_base62, uuid7
 from vault.crypto._surrogates import (
     KEEPS_LAST_FOUR,
     SurrogateError,
@@ -38,12 +39,15 @@ __all__ = [
     "ValueSealer",
     "blind_index",
     "deterministic_token",
+    "lp",
     "new_key",
     "open_value",
+    "random_base62",
     "random_token",
     "seal_value",
     "surrogate",
     "unwrap_data_key",
+    "uuid7",
     "value_key_id",
     "wrap_data_key",
     "wrapped_dek_tenant_key_id",

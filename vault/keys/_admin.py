@@ -446,6 +446,30 @@ class FieldKeyAdmin:
             out += [BOUND_PREFIX + c for c in _batch_field(body, "ciphertext", len(chunk))]
         return out
 
+    def rewrap_stored(
+        self, field_class: str, stored: Sequence[tuple[str, bytes]]
+    ) -> tuple[list[str], int]:
+        """Stored wrapped keys (tenant, index or audit keys, each ``(wrapped, binding)``)
+        re-wrapped under the newest version: bound ones by :meth:`rewrap`, legacy ones by
+        :meth:`rebind_legacy`. So callers need not know the stored formats.
+
+        Returns: the new stored forms, in order, and how many were in the legacy format.
+        """
+        from vault.keys._manager import BOUND_PREFIX, transit_ciphertext
+
+        bound = [i for i, (w, _) in enumerate(stored) if w.startswith(BOUND_PREFIX)]
+        legacy = [i for i, (w, _) in enumerate(stored) if not w.startswith(BOUND_PREFIX)]
+        out = [""] * len(stored)
+        if bound:
+            new = self.rewrap(field_class, [transit_ciphertext(stored[i][0]) for i in bound])
+            for i, c in zip(bound, new, strict=True):
+                out[i] = BOUND_PREFIX + c
+        if legacy:
+            new = self.rebind_legacy(field_class, [stored[i] for i in legacy])
+            for i, c in zip(legacy, new, strict=True):
+                out[i] = c
+        return out, len(legacy)
+
     def set_min_decryption_version(self, name: str, version: int) -> None:
         """Forbid decrypting under versions below ``version``.
 

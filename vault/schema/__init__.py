@@ -39,6 +39,7 @@ feed and carriage return are allowed in ``address`` and ``free_text`` only). Err
 from vault.schema._load import DEFAULT_SCHEMA_SOURCE, load_schema
 from vault.schema._model import DEFAULT_MAX_LENGTH, MAX_LENGTH_LIMIT, FieldClass, FieldSpec
 from vault.schema._record import RecordSchema
+from vault.schema._validate import canonicalize, index_form_of_canonical
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
@@ -47,5 +48,7 @@ __all__ = [
     "FieldClass",
     "FieldSpec",
     "RecordSchema",
+    "canonicalize",
+    "index_form_of_canonical",
     "load_schema",
 ]

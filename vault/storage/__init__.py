@@ -1,6 +1,9 @@
 """Storage: SQLAlchemy 2 tables, repositories and migrations (SQLite WAL and PostgreSQL)."""
 
+from vault.storage import _access_repo as access_repo
+from vault.storage import _keys_repo as keys_repo
 from vault.storage import _repo as repo
+from vault.storage import _tokens_repo as tokens_repo
 from vault.storage import models_access as _models_access  # noqa: F401 - registers its tables
 from vault.storage import models_tokens as _models_tokens  # noqa: F401 - registers its tables
 from vault.storage._engine import Database, make_engine, normalize_url
@@ -13,11 +16,14 @@ __all__ = [
     "RecordRow",
     "StoredValue",
     "TenantKeyRow",
+    "access_repo",
     "current_revision",
     "head_revision",
+    "keys_repo",
     "make_engine",
     "migrations_dir",
     "normalize_url",
     "repo",
+    "tokens_repo",
     "upgrade",
 ]

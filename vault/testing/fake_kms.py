@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault.deadline import Deadline
 from vault.errors import DecryptionFailed, KeyServerPermissionDenied, KeyServerUnavailable
-from vault.keys._wrapper import UnwrapItem, WrapItem
+from vault.keys import UnwrapItem, WrapItem
 
 _PREFIX = "fake:v"
 _NONCE_BYTES = 12

@@ -5,7 +5,7 @@ Example (``cvault serve --config vault.toml``)::
     listen = "127.0.0.1:50051"
     database_url = "postgresql://vault@db/vault"
     schema = "schema.yaml"            # optional; the packaged default otherwise
-    dev_admin_key_sha256 = "..."      # optional; see README "Until access control lands"
+    policy = "policy.yaml"            # who may see what: see deploy/policy/README.md
 
     [openbao]
     url = "https://openbao:8200"
@@ -27,7 +27,19 @@ Example (``cvault serve --config vault.toml``)::
     data_keys_max_age_seconds = 600
     data_keys_max_uses = 1000000
 
-Secrets are read from files or the environment, never from the TOML file itself.
+    [auth]                            # mTLS: the principal is the client certificate's SAN
+    tls_cert_file = "/etc/cvault/tls/server.pem"
+    tls_key_file = "/etc/cvault/tls/server-key.pem"
+    client_ca_file = "/etc/cvault/tls/clients-ca.pem"
+    # API keys (development, tests): salted hashes only, see AuthSettings
+    # [auth.api_keys.ci-smoke]
+    # principal = "apikey:ci-smoke"
+    # salt = "..."
+    # hash = "..."
+
+There is no admin key setting: callers authenticate with mTLS or an API key (``[auth]``) and
+the policy maps their principal to a role. Secrets are read from files or the environment,
+never from the TOML file itself.
 """
 
 from __future__ import annotations

@@ -16,10 +16,17 @@ policy's ``test-admin`` (every field plain, purpose ``testing``, no rate limits)
 run on the audited server: ``GetRecord`` as ``test-tokens`` (tokens only: no decryption, no audit
 row, no write transaction) and the standard gRPC health check.
 
-The four variants are measured in one run, interleaved: every round runs a block of each, in a
+The cold read (issue 9): **audited-cold** is the audited ``GetRecord`` on a third service built
+like the audited one (same database, schema, policy, the very same audit log) but with its own
+``KeyManager`` and keyring. Before each of its calls, outside the timed region,
+:func:`clear_data_key_cache` empties that ``KeyManager``'s data-key cache; its tenant-key cache
+stays warm (the tenant key is cached), and the other variants keep their data keys cached.
+
+The five variants are measured in one run, interleaved: every round runs a block of each, in a
 shuffled order, so machine noise falls on all of them alike. Prints p50/p90/p99 per variant, the
-ratio audited p50 / skipped p50 against the target (<= 1.5x), a server-side breakdown of where
-the audited call spends its time, and a Markdown table. Never asserts timings: a missed target
+ratio audited p50 / skipped p50 against the target (<= 1.5x), the ratio audited-cold p50 /
+audited p50 against the target (<= 1.3x), a server-side breakdown of where the audited and the
+cold call spend their time, and a Markdown table. Never asserts timings: a missed target
 is printed, the exit status stays 0.
 
     .venv/bin/python benchmarks/access.py              # full run: 2,000 calls per variant
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import random
 import secrets
 import signal
@@ -82,19 +90,32 @@ from vault.keys import KeyManager, KvCheckpointStore, TokenAuth, init_field_keys
 from vault.keys.openbao_dev import OpenBaoDevServer  # noqa: E402
 from vault.policy import PolicyHolder  # noqa: E402
 from vault.schema import load_schema  # noqa: E402
-from vault.service import Access, Keyring, RecordsService, RecordView  # noqa: E402
+from vault.service import Access, Core, RecordsService, RecordView, Services  # noqa: E402
 from vault.storage import Database, upgrade  # noqa: E402
 
 TARGET = 1.5  # audited GetRecord p50 at most this many times the skipped-audit p50
+COLD_TARGET = 1.3  # audited-cold GetRecord p50 at most this many times the audited (warm) p50
 CLIENT_TIMEOUT = 60.0
-AUDITED, SKIPPED, TOKENS, HEALTH = "audited", "skipped", "tokens", "health"
-VARIANTS = (AUDITED, SKIPPED, TOKENS, HEALTH)
+AUDITED, COLD, SKIPPED, TOKENS, HEALTH = "audited", "audited-cold", "skipped", "tokens", "health"
+VARIANTS = (AUDITED, COLD, SKIPPED, TOKENS, HEALTH)
 LABELS = {
     AUDITED: "GetRecord, audited (plaintext)",
+    COLD: "GetRecord, audited, cold data keys",
     SKIPPED: "GetRecord, audit write skipped",
     TOKENS: "GetRecord, tokens only",
     HEALTH: "gRPC health check",
 }
+
+
+# --- the cold-read switch: the one place that touches a key cache ----------------------------
+
+
+def clear_data_key_cache(bench: Bench) -> None:
+    """Empty the data-key cache of the audited-cold service (run before each of its calls,
+    outside the timed region). Its tenant-key cache is left alone, so the tenant key stays
+    cached. The cache belongs to the cold service's own ``KeyManager``: clearing it leaves the
+    data keys of the other variants cached."""
+    bench.cold_keys.data_keys.clear()
 
 
 # --- the benchmark-only switch ---------------------------------------------------------------
@@ -171,28 +192,40 @@ class StageClock:
 
 
 class _TimedAuditLog(AuditLog):
-    """Marks the boundaries of each audit call; wraps whichever log comes next in the MRO."""
+    """Marks the boundaries of each audit call; wraps whichever log comes next in the MRO.
 
-    clock: StageClock
+    One log may serve several services (the audited and the audited-cold one share theirs):
+    each mark goes to every clock in ``clocks``, and a clock keeps it only on the thread where
+    its service's ``get`` is running. ``clock`` (the first) also times the checkpoints."""
+
+    clocks: Sequence[StageClock]
+
+    @property
+    def clock(self) -> StageClock:
+        return self.clocks[0]
+
+    def _mark(self, name: str) -> None:
+        for clock in self.clocks:
+            clock.mark(name)
 
     def prepare(self, *, deadline: Deadline) -> None:
-        self.clock.mark("prepare0")
+        self._mark("prepare0")
         super().prepare(deadline=deadline)
-        self.clock.mark("prepare1")
+        self._mark("prepare1")
 
     def append(
         self, conn: Connection, events: Sequence[AuditEvent], *, deadline: Deadline
     ) -> list[AuditEntry]:
-        self.clock.mark("append0")
+        self._mark("append0")
         try:
             return super().append(conn, events, deadline=deadline)
         finally:
-            self.clock.mark("append1")
+            self._mark("append1")
 
     def after_commit(self, entries: Sequence[AuditEntry]) -> None:
-        self.clock.mark("after0")
+        self._mark("after0")
         super().after_commit(entries)
-        self.clock.mark("after1")
+        self._mark("after1")
 
     def checkpoint_now(self, *, deadline: Deadline) -> VerifyReport:
         t0 = time.perf_counter()
@@ -247,6 +280,7 @@ class Run:
     stages: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     checkpoints: list[float] = field(default_factory=list)
     halves: tuple[float, float] = (0.0, 0.0)
+    cold_halves: tuple[float, float] = (0.0, 0.0)
     audit_rows: int = 0
     audited_calls: int = 0
 
@@ -265,7 +299,9 @@ def audit_row_count(db: Database) -> int:
 
 @contextlib.contextmanager
 def grpc_server(service: RecordsService) -> Iterator[RunningServer]:
-    running = start_server(service, "127.0.0.1:0", authenticator=authenticator())
+    """A server whose Records service is ``service`` (a timed one), the rest as built."""
+    services = dataclasses.replace(Services.over(service.core), records=service)
+    running = start_server(services, "127.0.0.1:0", authenticator=authenticator())
     try:
         yield running
     finally:
@@ -276,9 +312,11 @@ def grpc_server(service: RecordsService) -> Iterator[RunningServer]:
 
 
 @dataclass
-class Services:
+class Bench:
     audited: TimedRecordsService
+    cold: TimedRecordsService
     skipped: TimedRecordsService
+    cold_keys: KeyManager  # the cold service's own: see clear_data_key_cache
     audit: TimedAuditLog
     clocks: dict[str, StageClock]
     closers: list[Callable[[], None]]
@@ -288,17 +326,21 @@ class Services:
             close()
 
 
-def build_services(db: Database, openbao: OpenBaoDevServer) -> Services:
-    """Two services sharing database, key manager, keyring, schema and policy; only the audit
-    log differs. The audited one is configured as ``vault.app.build_app`` does by default,
-    except that its KV checkpoint path is new for every database (one OpenBao serves them all:
-    another database's checkpoint would read as a truncated chain)."""
+def build_bench(db: Database, openbao: OpenBaoDevServer) -> Bench:
+    """Audited and skipped: two services sharing database, key manager, keyring, schema and
+    policy; only the audit log differs. The audited one is configured as ``vault.app.build_app``
+    does by default, except that its KV checkpoint path is new for every database (one OpenBao
+    serves them all: another database's checkpoint would read as a truncated chain).
+
+    Audited-cold: the audited service again (same database, key server connection, schema,
+    policy and the very same audit log), but with a key manager and keyring of its own, so that
+    emptying its data-key cache before each call leaves the other services' data keys cached."""
     wrapper = make_wrapper(openbao)
     keys = KeyManager(wrapper)
+    cold_keys = KeyManager(wrapper)
     schema = load_schema()
     policy = PolicyHolder(TEST_POLICY)
-    keyring = Keyring(db, keys)
-    clocks = {AUDITED: StageClock(), SKIPPED: StageClock()}
+    clocks = {AUDITED: StageClock(), COLD: StageClock(), SKIPPED: StageClock()}
 
     checkpoint = KvCheckpointStore(
         openbao.url,
@@ -306,17 +348,21 @@ def build_services(db: Database, openbao: OpenBaoDevServer) -> Services:
         path=f"cvault/audit/bench-{secrets.token_hex(6)}",
     )
     audit = TimedAuditLog(db, keys, checkpoint=checkpoint, checkpoint_every=1000)
-    audit.clock = clocks[AUDITED]
+    audit.clocks = (clocks[AUDITED], clocks[COLD])
     skipped_log = TimedSkippedAuditLog(db, keys)
-    skipped_log.clock = clocks[SKIPPED]
+    skipped_log.clocks = (clocks[SKIPPED],)
 
-    audited = TimedRecordsService(db, keys, schema, Access(policy, audit), keyring=keyring)
+    audited = TimedRecordsService(Core(db, keys, schema, Access(policy, audit)))
     audited.clock = clocks[AUDITED]
-    skipped = TimedRecordsService(db, keys, schema, Access(policy, skipped_log), keyring=keyring)
+    cold = TimedRecordsService(Core(db, cold_keys, schema, Access(policy, audit)))
+    cold.clock = clocks[COLD]
+    skipped = TimedRecordsService(
+        Core(db, keys, schema, Access(policy, skipped_log), keyring=audited.core.keyring)
+    )
     skipped.clock = clocks[SKIPPED]
     # audit.close first: it waits for a background checkpoint, which uses the other two
     closers = [audit.close, checkpoint.close, wrapper.close]
-    return Services(audited, skipped, audit, clocks, closers)
+    return Bench(audited, cold, skipped, cold_keys, audit, clocks, closers)
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -333,13 +379,19 @@ def run_backend(
     upgrade(url)
     db = Database(url)
     stack.callback(db.dispose)
-    svc = build_services(db, openbao)
+    svc = build_bench(db, openbao)
     stack.callback(svc.close)  # after the servers stop, before the database is disposed
     audited_srv = stack.enter_context(grpc_server(svc.audited))
+    cold_srv = stack.enter_context(grpc_server(svc.cold))
     skipped_srv = stack.enter_context(grpc_server(svc.skipped))
     admin = stack.enter_context(
         VaultClient(
             audited_srv.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=CLIENT_TIMEOUT
+        )
+    )
+    admin_cold = stack.enter_context(
+        VaultClient(
+            cold_srv.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=CLIENT_TIMEOUT
         )
     )
     admin_skipped = stack.enter_context(
@@ -350,7 +402,10 @@ def run_backend(
     tokens = stack.enter_context(
         VaultClient(audited_srv.address, api_key=TOKENS_KEY, timeout=CLIENT_TIMEOUT)
     )
-    print(f"  servers: audited {audited_srv.address}, skipped {skipped_srv.address}")
+    print(
+        f"  servers: audited {audited_srv.address}, audited-cold {cold_srv.address},"
+        f" skipped {skipped_srv.address}"
+    )
 
     tenant = f"bench-access-{uuid.uuid4().hex[:8]}"
     ids: list[str] = []
@@ -365,6 +420,7 @@ def run_backend(
 
     outputs = {
         AUDITED: {f.output for f in admin.get_record(tenant, ids[0]).fields.values()},
+        COLD: {f.output for f in admin_cold.get_record(tenant, ids[0]).fields.values()},
         SKIPPED: {f.output for f in admin_skipped.get_record(tenant, ids[0]).fields.values()},
         TOKENS: {f.output for f in tokens.get_record(tenant, ids[0]).fields.values()},
     }
@@ -373,22 +429,32 @@ def run_backend(
         + ", ".join(f"{v} {'/'.join(sorted(o))}" for v, o in outputs.items())
         + f"; health {admin.health()}"
     )
-    for variant, want in ((AUDITED, "plain"), (SKIPPED, "plain"), (TOKENS, "token")):
+    for variant, want in (
+        (AUDITED, "plain"),
+        (COLD, "plain"),
+        (SKIPPED, "plain"),
+        (TOKENS, "token"),
+    ):
         if outputs[variant] != {want}:
             print(f"  WARNING: {variant} returned {sorted(outputs[variant])}, expected {want}")
 
     rng = random.Random(p.seed)
     calls: dict[str, Callable[[str], object]] = {
         AUDITED: lambda rid: admin.get_record(tenant, rid),
+        COLD: lambda rid: admin_cold.get_record(tenant, rid),
         SKIPPED: lambda rid: admin_skipped.get_record(tenant, rid),
         TOKENS: lambda rid: tokens.get_record(tenant, rid),
         HEALTH: lambda _rid: admin.health(),
     }
+    # run before each call of the variant, outside the timed region
+    before: dict[str, Callable[[], None]] = {COLD: lambda: clear_data_key_cache(svc)}
 
     # warm-up: interleaved like the measurement, not recorded
     for _ in range(p.warmup):
         rid = rng.choice(ids)
         for variant in VARIANTS:
+            if variant in before:
+                before[variant]()
             calls[variant](rid)
     for clock in svc.clocks.values():
         clock.enabled = True
@@ -403,8 +469,10 @@ def run_backend(
         block_ids = [rng.choice(ids) for _ in range(n)]  # the same records for every variant
         rng.shuffle(order)
         for variant in order:
-            call, out = calls[variant], run.samples[variant]
+            call, out, prep = calls[variant], run.samples[variant], before.get(variant)
             for rid in block_ids:
+                if prep is not None:
+                    prep()
                 t0 = time.perf_counter()
                 call(rid)
                 out.append((time.perf_counter() - t0) * 1000.0)
@@ -412,15 +480,16 @@ def run_backend(
             half_marks = {v: len(s) for v, s in run.samples.items()}
     elapsed = time.perf_counter() - t_measure
     run.audit_rows = audit_row_count(db) - rows_before
-    run.audited_calls = len(run.samples[AUDITED])
+    run.audited_calls = len(run.samples[AUDITED]) + len(run.samples[COLD])
     for clock in svc.clocks.values():
         clock.enabled = False
     run.stages = {v: list(c.calls) for v, c in svc.clocks.items()}
     run.checkpoints = list(svc.clocks[AUDITED].checkpoints)
     if half_marks:
-        a, s = run.samples[AUDITED], run.samples[SKIPPED]
-        ka, ks = half_marks[AUDITED], half_marks[SKIPPED]
+        a, c, s = run.samples[AUDITED], run.samples[COLD], run.samples[SKIPPED]
+        ka, kc, ks = half_marks[AUDITED], half_marks[COLD], half_marks[SKIPPED]
         run.halves = (p50(a[:ka]) / p50(s[:ks]), p50(a[ka:]) / p50(s[ks:]))
+        run.cold_halves = (p50(c[:kc]) / p50(a[:ka]), p50(c[kc:]) / p50(a[ka:]))
     print(
         f"  measured {rounds} rounds of {p.block} calls per variant, shuffled order"
         f" ({elapsed:.1f} s; after {p.warmup} interleaved warm-up calls each)"
@@ -436,6 +505,18 @@ def ratio(run: Run) -> float:
     return p50(run.samples[AUDITED]) / p50(run.samples[SKIPPED])
 
 
+def cold_ratio(run: Run) -> float:
+    return p50(run.samples[COLD]) / p50(run.samples[AUDITED])
+
+
+def cold_line(run: Run) -> str:
+    c = cold_ratio(run)
+    return (
+        f"cold read: audited-cold p50 / audited p50 = {c:.2f}x (target <= {COLD_TARGET}x)"
+        f"   {verdict(c <= COLD_TARGET)}"
+    )
+
+
 def outside_service(run: Run, variant: str) -> float | None:
     """Median of (client latency - server-side ``get``) per call: gRPC, the auth interceptor,
     protobuf and the client. None when the two lists do not pair up one to one."""
@@ -447,11 +528,11 @@ def outside_service(run: Run, variant: str) -> float | None:
 
 def print_run(run: Run) -> None:
     print()
-    print(f"  {'variant':<32} {'calls':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'mean':>8} {'max':>8}")
+    print(f"  {'variant':<36} {'calls':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'mean':>8} {'max':>8}")
     for variant in VARIANTS:
         s = run.samples[variant]
         print(
-            f"  {LABELS[variant]:<32} {len(s):>6}"
+            f"  {LABELS[variant]:<36} {len(s):>6}"
             f" {percentile(s, 50):8.3f} {percentile(s, 90):8.3f} {percentile(s, 99):8.3f}"
             f" {statistics.fmean(s):8.3f} {max(s):8.3f}  ms"
         )
@@ -467,25 +548,40 @@ def print_run(run: Run) -> None:
         f" ratio in the first / second half of the rounds: {run.halves[0]:.2f}x / "
         f"{run.halves[1]:.2f}x"
     )
+    c = run.samples[COLD]
+    print(f"  {cold_line(run)}")
+    print(
+        f"  audited-cold - audited: p50 {p50(c) - p50(a):+.3f} ms, p90"
+        f" {percentile(c, 90) - percentile(a, 90):+.3f} ms;"
+        f" ratio in the first / second half of the rounds: {run.cold_halves[0]:.2f}x / "
+        f"{run.cold_halves[1]:.2f}x"
+    )
     print(
         f"  audit rows written while measuring: {run.audit_rows:,}"
-        f" (audited calls: {run.audited_calls:,}; skipped and tokens calls write none)"
+        f" (audited and audited-cold calls: {run.audited_calls:,}; skipped and tokens calls"
+        " write none)"
     )
     if run.audit_rows != run.audited_calls:
         print("  WARNING: the audit row count does not match the audited calls")
 
     print("\n  server side, per GetRecord (median ms of each stage; medians do not add up):")
-    print(f"  {'stage':<52} {'audited':>8} {'skipped':>8} {'diff':>8}")
+    print(f"  {'stage':<52} {'audited':>8} {'skipped':>8} {'diff':>8} {'cold':>8} {'cold-aud':>8}")
     rows = [("total", "RecordsService.get, whole call"), *STAGES]
     for name, label in rows:
         va = p50([c[name] for c in run.stages[AUDITED] if name in c])
         vs = p50([c[name] for c in run.stages[SKIPPED] if name in c])
-        print(f"  {name + ': ' + label:<52} {va:8.3f} {vs:8.3f} {va - vs:+8.3f}")
+        vc = p50([c[name] for c in run.stages[COLD] if name in c])
+        print(
+            f"  {name + ': ' + label:<52} {va:8.3f} {vs:8.3f} {va - vs:+8.3f}"
+            f" {vc:8.3f} {vc - va:+8.3f}"
+        )
     grpc_a, grpc_s = outside_service(run, AUDITED), outside_service(run, SKIPPED)
-    if grpc_a is not None and grpc_s is not None:
+    grpc_c = outside_service(run, COLD)
+    if grpc_a is not None and grpc_s is not None and grpc_c is not None:
         print(
             f"  {'outside: gRPC, auth, protobuf, client (per call)':<52}"
             f" {grpc_a:8.3f} {grpc_s:8.3f} {grpc_a - grpc_s:+8.3f}"
+            f" {grpc_c:8.3f} {grpc_c - grpc_a:+8.3f}"
         )
     if run.checkpoints:
         print(
@@ -514,6 +610,11 @@ def summary_table(runs: Sequence[Run]) -> list[str]:
         rows.append(
             f"| {run.backend} | **audited p50 / skipped p50 (target <= {TARGET}x)** "
             f"| **{r:.2f}x ({verdict(r <= TARGET)})** | | |"
+        )
+        c = cold_ratio(run)
+        rows.append(
+            f"| {run.backend} | **cold read: audited-cold p50 / audited p50"
+            f" (target <= {COLD_TARGET}x)** | **{c:.2f}x ({verdict(c <= COLD_TARGET)})** | | |"
         )
         append = [c["append"] for c in run.stages[AUDITED] if "append" in c]
         commit_a = [c["commit"] for c in run.stages[AUDITED] if "commit" in c]
@@ -631,6 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  {r.backend:<10} audited GetRecord p50 / skipped p50 = {ratio(r):.2f}x"
             f"   target <= {TARGET}x: {verdict(ratio(r) <= TARGET)}"
         )
+        print(f"  {r.backend:<10} {cold_line(r)}")
     print("\nsummary (Markdown)\n")
     for line in machine_context():
         print(f"{line}  ")

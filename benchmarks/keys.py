@@ -4,7 +4,7 @@ rewrap) against one transit ``rewrap`` call per key.
 Runs against the embedded default: a SQLite file in a temporary directory and an OpenBao dev
 server started here (with a file audit device, to count its requests); with ``--postgres``
 also against PostgreSQL, in a temporary database that is dropped at the end. The rotations are
-the operator commands' own functions (``vault.service.keyops.rotate_tenant`` and
+the operator commands' own functions (``vault.service.operations.rotate_tenant`` and
 ``rotate_field``), called as ``cvault keys rotate-tenant`` / ``rotate-field`` call them. Prints
 figures only: there are no assertions, and nothing measured changes the exit status.
 
@@ -78,12 +78,14 @@ from tests.support import (  # noqa: E402
     FIELD_CLASSES,
     KEY_PREFIX,
     POSTGRES_URL,
+    TEST_POLICY,
     make_service,
     make_wrapper,
     sample_record,
 )
 from vault import crypto  # noqa: E402
-from vault.crypto._encoding import uuid7  # noqa: E402
+from vault.audit import AuditLog, MemoryCheckpointStore  # noqa: E402
+from vault.crypto import uuid7  # noqa: E402
 from vault.deadline import Deadline  # noqa: E402
 from vault.errors import DecryptionFailed  # noqa: E402
 from vault.keys import (  # noqa: E402
@@ -94,11 +96,16 @@ from vault.keys import (  # noqa: E402
 )
 from vault.keys._manager import BOUND_PREFIX, transit_ciphertext  # noqa: E402
 from vault.keys.openbao_dev import OpenBaoDevServer  # noqa: E402
-from vault.service import Keyring, RecordInput, RecordsService  # noqa: E402
+from vault.policy import PolicyHolder  # noqa: E402
+from vault.schema import load_schema  # noqa: E402
+from vault.service import Access, Core, Keyring, RecordInput, RecordsService  # noqa: E402
 from vault.service._keyring import DATA, TenantKey  # noqa: E402
-from vault.service.keyops import key_status, rotate_field, rotate_tenant  # noqa: E402
-from vault.storage import Database, upgrade  # noqa: E402
-from vault.storage import _keys_repo as keys_repo  # noqa: E402
+from vault.service.operations import key_status, rotate_field, rotate_tenant  # noqa: E402
+from vault.storage import (  # noqa: E402
+    Database,
+    keys_repo,
+    upgrade,
+)
 from vault.storage.models import DataKeyRow  # noqa: E402
 
 #: the class whose data keys rotate-tenant re-wraps
@@ -335,10 +342,10 @@ def setup_data_keys(run: Run, svc: RecordsService, p: Params, rng: random.Random
         recs = [sample_record(i) for i in range(start, min(p.records, start + CREATE_BATCH))]
         stored = svc.create(ADMIN, tenant, [RecordInput(r) for r in recs], deadline=_dl())
         for rec, s in zip(recs, stored, strict=True):
-            records[s.record_id] = svc.schema.validate(rec)
+            records[s.record_id] = svc.core.schema.validate(rec)
     t_records = time.perf_counter() - t0
 
-    tk = svc.keyring.current(tenant, [TENANT_CLASS], deadline=_dl())[(TENANT_CLASS, DATA)]
+    tk = svc.core.keyring.current(tenant, [TENANT_CLASS], deadline=_dl())[(TENANT_CLASS, DATA)]
     tk_id = uuid.UUID(tk.id)
     bulk = max(0, p.data_keys - len(records))
     keep = set(rng.sample(range(bulk), min(SAMPLE, bulk)))
@@ -369,23 +376,23 @@ def setup_data_keys(run: Run, svc: RecordsService, p: Params, rng: random.Random
             if i in keep:
                 sample.append((str(dek.id), record_id, dek.key))
         i0 = time.perf_counter()
-        with svc.db.begin() as conn:
+        with svc.core.db.begin() as conn:
             conn.execute(insert(DKT), rows)
         t_made += i0 - m0
         t_insert += time.perf_counter() - i0
     run.setup_data_keys_seconds = time.perf_counter() - t0 + t_records
-    if db_is_postgres(svc.db):
+    if db_is_postgres(svc.core.db):
         # A new table has no planner statistics until autovacuum analyzes it; a database in
         # service has them, and the plan of the rotation's SELECT depends on them.
-        with svc.db.begin() as conn:
+        with svc.core.db.begin() as conn:
             conn.execute(text("ANALYZE"))
-    bad = check_sample(svc.db, tk, tenant, sample)
+    bad = check_sample(svc.core.db, tk, tenant, sample)
     print(
         f"  {len(records):,} records through RecordsService ({t_records:.1f} s), then"
         f" {bulk:,} more {TENANT_CLASS} data keys wrapped under the tenant's key v{tk.version}"
         f" (made in {t_made:.1f} s, inserted {INSERT_BATCH:,} a statement in {t_insert:.1f} s);"
         f" {len(sample):,} sampled unwrap: {'ok' if not bad else f'{bad} FAILED'}"
-        + ("; ANALYZE" if db_is_postgres(svc.db) else "")
+        + ("; ANALYZE" if db_is_postgres(svc.core.db) else "")
     )
     if bad:
         run.problems.append(f"setup: {bad} of {len(sample)} sampled data keys did not unwrap")
@@ -394,8 +401,8 @@ def setup_data_keys(run: Run, svc: RecordsService, p: Params, rng: random.Random
 
 def close_wrapper(svc: RecordsService) -> None:
     """Close the HTTP session of a service made by ``tests.support.make_service``."""
-    if isinstance(svc.keys.wrapper, TransitKeyWrapper):
-        svc.keys.wrapper.close()
+    if isinstance(svc.core.keys.wrapper, TransitKeyWrapper):
+        svc.core.keys.wrapper.close()
 
 
 def db_is_postgres(db: Database) -> bool:
@@ -445,18 +452,18 @@ def setup_tenants(run: Run, fixture: Fixture, svc: RecordsService, p: Params) ->
     t0 = time.perf_counter()
     for i in range(p.tenants):
         tenant = f"bench-org-{i:05d}-{suffix}"
-        svc.keyring.current(tenant, FIELD_CLASSES_ROTATED, deadline=_dl())
+        svc.core.keyring.current(tenant, FIELD_CLASSES_ROTATED, deadline=_dl())
         fixture.tenants.append(tenant)
     run.setup_tenants_seconds = time.perf_counter() - t0
     run.setup_tenant_calls = p.tenants * len(FIELD_CLASSES_ROTATED)
-    with svc.db.begin(write=False) as conn:
+    with svc.core.db.begin(write=False) as conn:
         run.tenant_keys_made = int(
             conn.execute(
                 text("SELECT count(*) FROM tenant_keys WHERE field_class IN ('email', 'phone')")
             ).scalar_one()
         )
-    if db_is_postgres(svc.db):
-        with svc.db.begin() as conn:
+    if db_is_postgres(svc.core.db):
+        with svc.core.db.begin() as conn:
             conn.execute(text("ANALYZE"))
     print(
         f"  {p.tenants:,} more tenants x {len(FIELD_CLASSES_ROTATED)} classes"
@@ -497,7 +504,10 @@ def bench_rotate_tenant(
 ) -> None:
     # A fresh KeyManager: what `cvault keys rotate-tenant` has in a new process (cold caches).
     wrapper = make_wrapper(openbao)
-    keyring = TimedKeyring(db, KeyManager(wrapper))
+    keys = KeyManager(wrapper)
+    keyring = TimedKeyring(db, keys)
+    audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
+    core = Core(db, keys, load_schema(), Access(PolicyHolder(TEST_POLICY), audit), keyring=keyring)
     marks: list[float] = []
     try:
         with stages(p.stages) as timer:
@@ -509,8 +519,7 @@ def bench_rotate_tenant(
             t0 = time.perf_counter()
             marks.append(t0)
             report = rotate_tenant(
-                db,
-                keyring,
+                core,
                 fx.tenant,
                 TENANT_CLASS,
                 batch=p.tenant_batch,

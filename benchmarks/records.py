@@ -55,7 +55,7 @@ from vault.api import RunningServer, start_server  # noqa: E402
 from vault.client import VaultClient  # noqa: E402
 from vault.keys import init_field_keys  # noqa: E402
 from vault.keys.openbao_dev import OpenBaoDevServer, count_audit_requests  # noqa: E402
-from vault.service import RecordsService  # noqa: E402
+from vault.service import RecordsService, Services  # noqa: E402
 from vault.storage import Database, upgrade  # noqa: E402
 
 KEY_PREFIX = "cvault"
@@ -171,7 +171,9 @@ class AuditCounter:
 
 @contextlib.contextmanager
 def grpc_server(service: RecordsService) -> Iterator[RunningServer]:
-    running = start_server(service, "127.0.0.1:0", authenticator=authenticator())
+    running = start_server(
+        Services.over(service.core), "127.0.0.1:0", authenticator=authenticator()
+    )
     try:
         yield running
     finally:

@@ -1013,23 +1013,20 @@ def serve_diagnosing(config: str, directory: str, frames: int) -> int:
     from vault.app import build_app
     from vault.config import load_settings
     from vault.memory import pin_mmap_threshold
-    from vault.service.tokens import TokensService
 
     app = build_app(load_settings(config))
     app.check_ready()
-    # as App.serve does, but with the service start_server would make itself made here, so
-    # that its pools can be counted
-    tokens = TokensService(app.db, app.keys, app.records.access, app.records.keyring)
+    # as App.serve does, keeping the tokens service so that its pools can be counted
+    tokens = app.services.tokens
     pin_mmap_threshold()
     app.policy.start_watching()
     running = start_server(
-        app.records,
+        app.services,
         app.settings.listen,
         authenticator=app.authenticator,
         credentials=app.credentials,
         max_workers=app.settings.max_workers,
         health_interval=app.settings.health_interval_seconds,
-        tokens=tokens,
     )
     out = Path(directory)
     asked: deque[str] = deque()
@@ -1135,16 +1132,15 @@ def key_cache_entry_bytes(count: int = 20_000) -> float:
 
 
 def token_pool_entry_bytes(count: int = 5000) -> float:
-    """One entry of TokensService._pools: (tenant, class) -> _Pool with its data key."""
-    from vault.crypto import DataKey
-    from vault.crypto._encoding import uuid7
-    from vault.service.tokens import _Pool
+    """One entry of TokensService._pools: (tenant, class) -> Pool with its data key."""
+    from vault.crypto import DataKey, uuid7
+    from vault.service._token_pools import Pool
 
     def fill() -> object:
         pools = {}
         for i in range(count):
             dek = DataKey(uuid7(), os.urandom(32))
-            pools[(f"tenant-{i:08d}", "email")] = _Pool(str(uuid7()), dek, time.monotonic(), 1000)
+            pools[(f"tenant-{i:08d}", "email")] = Pool(str(uuid7()), dek, time.monotonic(), 1000)
         return pools
 
     return measured(fill, count)

@@ -100,8 +100,7 @@ from vault.keys import KeyManager, KvCheckpointStore, TokenAuth, init_field_keys
 from vault.keys.openbao_dev import OpenBaoDevServer  # noqa: E402
 from vault.policy import PolicyHolder  # noqa: E402
 from vault.schema import load_schema  # noqa: E402
-from vault.service import Access, Keyring, RecordsService  # noqa: E402
-from vault.service.tokens import TokensService  # noqa: E402
+from vault.service import Access, Services  # noqa: E402
 from vault.storage import Database, upgrade  # noqa: E402
 from vault.v1 import tokens_pb2 as tokens_pb  # noqa: E402
 
@@ -336,10 +335,8 @@ def start_services(
     stack.callback(checkpoint.close)
     stack.callback(audit.close)
     access = Access(PolicyHolder(TEST_POLICY), audit)
-    keyring = Keyring(db, keys)
-    records = RecordsService(db, keys, load_schema(), access, keyring=keyring)
-    tokens = TokensService(db, keys, access, keyring)
-    running = start_server(records, "127.0.0.1:0", authenticator=authenticator(), tokens=tokens)
+    services = Services.build(db, keys, load_schema(), access)
+    running = start_server(services, "127.0.0.1:0", authenticator=authenticator())
     stack.callback(running.stop, grace=0)
     return running
 

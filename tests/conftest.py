@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-import vault.client
+import vault.client._channel
 from tests.support import (
     ADMIN_KEY,
     FIELD_CLASSES,
@@ -33,7 +33,7 @@ from vault.client import VaultClient
 from vault.errors import VaultServiceError
 from vault.keys import init_field_keys
 from vault.keys.openbao_dev import OpenBaoDevServer
-from vault.service import RecordsService
+from vault.service import RecordsService, Services
 from vault.storage import Database, upgrade
 
 
@@ -91,7 +91,10 @@ def tenant() -> str:
 @pytest.fixture
 def server(records: RecordsService) -> Iterator[RunningServer]:
     running = start_server(
-        records, "127.0.0.1:0", authenticator=authenticator(), health_interval=0.2
+        Services.over(records.core),
+        "127.0.0.1:0",
+        authenticator=authenticator(),
+        health_interval=0.2,
     )
     yield running
     running.stop(grace=0)
@@ -135,13 +138,13 @@ def _no_plaintext_in_any_log_line(
     sink = JsonLinesSink(audit_lines)
     SESSION_AUDIT_SINKS.append(sink)
     error_messages: list[str] = []
-    original_error = vault.client._error
+    original_error = vault.client._channel._error
 
     def keep_error(exc: grpc.RpcError) -> VaultServiceError:
         error_messages.append(f"{exc.code()} {exc.details()}")
         return original_error(exc)
 
-    vault.client._error = keep_error
+    vault.client._channel._error = keep_error
     handler = _KeepEveryLine()
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     root = logging.getLogger()
@@ -151,7 +154,7 @@ def _no_plaintext_in_any_log_line(
     yield
     root.removeHandler(handler)
     root.setLevel(old_level)
-    vault.client._error = original_error
+    vault.client._channel._error = original_error
     SESSION_AUDIT_SINKS.remove(sink)
     sink.close()
     for what, text in (

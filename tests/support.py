@@ -23,7 +23,7 @@ from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper, init_field_keys
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
-from vault.service import Access, Caller, RecordsService
+from vault.service import Access, Caller, Core, RecordsService
 from vault.storage import Database, upgrade
 
 POSTGRES_URL = os.environ.get(
@@ -113,7 +113,7 @@ def make_service(
         checkpoint_in_background=False,
     )
     access = Access(PolicyHolder(policy), audit)
-    return RecordsService(db, keys, load_schema(schema), access)
+    return RecordsService(Core(db, keys, load_schema(schema), access))
 
 
 SAMPLE = {

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from vault.api import RunningServer, start_server
-from vault.api._authn import ApiKeyStore, Authenticator, server_credentials
+from vault.api import ApiKeyStore, Authenticator, RunningServer, server_credentials, start_server
 from vault.audit import DENIED, AuditEvent, AuditLog, AuditSink, JsonLinesSink
 from vault.config import Settings, deploy_file
 from vault.deadline import Deadline
@@ -27,7 +26,7 @@ from vault.keys import (
 from vault.memory import pin_mmap_threshold
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
-from vault.service import Access, RecordsService
+from vault.service import Access, Services
 from vault.storage import Database, current_revision, head_revision
 
 
@@ -78,7 +77,7 @@ class App:
     schema: RecordSchema
     policy: PolicyHolder
     audit: AuditLog
-    records: RecordsService
+    services: Services
     authenticator: Authenticator
     credentials: grpc.ServerCredentials | None
 
@@ -103,16 +102,19 @@ class App:
         self,
         listen: str | None = None,
         *,
+        plaintext: bool = False,
         extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
     ) -> RunningServer:
+        """Start serving on ``listen`` (default: the settings'), with the settings' TLS unless
+        ``plaintext`` (``cvault dev``'s loopback port; its mTLS port goes in ``extra_ports``)."""
         # before the gRPC workers allocate: freed large request buffers go back to the system
         pin_mmap_threshold()
         self.policy.start_watching()
         return start_server(
-            self.records,
+            self.services,
             listen or self.settings.listen,
             authenticator=self.authenticator,
-            credentials=self.credentials,
+            credentials=None if plaintext else self.credentials,
             extra_ports=extra_ports,
             max_workers=self.settings.max_workers,
             health_interval=self.settings.health_interval_seconds,
@@ -152,7 +154,8 @@ def build_app(settings: Settings) -> App:
         checkpoint=checkpoint,
         checkpoint_every=settings.audit.checkpoint_every,
     )
-    access = Access(policy, audit)
+    services = build_services(settings, audit, schema=schema, policy=policy)
+    access = services.core.access
     api_keys = ApiKeyStore(settings.auth.api_keys) if settings.auth.api_keys else None
     authenticator = Authenticator(
         api_keys=api_keys,
@@ -166,10 +169,24 @@ def build_app(settings: Settings) -> App:
         schema,
         policy,
         audit,
-        RecordsService(db, keys, schema, access),
+        services,
         authenticator,
         make_credentials(settings),
     )
+
+
+def build_services(
+    settings: Settings,
+    audit: AuditLog,
+    *,
+    schema: RecordSchema | None = None,
+    policy: PolicyHolder | None = None,
+) -> Services:
+    """The service layer over ``audit``'s database and key manager, under the settings'
+    schema and policy (loaded here unless given): what the server and every CLI command use."""
+    schema = schema or load_schema(settings.schema or None)
+    policy = policy or PolicyHolder(settings.policy or deploy_file("policy", "sample-policy.yaml"))
+    return Services.build(audit.db, audit.keys, schema, Access(policy, audit))
 
 
 def _audit_denial(access: Access) -> Callable[[str, str], None]:

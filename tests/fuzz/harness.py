@@ -84,7 +84,7 @@ from vault.audit import AuditLog, AuditSink, MemoryCheckpointStore
 from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper
 from vault.policy import Action, PolicyHolder, load_policy
 from vault.schema import load_schema
-from vault.service import Access, RecordsService
+from vault.service import Access, Core, RecordsService, Services
 from vault.storage import Database, upgrade
 from vault.storage.models import Base
 from vault.v1 import records_pb2, tokens_pb2
@@ -557,7 +557,7 @@ def build_service(
     audit = AuditLog(
         db, keys, sinks=sinks, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False
     )
-    return RecordsService(db, keys, load_schema(), Access(PolicyHolder(SAMPLE_POLICY), audit))
+    return RecordsService(Core(db, keys, load_schema(), Access(PolicyHolder(SAMPLE_POLICY), audit)))
 
 
 class FuzzWorld:
@@ -579,7 +579,10 @@ class FuzzWorld:
         self.db = Database(url)
         service = build_service(self.db, openbao_url, openbao_token, sinks)
         self.server: RunningServer = start_server(
-            service, "127.0.0.1:0", authenticator=authenticator(), health_interval=0.5
+            Services.over(service.core),
+            "127.0.0.1:0",
+            authenticator=authenticator(),
+            health_interval=0.5,
         )
         limit = 64 * 1024 * 1024
         self.channel = grpc.insecure_channel(

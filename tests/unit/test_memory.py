@@ -95,7 +95,7 @@ def test_serve_pins_the_threshold_before_the_server_starts(monkeypatch: pytest.M
     monkeypatch.setattr(app_module, "start_server", start_server)
     stub = SimpleNamespace(
         policy=SimpleNamespace(start_watching=lambda: None),
-        records=None,
+        services=None,
         settings=SimpleNamespace(listen="127.0.0.1:0", max_workers=1, health_interval_seconds=1),
         authenticator=None,
         credentials=None,

@@ -10,11 +10,16 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vault.api._authn import ApiKeyStore, Authenticator, new_api_key, server_credentials
     from vault.api._status import ERROR_OF_STATUS, REASONS, status_of
     from vault.api.records import RecordsServicer
     from vault.api.server import RunningServer, start_server
 
 _EXPORTS = {
+    "ApiKeyStore": "vault.api._authn",
+    "Authenticator": "vault.api._authn",
+    "new_api_key": "vault.api._authn",
+    "server_credentials": "vault.api._authn",
     "ERROR_OF_STATUS": "vault.api._status",
     "REASONS": "vault.api._status",
     "status_of": "vault.api._status",
@@ -26,8 +31,12 @@ _EXPORTS = {
 __all__ = [
     "ERROR_OF_STATUS",
     "REASONS",
+    "ApiKeyStore",
+    "Authenticator",
     "RecordsServicer",
     "RunningServer",
+    "new_api_key",
+    "server_credentials",
     "start_server",
     "status_of",
 ]

@@ -15,10 +15,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vault.api._authn import Authenticator, AuthInterceptor
-from vault.api.records import AuditServicer, RecordsServicer, service_handler
+from vault.api._handlers import service_handler
+from vault.api.audit import AuditServicer
+from vault.api.records import RecordsServicer
 from vault.api.tokens import TokensServicer
-from vault.service import RecordsService
-from vault.service.tokens import TokensService
+from vault.service import Services
 from vault.v1 import audit_pb2, records_pb2, tokens_pb2
 
 log = logging.getLogger("vault.api.server")
@@ -40,9 +41,9 @@ class HealthMonitor:
     """
 
     def __init__(
-        self, service: RecordsService, servicer: health.HealthServicer, interval: float
+        self, services: Services, servicer: health.HealthServicer, interval: float
     ) -> None:
-        self._service = service
+        self._services = services
         self._servicer = servicer
         self._interval = interval
         self._stop = threading.Event()
@@ -50,7 +51,7 @@ class HealthMonitor:
         self.last: dict[str, bool] = {}
 
     def check_now(self) -> bool:
-        state = self._service.dependencies_healthy()
+        state = self._services.dependencies_healthy()
         ok = all(state.values())
         if state != self.last:
             log.info(
@@ -126,7 +127,7 @@ class RunningServer:
 
 
 def start_server(
-    service: RecordsService,
+    services: Services,
     listen: str = "127.0.0.1:0",
     *,
     authenticator: Authenticator,
@@ -134,7 +135,6 @@ def start_server(
     health_interval: float = 2.0,
     credentials: grpc.ServerCredentials | None = None,
     extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
-    tokens: TokensService | None = None,
 ) -> RunningServer:
     """Start serving on ``listen`` (port 0 picks a free port) and return at once.
 
@@ -151,16 +151,9 @@ def start_server(
     )
     server.add_generic_rpc_handlers(
         (
-            service_handler(RecordsServicer(service), records_pb2, "Records"),
-            service_handler(AuditServicer(service), audit_pb2, "Audit"),
-            service_handler(
-                TokensServicer(
-                    tokens
-                    or TokensService(service.db, service.keys, service.access, service.keyring)
-                ),
-                tokens_pb2,
-                "Tokens",
-            ),
+            service_handler(RecordsServicer(services), records_pb2, "Records"),
+            service_handler(AuditServicer(services), audit_pb2, "Audit"),
+            service_handler(TokensServicer(services), tokens_pb2, "Tokens"),
         )
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -186,7 +179,7 @@ def start_server(
         server.add_secure_port(addr, creds) if creds is not None else server.add_insecure_port(addr)
         for addr, creds in extra_ports
     ]
-    monitor = HealthMonitor(service, health_servicer, health_interval)
+    monitor = HealthMonitor(services, health_servicer, health_interval)
     server.start()
     monitor.start()
     log.info("serving vault.v1 on port %d", port)

@@ -9,27 +9,27 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from vault.api._streams import Part, RequestReader, parsed, served, split
-from vault.api.records import (
-    _OUTPUT,
-    _abort,
-    _caller,
-    _deadline,
-    _ts,
+from vault.api._handlers import (
+    OUTPUT,
+    abort_with,
+    caller_of,
     checked,
+    deadline_of,
     handle_errors,
     internal_error,
+    timestamp,
 )
+from vault.api._streams import Part, RequestReader, parsed, served, split
 from vault.errors import InvalidInput, VaultServiceError
-from vault.service.text import MAX_TEXT_LENGTH, Malformed, TextService, TextToken
+from vault.service import Services
+from vault.service.grants import GrantRequest
+from vault.service.text import MAX_TEXT_LENGTH, Malformed, TextToken
 from vault.service.tokens import (
     MAX_ITEMS,
-    GrantRequest,
     RevealedToken,
     TokenError,
     TokenizeItem,
     TokenKind,
-    TokensService,
 )
 from vault.v1 import records_pb2 as records_pb
 from vault.v1 import tokens_pb2 as pb
@@ -125,7 +125,7 @@ def _revealed(r: RevealedToken) -> pb.RevealedToken:
     return pb.RevealedToken(
         token=r.token,
         error=_ERROR[r.error],
-        output=_OUTPUT[r.output] if r.output is not None else records_pb.OUTPUT_UNSPECIFIED,
+        output=OUTPUT[r.output] if r.output is not None else records_pb.OUTPUT_UNSPECIFIED,
         value=r.value,
         field_class=r.field_class,
         reason=r.reason,
@@ -146,7 +146,7 @@ def _stream_errors(
         except VaultServiceError as exc:
             if exc.retryable:
                 log.warning("%s: %s", method.__name__, exc.reason)
-            _abort(context, exc)
+            abort_with(context, exc)
         except grpc.RpcError as exc:
             # reading the next request of a stream the client cancelled (or whose deadline
             # passed) raises this: the client's choice, not a bug, so no traceback
@@ -166,7 +166,7 @@ def _text_token(t: TextToken) -> pb.TextToken:
         start=t.start,
         end=t.end,
         error=_ERROR[t.error],
-        output=_OUTPUT[t.output] if t.output is not None else records_pb.OUTPUT_UNSPECIFIED,
+        output=OUTPUT[t.output] if t.output is not None else records_pb.OUTPUT_UNSPECIFIED,
         field_class=t.field_class,
         reason=t.reason,
     )
@@ -183,27 +183,28 @@ def _revealed_text(
 
 
 class TokensServicer(pb_grpc.TokensServicer):
-    def __init__(self, service: TokensService, text: TextService | None = None) -> None:
-        self._service = service
-        self._text = text or TextService(service)
+    def __init__(self, services: Services) -> None:
+        self._service = services.tokens
+        self._grants = services.grants
+        self._text = services.text
 
     @handle_errors
     def Tokenize(
         self, request: pb.TokenizeRequest, context: grpc.ServicerContext
     ) -> pb.TokenizeResponse:
         tokens = self._service.tokenize(
-            _caller(context), request.tenant, _items(request), deadline=_deadline(context)
+            caller_of(context), request.tenant, _items(request), deadline=deadline_of(context)
         )
         return pb.TokenizeResponse(tokens=tokens)
 
     @handle_errors
     def Reveal(self, request: pb.RevealRequest, context: grpc.ServicerContext) -> pb.RevealResponse:
         results = self._service.reveal(
-            _caller(context, request.purpose),
+            caller_of(context, request.purpose),
             request.tenant,
             list(request.tokens),
             grant_id=request.grant,
-            deadline=_deadline(context),
+            deadline=deadline_of(context),
         )
         return pb.RevealResponse(results=[_revealed(r) for r in results])
 
@@ -211,8 +212,8 @@ class TokensServicer(pb_grpc.TokensServicer):
     def IssueGrant(
         self, request: pb.IssueGrantRequest, context: grpc.ServicerContext
     ) -> pb.IssueGrantResponse:
-        issued = self._service.issue_grant(
-            _caller(context, request.purpose),
+        issued = self._grants.issue(
+            caller_of(context, request.purpose),
             request.tenant,
             GrantRequest(
                 grantee=request.grantee,
@@ -222,9 +223,9 @@ class TokensServicer(pb_grpc.TokensServicer):
                 record_ids=list(request.record_ids),
                 scope=request.scope,
             ),
-            deadline=_deadline(context),
+            deadline=deadline_of(context),
         )
-        return pb.IssueGrantResponse(grant=issued.grant_id, expires_at=_ts(issued.expires_at))
+        return pb.IssueGrantResponse(grant=issued.grant_id, expires_at=timestamp(issued.expires_at))
 
     @_stream_errors
     def StreamTokenize(  # type: ignore[override]
@@ -233,11 +234,13 @@ class TokensServicer(pb_grpc.TokensServicer):
         """Tokenize per message, in order; the messages received together share one call."""
         started = time.monotonic()
         batches = values = 0
-        caller = _caller(context)
+        caller = caller_of(context)
 
         def serve(group: list[tuple[str, list[TokenizeItem]]]) -> list[list[str]]:
             items = [item for _, batch in group for item in batch]
-            tokens = self._service.tokenize(caller, group[0][0], items, deadline=_deadline(context))
+            tokens = self._service.tokenize(
+                caller, group[0][0], items, deadline=deadline_of(context)
+            )
             return split(tokens, [len(batch) for _, batch in group])
 
         with RequestReader(requests, context, weight=_weight, max_weight=MAX_ITEMS) as reader:
@@ -264,11 +267,11 @@ class TokensServicer(pb_grpc.TokensServicer):
         def serve(group: list[pb.RevealRequest]) -> list[list[RevealedToken]]:
             first = group[0]
             results = self._service.reveal(
-                _caller(context, first.purpose),
+                caller_of(context, first.purpose),
                 first.tenant,
                 [t for request in group for t in request.tokens],
                 grant_id=first.grant,
-                deadline=_deadline(context),
+                deadline=deadline_of(context),
             )
             return split(results, [len(request.tokens) for request in group])
 
@@ -295,13 +298,13 @@ class TokensServicer(pb_grpc.TokensServicer):
     ) -> pb.TokenizeTextResponse:
         region = request.default_region or "US"
         results = self._text.tokenize_text(
-            _caller(context),
+            caller_of(context),
             request.tenant,
             list(request.texts),
             scope=request.scope,
             default_region=region,
             ttl_seconds=request.ttl_seconds,
-            deadline=_deadline(context),
+            deadline=deadline_of(context),
         )
         return pb.TokenizeTextResponse(
             results=[
@@ -324,11 +327,11 @@ class TokensServicer(pb_grpc.TokensServicer):
         self, request: pb.RevealTextRequest, context: grpc.ServicerContext
     ) -> pb.RevealTextResponse:
         r = self._text.reveal_text(
-            _caller(context, request.purpose),
+            caller_of(context, request.purpose),
             request.tenant,
             request.text,
             grant_id=request.grant,
-            deadline=_deadline(context),
+            deadline=deadline_of(context),
         )
         return _revealed_text(r.text, r.tokens, r.malformed)
 
@@ -346,10 +349,10 @@ class TokensServicer(pb_grpc.TokensServicer):
                 raise InvalidInput("request", "the stream sent no request") from None
             opening = head[0]
             for out in self._text.reveal_text_batches(
-                _caller(context, opening.purpose),
+                caller_of(context, opening.purpose),
                 opening.tenant,
                 ([r.text for r in batch] for batch in itertools.chain([head], batches)),
                 grant_id=opening.grant,
-                deadline=_deadline(context),
+                deadline=deadline_of(context),
             ):
                 yield _revealed_text(out.text, out.tokens, out.malformed)

@@ -9,11 +9,12 @@
   :mod:`~vault.cli._formats`);
 - :mod:`~vault.cli.progress`: the one progress display, of the key rotations and the file tools;
 - :mod:`~vault.cli._common`: what the commands share (dev settings, client, operator settings);
-- :mod:`~vault.cli._operations`: the operator commands' session (audit log, the operator's audit
-  events) and every use of another package's private module;
-- :mod:`~vault.cli._server`: the server stack (the app, the service layer, storage), imported
-  when a command first uses it, so that ``cvault --help``, the client commands and the file
-  tools start without SQLAlchemy, Alembic and the service layer (about 0.6 s).
+- :mod:`~vault.cli._operations`: the operator commands' session (audit log, the service layer
+  from the one composition root ``vault.app.build_services``, the operator's audit events);
+- :mod:`~vault.cli._server`: the server stack (the app, the operator operations of the service
+  layer), imported when a command first uses it, so that ``cvault --help``, the client
+  commands and the file tools start without SQLAlchemy, Alembic and the service layer (about
+  0.6 s).
 
 Every import is at module level; the server stack is reached through ``_server``'s attributes.
 """

@@ -1,39 +1,29 @@
 """The operator commands' session with the layers below: their audit log (whose database and key
-manager serve the command too), the one place that makes and appends the audit events of what an
-operator does, and what the commands still read below the service layer.
+manager serve the command too), the service layer built over it by the one composition root
+(:func:`vault.app.build_services`), and the one place that makes and appends the audit events
+of what an operator does.
 
-Moves to the service layer's operations package: every use the CLI makes of another package's
-private module (``vault.storage._keys_repo``: the bookkeeping of rotation runs;
-``vault.api._authn``: the dev server's API keys and mTLS credentials) and of storage
-repositories (``vault.storage.repo``) is in this module and nowhere else in ``vault/cli/``, so it
-can be swapped for service-layer calls in one place.
-
-Imports the server stack: command modules import this module inside the commands that use it
-(see the package docstring).
+Imports the server stack: command modules reach it through :mod:`vault.cli._server` (see the
+package docstring).
 """
 
 from __future__ import annotations
 
 import getpass
 import sys
-import uuid
 from types import TracebackType
 
-from vault.api._authn import new_api_key, server_credentials
-from vault.app import make_auth
+from vault.app import build_services, make_auth
 from vault.audit import ALLOWED, AuditEvent, AuditLog
-from vault.config import Settings, deploy_file
+from vault.config import Settings
 from vault.deadline import Deadline
 from vault.errors import VaultServiceError
 from vault.keys import KeyManager, KvCheckpointStore, TransitKeyWrapper
-from vault.policy import PolicyHolder
-from vault.schema import load_schema
-from vault.service import Access, Keyring, RecordsService
-from vault.storage import Database, repo
-from vault.storage import _keys_repo as keys_repo
+from vault.service import Services
+from vault.service.operations import runs
+from vault.storage import Database
 
-# the dev server's credentials (``cvault dev``): from vault.api's private authn module
-__all__ = ["Operator", "new_api_key", "server_credentials"]
+__all__ = ["Operator"]
 
 
 def _audit_log(settings: Settings) -> AuditLog:
@@ -62,6 +52,7 @@ class Operator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.log = _audit_log(settings)
+        self._services: Services | None = None
 
     @property
     def db(self) -> Database:
@@ -112,38 +103,31 @@ class Operator:
         except VaultServiceError as exc:
             print(f"cvault: this command could not be audited: {exc.reason}", file=sys.stderr)
 
-    def records(self) -> RecordsService:
-        """The records service over the session's log, under the settings' policy and schema."""
-        policy = PolicyHolder(self.settings.policy or deploy_file("policy", "sample-policy.yaml"))
-        schema = load_schema(self.settings.schema or None)
-        return RecordsService(self.db, self.keys, schema, Access(policy, self.log))
+    def services(self) -> Services:
+        """The service layer over the session's audit log, under the settings' policy and
+        schema (built on first use, then the same)."""
+        if self._services is None:
+            self._services = build_services(self.settings, self.log)
+        return self._services
 
-    def keyring(self) -> Keyring:
-        return Keyring(self.db, self.keys)
-
-    # --- read below the service layer (moves to the service layer's operations package) -------
+    # --- the bookkeeping of runs (vault.service.operations.runs) ------------------------------
 
     def campaign(self, scope_prefix: str) -> str:
         """The id of this command's run over its units: a run that was stopped is carried on
         (its finished units are skipped), else a new one."""
-        with self.db.begin(write=False) as conn:
-            return keys_repo.unfinished_campaign(conn, scope_prefix) or str(uuid.uuid4())
+        return runs.campaign(self.db, scope_prefix)
 
     def finished_in_campaign(self, scope: str, campaign: str) -> int | None:
         """The version the run ``campaign`` already rotated ``scope`` to, if it did."""
-        with self.db.begin(write=False) as conn:
-            return keys_repo.finished_in_campaign(conn, scope, campaign)
+        return runs.finished_in_campaign(self.db, scope, campaign)
 
     def tenant_classes(self) -> list[tuple[str, str]]:
         """Every (tenant, field class) with tenant keys."""
-        with self.db.begin(write=False) as conn:
-            return keys_repo.tenant_classes(conn)
+        return runs.tenant_classes(self.db)
 
     def count_data_keys(self, tenant: str, field_class: str) -> int:
-        with self.db.begin(write=False) as conn:
-            return keys_repo.count_data_keys(conn, tenant, field_class)
+        return runs.count_data_keys(self.db, tenant, field_class)
 
     def record_ids(self, tenant: str) -> list[str]:
         """Every record id of ``tenant``."""
-        with self.db.begin(write=False) as conn:
-            return repo.record_ids_of_tenant(conn, tenant)
+        return runs.record_ids(self.db, tenant)

@@ -2,12 +2,13 @@
 
 SQLAlchemy, Alembic and the service layer take about 0.6 s to import, which ``cvault --help``, the
 client commands and the file tools do without. So the command modules reach them through this
-module's attributes (``_server.build_app(settings)``, ``_server.keyops.rotate_field(...)``), and
-an attribute imports its module the first time it is read, as ``vault.api`` does for the SDK.
-For mypy each name is what it is in its own module (the imports under ``TYPE_CHECKING``).
+module's attributes (``_server.build_app(settings)``, ``_server.operations.rotate_field(...)``),
+and an attribute imports its module the first time it is read, as ``vault.api`` does for the
+SDK. For mypy each name is what it is in its own module (the imports under ``TYPE_CHECKING``).
 
-This is also the list of what the CLI takes from the server stack: when the service layer gets
-its composition root, the entries here are what moves to it.
+This is also the list of what the CLI takes from the server stack: the app (the one composition
+root, through :class:`~vault.cli._operations.Operator` for operator commands), the operator
+operations of the service layer, and the dev server's credentials.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vault.api import RunningServer
+    from vault.api import RunningServer, new_api_key, server_credentials
     from vault.api.server import STOP_MARGIN
     from vault.app import App, build_app
-    from vault.cli._operations import Operator, new_api_key, server_credentials
-    from vault.service import keyops
+    from vault.cli._operations import Operator
+    from vault.service import operations
     from vault.service.tokens import purge_expired_tokens
     from vault.storage import upgrade
 
@@ -30,14 +31,14 @@ _NAMES = {
     "build_app": "vault.app",
     "RunningServer": "vault.api",
     "STOP_MARGIN": "vault.api.server",
+    "new_api_key": "vault.api",
+    "server_credentials": "vault.api",
     "Operator": "vault.cli._operations",
-    "new_api_key": "vault.cli._operations",
-    "server_credentials": "vault.cli._operations",
     "purge_expired_tokens": "vault.service.tokens",
     "upgrade": "vault.storage",
 }
 #: name -> a module used as a whole
-_MODULES = {"keyops": "vault.service.keyops"}
+_MODULES = {"operations": "vault.service.operations"}
 
 __all__ = [
     "STOP_MARGIN",
@@ -45,8 +46,8 @@ __all__ = [
     "Operator",
     "RunningServer",
     "build_app",
-    "keyops",
     "new_api_key",
+    "operations",
     "purge_expired_tokens",
     "server_credentials",
     "upgrade",

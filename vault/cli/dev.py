@@ -98,10 +98,9 @@ def _run_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) -> No
         client_ca=dev.pki.ca.cert.read_bytes(),
         require_client_auth=True,
     )
-    # the API-key port is plaintext loopback for trying things by hand; mTLS is the real mode
-    app.credentials = None
     app.policy.install_sighup()
-    running = app.serve(extra_ports=[(dev.mtls_listen, mtls)])
+    # the API-key port is plaintext loopback for trying things by hand; mTLS is the real mode
+    running = app.serve(plaintext=True, extra_ports=[(dev.mtls_listen, mtls)])
     mtls_address = f"127.0.0.1:{running.extra_ports[0]}"
     _write_dev_settings(state, dev, bao, running.address, mtls_address)
     print(_dev_banner(running.address, mtls_address, state, bao, dev.policy_file), flush=True)

@@ -121,12 +121,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         info = field_key_info(
             url, admin_token(args), key_prefix=prefix, names=[*FIELD_CLASSES, "audit"], mount=mount
         )
-        status = _server.keyops.key_status(op.db, info)
+        status = _server.operations.key_status(op.db, info)
         op.audit("admin.keys.status", "ok")
     if args.json:
         print_json(status.as_json())
     else:
-        print(_server.keyops.format_status(status))
+        print(_server.operations.format_status(status))
     return 0
 
 
@@ -148,7 +148,7 @@ def cmd_rotate_field(args: argparse.Namespace) -> int:
                 if _finished_before(op, f"field:{c}", campaign, c):
                     continue
                 progress = _key_progress(f"rotate-field {c}", None)
-                report = _server.keyops.rotate_field(
+                report = _server.operations.rotate_field(
                     op.db,
                     admin,
                     c,
@@ -187,13 +187,13 @@ def _retire_or_trim(args: argparse.Namespace, *, trim: bool) -> int:
             for c in _classes(args):
                 try:
                     if trim:
-                        v = _server.keyops.trim(op.db, admin, c)
+                        v = _server.operations.trim(op.db, admin, c)
                         print(f"{c}: versions below v{v} deleted from the key server")
                     else:
-                        v = _server.keyops.retire(op.db, admin, c, getattr(args, "to", None))
+                        v = _server.operations.retire(op.db, admin, c, getattr(args, "to", None))
                         print(f"{c}: min_decryption_version is now v{v}")
                     op.audit(action, f"{c} v{v}")
-                except _server.keyops.KeyOpRefused as exc:
+                except _server.operations.KeyOpRefused as exc:
                     print(f"cvault: refused: {exc}", file=sys.stderr)
                     op.audit(action, f"{c} refused {exc.count}")
                     status = 1
@@ -207,15 +207,14 @@ def cmd_rotate_tenant(args: argparse.Namespace) -> int:
     """New tenant-key versions; every data key re-wrapped locally; old versions destroyed."""
     with operator(args) as op:
         pairs = _tenant_classes(op, args)
-        keyring = op.keyring()
+        core = op.services().core
         campaign = op.campaign("tenant:")
         for tenant, c in pairs:
             if _finished_before(op, f"tenant:{tenant}/{c}", campaign, f"{tenant}/{c}"):
                 continue
             progress = _key_progress(f"rotate-tenant {tenant}/{c}", op.count_data_keys(tenant, c))
-            report = _server.keyops.rotate_tenant(
-                op.db,
-                keyring,
+            report = _server.operations.rotate_tenant(
+                core,
                 tenant,
                 c,
                 batch=args.batch,
@@ -251,12 +250,12 @@ def _tenant_classes(op: _server.Operator, args: argparse.Namespace) -> list[tupl
 def cmd_rotate_index(args: argparse.Namespace) -> int:
     """A new index key per (tenant, class): blind indexes rebuilt under it, the old dropped."""
     with operator(args) as op:
-        svc = op.records()
+        core = op.services().core
         pairs = [p for p in op.tenant_classes() if p[1] == args.field_class]
         if args.tenant:
             pairs = [p for p in pairs if p[0] == args.tenant]
         for tenant, c in pairs:
-            r = _server.keyops.rotate_index(svc, tenant, c, batch=args.batch)
+            r = _server.operations.rotate_index(core, tenant, c, batch=args.batch)
             what = "rotated to" if r.started else "resumed at"
             print(
                 f"{tenant}/{c}: index key {what} v{r.version}; {r.indexed} index rows made,"
@@ -272,11 +271,13 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     if not args.tenant:
         raise SystemExit("give --tenant (and --record, or every record of the tenant)")
     with operator(args) as op:
-        svc = op.records()
+        core = op.services().core
         ids = [args.record] if args.record else op.record_ids(args.tenant)
         for n, rid in enumerate(ids, 1):
             event = op.event("admin.keys.rekey", args.tenant, rid)
-            new = svc.rekey(args.tenant, rid, events=[event], deadline=Deadline.after(60))
+            new = _server.operations.rekey(
+                core, args.tenant, rid, events=[event], deadline=Deadline.after(60)
+            )
             print(f"{args.tenant}/{rid}: {len(new)} new data keys")
             if n % 100 == 0:
                 print(f"  {n}/{len(ids)} records re-keyed", file=sys.stderr, flush=True)
@@ -295,7 +296,7 @@ def cmd_shred_report(args: argparse.Namespace) -> int:
         info = field_key_info(
             url, admin_token(args), key_prefix=prefix, names=FIELD_CLASSES, mount=mount
         )
-        report = _server.keyops.shred_report(op.db, info, since)
+        report = _server.operations.shred_report(op.db, info, since)
         done = all(s.complete for s in report)
         op.audit("admin.keys.shred-report", "complete" if done else "not yet complete")
     if args.json:
@@ -314,7 +315,7 @@ def cmd_shred_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shred_json(s: _server.keyops.ShredStatus) -> dict[str, object]:
+def _shred_json(s: _server.operations.ShredStatus) -> dict[str, object]:
     return {
         "record_id": s.record_id,
         "tenant": s.tenant,
@@ -347,7 +348,7 @@ def _auto_rotate(op: _server.Operator, args: argparse.Namespace, now: datetime) 
     info = field_key_info(
         url, token, key_prefix=prefix, names=[*FIELD_CLASSES, "audit"], mount=mount
     )
-    due = _server.keyops.due_rotations(
+    due = _server.operations.due_rotations(
         op.db,
         info,
         field_key_days=schedule.field_key_days,
@@ -364,18 +365,18 @@ def _auto_rotate(op: _server.Operator, args: argparse.Namespace, now: datetime) 
         print(f"  field key {c}")
     if args.dry_run:
         return
-    keyring = op.keyring()
+    core = op.services().core
     for tenant, c in due.tenant_keys:
-        r = _server.keyops.rotate_tenant(op.db, keyring, tenant, c)
+        r = _server.operations.rotate_tenant(core, tenant, c)
         reason = f"{c} v{r.version} {r.rewrapped} auto"
         op.audit("admin.keys.rotate-tenant", reason, tenant=tenant)
     with FieldKeyAdmin(url, token, key_prefix=prefix, mount=mount) as admin:
         for c in due.field_keys:
-            f = _server.keyops.rotate_field(op.db, admin, c)
+            f = _server.operations.rotate_field(op.db, admin, c)
             op.audit("admin.keys.rotate-field", f"{c} v{f.version} auto")
             if schedule.trim:
-                _server.keyops.retire(op.db, admin, c)
-                _server.keyops.trim(op.db, admin, c)
+                _server.operations.retire(op.db, admin, c)
+                _server.operations.trim(op.db, admin, c)
                 op.audit("admin.keys.trim", f"{c} v{f.version} auto")
     print("done")
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vault.cli import _server
 from vault.cli._common import (
     CONFIG_HELP,
     Subparsers,
@@ -231,8 +232,12 @@ def cmd_records_purge(args: argparse.Namespace) -> int:
     if not args.expired:
         raise SystemExit("say --expired (what the schema's retention periods are past)")
     with operator(args) as op:
-        report = op.records().purge_expired(
-            now=datetime.now(UTC), event=op.event, batch=args.batch, dry_run=args.dry_run
+        report = _server.operations.purge_expired(
+            op.services().core,
+            now=datetime.now(UTC),
+            event=op.event,
+            batch=args.batch,
+            dry_run=args.dry_run,
         )
     if args.dry_run:
         print(

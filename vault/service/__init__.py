@@ -1,5 +1,16 @@
-"""Use cases (the recipe layer): records now; tokens, text and admin as they land."""
+"""Use cases (the recipe layer), split by domain and built together by :class:`Services`.
 
+- :mod:`~vault.service.records`: create, read, update, erase and find records;
+- :mod:`~vault.service.consent`, :mod:`~vault.service.export`,
+  :mod:`~vault.service.audit_queries`: consent, data-subject export, access history;
+- :mod:`~vault.service.tokens`, :mod:`~vault.service.grants`, :mod:`~vault.service.text`:
+  tokens for AI pipelines, reveal grants, free text;
+- :mod:`~vault.service.operations`: the operator's key and retention operations;
+- underneath: one data-key path (``_datakeys``), one reveal commit (``_reveal``), the shared
+  :class:`~vault.service._core.Core`, and the request validators (``validators``).
+"""
+
+from vault.service._core import Core
 from vault.service._keyring import Keyring, TenantKey
 from vault.service._types import (
     ConsentView,
@@ -13,11 +24,13 @@ from vault.service._types import (
 )
 from vault.service.access import Access, Caller
 from vault.service.records import RecordsService
+from vault.service.services import Services
 
 __all__ = [
     "Access",
     "Caller",
     "ConsentView",
+    "Core",
     "ErasureReceipt",
     "Export",
     "FieldOutput",
@@ -26,6 +39,7 @@ __all__ = [
     "RecordInput",
     "RecordView",
     "RecordsService",
+    "Services",
     "StoredRecord",
     "TenantKey",
 ]

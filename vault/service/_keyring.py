@@ -16,13 +16,11 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Connection
 
 from vault import crypto
-from vault.crypto import DataKey
-from vault.crypto._encoding import lp, uuid7
+from vault.crypto import DataKey, lp, uuid7
 from vault.deadline import Deadline
 from vault.errors import Conflict, DecryptionFailed
 from vault.keys import KeyManager, WrappedRef, wrapped_version
-from vault.storage import Database, TenantKeyRow, repo
-from vault.storage import _keys_repo as keys_repo
+from vault.storage import Database, TenantKeyRow, keys_repo, repo
 
 DATA = "data"
 INDEX = "index"

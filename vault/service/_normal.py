@@ -7,8 +7,13 @@ from __future__ import annotations
 from typing import Final
 
 from vault.errors import InvalidInput
-from vault.schema import DEFAULT_MAX_LENGTH, FieldClass, FieldSpec
-from vault.schema._validate import canonicalize, index_form_of_canonical
+from vault.schema import (
+    DEFAULT_MAX_LENGTH,
+    FieldClass,
+    FieldSpec,
+    canonicalize,
+    index_form_of_canonical,
+)
 
 
 class _Unknown:

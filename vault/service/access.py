@@ -35,7 +35,7 @@ from vault.errors import (
 )
 from vault.identity import Principal
 from vault.policy import Action, Policy, PolicyHolder, Purpose, Role
-from vault.storage import _access_repo as access_repo
+from vault.storage import access_repo
 
 log = logging.getLogger("vault.service.access")
 

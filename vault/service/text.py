@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from vault.deadline import Deadline
 from vault.errors import InvalidInput, PermissionDenied, VaultServiceError
 from vault.policy import Action, Output
+from vault.service._token_types import check_ttl
 from vault.service.access import Caller
 from vault.service.tokens import (
     RevealedToken,
@@ -36,6 +37,7 @@ from vault.service.tokens import (
 from vault.service.validators import check_scope, check_tenant
 from vault.text import (
     DEFAULT_MAX_TEXT_LENGTH,
+    Span,
     StreamTokenScanner,
     TextScanner,
     TokenMatch,
@@ -145,28 +147,23 @@ class TextService:
 
         Raises:
             PermissionDenied: the role may not create tokens (audited).
-            InvalidInput: no texts, too many, too long (``texts[i]``), a bad scope or region.
+            InvalidInput: no texts, too many, too long (``texts[i]``), a bad scope, region or
+                ``ttl_seconds``.
             Unavailable: as for Tokenize; nothing was written.
         """
         check_tenant(tenant)
         # authorized before any input is looked at: a caller who may not tokenize gets an
         # audited PERMISSION_DENIED, not a hint about its input
-        self.tokens.access.authorize(caller, Action.TOKEN_CREATE, tenant=tenant, deadline=deadline)
+        self.tokens.core.access.authorize(
+            caller, Action.TOKEN_CREATE, tenant=tenant, deadline=deadline
+        )
         if not texts:
             raise InvalidInput("texts", "at least one text is required")
         if len(texts) > MAX_TEXTS:
             raise InvalidInput("texts", f"at most {MAX_TEXTS} texts per call")
         check_scope(scope)
-        region = (default_region or "US").upper()
-        try:
-            scanner = self._scanner(region)
-        except ValueError:
-            raise InvalidInput("default_region", "not a known region code") from None
-        found = []
-        for i, text in enumerate(texts):
-            if len(text) > scanner.max_length:
-                raise InvalidInput(f"texts[{i}]", f"longer than {scanner.max_length} characters")
-            found.append(scanner.find_spans(text))
+        check_ttl(ttl_seconds)
+        found = self._spans(texts, default_region)
         items = [
             TokenizeItem(
                 text[s.start : s.end],
@@ -188,35 +185,27 @@ class TextService:
                 # a span the class refuses (too long for it): say which text, not which value
                 raise InvalidInput("texts", "holds a value its class does not accept") from None
             raise
-        out: list[RedactedText] = []
-        for text, spans in zip(texts, found, strict=True):
-            pieces: list[str] = []
-            made: list[TextSpan] = []
-            placed: set[tuple[int, str]] = set()  # (offset in the redacted text, token)
-            at = length = 0
-            for s in spans:
-                token = next(tokens)
-                pieces += [text[at : s.start], token]
-                length += s.start - at
-                placed.add((length, token))
-                length += len(token)
-                made.append(TextSpan(s.field_class, s.start, s.end, token))
-                at = s.end
-            pieces.append(text[at:])
-            redacted = "".join(pieces)
-            glued = len(placed - {(m.start, m.token) for m in find_tokens(redacted).tokens})
-            if glued:
-                # e.g. "tel+4420..." gives "teltok_phone_...": still redacted, but a token glued
-                # to letters before it is not a token to RevealText (counts only: no values);
-                # tokens the text already held are not counted (they were not made here)
-                log.warning(
-                    "%d of %d tokens in a redacted text are glued to adjacent characters and "
-                    "will not be re-identified",
-                    glued,
-                    len(made),
-                )
-            out.append(RedactedText(redacted, tuple(made)))
-        return out
+        return [
+            _redacted(text, spans, [next(tokens) for _ in spans])
+            for text, spans in zip(texts, found, strict=True)
+        ]
+
+    def _spans(self, texts: Sequence[str], default_region: str) -> list[list[Span]]:
+        """The PII spans of each text, found by the region's scanner.
+
+        Raises: InvalidInput (``default_region`` unknown, ``texts[i]`` too long).
+        """
+        region = (default_region or "US").upper()
+        try:
+            scanner = self._scanner(region)
+        except ValueError:
+            raise InvalidInput("default_region", "not a known region code") from None
+        found = []
+        for i, text in enumerate(texts):
+            if len(text) > scanner.max_length:
+                raise InvalidInput(f"texts[{i}]", f"longer than {scanner.max_length} characters")
+            found.append(scanner.find_spans(text))
+        return found
 
     # --- reveal ------------------------------------------------------------------------------
 
@@ -379,6 +368,35 @@ class TextService:
             deadline=deadline,
         )
         return {r.token: r for r in results}
+
+
+def _redacted(text: str, spans: Sequence[Span], tokens: Sequence[str]) -> RedactedText:
+    """``text`` with each span replaced by its token."""
+    pieces: list[str] = []
+    made: list[TextSpan] = []
+    placed: set[tuple[int, str]] = set()  # (offset in the redacted text, token)
+    at = length = 0
+    for s, token in zip(spans, tokens, strict=True):
+        pieces += [text[at : s.start], token]
+        length += s.start - at
+        placed.add((length, token))
+        length += len(token)
+        made.append(TextSpan(s.field_class, s.start, s.end, token))
+        at = s.end
+    pieces.append(text[at:])
+    redacted = "".join(pieces)
+    glued = len(placed - {(m.start, m.token) for m in find_tokens(redacted).tokens})
+    if glued:
+        # e.g. "tel+4420..." gives "teltok_phone_...": still redacted, but a token glued
+        # to letters before it is not a token to RevealText (counts only: no values);
+        # tokens the text already held are not counted (they were not made here)
+        log.warning(
+            "%d of %d tokens in a redacted text are glued to adjacent characters and "
+            "will not be re-identified",
+            glued,
+            len(made),
+        )
+    return RedactedText(redacted, tuple(made))
 
 
 def _well_formed(pieces: Sequence[str | TokenMatch]) -> list[TokenMatch]:

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import grpc
 
-import vault.client
+import vault.client._channel
 from tests.support import (
     SAMPLE,
     SAMPLE_POLICY,
@@ -63,7 +63,7 @@ from vault.policy import (
     mask,
 )
 from vault.schema import FieldClass, load_schema
-from vault.service import Access, RecordsService
+from vault.service import Access, Core, RecordsService, Services
 from vault.service._normal import canonical_or_none
 from vault.service.tokens import FPE_CLASSES, TokenKind
 from vault.storage import Database
@@ -861,7 +861,7 @@ class RecordingClient(VaultClient):
                 responses.append(response)
         except grpc.RpcError as exc:
             # through the module, so that the session's error-message scan sees it too
-            error = vault.client._error(exc)
+            error = vault.client._channel._error(exc)
             return Outcome(responses, error, exc.code(), responses)
         return Outcome(responses, None, grpc.StatusCode.OK, responses)
 
@@ -945,8 +945,8 @@ def start_policy_server(
     )
     holder = PolicyHolder(policy)
     access = Access(holder, audit) if clock is None else Access(holder, audit, clock=clock)
-    service = RecordsService(db, keys, load_schema(), access)
-    return start_server(service, "127.0.0.1:0", authenticator=authenticator())
+    service = RecordsService(Core(db, keys, load_schema(), access))
+    return start_server(Services.over(service.core), "127.0.0.1:0", authenticator=authenticator())
 
 
 # --- leak scanning -------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from vault.keys._wrapper import UnwrapItem, WrapItem
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
-from vault.service import Access, RecordInput, RecordsService
+from vault.service import Access, Core, RecordInput, RecordsService, Services
 from vault.storage import Database, upgrade
 from vault.testing import InMemoryKeyWrapper
 
@@ -219,8 +219,10 @@ def test_audit_key_unreachable_fails_reveals_closed(
     assert tenant_key_ids
     # warm exactly the record's tenant keys in the replica (one key-server call, through the
     # proxy); the audit key stays wrapped
-    replica.keyring.by_ids(tenant, tenant_key_ids, deadline=Deadline.after(10))
-    running = start_server(replica, "127.0.0.1:0", authenticator=authenticator())
+    replica.core.keyring.by_ids(tenant, tenant_key_ids, deadline=Deadline.after(10))
+    running = start_server(
+        Services.over(replica.core), "127.0.0.1:0", authenticator=authenticator()
+    )
     try:
         with VaultClient(
             running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=10
@@ -280,7 +282,7 @@ def _in_memory_service(db: Database, wrapper: AuditKeyOutage) -> RecordsService:
     """A fresh process: new key caches over the same (in-memory) key server."""
     keys = KeyManager(wrapper)
     audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
-    return RecordsService(db, keys, load_schema(), Access(PolicyHolder(TEST_POLICY), audit))
+    return RecordsService(Core(db, keys, load_schema(), Access(PolicyHolder(TEST_POLICY), audit)))
 
 
 @pytest.fixture
@@ -316,7 +318,7 @@ def test_only_the_audit_key_down_fails_writes_and_reveals(fresh_sqlite: Database
     # ... then a fresh process, while only the audit key is down, over real gRPC
     wrapper.audit_down = True
     fresh = _in_memory_service(fresh_sqlite, wrapper)
-    running = start_server(fresh, "127.0.0.1:0", authenticator=authenticator())
+    running = start_server(Services.over(fresh.core), "127.0.0.1:0", authenticator=authenticator())
     try:
         with (
             VaultClient(running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=10) as vc,

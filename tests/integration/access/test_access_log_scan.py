@@ -29,7 +29,7 @@ from nacl.public import PrivateKey
 from sqlalchemy import text
 from stdnum import iban as stdnum_iban
 
-import vault.client
+import vault.client._channel
 from tests.integration.access.access_support import authenticator_with, policy_text
 from tests.support import (
     ADMIN,
@@ -48,7 +48,7 @@ from vault.client import VaultClient
 from vault.deadline import Deadline
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.schema import load_schema
-from vault.service import RecordInput, RecordsService
+from vault.service import RecordInput, RecordsService, Services
 from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
@@ -173,7 +173,7 @@ class _RaisedRpcError(Protocol):
 @pytest.fixture
 def evidence(monkeypatch: pytest.MonkeyPatch) -> Evidence:
     found = Evidence()
-    original = vault.client._error
+    original = vault.client._channel._error
 
     def recording(exc: grpc.RpcError) -> errors.VaultServiceError:
         raised = cast(_RaisedRpcError, exc)
@@ -186,7 +186,7 @@ def evidence(monkeypatch: pytest.MonkeyPatch) -> Evidence:
         found.add("grpc.repr", repr(exc))
         return original(exc)
 
-    monkeypatch.setattr(vault.client, "_error", recording)
+    monkeypatch.setattr(vault.client._channel, "_error", recording)
     return found
 
 
@@ -394,7 +394,7 @@ def _scenario(
         proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 8200)
         cold = make_service(database, openbao, url=f"http://{proxy.address}")
         authn, _ = authenticator_with()
-        cold_server = start_server(cold, "127.0.0.1:0", authenticator=authn)
+        cold_server = start_server(Services.over(cold.core), "127.0.0.1:0", authenticator=authn)
         try:
             proxy.cut()
             with VaultClient(
@@ -442,7 +442,9 @@ def test_no_plaintext_in_logs_audit_or_errors(
     sink = JsonLinesSink(jsonl)
     service = make_service(database, openbao, policy=policy, sinks=[sink])
     authn, keys = authenticator_with(*PRINCIPALS)
-    running = start_server(service, "127.0.0.1:0", authenticator=authn, health_interval=0.2)
+    running = start_server(
+        Services.over(service.core), "127.0.0.1:0", authenticator=authn, health_interval=0.2
+    )
     try:
         ids = _scenario(evidence, service, database, openbao, running.address, keys, tenant)
     finally:

@@ -129,7 +129,7 @@ from vault.keys import KeyManager
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import Action, Output, PolicyHolder, load_policy
 from vault.schema import FieldClass, load_schema
-from vault.service import Access, RecordsService
+from vault.service import Access, Core, RecordsService, Services
 from vault.service.tokens import FPE_CLASSES, TokenKind
 from vault.service.validators import GRANT_RE
 from vault.storage import Database
@@ -170,7 +170,7 @@ class Matrix:
 def matrix(request: pytest.FixtureRequest, openbao: OpenBaoDevServer) -> Iterator[Matrix]:
     db = Database(str(request.getfixturevalue(f"{request.param}_url")))
     server = start_server(
-        make_service(db, openbao, policy=SAMPLE_POLICY),
+        Services.over(make_service(db, openbao, policy=SAMPLE_POLICY).core),
         "127.0.0.1:0",
         authenticator=authenticator(),
     )
@@ -1181,8 +1181,8 @@ def limited(matrix: Matrix, openbao: OpenBaoDevServer) -> Iterator[Limited]:
         matrix.db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False
     )
     access = Access(PolicyHolder(SAMPLE_POLICY), audit, clock=lambda: float(pinned))
-    service = RecordsService(matrix.db, keys, load_schema(), access)
-    server = start_server(service, "127.0.0.1:0", authenticator=authenticator())
+    service = RecordsService(Core(matrix.db, keys, load_schema(), access))
+    server = start_server(Services.over(service.core), "127.0.0.1:0", authenticator=authenticator())
     clients = {
         role: RecordingClient(server.address, api_key=api_key_of(role), timeout=30)
         for role in LIMITED

@@ -30,7 +30,7 @@ from vault.keys import KeyManager
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
-from vault.service import Access, RecordsService
+from vault.service import Access, Core, RecordsService, Services
 from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
@@ -59,10 +59,10 @@ def served(sqlite_url: str, openbao: OpenBaoDevServer, tmp_path: Path) -> Iterat
     keys = KeyManager(make_wrapper(openbao))
     audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
     holder = PolicyHolder(path, poll_interval=0.2)
-    service = RecordsService(db, keys, load_schema(), Access(holder, audit))
+    service = RecordsService(Core(db, keys, load_schema(), Access(holder, audit)))
     authn, api_keys = authenticator_with(AGENT)
     holder.start_watching()
-    running = start_server(service, "127.0.0.1:0", authenticator=authn)
+    running = start_server(Services.over(service.core), "127.0.0.1:0", authenticator=authn)
     try:
         yield Served(holder, path, running, api_keys[AGENT])
     finally:

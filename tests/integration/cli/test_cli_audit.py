@@ -20,7 +20,7 @@ from vault.keys import KeyManager, KvCheckpointStore, TokenAuth
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
-from vault.service import Access, RecordInput, RecordsService
+from vault.service import Access, Core, RecordInput, RecordsService
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -69,7 +69,7 @@ def audited(
         openbao.url, TokenAuth(openbao.root_token, renew=False), path=f"cvault/audit/{tenant}"
     )
     audit = AuditLog(db, keys, checkpoint=checkpoint, checkpoint_in_background=False)
-    svc = RecordsService(db, keys, load_schema(), Access(PolicyHolder(TEST_POLICY), audit))
+    svc = RecordsService(Core(db, keys, load_schema(), Access(PolicyHolder(TEST_POLICY), audit)))
     dl = Deadline.after(60)
     recs = svc.create(ADMIN, tenant, [RecordInput(dict(SAMPLE))] * 3, deadline=dl)
     for r in recs:
@@ -145,7 +145,7 @@ def test_verify_names_the_tampered_row(
 
 
 def _cvault_checkpoint(svc: RecordsService) -> bool:
-    return svc.audit.checkpoint_now(deadline=Deadline.after(60)).ok
+    return svc.core.audit.checkpoint_now(deadline=Deadline.after(60)).ok
 
 
 def test_query_answers_who_saw_the_record(

@@ -17,8 +17,10 @@ from vault.deadline import Deadline
 from vault.keys import KeyManager
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
-from vault.service import Access, Keyring
-from vault.service.tokens import TokenizeItem, TokensService
+from vault.schema import load_schema
+from vault.service import Access
+from vault.service.services import Services
+from vault.service.tokens import TokenizeItem
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -30,7 +32,9 @@ def test_purge_deletes_expired_tokens_only(tmp_path: Path, openbao: OpenBaoDevSe
     db = Database(url)
     keys = KeyManager(make_wrapper(openbao))
     audit = AuditLog(db, keys, checkpoint_in_background=False)
-    service = TokensService(db, keys, Access(PolicyHolder(TEST_POLICY), audit), Keyring(db, keys))
+    service = Services.build(
+        db, keys, load_schema(), Access(PolicyHolder(TEST_POLICY), audit)
+    ).tokens
     tenant = f"t{uuid.uuid4().hex[:10]}"
     dl = Deadline.after(60)
     tokens = service.tokenize(

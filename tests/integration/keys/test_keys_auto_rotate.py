@@ -19,7 +19,7 @@ from vault.errors import ConfigError
 from vault.keys import FieldKeyAdmin
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput
-from vault.service.keyops import key_status
+from vault.service.operations import key_status
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -70,7 +70,7 @@ def test_auto_rotate_follows_the_schedule(bao: OpenBaoDevServer, tmp_path: Path)
     assert {t.current_version for t in status.tenants} == {2}
     fresh = make_service(db, bao)
     view = fresh.get(ADMIN, "acme", stored.record_id, deadline=Deadline.after(60))
-    assert {n: f.value for n, f in view.fields.items()} == fresh.schema.validate(record)
+    assert {n: f.value for n, f in view.fields.items()} == fresh.core.schema.validate(record)
     db.dispose()
 
 

@@ -20,7 +20,7 @@ from vault.errors import KeyServerPermissionDenied, KeyServerRejected
 from vault.keys import FieldKeyAdmin
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput, RecordsService
-from vault.service.keyops import key_status, retire, rotate_field, rotate_tenant, trim
+from vault.service.operations import key_status, retire, rotate_field, rotate_tenant, trim
 from vault.storage import Database
 
 pytestmark = [pytest.mark.openbao, pytest.mark.slow]
@@ -53,10 +53,10 @@ def test_five_full_cycles_for_two_classes(bao: OpenBaoDevServer, db: Database) -
                 ADMIN, tenant, [RecordInput(r) for r in recs], deadline=Deadline.after(60)
             )
             for rec, s in zip(recs, stored, strict=True):
-                written[s.record_id] = svc.schema.validate(rec)
+                written[s.record_id] = svc.core.schema.validate(rec)
             for c in CYCLED:
                 assert rotate_field(db, admin, c).version == cycle + 1
-                assert rotate_tenant(db, svc.keyring, tenant, c).version == cycle + 1
+                assert rotate_tenant(svc.core, tenant, c).version == cycle + 1
                 assert retire(db, admin, c) == cycle + 1, f"cycle {cycle}: retire {c}"
                 assert trim(db, admin, c) == cycle + 1, f"cycle {cycle}: trim {c}"
             infos = {c: admin.info(c) for c in CYCLED}

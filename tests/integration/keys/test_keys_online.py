@@ -65,9 +65,9 @@ from vault.keys import (
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
-from vault.service import Access, Keyring, RecordInput, RecordsService, RecordView
+from vault.service import Access, Core, Keyring, RecordInput, RecordsService, RecordView, Services
 from vault.service._keyring import TenantKey
-from vault.service.keyops import (
+from vault.service.operations import (
     KeyOpRefused,
     KeyStatus,
     key_status,
@@ -76,9 +76,8 @@ from vault.service.keyops import (
     rotate_tenant,
     trim,
 )
-from vault.service.tokens import TokenizeItem, TokenKind, TokensService
-from vault.storage import Database, upgrade
-from vault.storage import _keys_repo as keys_repo
+from vault.service.tokens import TokenizeItem, TokenKind
+from vault.storage import Database, keys_repo, upgrade
 
 pytestmark = pytest.mark.openbao
 
@@ -111,7 +110,7 @@ def _service(db: Database, keys: KeyManager, keyring: Keyring | None = None) -> 
         checkpoint_in_background=False,
     )
     access = Access(PolicyHolder(TEST_POLICY), audit)
-    return RecordsService(db, keys, load_schema(), access, keyring=keyring)
+    return RecordsService(Core(db, keys, load_schema(), access, keyring=keyring))
 
 
 def _server_service(db: Database, bao: OpenBaoDevServer, caches: str) -> RecordsService:
@@ -291,14 +290,15 @@ def _seed(
     svc: RecordsService, tenants: list[str], per_tenant: int
 ) -> tuple[list[tuple[str, str, dict[str, str]]], list[tuple[str, str, str]]]:
     """Records (in every class of sample_record) and pool tokens for each tenant."""
-    tokens_svc = TokensService(svc.db, svc.keys, svc.access, svc.keyring)
+    tokens_svc = Services.over(svc.core).tokens
     records: list[tuple[str, str, dict[str, str]]] = []
     tokens: list[tuple[str, str, str]] = []
     for n, tenant in enumerate(tenants):
         recs = [sample_record(1000 * n + i) for i in range(per_tenant)]
         stored = svc.create(ADMIN, tenant, [RecordInput(r) for r in recs], deadline=_dl())
         records += [
-            (tenant, s.record_id, svc.schema.validate(r)) for r, s in zip(recs, stored, strict=True)
+            (tenant, s.record_id, svc.core.schema.validate(r))
+            for r, s in zip(recs, stored, strict=True)
         ]
         values = [_email(f"seed{n}t{i}") for i in range(3)]
         kinds = [TokenKind.RANDOM, TokenKind.RANDOM, TokenKind.DETERMINISTIC]
@@ -331,7 +331,7 @@ def _unreadable(
                 continue
             if {n: f.value for n, f in view.fields.items()} != expected:
                 bad.append(f"record {tenant}/{rid}: wrong value")
-        tokens_svc = TokensService(fresh.db, fresh.keys, fresh.access, fresh.keyring)
+        tokens_svc = Services.over(fresh.core).tokens
         by_tenant: dict[str, list[tuple[str, str]]] = {}
         for tenant, token, value in tokens:
             by_tenant.setdefault(tenant, []).append((token, value))
@@ -415,7 +415,7 @@ def test_rotation_under_load_fails_no_call_and_loses_nothing(
 
     # the server is a process of its own: its key caches start empty
     running = start_server(
-        _server_service(db, bao, caches),
+        Services.over(_server_service(db, bao, caches).core),
         "127.0.0.1:0",
         authenticator=authenticator(),
         health_interval=0.5,
@@ -424,7 +424,7 @@ def test_rotation_under_load_fails_no_call_and_loses_nothing(
     # the operator's process: its own connections and key caches
     op_db = Database(private_url)
     op_wrapper = make_wrapper(bao)
-    keyring = Keyring(op_db, KeyManager(op_wrapper))
+    op_core = _service(op_db, KeyManager(op_wrapper)).core
     refused: list[str] = []
 
     def step(name: str, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
@@ -452,8 +452,7 @@ def test_rotation_under_load_fails_no_call_and_loses_nothing(
             step(
                 f"rotate_tenant {tenant}/{c}",
                 rotate_tenant,
-                op_db,
-                keyring,
+                op_core,
                 tenant,
                 c,
                 batch=BATCH,
@@ -745,7 +744,10 @@ def test_new_tenant_keys_wrapped_just_before_rotate_field_are_not_lost(
     stored = out["result"]
     assert isinstance(stored, list), repr(stored)
     unreadable = _unreadable(
-        private_sqlite_url, bao, [("newco", stored[0].record_id, svc.schema.validate(fields))], []
+        private_sqlite_url,
+        bao,
+        [("newco", stored[0].record_id, svc.core.schema.validate(fields))],
+        [],
     )
     db.dispose()
     assert unreadable == [], f"after rotate-field, retire and trim (refused: {refused})"
@@ -768,7 +770,7 @@ def test_a_read_meeting_the_end_of_rotate_tenant_does_not_fail(
     )
     try:
         assert keyring.paused.wait(STALL_SECONDS)
-        report = rotate_tenant(db, Keyring(db, KeyManager(make_wrapper(bao))), "acme", "email")
+        report = rotate_tenant(_service(db, KeyManager(make_wrapper(bao))).core, "acme", "email")
     finally:
         keyring.go.set()
         thread.join(STALL_SECONDS)
@@ -776,4 +778,4 @@ def test_a_read_meeting_the_end_of_rotate_tenant_does_not_fail(
     assert report.destroyed == 1
     view = out["result"]
     assert isinstance(view, RecordView), repr(view)
-    assert {n: f.value for n, f in view.fields.items()} == svc.schema.validate(fields)
+    assert {n: f.value for n, f in view.fields.items()} == svc.core.schema.validate(fields)

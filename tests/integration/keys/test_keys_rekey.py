@@ -15,7 +15,9 @@ from tests.support import ADMIN, KEY_PREFIX, make_service, sample_record
 from vault.deadline import Deadline
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput
-from vault.service.tokens import TokenizeItem, TokensService
+from vault.service.operations import rekey
+from vault.service.services import Services
+from vault.service.tokens import TokenizeItem
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -30,7 +32,7 @@ def test_rekey_record_and_tenant(openbao: OpenBaoDevServer, tmp_path: Path) -> N
     upgrade(url)
     db = Database(url)
     svc = make_service(db, openbao)
-    tokens = TokensService(svc.db, svc.keys, svc.access, svc.keyring)
+    tokens = Services.over(svc.core).tokens
     recs = [sample_record(50 + i) for i in range(3)]
     stored = svc.create(ADMIN, "acme", [RecordInput(r) for r in recs], deadline=_dl())
     rid = stored[0].record_id
@@ -43,14 +45,14 @@ def test_rekey_record_and_tenant(openbao: OpenBaoDevServer, tmp_path: Path) -> N
             for r in conn.execute(text("SELECT * FROM data_keys WHERE record_id = :r"), {"r": rid})
         }
 
-    new_ids = svc.rekey("acme", rid, deadline=_dl())
+    new_ids = rekey(svc.core, "acme", rid, deadline=_dl())
     assert len(new_ids) == len(old)
     assert not set(new_ids) & set(old)
     fresh = make_service(db, openbao)
     view = fresh.get(ADMIN, "acme", rid, deadline=_dl())
-    assert {n: f.value for n, f in view.fields.items()} == fresh.schema.validate(recs[0])
+    assert {n: f.value for n, f in view.fields.items()} == fresh.core.schema.validate(recs[0])
     assert view.version == 2
-    again = TokensService(fresh.db, fresh.keys, fresh.access, fresh.keyring)
+    again = Services.over(fresh.core).tokens
     assert again.reveal(ADMIN, "acme", [linked], deadline=_dl())[0].value == recs[0]["email"]
     assert fresh.find(ADMIN, "acme", {"email": recs[0]["email"]}, deadline=_dl()) == [rid]
     with db.engine.connect() as conn:
@@ -114,7 +116,7 @@ def test_rekey_record_and_tenant(openbao: OpenBaoDevServer, tmp_path: Path) -> N
     latest = make_service(db, openbao)
     for rec, s in zip(recs, stored, strict=True):
         view = latest.get(ADMIN, "acme", s.record_id, deadline=_dl())
-        assert {n: f.value for n, f in view.fields.items()} == latest.schema.validate(rec)
+        assert {n: f.value for n, f in view.fields.items()} == latest.core.schema.validate(rec)
     with db.engine.connect() as conn:
         rekeyed = conn.execute(
             text("SELECT count(*) FROM audit_events WHERE action = 'admin.keys.rekey'")

@@ -14,8 +14,9 @@ from tests.support import ADMIN, KEY_PREFIX, TEST_POLICY, make_service, sample_r
 from vault.deadline import Deadline
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput
-from vault.service.keyops import key_status, rotate_index
-from vault.service.tokens import TokenizeItem, TokenKind, TokensService
+from vault.service.operations import key_status, rotate_index
+from vault.service.services import Services
+from vault.service.tokens import TokenizeItem, TokenKind
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -32,7 +33,7 @@ def test_find_and_deterministic_tokens_keep_working(
     upgrade(url)
     db = Database(url)
     svc = make_service(db, openbao)
-    tokens = TokensService(svc.db, svc.keys, svc.access, svc.keyring)
+    tokens = Services.over(svc.core).tokens
     recs = [sample_record(80 + i) for i in range(7)]
     stored = svc.create(ADMIN, "acme", [RecordInput(r) for r in recs], deadline=_dl())
     det = [TokenizeItem(r["email"], "email", TokenKind.DETERMINISTIC, scope="s") for r in recs]
@@ -49,7 +50,7 @@ def test_find_and_deterministic_tokens_keep_working(
     # a record written mid-rotation is indexed under the new key and found too
     late = sample_record(99)
     [late_stored] = svc.create(ADMIN, "acme", [RecordInput(late)], deadline=_dl())
-    report = rotate_index(svc, "acme", "email", batch=2, between_batches=still_answering)
+    report = rotate_index(svc.core, "acme", "email", batch=2, between_batches=still_answering)
     assert checks >= 3
     assert (report.version, report.started, report.indexed) == (2, True, 8)
     assert report.dropped == 8

@@ -22,8 +22,9 @@ from vault.keys import FieldKeyAdmin, WrapItem
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput, RecordsService
 from vault.service._keyring import key_aad
-from vault.service.keyops import KeyOpRefused, key_status, retire, rotate_field, trim
-from vault.service.tokens import TokenizeItem, TokensService
+from vault.service.operations import KeyOpRefused, key_status, retire, rotate_field, trim
+from vault.service.services import Services
+from vault.service.tokens import TokenizeItem
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -45,7 +46,7 @@ def test_rotate_retire_trim_every_class(bao: OpenBaoDevServer, tmp_path: Path) -
     upgrade(f"sqlite:///{path}")
     db = Database(f"sqlite:///{path}")
     svc = make_service(db, bao)
-    tokens = TokensService(svc.db, svc.keys, svc.access, svc.keyring)
+    tokens = Services.over(svc.core).tokens
     tenants = [f"t{uuid.uuid4().hex[:8]}" for _ in range(2)]
     written: dict[tuple[str, str], dict[str, str]] = {}
     for n, tenant in enumerate(tenants):
@@ -55,7 +56,7 @@ def test_rotate_retire_trim_every_class(bao: OpenBaoDevServer, tmp_path: Path) -
             svc.create(ADMIN, tenant, [RecordInput(r) for r in recs], deadline=_dl()),
             strict=True,
         ):
-            written[(tenant, stored.record_id)] = svc.schema.validate(rec)
+            written[(tenant, stored.record_id)] = svc.core.schema.validate(rec)
     [token] = tokens.tokenize(
         ADMIN, tenants[0], [TokenizeItem("pool@example.org", "email")], deadline=_dl()
     )
@@ -68,9 +69,9 @@ def test_rotate_retire_trim_every_class(bao: OpenBaoDevServer, tmp_path: Path) -
             )
         ).one()
     binding = key_aad(row.tenant, row.field_class, row.kind, row.version, row.id)
-    key = svc.keys.tenant_keys.get(row.id)
+    key = svc.core.keys.tenant_keys.get(row.id)
     assert key is not None  # made by this process, so cached
-    [legacy] = svc.keys.wrapper.wrap("email", [WrapItem(key, binding)])
+    [legacy] = svc.core.keys.wrapper.wrap("email", [WrapItem(key, binding)])
     with db.engine.begin() as conn:
         conn.execute(
             text("UPDATE tenant_keys SET wrapped = :w WHERE id = :i"), {"w": legacy, "i": row.id}
@@ -116,7 +117,7 @@ def test_rotate_retire_trim_every_class(bao: OpenBaoDevServer, tmp_path: Path) -
     fresh = make_service(db, bao)
     for (tenant, rid), values in written.items():
         assert _values(fresh, tenant, rid) == values
-    again = TokensService(fresh.db, fresh.keys, fresh.access, fresh.keyring)
+    again = Services.over(fresh.core).tokens
     assert again.reveal(ADMIN, tenants[0], [token], deadline=_dl())[0].value == "pool@example.org"
 
     # the copy taken before the rotations holds keys wrapped under trimmed versions only
@@ -170,5 +171,5 @@ def test_key_commands(bao: OpenBaoDevServer, tmp_path: Path) -> None:
         ]
     assert {"admin.keys.rotate-field", "admin.keys.retire", "admin.keys.trim"} <= set(actions)
     fresh = make_service(db, bao)
-    assert _values(fresh, "acme", stored.record_id) == svc.schema.validate(record)
+    assert _values(fresh, "acme", stored.record_id) == svc.core.schema.validate(record)
     db.dispose()

@@ -26,8 +26,9 @@ from vault.deadline import Deadline
 from vault.keys import field_key_info, wrapped_version
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput
-from vault.service.keyops import format_status, key_status
-from vault.service.tokens import TokenizeItem, TokensService
+from vault.service.operations import format_status, key_status
+from vault.service.services import Services
+from vault.service.tokens import TokenizeItem
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -56,7 +57,7 @@ def test_status_counts_what_each_version_wraps(
 ) -> None:
     database, _ = db
     records = make_service(database, bao)
-    tokens = TokensService(records.db, records.keys, records.access, records.keyring)
+    tokens = Services.over(records.core).tokens
     dl = Deadline.after(60)
     t1, t2 = f"a{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}"
     records.create(ADMIN, t1, [RecordInput(sample_record(i)) for i in range(3)], deadline=dl)

@@ -22,9 +22,9 @@ from vault.deadline import Deadline
 from vault.errors import VaultServiceError
 from vault.keys import FieldKeyAdmin
 from vault.keys.openbao_dev import OpenBaoDevServer
-from vault.service import Keyring, RecordInput, RecordsService
+from vault.service import RecordInput, RecordsService
 from vault.service._keyring import DATA
-from vault.service.keyops import (
+from vault.service.operations import (
     ShredStatus,
     key_status,
     retire,
@@ -33,7 +33,8 @@ from vault.service.keyops import (
     shred_report,
     trim,
 )
-from vault.service.tokens import TokenizeItem, TokensService
+from vault.service.services import Services
+from vault.service.tokens import TokenizeItem
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -60,13 +61,12 @@ def test_rotate_tenant_rewraps_locally_and_resumes(bao: OpenBaoDevServer, tmp_pa
     recs = [sample_record(i) for i in range(5)]
     stored = svc.create(ADMIN, tenant, [RecordInput(r) for r in recs], deadline=_dl())
     svc.create(ADMIN, other, [RecordInput(sample_record(7))], deadline=_dl())
-    tokens = TokensService(svc.db, svc.keys, svc.access, svc.keyring)
+    tokens = Services.over(svc.core).tokens
     [token] = tokens.tokenize(
         ADMIN, tenant, [TokenizeItem("pool@example.org", "email")], deadline=_dl()
     )
-    keyring = Keyring(db, svc.keys)
 
-    report = rotate_tenant(db, keyring, tenant, "email", batch=2)
+    report = rotate_tenant(svc.core, tenant, "email", batch=2)
     assert (report.version, report.started, report.rewrapped, report.destroyed) == (2, True, 6, 1)
 
     # stopped part-way through the next rotation, then run again: it resumes at version 3
@@ -74,8 +74,8 @@ def test_rotate_tenant_rewraps_locally_and_resumes(bao: OpenBaoDevServer, tmp_pa
         raise _Stop
 
     with pytest.raises(_Stop):
-        rotate_tenant(db, keyring, tenant, "email", batch=2, progress=stop_after_first)
-    resumed = rotate_tenant(db, keyring, tenant, "email", batch=2)
+        rotate_tenant(svc.core, tenant, "email", batch=2, progress=stop_after_first)
+    resumed = rotate_tenant(svc.core, tenant, "email", batch=2)
     assert (resumed.version, resumed.started, resumed.rewrapped, resumed.destroyed) == (
         3,
         False,
@@ -91,8 +91,8 @@ def test_rotate_tenant_rewraps_locally_and_resumes(bao: OpenBaoDevServer, tmp_pa
 
     fresh = make_service(db, bao)
     for rec, s in zip(recs, stored, strict=True):
-        assert _values(fresh, tenant, s.record_id) == fresh.schema.validate(rec)
-    again = TokensService(fresh.db, fresh.keys, fresh.access, fresh.keyring)
+        assert _values(fresh, tenant, s.record_id) == fresh.core.schema.validate(rec)
+    again = Services.over(fresh.core).tokens
     assert again.reveal(ADMIN, tenant, [token], deadline=_dl())[0].value == "pool@example.org"
     db.dispose()
 
@@ -131,7 +131,6 @@ def test_backup_of_an_erased_record_is_dead_after_tenant_then_field_rotation(
     assert any("rotate-tenant" in p for p in before.pending)
     assert any("trim" in p for p in before.pending)
 
-    keyring = Keyring(db, svc.keys)
     with db.engine.connect() as conn:
         classes = sorted(
             conn.execute(
@@ -140,7 +139,7 @@ def test_backup_of_an_erased_record_is_dead_after_tenant_then_field_rotation(
             ).scalars()
         )
     for c in classes:
-        rotate_tenant(db, keyring, tenant, c)
+        rotate_tenant(svc.core, tenant, c)
     halfway = report()
     assert not halfway.complete
     assert not any("rotate-tenant" in p for p in halfway.pending)
@@ -162,7 +161,7 @@ def test_backup_of_an_erased_record_is_dead_after_tenant_then_field_rotation(
     old.dispose()
     fresh = make_service(db, bao)
     for rec, s in zip(recs[1:], stored[1:], strict=True):
-        assert _values(fresh, tenant, s.record_id) == fresh.schema.validate(rec)
+        assert _values(fresh, tenant, s.record_id) == fresh.core.schema.validate(rec)
     with db.engine.connect() as conn:
         versions = set(
             conn.execute(
@@ -200,7 +199,7 @@ def test_rotate_tenant_command(bao: OpenBaoDevServer, tmp_path: Path) -> None:
         in done.stdout
     )
     fresh = make_service(db, bao)
-    assert _values(fresh, "acme", s.record_id) == fresh.schema.validate(record)
+    assert _values(fresh, "acme", s.record_id) == fresh.core.schema.validate(record)
     svc.delete(ADMIN, "acme", s.record_id, deadline=_dl())
     shred = subprocess.run(
         [sys.executable, "-m", "vault.cli", "keys", "shred-report", "--json", "--config", str(cfg)],

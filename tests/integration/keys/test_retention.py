@@ -18,7 +18,8 @@ from vault.deadline import Deadline
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.schema import load_schema
 from vault.service import RecordInput
-from vault.service.tokens import TokenizeItem, TokensService
+from vault.service.services import Services
+from vault.service.tokens import TokenizeItem
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
@@ -45,14 +46,13 @@ def test_purge_expired(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
     upgrade(url)
     db = Database(url)
-    svc = make_service(db, openbao)
-    svc.schema = load_schema(schema)
+    svc = make_service(db, openbao, schema=schema)
     dl = Deadline.after(60)
     fresh_rec, card_rec, old_rec = sample_record(70), sample_record(71), sample_record(72)
     fresh, card, old = svc.create(
         ADMIN, "acme", [RecordInput(r) for r in (fresh_rec, card_rec, old_rec)], deadline=dl
     )
-    tokens = TokensService(svc.db, svc.keys, svc.access, svc.keyring)
+    tokens = Services.over(svc.core).tokens
     [card_token] = tokens.tokenize(
         ADMIN,
         "acme",
@@ -87,19 +87,20 @@ def test_purge_expired(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "erased 1 records; shredded 1 values past retention" in done.stdout
 
-    latest = make_service(db, openbao)
-    latest.schema = load_schema(schema)
+    latest = make_service(db, openbao, schema=schema)
     with pytest.raises(errors.Erased):
         latest.get(ADMIN, "acme", old.record_id, deadline=dl)
     view = latest.get(ADMIN, "acme", card.record_id, deadline=dl)
-    expected = latest.schema.validate(card_rec)
+    expected = latest.core.schema.validate(card_rec)
     expected.pop("card_number")
     assert {n: f.value for n, f in view.fields.items()} == expected
     assert view.version == 2
-    again = TokensService(latest.db, latest.keys, latest.access, latest.keyring)
+    again = Services.over(latest.core).tokens
     assert again.reveal(ADMIN, "acme", [card_token], deadline=dl)[0].error is not None
     untouched = latest.get(ADMIN, "acme", fresh.record_id, deadline=dl)
-    assert {n: f.value for n, f in untouched.fields.items()} == latest.schema.validate(fresh_rec)
+    assert {n: f.value for n, f in untouched.fields.items()} == latest.core.schema.validate(
+        fresh_rec
+    )
     with db.engine.connect() as conn:
         actions = sorted(
             conn.execute(

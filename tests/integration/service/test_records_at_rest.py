@@ -74,7 +74,7 @@ def test_no_plaintext_at_rest_or_in_logs(
     records.find(ADMIN, tenant, {"email": inputs[2]["email"]}, deadline=_dl())
     records.delete(ADMIN, tenant, created[3].record_id, deadline=_dl())
 
-    canonical = [records.schema.validate(f) for f in inputs]
+    canonical = [records.core.schema.validate(f) for f in inputs]
     needles = set()
     for plain in [*inputs, *canonical, {"n": "Updated note about a sensitive matter 4242"}]:
         needles |= _needles(plain)

@@ -20,8 +20,9 @@ from vault.deadline import Deadline
 from vault.errors import VaultServiceError
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordInput, RecordsService
-from vault.service.keyops import shred_report
-from vault.service.tokens import TokenError, TokenizeItem, TokensService
+from vault.service.operations import shred_report
+from vault.service.services import Services
+from vault.service.tokens import TokenError, TokenizeItem
 from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
@@ -163,7 +164,7 @@ def test_the_rest_of_a_class_moves_to_a_new_key(
     schema = tmp_path / "schema.yaml"
     schema.write_text(TWO_EMAILS)
     svc = make_service(database, openbao, schema=schema)
-    tokens = TokensService(svc.db, svc.keys, svc.access, svc.keyring)
+    tokens = Services.over(svc.core).tokens
     fields = {"email": "old.home@example.com", "work_email": "ada@work.example", "full_name": "A"}
     [stored] = svc.create(ADMIN, tenant, [RecordInput(fields)], deadline=_dl())
     rid = stored.record_id
@@ -194,7 +195,7 @@ def test_the_rest_of_a_class_moves_to_a_new_key(
     }
     keys = {r["data_key_id"] for r in _rows(database, "record_values", rid)}
     assert updated.destroyed_data_key_ids[0] not in keys
-    again = TokensService(fresh.db, fresh.keys, fresh.access, fresh.keyring)
+    again = Services.over(fresh.core).tokens
     old_rev, work_rev = again.reveal(ADMIN, tenant, [old_token, work_token], deadline=_dl())
     # the token of the replaced value went with it; the other value's token was re-sealed
     assert old_rev.error is TokenError.ERASED

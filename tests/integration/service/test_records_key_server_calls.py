@@ -8,6 +8,7 @@ from tests.support import ADMIN_KEY, TEST_PURPOSE, authenticator, make_service, 
 from vault.api import start_server
 from vault.client import VaultClient
 from vault.keys.openbao_dev import OpenBaoDevServer, audit_request_paths
+from vault.service import Services
 from vault.storage import Database
 
 pytestmark = [pytest.mark.openbao, pytest.mark.slow]
@@ -31,7 +32,9 @@ def test_openbao_requests_per_thousand_records(
     database: Database, openbao: OpenBaoDevServer, tenant: str
 ) -> None:
     service = make_service(database, openbao)
-    running = start_server(service, "127.0.0.1:0", authenticator=authenticator())
+    running = start_server(
+        Services.over(service.core), "127.0.0.1:0", authenticator=authenticator()
+    )
     try:
         with VaultClient(
             running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=120
@@ -55,7 +58,7 @@ def test_openbao_requests_per_thousand_records(
 
     # A freshly started service process (cold caches, new key-server client) reads them back.
     fresh = make_service(database, openbao)
-    running = start_server(fresh, "127.0.0.1:0", authenticator=authenticator())
+    running = start_server(Services.over(fresh.core), "127.0.0.1:0", authenticator=authenticator())
     try:
         with VaultClient(
             running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=120

@@ -22,6 +22,7 @@ from vault.api import start_server
 from vault.client import VaultClient
 from vault.errors import Unavailable
 from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.service import Services
 from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
@@ -57,7 +58,10 @@ def test_key_server_outage_fails_closed_and_recovers(
 ) -> None:
     service = make_service(database, openbao, url=f"http://{bao_proxy.address}")
     running = start_server(
-        service, "127.0.0.1:0", authenticator=authenticator(), health_interval=0.1
+        Services.over(service.core),
+        "127.0.0.1:0",
+        authenticator=authenticator(),
+        health_interval=0.1,
     )
     try:
         with VaultClient(running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=5) as vc:
@@ -73,7 +77,9 @@ def test_key_server_outage_fails_closed_and_recovers(
             assert exc.value.reason == "key_server_unavailable"
             # a fresh replica has nothing cached: reading needs the key server
             cold = make_service(database, openbao, url=f"http://{bao_proxy.address}")
-            cold_server = start_server(cold, "127.0.0.1:0", authenticator=authenticator())
+            cold_server = start_server(
+                Services.over(cold.core), "127.0.0.1:0", authenticator=authenticator()
+            )
             try:
                 with VaultClient(
                     cold_server.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=5
@@ -106,7 +112,10 @@ def test_database_outage_fails_closed_and_recovers(
     db = Database(proxied)
     service = make_service(db, openbao)
     running = start_server(
-        service, "127.0.0.1:0", authenticator=authenticator(), health_interval=0.1
+        Services.over(service.core),
+        "127.0.0.1:0",
+        authenticator=authenticator(),
+        health_interval=0.1,
     )
     try:
         with VaultClient(

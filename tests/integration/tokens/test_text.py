@@ -20,8 +20,8 @@ from vault.client import VaultClient
 from vault.deadline import Deadline
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import RecordsService
+from vault.service.services import Services
 from vault.service.text import TextService
-from vault.service.tokens import TokensService
 from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
@@ -36,7 +36,7 @@ CHAT = (
 
 
 def _texts(records: RecordsService) -> TextService:
-    return TextService(TokensService(records.db, records.keys, records.access, records.keyring))
+    return TextService(Services.over(records.core).tokens)
 
 
 def test_a_chat_is_redacted_and_restored_exactly(admin_client: VaultClient, tenant: str) -> None:

@@ -14,7 +14,7 @@ from vault import errors
 from vault.client import StreamSummary, TokenItem, VaultClient
 from vault.crypto import TOKEN_RE
 from vault.service import RecordsService
-from vault.service.tokens import TokensService
+from vault.service.services import Services
 from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
@@ -281,7 +281,7 @@ def test_purge_removes_only_expired_tokens(
             text("UPDATE tokens SET expires_at = :t WHERE tenant = :n AND token = :k"),
             {"t": datetime.now(UTC) - timedelta(seconds=1), "n": tenant, "k": gone},
         )
-    service = TokensService(records.db, records.keys, records.access, records.keyring)
+    service = Services.over(records.core).tokens
     assert service.purge_expired() >= 1
     with database.engine.connect() as conn:
         left = set(

@@ -15,6 +15,7 @@ from vault.crypto import TOKEN_DIGITS
 from vault.deadline import Deadline
 from vault.schema import DEFAULT_MAX_LENGTH, FieldClass
 from vault.service import RecordsService
+from vault.service.services import Services
 from vault.service.tokens import FPE_CLASSES, TokenizeItem, TokenKind, TokensService
 
 pytestmark = pytest.mark.openbao
@@ -64,7 +65,7 @@ def _luhn_sum(digits: str) -> int:
 
 @pytest.fixture
 def tokens(records: RecordsService) -> TokensService:
-    return TokensService(records.db, records.keys, records.access, records.keyring)
+    return Services.over(records.core).tokens
 
 
 def _deadline() -> Deadline:

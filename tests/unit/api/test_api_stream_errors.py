@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import grpc
@@ -14,7 +15,7 @@ import pytest
 from vault.api import _authn
 from vault.api.tokens import TokensServicer
 from vault.identity import AuthMethod, Principal
-from vault.service.tokens import TokensService
+from vault.service import Services
 
 
 class _Cancelled(grpc.RpcError):
@@ -49,7 +50,7 @@ def _requests() -> Iterator[object]:
 
 
 def _servicer() -> TokensServicer:
-    return TokensServicer(cast(TokensService, object()), text=cast(Any, object()))
+    return TokensServicer(cast(Services, SimpleNamespace(tokens=None, grants=None, text=None)))
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.service.service_support import (
     ServiceFactory,
-    Services,
+    Vault,
     factory_in,
     migrate,
 )
@@ -30,6 +30,6 @@ def factory(migrated_template: Path, tmp_path: Path) -> Iterator[ServiceFactory]
 
 
 @pytest.fixture
-def svc(factory: ServiceFactory) -> Services:
+def svc(factory: ServiceFactory) -> Vault:
     """The services over a fresh database, with the test policy and the default schema."""
     return factory.build()

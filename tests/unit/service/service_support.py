@@ -2,10 +2,10 @@
 server: the one place the unit tests of ``vault/service/`` construct services, so a change of
 how services are made (split, composed) changes this module and not the tests.
 
-A test gets a :class:`Services` (fixture ``svc`` in conftest.py): a fresh migrated SQLite file,
+A test gets a :class:`Vault` (fixture ``svc`` in conftest.py): a fresh migrated SQLite file,
 a :class:`FakeKeyServer` and every service over them. Use cases are reached through the
-attribute named for their domain (``svc.consent``, ``svc.exports``, ``svc.grants``, ...), even
-where one class serves several domains today.
+attribute named for their domain (``svc.consent``, ``svc.exports``, ``svc.grants``, ...), the
+services :class:`vault.service.Services` built.
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ from vault.errors import DecryptionFailed
 from vault.keys import FieldKeyAdmin, FieldKeyInfo, KeyManager, UnwrapItem, WrapItem
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
-from vault.service import Access, Keyring, RecordsService
+from vault.service import Access, Core, Keyring, RecordsService, Services
+from vault.service.audit_queries import AuditQueries
+from vault.service.consent import ConsentService
+from vault.service.export import ExportService
+from vault.service.grants import GrantsService
 from vault.service.text import TextService
-from vault.service.tokens import TokensService
+from vault.service.tokens import PoolLimits, TokensService
 from vault.storage import Database, upgrade
 from vault.testing import InMemoryKeyWrapper
 
@@ -162,7 +166,7 @@ class AuditRow:
 
 
 @dataclass
-class Services:
+class Vault:
     """Every service of one vault "process", over one database and one key server."""
 
     db: Database
@@ -171,32 +175,49 @@ class Services:
     audit: AuditLog
     policy: PolicyHolder
     access: Access
-    keyring: Keyring
-    records: RecordsService
-    tokens: TokensService
-    texts: TextService
+    services: Services
     #: builds another process over the same database and key server (fresh caches)
-    _restart: Callable[[], Services] = field(repr=False)
+    _restart: Callable[[], Vault] = field(repr=False)
 
-    # --- where each domain's use cases are served today -----------------------------------
-
-    @property
-    def consent(self) -> RecordsService:
-        return self.records
+    # --- each domain's use cases, as the composition root built them ---------------------
 
     @property
-    def exports(self) -> RecordsService:
-        return self.records
+    def core(self) -> Core:
+        return self.services.core
 
     @property
-    def audit_queries(self) -> RecordsService:
-        return self.records
+    def keyring(self) -> Keyring:
+        return self.services.core.keyring
 
     @property
-    def grants(self) -> TokensService:
-        return self.tokens
+    def records(self) -> RecordsService:
+        return self.services.records
 
-    def restart(self) -> Services:
+    @property
+    def consent(self) -> ConsentService:
+        return self.services.consent
+
+    @property
+    def exports(self) -> ExportService:
+        return self.services.exports
+
+    @property
+    def audit_queries(self) -> AuditQueries:
+        return self.services.audit_queries
+
+    @property
+    def grants(self) -> GrantsService:
+        return self.services.grants
+
+    @property
+    def tokens(self) -> TokensService:
+        return self.services.tokens
+
+    @property
+    def texts(self) -> TextService:
+        return self.services.text
+
+    def restart(self) -> Vault:
         """A second process on the same database and key server, with empty key caches."""
         return self._restart()
 
@@ -265,7 +286,7 @@ def _prefixed(where: Mapping[str, str]) -> dict[str, str]:
 
 
 class ServiceFactory:
-    """Makes :class:`Services` over fresh copies of one migrated SQLite file; closes them."""
+    """Makes :class:`Vault` over fresh copies of one migrated SQLite file; closes them."""
 
     def __init__(self, template: Path, directory: Path) -> None:
         self._template = template
@@ -279,13 +300,13 @@ class ServiceFactory:
         schema: Path | None = None,
         clock: Callable[[], float] | None = None,
         pool_max_values: int = 100_000,
-    ) -> Services:
+    ) -> Vault:
         path = self._directory / f"vault-{uuid.uuid4().hex[:8]}.db"
         shutil.copy(self._template, path)
         holder = PolicyHolder(policy)
         server = FakeKeyServer()
 
-        def make() -> Services:
+        def make() -> Vault:
             db = Database(f"sqlite:///{path}")
             keys = KeyManager(server)
             # checkpoints inline: a background thread could outlive the test and its database
@@ -294,22 +315,14 @@ class ServiceFactory:
             )
             self._open.append((db, audit))
             access = Access(holder, audit) if clock is None else Access(holder, audit, clock=clock)
-            keyring = Keyring(db, keys)
-            records = RecordsService(db, keys, load_schema(schema), access, keyring=keyring)
-            tokens = TokensService(db, keys, access, keyring, pool_max_values=pool_max_values)
-            return Services(
-                db=db,
-                key_server=server,
-                keys=keys,
-                audit=audit,
-                policy=holder,
-                access=access,
-                keyring=keyring,
-                records=records,
-                tokens=tokens,
-                texts=TextService(tokens),
-                _restart=make,
+            services = Services.build(
+                db,
+                keys,
+                load_schema(schema),
+                access,
+                pools=PoolLimits(max_values=pool_max_values),
             )
+            return Vault(db, server, keys, audit, holder, access, services, _restart=make)
 
         return make()
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support import ADMIN, caller_of
-from tests.unit.service.service_support import DL, Services
+from tests.unit.service.service_support import DL, Vault
 from vault.errors import Conflict, ConsentRequired, Erased, InvalidInput, NotFound, PermissionDenied
 from vault.policy import Output
 from vault.service import Caller, ConsentView, RecordInput
@@ -18,7 +18,7 @@ BACKEND = caller_of("backend-service", "account-management")
 NO_SUCH_RECORD = "00000000-0000-7000-8000-000000000000"
 
 
-def _create(svc: Services, tenant: str) -> str:
+def _create(svc: Vault, tenant: str) -> str:
     [rec] = svc.records.create(
         ADMIN, tenant, [RecordInput({"email": "ada@example.com", "full_name": "Ada"})], deadline=DL
     )
@@ -26,7 +26,7 @@ def _create(svc: Services, tenant: str) -> str:
 
 
 def _set(
-    svc: Services,
+    svc: Vault,
     tenant: str,
     rid: str,
     purposes: list[str],
@@ -35,18 +35,18 @@ def _set(
     caller: Caller = BACKEND,
     source: str = "signup-form",
 ) -> ConsentView:
-    return svc.consent.update_consent(
+    return svc.consent.update(
         caller, tenant, rid, purposes, expected_version=version, source=source, deadline=DL
     )
 
 
-def test_a_new_record_consents_to_nothing(svc: Services, tenant: str) -> None:
+def test_a_new_record_consents_to_nothing(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
-    view = svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL)
+    view = svc.consent.get(BACKEND, tenant, rid, deadline=DL)
     assert view == ConsentView(tenant, rid, 0, (), "", None)
 
 
-def test_each_update_replaces_the_set_and_moves_the_version_on(svc: Services, tenant: str) -> None:
+def test_each_update_replaces_the_set_and_moves_the_version_on(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     before = datetime.now(UTC)
     first = _set(svc, tenant, rid, ["model-training", "marketing", "marketing"], 0)
@@ -57,25 +57,25 @@ def test_each_update_replaces_the_set_and_moves_the_version_on(svc: Services, te
     )
     assert first.updated_at is not None
     assert before - timedelta(seconds=1) <= first.updated_at <= datetime.now(UTC)
-    assert svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL) == first
+    assert svc.consent.get(BACKEND, tenant, rid, deadline=DL) == first
     withdrawn = _set(svc, tenant, rid, [], 1, source="preferences page")
     assert (withdrawn.version, withdrawn.purposes, withdrawn.source) == (
         2,
         (),
         "preferences page",
     )
-    assert svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL) == withdrawn
+    assert svc.consent.get(BACKEND, tenant, rid, deadline=DL) == withdrawn
 
 
 @pytest.mark.parametrize("stale", [0, 2, 7])
 def test_an_update_at_a_stale_version_is_a_conflict_and_changes_nothing(
-    svc: Services, tenant: str, stale: int
+    svc: Vault, tenant: str, stale: int
 ) -> None:
     rid = _create(svc, tenant)
     current = _set(svc, tenant, rid, ["marketing"], 0)
     with pytest.raises(Conflict):
         _set(svc, tenant, rid, ["model-training"], stale)
-    assert svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL) == current
+    assert svc.consent.get(BACKEND, tenant, rid, deadline=DL) == current
     assert len(svc.audit_rows(tenant, "consent.write")) == 1
 
 
@@ -92,51 +92,51 @@ def test_an_update_at_a_stale_version_is_a_conflict_and_changes_nothing(
     ],
 )
 def test_a_bad_update_names_the_field(
-    svc: Services, tenant: str, purposes: list[str], version: int, source: str, field: str
+    svc: Vault, tenant: str, purposes: list[str], version: int, source: str, field: str
 ) -> None:
     rid = _create(svc, tenant)
     with pytest.raises(InvalidInput) as caught:
         _set(svc, tenant, rid, purposes, version, source=source)
     assert caught.value.field == field
-    assert svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL).version == 0
+    assert svc.consent.get(BACKEND, tenant, rid, deadline=DL).version == 0
 
 
 @pytest.mark.parametrize(
     ("tenant_arg", "record_id", "field"),
     [("", NO_SUCH_RECORD, "tenant"), ("t-ok", "not-an-id", "record_id"), ("t-ok", "", "record_id")],
 )
-def test_bad_ids_name_the_field(svc: Services, tenant_arg: str, record_id: str, field: str) -> None:
+def test_bad_ids_name_the_field(svc: Vault, tenant_arg: str, record_id: str, field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
-        svc.consent.get_consent(BACKEND, tenant_arg, record_id, deadline=DL)
+        svc.consent.get(BACKEND, tenant_arg, record_id, deadline=DL)
     assert caught.value.field == field
     with pytest.raises(InvalidInput) as caught:
         _set(svc, tenant_arg, record_id, ["marketing"], 0)
     assert caught.value.field == field
 
 
-def test_consent_of_a_record_that_is_not_there(svc: Services, tenant: str) -> None:
+def test_consent_of_a_record_that_is_not_there(svc: Vault, tenant: str) -> None:
     elsewhere = _create(svc, tenant + "-other")
     for rid in (NO_SUCH_RECORD, elsewhere):
         with pytest.raises(NotFound):
-            svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL)
+            svc.consent.get(BACKEND, tenant, rid, deadline=DL)
         with pytest.raises(NotFound):
             _set(svc, tenant, rid, ["marketing"], 0)
     assert svc.scalar("SELECT count(*) FROM record_consents") == 0
 
 
-def test_an_erased_records_consent_is_gone_with_it(svc: Services, tenant: str) -> None:
+def test_an_erased_records_consent_is_gone_with_it(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     _set(svc, tenant, rid, ["marketing"], 0)
     svc.records.delete(ADMIN, tenant, rid, deadline=DL)
     with pytest.raises(Erased):
-        svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL)
+        svc.consent.get(BACKEND, tenant, rid, deadline=DL)
     with pytest.raises(Erased):
         _set(svc, tenant, rid, ["marketing"], 1)
     assert svc.scalar("SELECT count(*) FROM record_consents") == 0
     assert svc.scalar("SELECT count(*) FROM consent_history") == 0
 
 
-def test_a_change_is_audited_and_so_is_a_refusal(svc: Services, tenant: str) -> None:
+def test_a_change_is_audited_and_so_is_a_refusal(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     _set(svc, tenant, rid, ["marketing"], 0)
     fraud = caller_of("fraud-analyst", "fraud-investigation")  # may read, may not write consent
@@ -150,13 +150,13 @@ def test_a_change_is_audited_and_so_is_a_refusal(svc: Services, tenant: str) -> 
         # a refusal names the purpose the caller stated
         ("denied", fraud.principal.name, "fraud-analyst", ref, "action_not_allowed", fraud.purpose),
     ]
-    assert svc.consent.get_consent(BACKEND, tenant, rid, deadline=DL).purposes == ("marketing",)
+    assert svc.consent.get(BACKEND, tenant, rid, deadline=DL).purposes == ("marketing",)
 
 
-def test_reading_consent_needs_record_read(svc: Services, tenant: str) -> None:
+def test_reading_consent_needs_record_read(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     with pytest.raises(PermissionDenied):
-        svc.consent.get_consent(caller_of("key-admin", "key-management"), tenant, rid, deadline=DL)
+        svc.consent.get(caller_of("key-admin", "key-management"), tenant, rid, deadline=DL)
     [denial] = svc.audit_rows(tenant, "record.read")
     assert (denial.outcome, denial.role) == ("denied", "key-admin")
 
@@ -164,7 +164,7 @@ def test_reading_consent_needs_record_read(svc: Services, tenant: str) -> None:
 # --- what consent gates --------------------------------------------------------------------
 
 
-def test_a_consent_bound_read_follows_the_current_consent(svc: Services, tenant: str) -> None:
+def test_a_consent_bound_read_follows_the_current_consent(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     marketing = caller_of("backend-service", "marketing")
     with pytest.raises(ConsentRequired):
@@ -187,7 +187,7 @@ def test_a_consent_bound_read_follows_the_current_consent(svc: Services, tenant:
 
 
 def test_without_consent_not_even_tokens_leave_for_a_consent_bound_purpose(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     rid = _create(svc, tenant)
     training = caller_of("ai-pipeline", "model-training")  # tokens only, never plaintext
@@ -198,7 +198,7 @@ def test_without_consent_not_even_tokens_leave_for_a_consent_bound_purpose(
     assert {f.output for f in view.fields.values()} == {Output.TOKEN}
 
 
-def test_a_purpose_without_consent_required_ignores_consent(svc: Services, tenant: str) -> None:
+def test_a_purpose_without_consent_required_ignores_consent(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     _set(svc, tenant, rid, [], 0)
     view = svc.records.get(BACKEND, tenant, rid, deadline=DL)

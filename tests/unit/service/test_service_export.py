@@ -13,7 +13,7 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
 from tests.support import ADMIN, TEST_POLICY, caller_of
-from tests.unit.service.service_support import DL, ServiceFactory, Services
+from tests.unit.service.service_support import DL, ServiceFactory, Vault
 from vault.errors import (
     ConsentRequired,
     Erased,
@@ -44,30 +44,30 @@ LOW_ORDER = [
 ]
 
 
-def _create(svc: Services, tenant: str, fields: dict[str, str] = FIELDS) -> str:
+def _create(svc: Vault, tenant: str, fields: dict[str, str] = FIELDS) -> str:
     [rec] = svc.records.create(ADMIN, tenant, [RecordInput(fields)], deadline=DL)
     return rec.record_id
 
 
-def _document(svc: Services, caller: Caller, tenant: str, rid: str) -> dict[str, Any]:
+def _document(svc: Vault, caller: Caller, tenant: str, rid: str) -> dict[str, Any]:
     export = svc.exports.export(caller, tenant, rid, deadline=DL)
     assert export.media_type == "application/json"
     document: dict[str, Any] = json.loads(export.document)
     return document
 
 
-def test_the_export_holds_fields_consents_and_access_history(svc: Services, tenant: str) -> None:
+def test_the_export_holds_fields_consents_and_access_history(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     backend = caller_of("backend-service", "account-management")
-    svc.consent.update_consent(
+    svc.consent.update(
         backend, tenant, rid, ["marketing"], expected_version=0, source="web", deadline=DL
     )
-    svc.consent.update_consent(
+    svc.consent.update(
         backend, tenant, rid, ["model-training"], expected_version=1, source="app", deadline=DL
     )
     svc.records.get(backend, tenant, rid, fields=["email"], deadline=DL)
     doc = _document(svc, DPO, tenant, rid)
-    canonical = svc.records.schema.validate(FIELDS)
+    canonical = svc.core.schema.validate(FIELDS)
     assert (doc["format"], doc["tenant"], doc["record_id"], doc["version"]) == (
         "cvault-dsar-export/1",
         tenant,
@@ -132,9 +132,7 @@ def test_the_fields_are_exported_as_the_policy_gives_the_exporter(
     assert row.field_classes == ("email", "name")  # what left as plain or masked
 
 
-def test_an_export_sealed_to_a_recipient_opens_only_with_its_key(
-    svc: Services, tenant: str
-) -> None:
+def test_an_export_sealed_to_a_recipient_opens_only_with_its_key(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     recipient = PrivateKey.generate()
     sealed = svc.exports.export(
@@ -155,7 +153,7 @@ def test_an_export_sealed_to_a_recipient_opens_only_with_its_key(
     ids=["31-bytes", "33-bytes", "zero", "one", "order-8", "p-1"],
 )
 def test_a_recipient_key_that_cannot_be_sealed_to_is_refused_before_anything_is_read(
-    svc: Services, tenant: str, key: bytes
+    svc: Vault, tenant: str, key: bytes
 ) -> None:
     rid = _create(svc, tenant)
     with pytest.raises(InvalidInput) as caught:
@@ -179,7 +177,7 @@ def test_a_recipient_key_that_cannot_be_sealed_to_is_refused_before_anything_is_
     ],
 )
 def test_an_export_needs_record_export_and_a_purpose_of_the_role(
-    svc: Services, tenant: str, caller: Caller, error: type[Exception], field_or_reason: str
+    svc: Vault, tenant: str, caller: Caller, error: type[Exception], field_or_reason: str
 ) -> None:
     rid = _create(svc, tenant)
     with pytest.raises(error) as caught:
@@ -212,7 +210,7 @@ def test_an_export_is_audited_and_counted(factory: ServiceFactory, tenant: str) 
     assert [r.reason for r in svc.audit_rows(tenant, "limit.exceeded")] == ["limit_exceeded"]
 
 
-def test_no_export_of_a_record_that_is_not_there(svc: Services, tenant: str) -> None:
+def test_no_export_of_a_record_that_is_not_there(svc: Vault, tenant: str) -> None:
     erased = _create(svc, tenant)
     svc.records.delete(ADMIN, tenant, erased, deadline=DL)
     with pytest.raises(Erased):
@@ -224,7 +222,7 @@ def test_no_export_of_a_record_that_is_not_there(svc: Services, tenant: str) -> 
     assert caught.value.field == "record_id"
 
 
-def test_a_consent_bound_export_needs_the_customers_consent(svc: Services, tenant: str) -> None:
+def test_a_consent_bound_export_needs_the_customers_consent(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     with pytest.raises(ConsentRequired):
         svc.exports.export(ADMIN_MARKETING, tenant, rid, deadline=DL)
@@ -234,7 +232,7 @@ def test_a_consent_bound_export_needs_the_customers_consent(svc: Services, tenan
         "consent_required",
         "marketing",
     )
-    svc.consent.update_consent(
+    svc.consent.update(
         ADMIN, tenant, rid, ["marketing"], expected_version=0, source="web", deadline=DL
     )
     assert _document(svc, ADMIN_MARKETING, tenant, rid)["fields"]["full_name"]["value"] == (
@@ -245,26 +243,24 @@ def test_a_consent_bound_export_needs_the_customers_consent(svc: Services, tenan
 # --- consent withdrawn while a reveal is under way ------------------------------------------
 
 
-def _withdraw_when_keys_are_fetched(svc: Services, tenant: str, rid: str) -> Services:
+def _withdraw_when_keys_are_fetched(svc: Vault, tenant: str, rid: str) -> Vault:
     """A second process (empty key caches) whose next reveal of ``rid`` finds the consent for
     ``marketing`` withdrawn after its checks and before its commit: at the key-server call."""
-    svc.consent.update_consent(
+    svc.consent.update(
         ADMIN, tenant, rid, ["marketing"], expected_version=0, source="web", deadline=DL
     )
     other = svc.restart()
     withdrawn: list[str] = []
 
     def withdraw(field_class: str) -> None:
-        svc.consent.update_consent(
-            ADMIN, tenant, rid, [], expected_version=1, source="web", deadline=DL
-        )
+        svc.consent.update(ADMIN, tenant, rid, [], expected_version=1, source="web", deadline=DL)
         withdrawn.append(field_class)
 
     other.key_server.before_unwrap = withdraw
     return other
 
 
-def test_get_re_checks_consent_inside_its_reveal_transaction(svc: Services, tenant: str) -> None:
+def test_get_re_checks_consent_inside_its_reveal_transaction(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     other = _withdraw_when_keys_are_fetched(svc, tenant, rid)
     with pytest.raises(ConsentRequired):
@@ -273,13 +269,7 @@ def test_get_re_checks_consent_inside_its_reveal_transaction(svc: Services, tena
     assert [r.outcome for r in svc.audit_rows(tenant, "record.read")] == ["denied"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export drift: RecordsService.export checks consent in its read transaction and "
-    "then commits its reveal with purpose=None, so consent is not re-checked in the reveal "
-    "transaction as get does: a withdrawal in between is exported anyway",
-)
-def test_export_re_checks_consent_inside_its_reveal_transaction(svc: Services, tenant: str) -> None:
+def test_export_re_checks_consent_inside_its_reveal_transaction(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant)
     other = _withdraw_when_keys_are_fetched(svc, tenant, rid)
     try:

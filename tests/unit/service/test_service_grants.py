@@ -10,25 +10,26 @@ from pathlib import Path
 import pytest
 
 from tests.support import ADMIN, TEST_POLICY, TEST_PURPOSE, caller_of
-from tests.unit.service.service_support import DL, ServiceFactory, Services
+from tests.unit.service.service_support import DL, ServiceFactory, Vault
 from vault.errors import InvalidInput, NotFound, PermissionDenied
 from vault.policy import Output, mask
 from vault.schema import FieldClass
 from vault.service import Caller, RecordInput
-from vault.service.tokens import GrantRequest, TokenError, TokenizeItem, TokenKind
+from vault.service.grants import GrantRequest
+from vault.service.tokens import TokenError, TokenizeItem, TokenKind
 
 AGENT = caller_of("ai-pipeline")
 SUPPORT = caller_of("support-agent", "customer-support")
 NO_SUCH_RECORD = "00000000-0000-7000-8000-000000000000"
 
 
-def _create(svc: Services, tenant: str, fields: dict[str, str]) -> str:
+def _create(svc: Vault, tenant: str, fields: dict[str, str]) -> str:
     [rec] = svc.records.create(ADMIN, tenant, [RecordInput(fields)], deadline=DL)
     return rec.record_id
 
 
 def _grant(
-    svc: Services,
+    svc: Vault,
     tenant: str,
     *,
     grantor: Caller = ADMIN,
@@ -39,7 +40,7 @@ def _grant(
     ttl_seconds: int = 300,
     max_uses: int = 10,
 ) -> str:
-    issued = svc.grants.issue_grant(
+    issued = svc.grants.issue(
         grantor,
         tenant,
         GrantRequest(
@@ -58,7 +59,7 @@ def _grant(
     return issued.grant_id
 
 
-def _scoped(svc: Services, tenant: str, scope: str, *values: tuple[str, str]) -> list[str]:
+def _scoped(svc: Vault, tenant: str, scope: str, *values: tuple[str, str]) -> list[str]:
     return svc.tokens.tokenize(
         ADMIN,
         tenant,
@@ -89,7 +90,7 @@ def _scoped(svc: Services, tenant: str, scope: str, *values: tuple[str, str]) ->
     ],
 )
 def test_a_bad_grant_request_names_the_field(
-    svc: Services, tenant: str, change: dict[str, object], field: str
+    svc: Vault, tenant: str, change: dict[str, object], field: str
 ) -> None:
     base: dict[str, object] = {
         "grantee": AGENT.principal.name,
@@ -101,31 +102,29 @@ def test_a_bad_grant_request_names_the_field(
     }
     request = GrantRequest(**base)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput) as caught:
-        svc.grants.issue_grant(ADMIN, tenant, request, deadline=DL)
+        svc.grants.issue(ADMIN, tenant, request, deadline=DL)
     assert caught.value.field == field
     assert svc.scalar("SELECT count(*) FROM reveal_grants") == 0
 
 
-def test_a_grant_needs_a_purpose_and_records_that_exist(svc: Services, tenant: str) -> None:
+def test_a_grant_needs_a_purpose_and_records_that_exist(svc: Vault, tenant: str) -> None:
     request = GrantRequest(AGENT.principal.name, ("email",), 60, 1, scope="c")
     with pytest.raises(InvalidInput) as caught:
-        svc.grants.issue_grant(caller_of("support-agent"), tenant, request, deadline=DL)
+        svc.grants.issue(caller_of("support-agent"), tenant, request, deadline=DL)
     assert caught.value.field == "purpose"
     live = _create(svc, tenant, {"email": "a@example.com"})
     missing = GrantRequest(
         AGENT.principal.name, ("email",), 60, 1, record_ids=(live, NO_SUCH_RECORD)
     )
     with pytest.raises(NotFound):
-        svc.grants.issue_grant(ADMIN, tenant, missing, deadline=DL)
+        svc.grants.issue(ADMIN, tenant, missing, deadline=DL)
     assert svc.scalar("SELECT count(*) FROM reveal_grants") == 0
 
 
-def test_only_a_role_with_grant_issue_may_issue(svc: Services, tenant: str) -> None:
+def test_only_a_role_with_grant_issue_may_issue(svc: Vault, tenant: str) -> None:
     request = GrantRequest(AGENT.principal.name, ("email",), 60, 1, scope="c")
     with pytest.raises(PermissionDenied) as caught:
-        svc.grants.issue_grant(
-            caller_of("ai-pipeline", "model-training"), tenant, request, deadline=DL
-        )
+        svc.grants.issue(caller_of("ai-pipeline", "model-training"), tenant, request, deadline=DL)
     assert caught.value.reason == "action_not_allowed"
     [denial] = svc.audit_rows(tenant, "grant.issue")
     assert (denial.outcome, denial.role, denial.reason) == (
@@ -135,7 +134,7 @@ def test_only_a_role_with_grant_issue_may_issue(svc: Services, tenant: str) -> N
     )
 
 
-def test_issuing_is_audited_per_record_naming_the_grantee(svc: Services, tenant: str) -> None:
+def test_issuing_is_audited_per_record_naming_the_grantee(svc: Vault, tenant: str) -> None:
     a = _create(svc, tenant, {"email": "a@example.com"})
     b = _create(svc, tenant, {"email": "b@example.com"})
     _grant(svc, tenant, classes=("phone", "email"), record_ids=(a, b))
@@ -169,7 +168,7 @@ def test_issuing_is_audited_per_record_naming_the_grantee(svc: Services, tenant:
 
 
 def test_a_grantee_reveals_only_within_the_grants_records_and_classes(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     a = _create(svc, tenant, {"email": "a@example.com", "phone": "+442079460958"})
     b = _create(svc, tenant, {"email": "b@example.com"})
@@ -209,7 +208,7 @@ def test_a_grantee_reveals_only_within_the_grants_records_and_classes(
     assert {r.on_behalf_of for r in rows if r.reason == "outside_grant"} == {"apikey:test-admin"}
 
 
-def test_a_scope_grant_covers_that_conversation_only(svc: Services, tenant: str) -> None:
+def test_a_scope_grant_covers_that_conversation_only(svc: Vault, tenant: str) -> None:
     in_chat, name_in_chat = _scoped(
         svc, tenant, "chat-42", ("email", "a@example.com"), ("name", "Ada Lovelace")
     )
@@ -225,7 +224,7 @@ def test_a_scope_grant_covers_that_conversation_only(svc: Services, tenant: str)
     ]
 
 
-def test_a_grantee_sees_what_the_grantors_role_sees_never_more(svc: Services, tenant: str) -> None:
+def test_a_grantee_sees_what_the_grantors_role_sees_never_more(svc: Vault, tenant: str) -> None:
     email, name, address = _scoped(
         svc,
         tenant,
@@ -260,7 +259,7 @@ def test_a_grantee_sees_what_the_grantors_role_sees_never_more(svc: Services, te
     ],
 )
 def test_a_grant_serves_its_grantee_in_its_tenant_for_its_purpose(
-    svc: Services, tenant: str, user: Caller, tenant_suffix: str, reason: str
+    svc: Vault, tenant: str, user: Caller, tenant_suffix: str, reason: str
 ) -> None:
     [token] = _scoped(svc, tenant, "c1", ("email", "a@example.com"))
     grant = _grant(svc, tenant, scope="c1")
@@ -281,7 +280,7 @@ def test_a_grant_serves_its_grantee_in_its_tenant_for_its_purpose(
 @pytest.mark.parametrize(
     "grant_id", ["grt_" + "A" * 22, "grt_short", "tok_email_" + "A" * 22, "grt_" + "é" * 22]
 )
-def test_a_crafted_grant_id_is_refused(svc: Services, tenant: str, grant_id: str) -> None:
+def test_a_crafted_grant_id_is_refused(svc: Vault, tenant: str, grant_id: str) -> None:
     [token] = _scoped(svc, tenant, "c1", ("email", "a@example.com"))
     _grant(svc, tenant, scope="c1")
     with pytest.raises(PermissionDenied) as caught:
@@ -289,7 +288,7 @@ def test_a_crafted_grant_id_is_refused(svc: Services, tenant: str, grant_id: str
     assert caught.value.reason == "grant_invalid"
 
 
-def test_a_grant_is_used_up_after_max_uses_calls(svc: Services, tenant: str) -> None:
+def test_a_grant_is_used_up_after_max_uses_calls(svc: Vault, tenant: str) -> None:
     [token] = _scoped(svc, tenant, "c1", ("email", "a@example.com"))
     grant = _grant(svc, tenant, scope="c1", max_uses=2)
     for _ in range(2):  # a call is one use, however many tokens it holds
@@ -302,7 +301,7 @@ def test_a_grant_is_used_up_after_max_uses_calls(svc: Services, tenant: str) -> 
     assert outcomes == ["allowed", "allowed", "denied"]
 
 
-def test_an_expired_grant_is_refused(svc: Services, tenant: str) -> None:
+def test_an_expired_grant_is_refused(svc: Vault, tenant: str) -> None:
     [token] = _scoped(svc, tenant, "c1", ("email", "a@example.com"))
     grant = _grant(svc, tenant, scope="c1")
     svc.set_time("reveal_grants", "expires_at", datetime.now(UTC) - timedelta(seconds=1), id=grant)
@@ -345,7 +344,7 @@ def test_a_grant_holds_only_while_the_grantors_role_allows_it(
     assert caught.value.reason == "grant_invalid"
 
 
-def test_a_grant_is_bound_to_the_consent_of_its_purpose(svc: Services, tenant: str) -> None:
+def test_a_grant_is_bound_to_the_consent_of_its_purpose(svc: Vault, tenant: str) -> None:
     marketing = caller_of("backend-service", "marketing")
     rid = _create(svc, tenant, {"email": "a@example.com"})
     [token] = svc.tokens.tokenize(
@@ -355,7 +354,7 @@ def test_a_grant_is_bound_to_the_consent_of_its_purpose(svc: Services, tenant: s
     grant = _grant(svc, tenant, grantor=admin_marketing, record_ids=(rid,))
     [denied] = svc.tokens.reveal(AGENT, tenant, [token], grant_id=grant, deadline=DL)
     assert (denied.error, denied.reason) == (TokenError.DENIED, "consent_required")
-    svc.consent.update_consent(
+    svc.consent.update(
         marketing, tenant, rid, ["marketing"], expected_version=0, source="web", deadline=DL
     )
     [revealed] = svc.tokens.reveal(AGENT, tenant, [token], grant_id=grant, deadline=DL)

@@ -1,4 +1,4 @@
-"""Operator operations (vault/service/keyops.py and the records service's operator methods):
+"""Operator operations (the package vault/service/operations/):
 tenant-key and index-key rotation, field-key rotation with retire and trim (against the fake
 key server's admin side), key status, shred reports, the rotation schedule, rekey and
 retention purges. Each is checked by what it leaves: every value still reads back, in a
@@ -17,17 +17,19 @@ from tests.unit.service.service_support import (
     DL,
     FakeFieldKeyAdmin,
     ServiceFactory,
-    Services,
+    Vault,
 )
 from vault.audit import ALLOWED, AuditEvent
 from vault.errors import Erased, InvalidInput, NotFound
 from vault.keys import FieldKeyInfo
 from vault.service import RecordInput
-from vault.service.keyops import (
+from vault.service.operations import (
     KeyOpRefused,
     due_rotations,
     format_status,
     key_status,
+    purge_expired,
+    rekey,
     retire,
     rotate_field,
     rotate_index,
@@ -52,23 +54,23 @@ def _stop(*_: object) -> None:
     raise _Stop
 
 
-def _people(svc: Services, tenant: str, people: list[dict[str, str]] = PEOPLE) -> list[str]:
+def _people(svc: Vault, tenant: str, people: list[dict[str, str]] = PEOPLE) -> list[str]:
     stored = svc.records.create(ADMIN, tenant, [RecordInput(p) for p in people], deadline=DL)
     return [s.record_id for s in stored]
 
 
-def _values(svc: Services, tenant: str, rid: str) -> dict[str, str]:
+def _values(svc: Vault, tenant: str, rid: str) -> dict[str, str]:
     view = svc.records.get(ADMIN, tenant, rid, deadline=DL)
     return {n: f.value for n, f in view.fields.items()}
 
 
 def _assert_all_read_back(
-    svc: Services, tenant: str, ids: list[str], people: list[dict[str, str]] = PEOPLE
+    svc: Vault, tenant: str, ids: list[str], people: list[dict[str, str]] = PEOPLE
 ) -> None:
     """Every record reads back in a new process (no cached key hides a broken one)."""
     fresh = svc.restart()
     for rid, person in zip(ids, people, strict=True):
-        assert _values(fresh, tenant, rid) == fresh.records.schema.validate(person)
+        assert _values(fresh, tenant, rid) == fresh.core.schema.validate(person)
 
 
 def _info(
@@ -97,7 +99,7 @@ def _event(action: str, tenant: str, record_id: str) -> AuditEvent:
     )
 
 
-def _data_key_versions(svc: Services, tenant: str, field_class: str) -> list[int]:
+def _data_key_versions(svc: Vault, tenant: str, field_class: str) -> list[int]:
     rows = svc.sql(
         "SELECT version FROM tenant_keys WHERE tenant = :t AND field_class = :c AND kind = 'data'"
         " ORDER BY version",
@@ -111,7 +113,7 @@ def _data_key_versions(svc: Services, tenant: str, field_class: str) -> list[int
 
 
 def test_rotate_tenant_rewraps_every_data_key_and_destroys_the_old_version(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     ids = _people(svc, tenant)
     other = tenant + "-other"
@@ -119,7 +121,7 @@ def test_rotate_tenant_rewraps_every_data_key_and_destroys_the_old_version(
     [pooled] = svc.tokens.tokenize(
         ADMIN, tenant, [TokenizeItem("pool@example.org", "email")], deadline=DL
     )
-    report = rotate_tenant(svc.db, svc.keyring, tenant, "email", batch=2)
+    report = rotate_tenant(svc.core, tenant, "email", batch=2)
     assert (report.version, report.started, report.rewrapped, report.destroyed) == (2, True, 4, 1)
     assert _data_key_versions(svc, tenant, "email") == [2]
     assert _data_key_versions(svc, tenant, "phone") == [1]  # one class at a time
@@ -142,14 +144,14 @@ def test_rotate_tenant_rewraps_every_data_key_and_destroys_the_old_version(
 
 
 def test_rotate_tenant_stopped_part_way_resumes_without_a_new_version(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     ids = _people(svc, tenant)
     with pytest.raises(_Stop):
-        rotate_tenant(svc.db, svc.keyring, tenant, "email", batch=2, progress=_stop)
+        rotate_tenant(svc.core, tenant, "email", batch=2, progress=_stop)
     assert _data_key_versions(svc, tenant, "email") == [1, 2]  # both live while it runs
     _assert_all_read_back(svc, tenant, ids)
-    resumed = rotate_tenant(svc.db, svc.keyring, tenant, "email", batch=2)
+    resumed = rotate_tenant(svc.core, tenant, "email", batch=2)
     assert (resumed.version, resumed.started, resumed.rewrapped, resumed.destroyed) == (
         2,
         False,
@@ -159,17 +161,17 @@ def test_rotate_tenant_stopped_part_way_resumes_without_a_new_version(
     assert _data_key_versions(svc, tenant, "email") == [2]
     _assert_all_read_back(svc, tenant, ids)
     # a finished rotation run again starts the next version
-    again = rotate_tenant(svc.db, svc.keyring, tenant, "email")
+    again = rotate_tenant(svc.core, tenant, "email")
     assert (again.version, again.started, again.rewrapped) == (3, True, 3)
 
 
 def test_a_process_that_read_old_keys_reads_on_after_a_tenant_rotation(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     ids = _people(svc, tenant)
     reader = svc.restart()
     assert _values(reader, tenant, ids[0])  # caches the version-1 tenant key id it read
-    rotate_tenant(svc.db, svc.keyring, tenant, "email")
+    rotate_tenant(svc.core, tenant, "email")
     for rid, person in zip(ids, PEOPLE, strict=True):
         assert _values(reader, tenant, rid)["email"] == person["email"]
 
@@ -178,7 +180,7 @@ def test_a_process_that_read_old_keys_reads_on_after_a_tenant_rotation(
 
 
 def test_rotate_field_rewraps_every_key_of_the_class_under_a_new_version(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     ids = _people(svc, tenant)
     _people(svc, tenant + "-b", PEOPLE[:1])
@@ -196,9 +198,7 @@ def test_rotate_field_rewraps_every_key_of_the_class_under_a_new_version(
     _assert_all_read_back(svc, tenant, ids)
 
 
-def test_retire_and_trim_refuse_while_keys_are_below_the_version(
-    svc: Services, tenant: str
-) -> None:
+def test_retire_and_trim_refuse_while_keys_are_below_the_version(svc: Vault, tenant: str) -> None:
     _people(svc, tenant)
     admin = FakeFieldKeyAdmin(svc.key_server)
     admin.rotate("email")  # a new version made outside rotate-field: nothing rewrapped yet
@@ -218,7 +218,7 @@ def test_retire_and_trim_refuse_while_keys_are_below_the_version(
     assert retire(svc.db, admin, "email") == 2
 
 
-def test_rotate_field_stopped_part_way_resumes(svc: Services, tenant: str) -> None:
+def test_rotate_field_stopped_part_way_resumes(svc: Vault, tenant: str) -> None:
     ids = _people(svc, tenant)
     for i in range(3):
         _people(svc, f"{tenant}-{i}", PEOPLE[:1])
@@ -234,7 +234,7 @@ def test_rotate_field_stopped_part_way_resumes(svc: Services, tenant: str) -> No
     _assert_all_read_back(svc, tenant, ids)
 
 
-def test_rotating_the_audit_key_keeps_the_chain_verifiable(svc: Services, tenant: str) -> None:
+def test_rotating_the_audit_key_keeps_the_chain_verifiable(svc: Vault, tenant: str) -> None:
     _people(svc, tenant)
     admin = FakeFieldKeyAdmin(svc.key_server)
     report = rotate_field(svc.db, admin, "audit")
@@ -247,7 +247,7 @@ def test_rotating_the_audit_key_keeps_the_chain_verifiable(svc: Services, tenant
 # --- key status ----------------------------------------------------------------------------
 
 
-def test_key_status_counts_what_each_version_wraps(svc: Services, tenant: str) -> None:
+def test_key_status_counts_what_each_version_wraps(svc: Vault, tenant: str) -> None:
     other = tenant + "-other"
     _people(svc, tenant)
     _people(svc, other, PEOPLE[:1])
@@ -276,14 +276,14 @@ def test_key_status_counts_what_each_version_wraps(svc: Services, tenant: str) -
     assert "wrapped keys below their key's newest version: 4" in report
 
 
-def test_key_status_follows_a_tenant_rotation(svc: Services, tenant: str) -> None:
+def test_key_status_follows_a_tenant_rotation(svc: Vault, tenant: str) -> None:
     _people(svc, tenant)
     with pytest.raises(_Stop):
-        rotate_tenant(svc.db, svc.keyring, tenant, "email", batch=1, progress=_stop)
+        rotate_tenant(svc.core, tenant, "email", batch=1, progress=_stop)
     midway = {(t.tenant, t.field_class): t for t in key_status(svc.db, {}).tenants}
     assert midway[(tenant, "email")].data_keys_by_version == {1: 2, 2: 1}
     assert midway[(tenant, "email")].oldest_in_use == 1
-    rotate_tenant(svc.db, svc.keyring, tenant, "email")
+    rotate_tenant(svc.core, tenant, "email")
     done = {(t.tenant, t.field_class): t for t in key_status(svc.db, {}).tenants}
     assert done[(tenant, "email")].data_keys_by_version == {2: 3}
     assert done[(tenant, "email")].oldest_in_use == 2
@@ -293,7 +293,7 @@ def test_key_status_follows_a_tenant_rotation(svc: Services, tenant: str) -> Non
 
 
 def test_an_erasure_is_pending_until_tenant_and_field_keys_from_before_are_gone(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     ids = _people(svc, tenant)
     since = datetime.now(UTC) - timedelta(minutes=1)
@@ -315,7 +315,7 @@ def test_an_erasure_is_pending_until_tenant_and_field_keys_from_before_are_gone(
         ]
     )
     for c in classes:
-        rotate_tenant(svc.db, svc.keyring, tenant, c)
+        rotate_tenant(svc.core, tenant, c)
     [halfway] = shred_report(svc.db, old, since)
     assert not any("rotate-tenant" in p for p in halfway.pending)
     assert len(halfway.pending) == 3
@@ -328,9 +328,7 @@ def test_an_erasure_is_pending_until_tenant_and_field_keys_from_before_are_gone(
     assert shred_report(svc.db, trimmed, datetime.now(UTC) + timedelta(minutes=1)) == []
 
 
-def test_the_shred_report_lists_destroyed_values_of_live_records(
-    svc: Services, tenant: str
-) -> None:
+def test_the_shred_report_lists_destroyed_values_of_live_records(svc: Vault, tenant: str) -> None:
     ids = _people(svc, tenant)
     since = datetime.now(UTC) - timedelta(minutes=1)
     svc.records.update(
@@ -350,7 +348,7 @@ def test_the_shred_report_lists_destroyed_values_of_live_records(
 # --- schedule ------------------------------------------------------------------------------
 
 
-def test_due_rotations_lists_what_is_older_than_its_period(svc: Services, tenant: str) -> None:
+def test_due_rotations_lists_what_is_older_than_its_period(svc: Vault, tenant: str) -> None:
     _people(svc, tenant, PEOPLE[:1])
     now = datetime.now(UTC)
     day = 86_400.0
@@ -375,7 +373,7 @@ def test_due_rotations_lists_what_is_older_than_its_period(svc: Services, tenant
 
 
 def test_rotate_index_keeps_find_and_deterministic_tokens_answering(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     ids = _people(svc, tenant)
     det = [TokenizeItem(p["email"], "email", TokenKind.DETERMINISTIC, scope="s") for p in PEOPLE]
@@ -389,7 +387,7 @@ def test_rotate_index_keeps_find_and_deterministic_tokens_answering(
         # mid-rotation a value tokenized before keeps its token
         assert svc.tokens.tokenize(ADMIN, tenant, det, deadline=DL) == before
 
-    report = rotate_index(svc.records, tenant, "email", batch=1, between_batches=still_answering)
+    report = rotate_index(svc.core, tenant, "email", batch=1, between_batches=still_answering)
     assert len(checks) == 3
     assert (report.version, report.started, report.indexed, report.dropped) == (2, True, 3, 3)
     fresh = svc.restart()
@@ -404,11 +402,11 @@ def test_rotate_index_keeps_find_and_deterministic_tokens_answering(
     assert set(fresh.tokens.tokenize(ADMIN, tenant, det, deadline=DL)).isdisjoint(before)
 
 
-def test_rotate_index_stopped_part_way_resumes(svc: Services, tenant: str) -> None:
+def test_rotate_index_stopped_part_way_resumes(svc: Vault, tenant: str) -> None:
     ids = _people(svc, tenant)
     with pytest.raises(_Stop):
-        rotate_index(svc.records, tenant, "email", batch=1, between_batches=_stop)
-    resumed = rotate_index(svc.records, tenant, "email", batch=1)
+        rotate_index(svc.core, tenant, "email", batch=1, between_batches=_stop)
+    resumed = rotate_index(svc.core, tenant, "email", batch=1)
     assert (resumed.version, resumed.started, resumed.indexed, resumed.dropped) == (2, False, 2, 3)
     for rid, person in zip(ids, PEOPLE, strict=True):
         assert svc.records.find(ADMIN, tenant, {"email": person["email"]}, deadline=DL) == [rid]
@@ -418,7 +416,7 @@ def test_rotate_index_stopped_part_way_resumes(svc: Services, tenant: str) -> No
 
 
 def test_rekey_moves_a_record_and_its_linked_tokens_to_new_data_keys(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     ids = _people(svc, tenant)
     rid = ids[0]
@@ -433,8 +431,8 @@ def test_rekey_moves_a_record_and_its_linked_tokens_to_new_data_keys(
     )
     old = {r[0] for r in svc.sql("SELECT id FROM data_keys WHERE record_id = :r", r=rid)}
     since = datetime.now(UTC) - timedelta(minutes=1)
-    new = svc.records.rekey(
-        tenant, rid, events=[_event("admin.keys.rekey", tenant, rid)], deadline=DL
+    new = rekey(
+        svc.core, tenant, rid, events=[_event("admin.keys.rekey", tenant, rid)], deadline=DL
     )
     assert len(new) == len(old) == 3
     assert set(new).isdisjoint(old)
@@ -458,16 +456,16 @@ def test_rekey_moves_a_record_and_its_linked_tokens_to_new_data_keys(
     assert (status.record_id, status.kind) == (rid, "fields")
 
 
-def test_rekey_needs_a_live_record(svc: Services, tenant: str) -> None:
+def test_rekey_needs_a_live_record(svc: Vault, tenant: str) -> None:
     [rid] = _people(svc, tenant, PEOPLE[:1])
     svc.records.delete(ADMIN, tenant, rid, deadline=DL)
     with pytest.raises(Erased):
-        svc.records.rekey(tenant, rid, deadline=DL)
+        rekey(svc.core, tenant, rid, deadline=DL)
     with pytest.raises(NotFound):
-        svc.records.rekey(tenant, "00000000-0000-7000-8000-000000000000", deadline=DL)
+        rekey(svc.core, tenant, "00000000-0000-7000-8000-000000000000", deadline=DL)
     for bad_tenant, bad_id, field in ((tenant, "nope", "record_id"), ("", rid, "tenant")):
         with pytest.raises(InvalidInput) as caught:
-            svc.records.rekey(bad_tenant, bad_id, deadline=DL)
+            rekey(svc.core, bad_tenant, bad_id, deadline=DL)
         assert caught.value.field == field
 
 
@@ -475,15 +473,15 @@ def test_rekey_needs_a_live_record(svc: Services, tenant: str) -> None:
 
 
 @pytest.fixture
-def retained(factory: ServiceFactory, tmp_path: Path) -> Services:
-    """Services whose schema keeps records 365 days and card numbers 30."""
+def retained(factory: ServiceFactory, tmp_path: Path) -> Vault:
+    """Vault whose schema keeps records 365 days and card numbers 30."""
     base = Path(vault.schema.__file__).with_name("default.yaml").read_text()
     schema = tmp_path / "schema.yaml"
     schema.write_text(base + "retention:\n  records_days: 365\n  classes:\n    card_number: 30\n")
     return factory.build(schema=schema)
 
 
-def test_purge_expired_shreds_what_retention_says_is_past(retained: Services, tenant: str) -> None:
+def test_purge_expired_shreds_what_retention_says_is_past(retained: Vault, tenant: str) -> None:
     svc = retained
     people = [{**p, "card_number": "4111111111111111"} for p in PEOPLE]
     fresh, card, old = _people(svc, tenant, people)
@@ -497,22 +495,22 @@ def test_purge_expired_shreds_what_retention_says_is_past(retained: Services, te
     svc.set_time("records", "updated_at", now - timedelta(days=40), id=card)  # card past 30
     svc.set_time("records", "updated_at", now - timedelta(days=400), id=old)  # everything past
 
-    dry = svc.records.purge_expired(now=now, event=_event, dry_run=True)
+    dry = purge_expired(svc.core, now=now, event=_event, dry_run=True)
     assert (dry.records, dry.values) == (1, 2)  # old's record; old's and card's card keys
     assert _values(svc, tenant, old)  # a dry run changes nothing
 
-    done = svc.records.purge_expired(now=now, event=_event, batch=1)
+    done = purge_expired(svc.core, now=now, event=_event, batch=1)
     assert (done.records, done.values) == (1, 1)
     later = svc.restart()
     with pytest.raises(Erased):
         later.records.get(ADMIN, tenant, old, deadline=DL)
     view = later.records.get(ADMIN, tenant, card, deadline=DL)
-    expected = later.records.schema.validate(people[1])
+    expected = later.core.schema.validate(people[1])
     expected.pop("card_number")
     assert ({n: f.value for n, f in view.fields.items()}, view.version) == (expected, 2)
     [revealed] = later.tokens.reveal(ADMIN, tenant, [card_token], deadline=DL)
     assert revealed.error is TokenError.ERASED
-    assert _values(later, tenant, fresh) == later.records.schema.validate(people[0])
+    assert _values(later, tenant, fresh) == later.core.schema.validate(people[0])
     rows = svc.audit_rows(tenant)
     assert sorted((r.action, r.record_ref, r.principal) for r in rows if r.role == "operator") == (
         sorted(
@@ -522,13 +520,13 @@ def test_purge_expired_shreds_what_retention_says_is_past(retained: Services, te
             ]
         )
     )
-    again = svc.records.purge_expired(now=now, event=_event)
+    again = purge_expired(svc.core, now=now, event=_event)
     assert (again.records, again.values) == (0, 0)
 
 
-def test_without_retention_periods_nothing_is_purged(svc: Services, tenant: str) -> None:
+def test_without_retention_periods_nothing_is_purged(svc: Vault, tenant: str) -> None:
     [rid] = _people(svc, tenant, PEOPLE[:1])
     svc.set_time("records", "updated_at", datetime(2001, 1, 1, tzinfo=UTC), id=rid)
-    report = svc.records.purge_expired(now=datetime.now(UTC), event=_event)
+    report = purge_expired(svc.core, now=datetime.now(UTC), event=_event)
     assert (report.records, report.values) == (0, 0)
     assert _values(svc, tenant, rid)

@@ -17,7 +17,7 @@ from vault.errors import KeyServerUnavailable
 from vault.keys import CacheLimits, CacheSettings, KeyManager
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
-from vault.service import Access, RecordInput, RecordsService
+from vault.service import Access, Core, RecordInput, RecordsService
 from vault.storage import Database, upgrade
 from vault.testing import InMemoryKeyWrapper
 
@@ -47,7 +47,7 @@ def service(
     keys = KeyManager(wrapper, caches)
     audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
     return RecordsService(
-        db, keys, schema or load_schema(), Access(PolicyHolder(TEST_POLICY), audit)
+        Core(db, keys, schema or load_schema(), Access(PolicyHolder(TEST_POLICY), audit))
     )
 
 
@@ -111,7 +111,7 @@ def test_free_text_round_trip_arbitrary_unicode(
     svc = service(db, wrapper)
     (rec,) = svc.create(ADMIN, "prop", [RecordInput({"notes": value})], deadline=DL)
     got = svc.get(ADMIN, "prop", rec.record_id, deadline=DL)
-    assert got.fields["notes"].value == svc.schema.validate({"notes": value})["notes"]
+    assert got.fields["notes"].value == svc.core.schema.validate({"notes": value})["notes"]
 
 
 def test_two_fields_of_one_class_share_a_data_key_but_not_ciphertexts(

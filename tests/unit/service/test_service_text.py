@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import ADMIN, caller_of
-from tests.unit.service.service_support import DL, Services, factory_in, new_tenant
+from tests.unit.service.service_support import DL, Vault, factory_in, new_tenant
 from vault.errors import InvalidInput, PermissionDenied
 from vault.policy import Output, mask
 from vault.schema import FieldClass
@@ -40,7 +40,7 @@ CHAT_CLASSES = [
 INVENTED = "tok_email_" + "Q" * 22
 
 
-def _redact(svc: Services, tenant: str, text: str, scope: str = "chat-1") -> tuple[str, list[str]]:
+def _redact(svc: Vault, tenant: str, text: str, scope: str = "chat-1") -> tuple[str, list[str]]:
     [redacted] = svc.texts.tokenize_text(ADMIN, tenant, [text], scope=scope, deadline=DL)
     return redacted.text, [s.token for s in redacted.spans]
 
@@ -48,7 +48,7 @@ def _redact(svc: Services, tenant: str, text: str, scope: str = "chat-1") -> tup
 # --- tokenize ------------------------------------------------------------------------------
 
 
-def test_every_span_is_replaced_by_a_token_of_the_scope(svc: Services, tenant: str) -> None:
+def test_every_span_is_replaced_by_a_token_of_the_scope(svc: Vault, tenant: str) -> None:
     [redacted] = svc.texts.tokenize_text(ADMIN, tenant, [CHAT], scope="chat-1", deadline=DL)
     assert [s.field_class for s in redacted.spans] == CHAT_CLASSES
     pieces, at = [], 0
@@ -68,9 +68,7 @@ def test_every_span_is_replaced_by_a_token_of_the_scope(svc: Services, tenant: s
     assert set(other).isdisjoint(s.token for s in redacted.spans)
 
 
-def test_a_value_repeated_across_texts_of_a_batch_gets_one_token(
-    svc: Services, tenant: str
-) -> None:
+def test_a_value_repeated_across_texts_of_a_batch_gets_one_token(svc: Vault, tenant: str) -> None:
     first, second = svc.texts.tokenize_text(
         ADMIN, tenant, ["mail ada@example.org", "ada@example.org again"], scope="s", deadline=DL
     )
@@ -78,12 +76,12 @@ def test_a_value_repeated_across_texts_of_a_batch_gets_one_token(
     assert svc.scalar("SELECT count(*) FROM tokens WHERE tenant = :t", t=tenant) == 1
 
 
-def test_a_text_without_pii_is_returned_as_is(svc: Services, tenant: str) -> None:
+def test_a_text_without_pii_is_returned_as_is(svc: Vault, tenant: str) -> None:
     [plain] = svc.texts.tokenize_text(ADMIN, tenant, ["nothing to see"], scope="s", deadline=DL)
     assert (plain.text, plain.spans) == ("nothing to see", ())
 
 
-def test_tokenize_text_is_audited_as_token_create(svc: Services, tenant: str) -> None:
+def test_tokenize_text_is_audited_as_token_create(svc: Vault, tenant: str) -> None:
     _redact(svc, tenant, "write to ada@example.org or call +1 415 555 2671")
     [row] = svc.audit_rows(tenant)
     assert (row.action, row.outcome, row.record_ref, row.field_classes) == (
@@ -106,7 +104,7 @@ def test_tokenize_text_is_audited_as_token_create(svc: Services, tenant: str) ->
     ],
 )
 def test_bad_tokenize_text_requests_name_the_field(
-    svc: Services, tenant: str, texts: list[str], kwargs: dict[str, object], field: str
+    svc: Vault, tenant: str, texts: list[str], kwargs: dict[str, object], field: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         svc.texts.tokenize_text(ADMIN, tenant, texts, deadline=DL, **kwargs)  # type: ignore[arg-type]
@@ -114,15 +112,9 @@ def test_bad_tokenize_text_requests_name_the_field(
     assert svc.scalar("SELECT count(*) FROM tokens") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TokenizeText turns every items[i] error of its Tokenize batch into `texts` ('holds "
-    "a value its class does not accept'), so a ttl_seconds beyond ten years (a valid uint32 on "
-    "the wire) is reported as bad text; and a text without PII skips the check altogether",
-)
 @pytest.mark.parametrize("text", ["mail ada@example.org", "no pii here"])
 def test_a_ttl_out_of_range_is_refused_naming_ttl_seconds(
-    svc: Services, tenant: str, text: str
+    svc: Vault, tenant: str, text: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         svc.texts.tokenize_text(
@@ -131,9 +123,7 @@ def test_a_ttl_out_of_range_is_refused_naming_ttl_seconds(
     assert caught.value.field == "ttl_seconds"
 
 
-def test_tokenize_text_is_authorized_before_its_input_is_looked_at(
-    svc: Services, tenant: str
-) -> None:
+def test_tokenize_text_is_authorized_before_its_input_is_looked_at(svc: Vault, tenant: str) -> None:
     fraud = caller_of("fraud-analyst", "fraud-investigation")
     with pytest.raises(PermissionDenied) as caught:
         svc.texts.tokenize_text(fraud, tenant, [], scope="bad scope", deadline=DL)
@@ -145,7 +135,7 @@ def test_tokenize_text_is_authorized_before_its_input_is_looked_at(
 # --- reveal --------------------------------------------------------------------------------
 
 
-def test_reveal_text_restores_the_original_exactly(svc: Services, tenant: str) -> None:
+def test_reveal_text_restores_the_original_exactly(svc: Vault, tenant: str) -> None:
     redacted, tokens = _redact(svc, tenant, CHAT)
     back = svc.texts.reveal_text(ADMIN, tenant, redacted, deadline=DL)
     assert back.text == CHAT
@@ -158,7 +148,7 @@ def test_reveal_text_restores_the_original_exactly(svc: Services, tenant: str) -
     assert (row.outcome, row.field_classes) == ("allowed", tuple(sorted(set(CHAT_CLASSES))))
 
 
-def test_invented_and_altered_tokens_are_reported_not_guessed(svc: Services, tenant: str) -> None:
+def test_invented_and_altered_tokens_are_reported_not_guessed(svc: Vault, tenant: str) -> None:
     _, [real] = _redact(svc, tenant, "mail me at ada@example.org", scope="c")
     [theirs] = _redact(svc, new_tenant(), "mail me at ada@example.org", scope="c")[1]
     altered = real[:-3]
@@ -175,7 +165,7 @@ def test_invented_and_altered_tokens_are_reported_not_guessed(svc: Services, ten
 
 
 def test_a_token_stays_in_place_unless_the_caller_gets_plain_or_masked(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     text = "ada@example.org lives at 12 St James's Square"
     _, [email] = _redact(svc, tenant, text, scope="t")
@@ -195,7 +185,7 @@ def test_a_token_stays_in_place_unless_the_caller_gets_plain_or_masked(
     ]
 
 
-def test_an_expired_text_token_is_left_and_reported(svc: Services, tenant: str) -> None:
+def test_an_expired_text_token_is_left_and_reported(svc: Vault, tenant: str) -> None:
     [redacted] = svc.texts.tokenize_text(
         ADMIN, tenant, ["mail ada@example.org"], scope="s", ttl_seconds=60, deadline=DL
     )
@@ -209,7 +199,7 @@ def test_an_expired_text_token_is_left_and_reported(svc: Services, tenant: str) 
 
 
 def test_reveal_text_needs_text_reveal_even_for_a_text_without_tokens(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     agent = caller_of("ai-pipeline", "model-training")
     for text in ("nothing here", f"a token {INVENTED}"):
@@ -226,14 +216,14 @@ def test_reveal_text_needs_text_reveal_even_for_a_text_without_tokens(
     [(caller_of("fraud-analyst"), "purpose"), (caller_of("fraud-analyst", "gossip"), "purpose")],
 )
 def test_reveal_text_needs_a_known_purpose(
-    svc: Services, tenant: str, caller: Caller, field: str
+    svc: Vault, tenant: str, caller: Caller, field: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         svc.texts.reveal_text(caller, tenant, "no tokens", deadline=DL)
     assert caught.value.field == field
 
 
-def test_an_oversized_text_or_chunk_is_refused(svc: Services, tenant: str) -> None:
+def test_an_oversized_text_or_chunk_is_refused(svc: Vault, tenant: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         svc.texts.reveal_text(ADMIN, tenant, "x" * 65_537, deadline=DL)
     assert caught.value.field == "text"
@@ -251,7 +241,7 @@ def test_an_oversized_text_or_chunk_is_refused(svc: Services, tenant: str) -> No
 
 @dataclass(frozen=True)
 class _Answer:
-    svc: Services
+    svc: Vault
     tenant: str
     text: str
     whole: RevealedText

@@ -12,8 +12,10 @@ from vault.audit import AuditLog, MemoryCheckpointStore
 from vault.deadline import Deadline
 from vault.keys import KeyManager
 from vault.policy import PolicyHolder
-from vault.service import Access, Keyring
-from vault.service.tokens import TokenizeItem, TokensService
+from vault.schema import load_schema
+from vault.service import Access
+from vault.service.services import Services
+from vault.service.tokens import PoolLimits, TokenizeItem, TokensService
 from vault.storage import Database, upgrade
 from vault.testing import InMemoryKeyWrapper
 
@@ -27,9 +29,8 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokensService]:
     db = Database(url)
     keys = KeyManager(InMemoryKeyWrapper())
     audit = AuditLog(db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False)
-    yield TokensService(
-        db, keys, Access(PolicyHolder(TEST_POLICY), audit), Keyring(db, keys), pool_max_entries=5
-    )
+    access = Access(PolicyHolder(TEST_POLICY), audit)
+    yield Services.build(db, keys, load_schema(), access, pools=PoolLimits(max_entries=5)).tokens
     db.dispose()
 
 

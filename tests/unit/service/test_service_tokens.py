@@ -12,7 +12,7 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
 from tests.support import ADMIN, TEST_PURPOSE, caller_of
-from tests.unit.service.service_support import DL, ServiceFactory, Services
+from tests.unit.service.service_support import DL, ServiceFactory, Vault
 from vault.crypto import TOKEN_RE
 from vault.errors import (
     Erased,
@@ -45,12 +45,12 @@ FRAUD = caller_of("fraud-analyst", "fraud-investigation")
 PAST = datetime(2001, 1, 1, tzinfo=UTC)
 
 
-def _create(svc: Services, tenant: str, fields: dict[str, str]) -> str:
+def _create(svc: Vault, tenant: str, fields: dict[str, str]) -> str:
     [rec] = svc.records.create(ADMIN, tenant, [RecordInput(fields)], deadline=DL)
     return rec.record_id
 
 
-def _tokens_in(svc: Services, tenant: str) -> int:
+def _tokens_in(svc: Vault, tenant: str) -> int:
     return int(svc.scalar("SELECT count(*) FROM tokens WHERE tenant = :t", t=tenant))
 
 
@@ -67,7 +67,7 @@ def _tokens_in(svc: Services, tenant: str) -> int:
     ],
 )
 def test_every_class_and_kind_reveals_the_value_given(
-    svc: Services, tenant: str, field_class: str, kind: TokenKind
+    svc: Vault, tenant: str, field_class: str, kind: TokenKind
 ) -> None:
     value = VALUES[field_class]
     [token] = svc.tokens.tokenize(
@@ -87,7 +87,7 @@ def test_every_class_and_kind_reveals_the_value_given(
     )
 
 
-def test_random_tokens_are_fresh_for_every_value(svc: Services, tenant: str) -> None:
+def test_random_tokens_are_fresh_for_every_value(svc: Vault, tenant: str) -> None:
     items = [TokenizeItem(VALUES["email"], "email")] * 3
     tokens = svc.tokens.tokenize(ADMIN, tenant, items, deadline=DL)
     again = svc.tokens.tokenize(ADMIN, tenant, items[:1], deadline=DL)
@@ -95,7 +95,7 @@ def test_random_tokens_are_fresh_for_every_value(svc: Services, tenant: str) -> 
 
 
 def test_deterministic_tokens_are_one_per_normalized_value_tenant_and_scope(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     def det(value: str, field_class: str = "email", scope: str = "s1", t: str = tenant) -> str:
         [token] = svc.tokens.tokenize(
@@ -120,14 +120,14 @@ def test_deterministic_tokens_are_one_per_normalized_value_tenant_and_scope(
     assert _tokens_in(svc, tenant) == 5  # three email scopes, the phone, ben
 
 
-def test_deterministic_tokens_in_one_batch_are_one_row(svc: Services, tenant: str) -> None:
+def test_deterministic_tokens_in_one_batch_are_one_row(svc: Vault, tenant: str) -> None:
     item = TokenizeItem(VALUES["email"], "email", TokenKind.DETERMINISTIC, scope="s")
     a, b = svc.tokens.tokenize(ADMIN, tenant, [item, item], deadline=DL)
     assert a == b
     assert _tokens_in(svc, tenant) == 1
 
 
-def test_format_preserving_tokens_keep_the_shape(svc: Services, tenant: str) -> None:
+def test_format_preserving_tokens_keep_the_shape(svc: Vault, tenant: str) -> None:
     fp = TokenKind.FORMAT_PRESERVING
     card, phone, email, dob, iban, ip = svc.tokens.tokenize(
         ADMIN,
@@ -158,7 +158,7 @@ def test_format_preserving_tokens_keep_the_shape(svc: Services, tenant: str) -> 
 
 @pytest.mark.parametrize("field_class", ["card_number", "phone"])
 def test_format_preserving_tokens_keep_the_last_four_on_request(
-    svc: Services, tenant: str, field_class: str
+    svc: Vault, tenant: str, field_class: str
 ) -> None:
     value = VALUES[field_class]
     tokens = svc.tokens.tokenize(
@@ -175,7 +175,7 @@ def test_format_preserving_tokens_keep_the_last_four_on_request(
     assert {r.value for r in revealed} == {value}
 
 
-def test_keep_last_four_is_refused_for_an_email(svc: Services, tenant: str) -> None:
+def test_keep_last_four_is_refused_for_an_email(svc: Vault, tenant: str) -> None:
     item = TokenizeItem(VALUES["email"], "email", TokenKind.FORMAT_PRESERVING, keep_last_four=True)
     with pytest.raises(InvalidInput) as caught:
         svc.tokens.tokenize(ADMIN, tenant, [item], deadline=DL)
@@ -186,7 +186,7 @@ def test_keep_last_four_is_refused_for_an_email(svc: Services, tenant: str) -> N
 # --- lifetimes -----------------------------------------------------------------------------
 
 
-def test_a_token_past_its_ttl_reveals_as_expired_and_is_purged(svc: Services, tenant: str) -> None:
+def test_a_token_past_its_ttl_reveals_as_expired_and_is_purged(svc: Vault, tenant: str) -> None:
     brief, lasting = svc.tokens.tokenize(
         ADMIN,
         tenant,
@@ -211,7 +211,7 @@ def test_a_token_past_its_ttl_reveals_as_expired_and_is_purged(svc: Services, te
     assert (gone.error, alive.error) == (TokenError.UNKNOWN, None)
 
 
-def test_an_expired_deterministic_token_is_issued_afresh(svc: Services, tenant: str) -> None:
+def test_an_expired_deterministic_token_is_issued_afresh(svc: Vault, tenant: str) -> None:
     item = TokenizeItem(
         VALUES["email"], "email", TokenKind.DETERMINISTIC, scope="s", ttl_seconds=60
     )
@@ -223,7 +223,7 @@ def test_an_expired_deterministic_token_is_issued_afresh(svc: Services, tenant: 
 
 
 @pytest.mark.parametrize("ttl", [-1, 10 * 366 * 86_400 + 1])
-def test_a_ttl_out_of_range_is_refused(svc: Services, tenant: str, ttl: int) -> None:
+def test_a_ttl_out_of_range_is_refused(svc: Vault, tenant: str, ttl: int) -> None:
     with pytest.raises(InvalidInput) as caught:
         svc.tokens.tokenize(
             ADMIN, tenant, [TokenizeItem(VALUES["email"], "email", ttl_seconds=ttl)], deadline=DL
@@ -234,7 +234,7 @@ def test_a_ttl_out_of_range_is_refused(svc: Services, tenant: str, ttl: int) -> 
 # --- linked tokens -------------------------------------------------------------------------
 
 
-def test_linked_tokens_are_erased_with_their_record(svc: Services, tenant: str) -> None:
+def test_linked_tokens_are_erased_with_their_record(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant, {"email": VALUES["email"], "phone": VALUES["phone"]})
     kept = _create(svc, tenant, {"email": "ben@example.com"})
     email, phone, other = svc.tokens.tokenize(
@@ -256,7 +256,7 @@ def test_linked_tokens_are_erased_with_their_record(svc: Services, tenant: str) 
     ]
 
 
-def test_a_replaced_value_takes_its_linked_tokens_with_it(svc: Services, tenant: str) -> None:
+def test_a_replaced_value_takes_its_linked_tokens_with_it(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant, {"email": VALUES["email"], "phone": VALUES["phone"]})
     old_email, phone = svc.tokens.tokenize(
         ADMIN,
@@ -274,7 +274,7 @@ def test_a_replaced_value_takes_its_linked_tokens_with_it(svc: Services, tenant:
     assert (gone.error, kept.error, kept.value) == (TokenError.ERASED, None, VALUES["phone"])
 
 
-def test_a_token_links_only_to_a_live_record_of_its_tenant(svc: Services, tenant: str) -> None:
+def test_a_token_links_only_to_a_live_record_of_its_tenant(svc: Vault, tenant: str) -> None:
     elsewhere = _create(svc, tenant + "-other", {"email": VALUES["email"]})
     erased = _create(svc, tenant, {"email": VALUES["email"]})
     svc.records.delete(ADMIN, tenant, erased, deadline=DL)
@@ -287,7 +287,7 @@ def test_a_token_links_only_to_a_live_record_of_its_tenant(svc: Services, tenant
 
 
 def test_tokenize_is_audited_per_linked_record_and_once_for_standalone_values(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     a = _create(svc, tenant, {"email": VALUES["email"]})
     b = _create(svc, tenant, {"email": "ben@example.com"})
@@ -316,7 +316,7 @@ def test_tokenize_is_audited_per_linked_record_and_once_for_standalone_values(
 
 
 def test_tokens_not_issued_in_the_tenant_are_unknown_and_fail_nothing_else(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     [mine] = svc.tokens.tokenize(
         ADMIN, tenant, [TokenizeItem("a@example.com", "email")], deadline=DL
@@ -343,11 +343,11 @@ def test_tokens_not_issued_in_the_tenant_are_unknown_and_fail_nothing_else(
 
 
 def test_a_consent_bound_purpose_reveals_only_what_the_customer_consented_to(
-    svc: Services, tenant: str
+    svc: Vault, tenant: str
 ) -> None:
     consented = _create(svc, tenant, {"email": VALUES["email"]})
     refused = _create(svc, tenant, {"email": "ben@example.com"})
-    svc.consent.update_consent(
+    svc.consent.update(
         ADMIN, tenant, consented, ["marketing"], expected_version=0, source="web", deadline=DL
     )
     yes, no, loose = svc.tokens.tokenize(
@@ -375,7 +375,7 @@ def test_a_consent_bound_purpose_reveals_only_what_the_customer_consented_to(
     }
 
 
-def test_each_token_comes_back_as_the_role_gets_its_class(svc: Services, tenant: str) -> None:
+def test_each_token_comes_back_as_the_role_gets_its_class(svc: Vault, tenant: str) -> None:
     email, card, iban = svc.tokens.tokenize(
         ADMIN,
         tenant,
@@ -397,7 +397,7 @@ def test_each_token_comes_back_as_the_role_gets_its_class(svc: Services, tenant:
     # marketing lowers everything but email and name to omit
     marketing = caller_of("backend-service", "marketing")
     rid = _create(svc, tenant, {"phone": VALUES["phone"]})
-    svc.consent.update_consent(
+    svc.consent.update(
         ADMIN, tenant, rid, ["marketing"], expected_version=0, source="web", deadline=DL
     )
     [phone] = svc.tokens.tokenize(
@@ -420,7 +420,7 @@ def test_each_token_comes_back_as_the_role_gets_its_class(svc: Services, tenant:
     ],
 )
 def test_a_reveal_is_refused_before_any_token_is_read(
-    svc: Services,
+    svc: Vault,
     tenant: str,
     caller: Caller,
     error: type[Exception],
@@ -452,7 +452,7 @@ def test_a_reveal_is_refused_before_any_token_is_read(
     ],
 )
 def test_bad_reveal_requests_name_the_field(
-    svc: Services, tenant_arg: str, tokens: list[str], field: str
+    svc: Vault, tenant_arg: str, tokens: list[str], field: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         svc.tokens.reveal(ADMIN, tenant_arg, tokens, deadline=DL)
@@ -491,7 +491,7 @@ def test_a_reveal_over_the_limit_reveals_nothing_and_counts_nothing(
     assert last.value == "p30@example.com"
 
 
-def test_a_reveal_is_audited_per_record_before_values_leave(svc: Services, tenant: str) -> None:
+def test_a_reveal_is_audited_per_record_before_values_leave(svc: Vault, tenant: str) -> None:
     a = _create(svc, tenant, {"email": VALUES["email"]})
     linked, loose = svc.tokens.tokenize(
         ADMIN,
@@ -554,7 +554,7 @@ def _item(**kwargs: object) -> TokenizeItem:
     ],
 )
 def test_a_bad_item_fails_the_whole_batch_naming_its_field(
-    svc: Services, tenant: str, items: list[TokenizeItem], field: str
+    svc: Vault, tenant: str, items: list[TokenizeItem], field: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         svc.tokens.tokenize(ADMIN, tenant, items, deadline=DL)
@@ -563,7 +563,7 @@ def test_a_bad_item_fails_the_whole_batch_naming_its_field(
     assert svc.audit_rows(tenant) == []  # bad input is not an event: nothing happened
 
 
-def test_tokenize_needs_token_create(svc: Services, tenant: str) -> None:
+def test_tokenize_needs_token_create(svc: Vault, tenant: str) -> None:
     with pytest.raises(PermissionDenied) as caught:
         svc.tokens.tokenize(FRAUD, tenant, [_item()], deadline=DL)
     assert caught.value.reason == "action_not_allowed"
@@ -582,9 +582,7 @@ def test_tokenize_needs_token_create(svc: Services, tenant: str) -> None:
     "not, found at erasure and tombstoned) is not implemented: a standalone token of an erased "
     "customer's value still reveals it",
 )
-def test_erasure_reaches_standalone_tokens_of_the_customers_values(
-    svc: Services, tenant: str
-) -> None:
+def test_erasure_reaches_standalone_tokens_of_the_customers_values(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant, {"email": VALUES["email"]})
     [loose] = svc.tokens.tokenize(ADMIN, tenant, [_item()], deadline=DL)
     svc.records.delete(ADMIN, tenant, rid, deadline=DL)

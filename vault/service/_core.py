@@ -1,0 +1,80 @@
+"""What every service of the layer shares: storage, keys, schema, access, and the write path.
+
+One :class:`Core` is built per process (by ``Services.build``) and handed to each service, so
+there is one keyring, one data-key path (:class:`~vault.service._datakeys.DataKeys`) and one
+audit log, whatever serves the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy.engine import Connection
+
+from vault.audit import AuditEntry, AuditEvent
+from vault.deadline import Deadline
+from vault.errors import Erased, NotFound
+from vault.keys import KeyManager
+from vault.schema import RecordSchema
+from vault.service._datakeys import DataKeys
+from vault.service._keyring import Keyring
+from vault.service.access import Access
+from vault.storage import Database, RecordRow, repo
+
+
+class Core:
+    """The shared parts of the service layer. Thread-safe."""
+
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyManager,
+        schema: RecordSchema,
+        access: Access,
+        *,
+        keyring: Keyring | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.schema = schema
+        self.access = access
+        self.audit = access.audit
+        self.keyring = keyring or Keyring(db, keys)
+        self.data_keys = DataKeys(self.keyring, keys)
+
+    def class_of(self, name: str) -> str:
+        """The field class of a schema field."""
+        return self.schema.spec(name).field_class.value
+
+    def classes_of(self, names: Sequence[str]) -> list[str]:
+        """The sorted field classes of these schema fields."""
+        return sorted({self.class_of(n) for n in names})
+
+    @contextmanager
+    def audited_write(
+        self, events: list[AuditEvent], *, deadline: Deadline
+    ) -> Iterator[Connection]:
+        """One write transaction that commits with ``events`` (filled in by the block if it
+        learns them late) as audit rows; fails closed: no audit row, no write."""
+        self.audit.prepare(deadline=deadline)
+        entries: list[AuditEntry] = []
+        with self.db.begin() as conn:
+            yield conn
+            if events:
+                entries = self.audit.append(conn, events, deadline=deadline)
+        self.audit.after_commit(entries)
+
+    def dependencies_healthy(self) -> dict[str, bool]:
+        """Whether the database and the key server answer (for the health service)."""
+        return {"database": self.db.ping(), "key_server": self.keys.healthy()}
+
+
+def live_record(conn: Connection, tenant: str, record_id: str) -> RecordRow:
+    """The record's row; Erased or NotFound when there is no live record."""
+    row = repo.get_record(conn, tenant, record_id)
+    if row is None:
+        if repo.is_erased(conn, tenant, record_id):
+            raise Erased("record erased")
+        raise NotFound("record not found")
+    return row

@@ -1,0 +1,118 @@
+"""Sealing a record's values: new data keys, ciphertexts, blind-index rows and linked tokens.
+
+CPU work done before the write transaction opens (create, update, rekey), under the tenant's
+current keys; no key-server call once the tenant keys are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from vault import crypto
+from vault.crypto import DataKey, uuid7
+from vault.service._core import Core
+from vault.service._keyring import DATA, INDEX, TenantKey, new_data_key
+from vault.service._types import StoredRecord
+from vault.storage import NewRecord, tokens_repo
+
+#: the tenant's current tenant and index keys by (class, kind), as ``Keyring.current`` gives
+TenantKeys = Mapping[tuple[str, str], TenantKey]
+#: what sealing a record's values writes: value rows, blind-index rows, and tokens by field
+Sealed = tuple[list[dict[str, object]], list[dict[str, object]], dict[str, str]]
+
+
+def seal_linked(
+    dek: DataKey, tenant: str, record_id: str, token: tokens_repo.LinkedToken, value: str
+) -> bytes:
+    """A linked token's value sealed under its record's ``dek`` (AAD bound to the token)."""
+    return crypto.seal_value(dek, tenant, record_id, f"token:{token.token}", value)
+
+
+class RecordSealer:
+    """Seals values of records for storage."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    def seal_new(
+        self, tenant: str, idempotency_key: str | None, values: Mapping[str, str], tkeys: TenantKeys
+    ) -> tuple[NewRecord, StoredRecord]:
+        """A new record's rows, and what CreateRecord answers for it."""
+        record_id = str(uuid7())
+        classes = {self._core.class_of(n) for n in values}
+        data_keys, dek_rows = self.new_data_keys(tenant, record_id, classes, tkeys)
+        value_rows, index_rows, tokens = self.seal_values(
+            tenant, record_id, values, data_keys, tkeys, tokens={}
+        )
+        new = NewRecord(
+            id=record_id,
+            tenant=tenant,
+            schema_version=self._core.schema.version,
+            idempotency_key=idempotency_key,
+            data_keys=dek_rows,
+            values=value_rows,
+            index_rows=index_rows,
+        )
+        return new, StoredRecord(record_id, 1, tokens)
+
+    def new_data_keys(
+        self, tenant: str, record_id: str, classes: set[str], tkeys: TenantKeys
+    ) -> tuple[dict[str, DataKey], list[dict[str, object]]]:
+        """A new data key per class (cached), and their rows."""
+        deks: dict[str, DataKey] = {}
+        rows: list[dict[str, object]] = []
+        for field_class in sorted(classes):
+            dek, row = new_data_key(tenant, record_id, field_class, tkeys[(field_class, DATA)])
+            deks[field_class] = dek
+            self._core.data_keys.remember(dek)
+            rows.append(row)
+        return deks, rows
+
+    def seal_values(
+        self,
+        tenant: str,
+        record_id: str,
+        values: Mapping[str, str],
+        deks: Mapping[str, DataKey],
+        tkeys: TenantKeys,
+        *,
+        tokens: Mapping[str, str],
+    ) -> Sealed:
+        """Value rows (each under its class's data key), blind-index rows of the searchable
+        fields, and each field's token (kept from ``tokens``, else a new one)."""
+        value_rows: list[dict[str, object]] = []
+        index_rows: list[dict[str, object]] = []
+        out_tokens: dict[str, str] = {}
+        for name, value in values.items():
+            field_class = self._core.class_of(name)
+            dek = deks[field_class]
+            token = tokens.get(name) or crypto.random_token(field_class)
+            out_tokens[name] = token
+            value_rows.append(
+                {
+                    "record_id": record_id,
+                    "field_name": name,
+                    "tenant": tenant,
+                    "field_class": field_class,
+                    "data_key_id": str(dek.id),
+                    "ciphertext": crypto.seal_value(dek, tenant, record_id, name, value),
+                    "token": token,
+                }
+            )
+            if self._core.schema.spec(name).searchable:
+                ik = tkeys[(field_class, INDEX)]
+                index_rows.append(self.index_row(tenant, record_id, name, value, ik))
+        return value_rows, index_rows, out_tokens
+
+    def index_row(
+        self, tenant: str, record_id: str, name: str, value: str, ik: TenantKey
+    ) -> dict[str, object]:
+        """The blind-index row of one field's (canonical) value under index key ``ik``."""
+        form = self._core.schema.index_form(name, value, trusted=True)
+        return {
+            "tenant": tenant,
+            "record_id": record_id,
+            "field_name": name,
+            "index_key_id": ik.id,
+            "digest": crypto.blind_index(ik.key, name, form),
+        }

@@ -1,0 +1,109 @@
+"""Retention: crypto-shred what the schema's retention periods say is past them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from vault.audit import AuditEvent
+from vault.deadline import Deadline
+from vault.service._core import Core
+from vault.storage import access_repo, repo
+
+#: ``event(action, tenant, record_id)``: the operator's audit event of one erasure
+EventOf = Callable[[str, str, str], AuditEvent]
+
+#: a dry run counts everything at once
+_ALL = 10**9
+#: each purge transaction's deadline
+_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What a retention purge erased (or, in a dry run, would erase): whole records, and data
+    keys of a class (in a dry run) or values (otherwise) past their class's period."""
+
+    records: int
+    values: int
+
+
+def purge_expired(
+    core: Core,
+    *,
+    now: datetime,
+    event: EventOf,
+    batch: int = 100,
+    dry_run: bool = False,
+) -> PurgeReport:
+    """Crypto-shred what the schema's retention says is past it: whole records not written
+    for ``record_retention_days`` (the same erasure as DeleteRecord, with its tombstones),
+    and, per class with a period, that class's values (its data key destroyed and
+    tombstoned, the fields dropped; the record lives on with a new version). ``batch`` per
+    transaction; each erasure is audited with ``event(action, tenant, record_id)``.
+    ``dry_run`` only counts."""
+    records = values = 0
+    days = core.schema.record_retention_days
+    if days is not None:
+        records = _purge_records(core, now - timedelta(days=days), now, event, batch, dry_run)
+    for field_class, class_days in sorted(core.schema.class_retention_days.items()):
+        before = now - timedelta(days=class_days)
+        values += _purge_class(core, field_class.value, before, now, event, batch, dry_run)
+    return PurgeReport(records, values)
+
+
+def _purge_records(
+    core: Core,
+    before: datetime,
+    now: datetime,
+    event: EventOf,
+    batch: int,
+    dry_run: bool,
+) -> int:
+    """Erase the records not written since ``before``; how many (a dry run: would be)."""
+    done = 0
+    while True:
+        with core.db.begin(write=False) as conn:
+            due = repo.records_not_updated_since(conn, before, _ALL if dry_run else batch)
+        if dry_run:
+            return len(due)
+        if not due:
+            return done
+        events = [event("retention.erase", t, r) for t, r in due]
+        shredded: list[str] = []
+        with core.audited_write(events, deadline=Deadline.after(_SECONDS)) as conn:
+            for tenant, rid in due:
+                shredded += repo.erase_record(conn, tenant, rid, now)
+                access_repo.erase_consents(conn, rid)
+        core.data_keys.forget(shredded)
+        done += len(due)
+
+
+def _purge_class(
+    core: Core,
+    field_class: str,
+    before: datetime,
+    now: datetime,
+    event: EventOf,
+    batch: int,
+    dry_run: bool,
+) -> int:
+    """Shred the values of a class whose data key was not written since ``before``: how many
+    values (a dry run: how many data keys would go)."""
+    done = 0
+    while True:
+        with core.db.begin(write=False) as conn:
+            keys = repo.class_keys_not_updated_since(
+                conn, field_class, before, _ALL if dry_run else batch
+            )
+        if dry_run:
+            return len(keys)
+        if not keys:
+            return done
+        events = [event(f"retention.shred.{field_class}", t, r) for t, r, _ in keys]
+        with core.audited_write(events, deadline=Deadline.after(_SECONDS)) as conn:
+            for tenant, rid, dek in keys:
+                done += repo.shred_class_values(conn, tenant, rid, dek, now)
+                repo.touch_record(conn, tenant, rid, now)
+        core.data_keys.forget(dek for _, _, dek in keys)

@@ -1,0 +1,71 @@
+"""The composition root of the service layer: every service, built once, over one :class:`Core`.
+
+The server (``vault.app``), every CLI command and the tests build the layer here, so a service
+is made one way only and nobody patches what it built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vault.keys import KeyManager
+from vault.schema import RecordSchema
+from vault.service._core import Core
+from vault.service._keyring import Keyring
+from vault.service.access import Access
+from vault.service.audit_queries import AuditQueries
+from vault.service.consent import ConsentService
+from vault.service.export import ExportService
+from vault.service.grants import GrantsService
+from vault.service.records import RecordsService
+from vault.service.text import TextService
+from vault.service.tokens import PoolLimits, TokensService
+from vault.storage import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Every use case of the vault, by domain."""
+
+    core: Core
+    records: RecordsService
+    consent: ConsentService
+    exports: ExportService
+    audit_queries: AuditQueries
+    grants: GrantsService
+    tokens: TokensService
+    text: TextService
+
+    @classmethod
+    def build(
+        cls,
+        db: Database,
+        keys: KeyManager,
+        schema: RecordSchema,
+        access: Access,
+        *,
+        keyring: Keyring | None = None,
+        pools: PoolLimits | None = None,
+    ) -> Services:
+        """The whole layer over these parts."""
+        return cls.over(Core(db, keys, schema, access, keyring=keyring), pools=pools)
+
+    @classmethod
+    def over(cls, core: Core, *, pools: PoolLimits | None = None) -> Services:
+        """The whole layer over an existing core (its caches and keyring shared)."""
+        grants = GrantsService(core)
+        tokens = TokensService(core, grants, pools=pools)
+        return cls(
+            core=core,
+            records=RecordsService(core),
+            consent=ConsentService(core),
+            exports=ExportService(core),
+            audit_queries=AuditQueries(core),
+            grants=grants,
+            tokens=tokens,
+            text=TextService(tokens),
+        )
+
+    def dependencies_healthy(self) -> dict[str, bool]:
+        """Whether the database and the key server answer (for the health service)."""
+        return self.core.dependencies_healthy()

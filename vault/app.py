@@ -27,7 +27,7 @@ from vault.memory import pin_mmap_threshold
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
 from vault.service import Access, Services
-from vault.storage import Database, current_revision, head_revision
+from vault.storage import Database, current_revision, head_revision, upgrade
 
 
 def make_auth(settings: Settings) -> KeyServerAuth:
@@ -187,6 +187,28 @@ def build_services(
     schema = schema or load_schema(settings.schema or None)
     policy = policy or PolicyHolder(settings.policy or deploy_file("policy", "sample-policy.yaml"))
     return Services.build(audit.db, audit.keys, schema, Access(policy, audit))
+
+
+def build_operator_audit_log(settings: Settings) -> AuditLog:
+    """The audit log of an operator command (its database and key manager serve the command
+    too): the settings' chain, with the operator's key-server access."""
+    bao = settings.openbao
+    auth = make_auth(settings)
+    wrapper = TransitKeyWrapper(bao.url, auth, key_prefix=bao.key_prefix, mount=bao.mount)
+    checkpoint = KvCheckpointStore(
+        bao.url, auth, mount=settings.audit.kv_mount, path=settings.audit.kv_path
+    )
+    return AuditLog(
+        Database(settings.database_url),
+        KeyManager(wrapper),
+        chain=settings.audit.chain,
+        checkpoint=checkpoint,
+    )
+
+
+def upgrade_database(url: str) -> None:
+    """Migrate the database at ``url`` to the newest schema (``cvault db upgrade``)."""
+    upgrade(url)
 
 
 def _audit_denial(access: Access) -> Callable[[str, str], None]:

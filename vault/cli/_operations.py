@@ -13,33 +13,17 @@ import getpass
 import sys
 from types import TracebackType
 
-from vault.app import build_services, make_auth
-from vault.audit import ALLOWED, AuditEvent, AuditLog
+from vault.app import build_operator_audit_log, build_services
+from vault.audit import ALLOWED, AuditEvent
 from vault.config import Settings
 from vault.deadline import Deadline
 from vault.errors import VaultServiceError
-from vault.keys import KeyManager, KvCheckpointStore, TransitKeyWrapper
+from vault.keys import KeyManager
 from vault.service import Services
 from vault.service.operations import runs
 from vault.storage import Database
 
 __all__ = ["Operator"]
-
-
-def _audit_log(settings: Settings) -> AuditLog:
-    """The audit log of the operator settings' chain, with the operator's key-server access."""
-    bao = settings.openbao
-    auth = make_auth(settings)
-    wrapper = TransitKeyWrapper(bao.url, auth, key_prefix=bao.key_prefix, mount=bao.mount)
-    checkpoint = KvCheckpointStore(
-        bao.url, auth, mount=settings.audit.kv_mount, path=settings.audit.kv_path
-    )
-    return AuditLog(
-        Database(settings.database_url),
-        KeyManager(wrapper),
-        chain=settings.audit.chain,
-        checkpoint=checkpoint,
-    )
 
 
 class Operator:
@@ -51,7 +35,7 @@ class Operator:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.log = _audit_log(settings)
+        self.log = build_operator_audit_log(settings)
         self._services: Services | None = None
 
     @property

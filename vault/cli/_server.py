@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vault.api import RunningServer, new_api_key, server_credentials
     from vault.api.server import STOP_MARGIN
-    from vault.app import App, build_app
+    from vault.app import App, build_app, upgrade_database
     from vault.cli._operations import Operator
     from vault.service import operations
     from vault.service.tokens import purge_expired_tokens
-    from vault.storage import upgrade
 
 #: name -> the module that defines it
 _NAMES = {
@@ -35,7 +34,7 @@ _NAMES = {
     "server_credentials": "vault.api",
     "Operator": "vault.cli._operations",
     "purge_expired_tokens": "vault.service.tokens",
-    "upgrade": "vault.storage",
+    "upgrade_database": "vault.app",
 }
 #: name -> a module used as a whole
 _MODULES = {"operations": "vault.service.operations"}
@@ -50,7 +49,7 @@ __all__ = [
     "operations",
     "purge_expired_tokens",
     "server_credentials",
-    "upgrade",
+    "upgrade_database",
 ]
 
 

@@ -114,7 +114,7 @@ def _set_up_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) ->
     prefix = "cvault"
     role_id, secret_id = _set_up_openbao(bao, prefix)
     db_url = f"sqlite:///{(state / 'vault.db').resolve()}"
-    _server.upgrade(db_url)
+    _server.upgrade_database(db_url)
     pki = generate_dev_pki(state / "pki", roles=DEV_ROLES)
     # One API key per sample role, made fresh each start: the keys go to dev.json (0600),
     # only their salted hashes to the server's settings.
@@ -233,7 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     url = args.database_url or load_settings(args.config).database_url
-    _server.upgrade(url)
+    _server.upgrade_database(url)
     print("database is at the newest schema revision")
     return 0
 

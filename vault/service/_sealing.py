@@ -84,7 +84,8 @@ class RecordSealer:
         index_rows: list[dict[str, object]] = []
         out_tokens: dict[str, str] = {}
         for name, value in values.items():
-            field_class = self._core.class_of(name)
+            spec = self._core.schema.spec(name)
+            field_class = spec.field_class.value
             dek = deks[field_class]
             token = tokens.get(name) or crypto.random_token(field_class)
             out_tokens[name] = token
@@ -99,7 +100,7 @@ class RecordSealer:
                     "token": token,
                 }
             )
-            if self._core.schema.spec(name).searchable:
+            if spec.searchable:
                 ik = tkeys[(field_class, INDEX)]
                 index_rows.append(self.index_row(tenant, record_id, name, value, ik))
         return value_rows, index_rows, out_tokens

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             ttl_seconds=120,
             max_uses=1,
         )
-        email_token = redacted[0].spans[0].token
+        email_token = next(s.token for s in redacted[0].spans if s.field_class == "email")
         [tool_call] = pipeline.reveal(args.tenant, [email_token], grant=grant)
         print(
             f"\n# the LLM agent, under a one-use grant until {expires:%H:%M:%S} UTC, "

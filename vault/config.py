@@ -37,6 +37,11 @@ Example (``cvault serve --config vault.toml``)::
     # salt = "..."
     # hash = "..."
 
+    [text]                            # TokenizeText detection (vault.text.ScannerSetup)
+    ner = "none"                      # or "spacy:<package>", "presidio", "presidio:<package>"
+    phone_regions = ["US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "AU", "IN"]
+    recall = "standard"               # "high": strict mode, every capitalised word run
+
 There is no admin key setting: callers authenticate with mTLS or an API key (``[auth]``) and
 the policy maps their principal to a role. Secrets are read from files or the environment,
 never from the TOML file itself.
@@ -104,6 +109,19 @@ class RotationSettings:
     trim: bool = True
 
 
+#: phone regions tried besides a call's own (same as vault.text.DEFAULT_PHONE_REGIONS)
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "AU", "IN")
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """``[text]``: how TokenizeText finds values (see vault.text.ScannerSetup)."""
+
+    ner: str = "none"
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    recall: str = "standard"
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
@@ -119,6 +137,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     rotation: RotationSettings = field(default_factory=RotationSettings)
+    text: TextSettings = field(default_factory=TextSettings)
 
 
 def _read_secret(table: Mapping[str, Any], key: str, source: str) -> str:
@@ -154,6 +173,7 @@ _TOP = {
     "openbao",
     "cache",
     "rotation",
+    "text",
 }
 _OPENBAO = {
     "url",
@@ -216,6 +236,30 @@ def _rotation(table: Mapping[str, Any], source: str) -> RotationSettings:
     if out.field_key_days < 0 or out.tenant_key_days < 0:
         raise ConfigError(f"{source}: [rotation] periods must be 0 (never) or positive")
     return out
+
+
+_TEXT = frozenset({"ner", "phone_regions", "recall"})
+
+
+def _text(table: Mapping[str, Any], source: str) -> TextSettings:
+    if set(table) - _TEXT:
+        raise ConfigError(f"{source}: unknown [text] settings {sorted(set(table) - _TEXT)}")
+    regions = table.get("phone_regions", DEFAULT_PHONE_REGIONS)
+    if not isinstance(regions, list | tuple) or not all(isinstance(r, str) for r in regions):
+        raise ConfigError(f"{source}: [text] phone_regions must be a list of region codes")
+    settings = TextSettings(
+        ner=str(table.get("ner", "none")),
+        phone_regions=tuple(r.upper() for r in regions),
+        recall=str(table.get("recall", "standard")),
+    )
+    if settings.recall not in ("standard", "high"):
+        raise ConfigError(f"{source}: [text] recall must be 'standard' or 'high'")
+    kind, _, package = settings.ner.partition(":")
+    if settings.ner != "none" and not (kind == "spacy" and package) and kind != "presidio":
+        raise ConfigError(
+            f"{source}: [text] ner must be 'none', 'spacy:<package>' or 'presidio[:<package>]'"
+        )
+    return settings
 
 
 def deploy_file(*parts: str) -> Path:
@@ -287,6 +331,7 @@ def load_settings(
             auth=_auth(data.get("auth", {}), source),
             audit=_audit(data.get("audit", {}), source),
             rotation=_rotation(data.get("rotation", {}), source),
+            text=_text(data.get("text", {}), source),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -21,6 +21,7 @@ from vault.service.records import RecordsService
 from vault.service.text import TextService
 from vault.service.tokens import PoolLimits, TokensService
 from vault.storage import Database
+from vault.text import ScannerSetup
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,21 @@ class Services:
         *,
         keyring: Keyring | None = None,
         pools: PoolLimits | None = None,
+        text_setup: ScannerSetup | None = None,
     ) -> Services:
         """The whole layer over these parts."""
-        return cls.over(Core(db, keys, schema, access, keyring=keyring), pools=pools)
+        return cls.over(
+            Core(db, keys, schema, access, keyring=keyring), pools=pools, text_setup=text_setup
+        )
 
     @classmethod
-    def over(cls, core: Core, *, pools: PoolLimits | None = None) -> Services:
+    def over(
+        cls,
+        core: Core,
+        *,
+        pools: PoolLimits | None = None,
+        text_setup: ScannerSetup | None = None,
+    ) -> Services:
         """The whole layer over an existing core (its caches and keyring shared)."""
         grants = GrantsService(core)
         tokens = TokensService(core, grants, pools=pools)
@@ -63,7 +73,7 @@ class Services:
             audit_queries=AuditQueries(core),
             grants=grants,
             tokens=tokens,
-            text=TextService(tokens),
+            text=TextService(tokens, setup=text_setup),
         )
 
     def dependencies_healthy(self) -> dict[str, bool]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from vault.deadline import Deadline
 from vault.errors import InvalidInput, PermissionDenied, VaultServiceError
 from vault.policy import Action, Output
+from vault.schema import DEFAULT_MAX_LENGTH, FieldClass
 from vault.service._token_types import check_ttl
 from vault.service.access import Caller
 from vault.service.tokens import (
@@ -37,11 +38,11 @@ from vault.service.tokens import (
 from vault.service.validators import check_scope, check_tenant
 from vault.text import (
     DEFAULT_MAX_TEXT_LENGTH,
+    ScannerSetup,
     Span,
     StreamTokenScanner,
     TextScanner,
     TokenMatch,
-    default_detectors,
     find_tokens,
 )
 
@@ -53,6 +54,18 @@ MAX_TEXTS = 1000
 MAX_TEXT_LENGTH = DEFAULT_MAX_TEXT_LENGTH
 #: region codes accepted for phone numbers written without a country code
 _REGION_LEN = 2
+
+
+def _token_class(span: Span) -> str:
+    """The class a span is tokenized as: its own, except a date of birth written out longer
+    than the class's canonical ``YYYY-MM-DD`` allows ("12. März 1985"), which is tokenized as
+    ``free_text``, the class of the message it came from (the span still reports
+    ``date_of_birth``)."""
+    if span.field_class == FieldClass.DATE_OF_BIRTH.value and (
+        span.end - span.start > DEFAULT_MAX_LENGTH[FieldClass.DATE_OF_BIRTH]
+    ):
+        return FieldClass.FREE_TEXT.value
+    return span.field_class
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,21 +125,38 @@ class TextChunk:
 class TextService:
     """TokenizeText and RevealText over :class:`TokensService`. Thread-safe."""
 
-    def __init__(self, tokens: TokensService, *, scanners: dict[str, TextScanner] | None = None):
+    def __init__(
+        self,
+        tokens: TokensService,
+        *,
+        scanners: dict[str, TextScanner] | None = None,
+        setup: ScannerSetup | None = None,
+    ):
+        """
+        Args:
+            scanners: prebuilt scanners by region code (tests).
+            setup: how scanners are built (the ``[text]`` settings); its NER model, if any, is
+                loaded here, so that a missing model stops the server at start.
+
+        Raises:
+            ValueError, NerUnavailable: a bad ``setup`` (see :meth:`ScannerSetup.detectors`).
+        """
         self.tokens = tokens
+        self.setup = setup or ScannerSetup()
         self._scanners: dict[str, TextScanner] = dict(scanners or {})
         self._lock = threading.Lock()
+        self.setup.detectors()  # fail now, not on the first call
 
     def _scanner(self, region: str) -> TextScanner:
         with self._lock:
             scanner = self._scanners.get(region)
             if scanner is None:
-                scanner = TextScanner(default_detectors(default_region=region))
+                scanner = TextScanner(self.setup.detectors(region))
                 self._scanners[region] = scanner
             return scanner
 
     def uncovered_classes(self, region: str = "US") -> frozenset[str]:
-        """Classes no detector covers (``name`` and ``address`` without an NER model)."""
+        """Classes of free text no configured detector covers (none with the built-in set)."""
         return self._scanner(region).uncovered_classes
 
     # --- tokenize ----------------------------------------------------------------------------
@@ -167,7 +197,7 @@ class TextService:
         items = [
             TokenizeItem(
                 text[s.start : s.end],
-                s.field_class,
+                _token_class(s),
                 TokenKind.DETERMINISTIC,
                 scope=scope,
                 ttl_seconds=ttl_seconds,

@@ -13,6 +13,7 @@ a detected ``address`` span may cover only the town of an address.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Mapping, Sequence
@@ -205,3 +206,31 @@ def load_ner_recognizer(
     if prefer_presidio and _installed("presidio_analyzer"):
         return PresidioRecognizer.from_spacy_model(model)
     return SpacyRecognizer.from_model(model)
+
+
+#: ``[text] ner`` values: no model, a spaCy package, or Presidio (over the first installed
+#: model of :data:`SPACY_MODELS`, or ``presidio:<package>``).
+NER_SETTINGS_HELP: Final = '"none", "spacy:<package>", "presidio" or "presidio:<package>"'
+
+
+@functools.cache
+def load_ner(setting: str) -> SpacyRecognizer | PresidioRecognizer | None:
+    """The recognizer a ``[text] ner`` setting names, loaded once per process (cached).
+
+    Raises:
+        ValueError: the setting is not one of :data:`NER_SETTINGS_HELP`.
+        NerUnavailable: the package or model it names is not installed.
+    """
+    kind, _, package = setting.partition(":")
+    if setting == "none":
+        return None
+    if kind == "spacy" and package:
+        return SpacyRecognizer.from_model(package)
+    if kind == "presidio":
+        if package:
+            return PresidioRecognizer.from_spacy_model(package)
+        model = next((m for m in SPACY_MODELS if _installed(m)), None)
+        if model is None:
+            raise NerUnavailable("Presidio needs an installed spaCy model package")
+        return PresidioRecognizer.from_spacy_model(model)
+    raise ValueError(f"[text] ner must be {NER_SETTINGS_HELP}")

@@ -165,6 +165,10 @@ _LENIENCIES: Final = frozenset(
 )
 
 
+#: Regions whose national phone formats the default detectors try besides the call's own.
+DEFAULT_PHONE_REGIONS: Final = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "AU", "IN")
+
+
 class PhoneDetector(_PatternDetector):
     """Phone numbers found by libphonenumber's ``PhoneNumberMatcher``.
 
@@ -183,23 +187,27 @@ class PhoneDetector(_PatternDetector):
         default_region: str = "US",
         *,
         leniency: int = phonenumbers.Leniency.VALID,
+        regions: Sequence[str] = (),
     ) -> None:
         """
         Args:
             default_region: region code for numbers written without a country code.
             leniency: a ``phonenumbers.Leniency`` value.
+            regions: more regions whose national formats are tried (valid numbers only, or
+                possible ones after a cue word such as "phone:"); with any, international
+                numbers (``+`` or ``00``) that are merely possible are taken too.
 
         Raises:
-            ValueError: ``default_region`` is not a region libphonenumber knows, or
+            ValueError: a region is not one libphonenumber knows, or
                 ``leniency`` is not a ``phonenumbers.Leniency`` value.
         """
-        region = default_region.upper() if isinstance(default_region, str) else ""
-        if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError("default_region must be a region code such as 'US' or 'GB'")
+        region = _region(default_region)
         if leniency not in _LENIENCIES:
             raise ValueError("leniency must be a phonenumbers.Leniency value")
         self.default_region: Final = region
         self.leniency: Final = leniency
+        extra = [_region(r) for r in regions]
+        self.regions: Final = tuple(dict.fromkeys(r for r in [region, *extra] if extra))
 
     def find(self, text: str) -> list[Span]:
         spans: list[Span] = []
@@ -221,7 +229,89 @@ class PhoneDetector(_PatternDetector):
                 ):
                     continue
                 spans.append(self._span(start, end))
+        if self.regions:
+            spans.extend(self._more(text, spans))
         return spans
+
+    def _more(self, text: str, found: list[Span]) -> list[Span]:
+        """Numbers the matcher missed: national formats of the other regions, and possible
+        (not only valid) numbers in international form or after a phone cue word."""
+        taken = [(s.start, s.end) for s in found]
+        spans: list[Span] = []
+        for match in _PHONE_CANDIDATE.finditer(text):
+            start, end = match.span()
+            raw = match.group()
+            if (
+                any(a < end and start < b for a, b in taken)
+                or not 7 <= sum(c.isdigit() for c in raw) <= 15
+                or _NOT_A_PHONE.fullmatch(raw)
+                or _labelled_as_other_id(text, start)
+                or _inside_url(text, start)
+            ):
+                continue
+            cued = _PHONE_CUE.search(text, max(0, start - _LABEL_WINDOW), start) is not None
+            if _is_phone(raw, self.regions, cued=cued):
+                spans.append(self._span(start, end))
+        return spans
+
+
+def _region(region: object) -> str:
+    code = region.upper() if isinstance(region, str) else ""
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("phone regions must be region codes such as 'US' or 'GB'")
+    return code
+
+
+# A run of digits and phone separators, optionally after "+" or "00"; not inside a word, a
+# decimal, a date or a longer run.
+_PHONE_CANDIDATE: Final = re.compile(
+    r"(?<![\w+.,:/-])(?:\+ ?)?(?:\(\d{1,4}\) ?)?\d[\d ().\-/]{4,22}\d(?![\w]|[.,:/-]\d)"
+)
+_PHONE_CUE: Final = re.compile(
+    r"(?i:phone|tel|telephone|mobile|mob|cell|call(?: me)?(?: back)?(?: on| at)?|text|number"
+    r"|reach me(?: at| on)?|whatsapp|fax|telefon|handy|mobil|rückruf(?: bitte)?(?: unter)?"
+    r"|erreichen sie mich unter|unter|téléphone|portable|joindre au|au|numéro|teléfono|móvil"
+    r"|llamarme al|telefono|cellulare|chiamarmi al|telefoon|mobiel|bereiken op)"
+    r"[ \t]*[:.]?[ \t]*(?:is[ \t]+)?\Z"
+)
+_GROUPED: Final = re.compile(r"\d[ ().\-/]+\d")
+_DATE: Final = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{2,4}\Z")
+# National numbers written without a cue are at most 11 digits with the trunk prefix (UK, India);
+# longer grouped runs are tracking and reference numbers.
+_NATIONAL_MAX: Final = 11
+
+
+def _is_phone(raw: str, regions: Sequence[str], *, cued: bool) -> bool:
+    """Whether ``raw`` reads as a phone number: an international number of a possible length;
+    or, written in groups or after a cue, a national number valid (after a cue: possible) in
+    one of ``regions``."""
+    digits = _NON_DIGIT.sub("", raw)
+    if raw.startswith("+") or digits.startswith("00"):
+        number = _parse("+" + digits.removeprefix("00"), "ZZ")
+        return number is not None and phonenumbers.is_possible_number(number)
+    if not cued and (
+        _GROUPED.search(raw) is None
+        or "." in raw
+        or len(digits) > _NATIONAL_MAX
+        or _DATE.match(raw)
+    ):
+        return False
+    for region in regions:
+        number = _parse(raw, region)
+        if number is None:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+        if cued and phonenumbers.is_possible_number(number) and digits.startswith("0"):
+            return True
+    return False
+
+
+def _parse(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def _phone_windows(text: str) -> list[tuple[int, int]]:
@@ -252,13 +342,15 @@ def _phone_windows(text: str) -> list[tuple[int, int]]:
 
 # -- card numbers ---------------------------------------------------------------------------------
 
-# 13..19 digits, bare or in groups split by single spaces or by single dashes (one kind per
-# number). The look-arounds keep it from starting or ending inside a longer run of digits or
-# digit groups, a word, or a decimal, date or time ("1234.56", "10:30"); a date right after the
-# number is fine ("4111 1111 1111 1111 12/27": "12" continues into "/27", so it is no group).
+# 13..19 digits, bare or in groups split by single spaces, single dashes or dots (one kind per
+# number), or broken over a line. The look-arounds keep it from starting or ending inside a
+# longer run of digits or digit groups, a word, or a decimal, date or time ("1234.56", "10:30");
+# a date right after the number is fine ("4111 1111 1111 1111 12/27": "12" continues into
+# "/27", so it is no group).
 _CARD_RE: Final = re.compile(
     r"(?<!\w)(?<!\d[/.,:])(?<!\d[ -])"
-    r"(?:\d{13,19}|\d{2,6}(?: \d{2,6}){1,8}(?: \d)?|\d{2,6}(?:-\d{2,6}){1,8}(?:-\d)?)"
+    r"(?:\d{13,19}|\d{2,6}(?:(?: ?\r?\n ?| )\d{2,6}){1,8}(?: \d)?"
+    r"|\d{2,6}(?:-\r?\n?\d{2,6}){1,8}(?:-\d)?|\d{4}(?:\.\d{4}){2,3}(?:\.\d{1,3})?)"
     r"(?!\w|[/.,:]\d|[ -]\d++(?![/.,:]\d))"
 )
 _NON_DIGIT: Final = re.compile(r"\D")
@@ -294,13 +386,14 @@ def _is_book_number(digits: str) -> bool:
 # -- IBAN -----------------------------------------------------------------------------------------
 
 # Country code, check digits, then the BBAN compact or in groups of four split by single spaces
-# (the print form). Upper case only: that is how IBANs are printed and typed, and lower-case
-# letter-digit mixes are common in ids. The longest candidate may swallow a following word
-# ("... 7034 THANKS"), so shorter group boundaries are tried too.
+# (the print form), in either case (the checksum and country format keep ids out). The longest
+# candidate may swallow a following word ("... 7034 THANKS"), so shorter group boundaries are
+# tried too.
 _IBAN_RE: Final = re.compile(
-    r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,8}(?: ?[A-Za-z0-9]{1,3})?"
+    r"(?![A-Za-z0-9])"
 )
-_IBAN_HINT: Final = re.compile(r"[A-Z]{2}[0-9]{2}")
+_IBAN_HINT: Final = re.compile(r"[A-Za-z]{2}[0-9]{2}")
 _IBAN_MIN_LENGTH: Final = 15  # Norway, the shortest
 
 
@@ -327,7 +420,7 @@ def _longest_valid_iban(text: str, start: int, end: int) -> int | None:
     candidate = text[start:end]
     cuts = [len(candidate)] + [i for i in range(len(candidate) - 1, 0, -1) if candidate[i] == " "]
     for cut in cuts:
-        compact = candidate[:cut].replace(" ", "")
+        compact = candidate[:cut].replace(" ", "").upper()
         if len(compact) < _IBAN_MIN_LENGTH:
             break
         if stdnum_iban.is_valid(compact):
@@ -402,7 +495,9 @@ NATIONAL_ID_FORMATS: Final[dict[str, NationalIdFormat]] = {
         ),
         NationalIdFormat(
             "gb.nino",
-            re.compile(r"(?<![A-Za-z0-9])[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![\w])"),
+            re.compile(
+                r"(?<![A-Za-z0-9])[A-Za-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-Da-d](?![\w])"
+            ),
             is_valid_nino,
         ),
         NationalIdFormat(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
+from vault.text._ner import load_ner
 from vault.text._patterns import (
     DEFAULT_NATIONAL_ID_FORMATS,
+    DEFAULT_PHONE_REGIONS,
     CardNumberDetector,
     EmailDetector,
     IbanDetector,
@@ -16,9 +20,17 @@ from vault.text._patterns import (
     NationalIdFormat,
     PhoneDetector,
 )
+from vault.text._people import (
+    AddressDetector,
+    CapitalisedNameDetector,
+    DateOfBirthDetector,
+    NameDetector,
+)
 from vault.text._span import (
     ADDRESS,
     CARD_NUMBER,
+    CONTEXT_CLASSES,
+    DATE_OF_BIRTH,
     EMAIL,
     IBAN,
     IP_ADDRESS,
@@ -45,10 +57,12 @@ CLASS_PRIORITY: Final[Sequence[str]] = (
     EMAIL,
     IP_ADDRESS,
     PHONE,
+    DATE_OF_BIRTH,
     ADDRESS,
     NAME,
 )
 _RANK: Final = {field_class: rank for rank, field_class in enumerate(CLASS_PRIORITY)}
+_TRAILING: Final = ",;:-(/|"
 
 
 class DetectorError(Exception):
@@ -62,11 +76,40 @@ class DetectorError(Exception):
 def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     """Keep one deterministic winner wherever spans overlap; return the winners sorted by start.
 
-    Winners are chosen greedily in the order: longest span first (it covers the most of what
-    some detector thinks is sensitive), then :data:`CLASS_PRIORITY`, then earliest start, then
-    detector name. A span that overlaps an already chosen one is dropped whole. The result does
-    not depend on the order of the input. O(n log n) for n spans, plus list insertion.
+    Spans of pattern classes (checksums, exact shapes) are resolved first, among themselves, and
+    are never swallowed by a context span (name, address, date of birth): a context span
+    overlapping them is cut around them, each remaining piece its own span. Within each tier,
+    winners are chosen greedily: longest span first, then :data:`CLASS_PRIORITY`, then earliest
+    start, then detector name; a span overlapping an already chosen one is dropped whole. The
+    result does not depend on the order of the input.
     """
+    unique = set(spans)
+    strong = _greedy(s for s in unique if s.field_class not in CONTEXT_CLASSES)
+    pieces: list[Span] = []
+    for span in unique:
+        if span.field_class in CONTEXT_CLASSES:
+            pieces.extend(_cut_around(span, strong))
+    weak = _greedy(pieces)
+    return sorted([*strong, *weak], key=lambda s: s.start)
+
+
+def _cut_around(span: Span, chosen: list[Span]) -> list[Span]:
+    """The parts of ``span`` outside the (sorted, disjoint) ``chosen`` spans."""
+    pieces: list[Span] = []
+    start = span.start
+    i = bisect.bisect_left([c.end for c in chosen], span.start + 1)
+    while i < len(chosen) and chosen[i].start < span.end:
+        if chosen[i].start > start:
+            pieces.append(Span(start, chosen[i].start, span.field_class, span.detector))
+        start = max(start, chosen[i].end)
+        i += 1
+    if start < span.end:
+        pieces.append(Span(start, span.end, span.field_class, span.detector))
+    return pieces
+
+
+def _greedy(spans: Iterable[Span]) -> list[Span]:
+    """Non-overlapping winners (longest, then class priority, start, detector), by start."""
     ordered = sorted(
         set(spans),
         key=lambda s: (
@@ -90,24 +133,75 @@ def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     return chosen
 
 
+#: Recall settings: ``standard`` finds names from cue words; ``high`` (strict mode) also takes
+#: every capitalised word run that is not a common word.
+RECALL_LEVELS: Final = ("standard", "high")
+
+
 def default_detectors(
     *,
     default_region: str = "US",
     national_id_formats: Iterable[str | NationalIdFormat] = DEFAULT_NATIONAL_ID_FORMATS,
+    phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+    recall: str = "standard",
 ) -> tuple[Detector, ...]:
-    """The built-in pattern detectors: email, phone, card number, IBAN, national id, IP address.
+    """The built-in detectors: email, phone, card number, IBAN, national id, IP address, and the
+    cue-word detectors for names, addresses and dates of birth.
+
+    Args:
+        default_region: region of phone numbers written without a country code.
+        national_id_formats: see :class:`NationalIdDetector`.
+        phone_regions: more regions whose national phone formats are tried.
+        recall: one of :data:`RECALL_LEVELS`.
 
     Raises:
-        ValueError: ``default_region`` or a national id format is unknown.
+        ValueError: a region, a national id format or ``recall`` is unknown.
     """
-    return (
+    if recall not in RECALL_LEVELS:
+        raise ValueError(f"recall must be one of {', '.join(RECALL_LEVELS)}")
+    detectors: list[Detector] = [
         EmailDetector(),
-        PhoneDetector(default_region),
+        PhoneDetector(default_region, regions=phone_regions),
         CardNumberDetector(),
         IbanDetector(),
-        NationalIdDetector(national_id_formats),
+        NationalIdDetector(national_id_formats, bare_ssn=True),
         IpAddressDetector(),
-    )
+        NameDetector(),
+        AddressDetector(),
+        DateOfBirthDetector(),
+    ]
+    if recall == "high":
+        detectors.append(CapitalisedNameDetector())
+    return tuple(detectors)
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerSetup:
+    """How a service builds its scanners (the ``[text]`` settings).
+
+    Attributes:
+        ner: ``"none"``, ``"spacy:<package>"``, ``"presidio"`` or ``"presidio:<package>"``: a
+            model-backed recognizer added to the built-in detectors, loaded once per process.
+        phone_regions: regions tried for phone numbers besides the call's ``default_region``.
+        recall: ``"standard"`` or ``"high"`` (strict mode, see :data:`RECALL_LEVELS`).
+    """
+
+    ner: str = "none"
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    recall: str = "standard"
+
+    def detectors(self, default_region: str = "US") -> tuple[Detector, ...]:
+        """The built-in detectors for ``default_region`` plus the configured recognizer.
+
+        Raises:
+            ValueError: a bad region, ``recall`` or ``ner`` setting.
+            NerUnavailable: the recognizer's package or model is not installed.
+        """
+        built = default_detectors(
+            default_region=default_region, phone_regions=self.phone_regions, recall=self.recall
+        )
+        recognizer = load_ner(self.ner)
+        return built if recognizer is None else (*built, recognizer)
 
 
 def covered_classes(detectors: Iterable[Detector]) -> frozenset[str]:
@@ -133,7 +227,7 @@ class TextScanner:
         """
         Args:
             detectors: ``None`` for :func:`default_detectors`; add an NER recognizer (see
-                :func:`~vault.text.load_ner_recognizer`) to cover names and addresses.
+                :func:`~vault.text.load_ner`) to find more names and addresses.
             max_length: longest text :meth:`find_spans` accepts, in characters.
 
         Raises:
@@ -155,8 +249,8 @@ class TextScanner:
 
     @property
     def uncovered_classes(self) -> frozenset[str]:
-        """Classes of :data:`~vault.text.TEXT_CLASSES` no detector covers, e.g. ``name`` and
-        ``address`` when no NER model is installed; a service can report these to its callers."""
+        """Classes of :data:`~vault.text.TEXT_CLASSES` no detector covers (with the default
+        detectors, none); a service can report these to its callers."""
         return TEXT_CLASSES - self.covered_classes
 
     def find_spans(self, text: str) -> list[Span]:
@@ -182,7 +276,24 @@ class TextScanner:
                 if span.end > len(text) or span.field_class not in classes:
                     raise DetectorError(f"detector {detector.name!r} returned an invalid span")
             found.extend(spans)
-        return resolve_overlaps(found)
+        return [span for span in map(partial(_tidy, text), resolve_overlaps(found)) if span]
+
+
+def _tidy(text: str, span: Span) -> Span | None:
+    """A context span without outer blanks and punctuation (a piece left between two pattern
+    spans, say), or ``None`` if nothing readable is left; pattern spans as they are."""
+    if span.field_class not in CONTEXT_CLASSES:
+        return span
+    start, end = span.start, span.end
+    while start < end and not text[start].isalnum():
+        start += 1
+    while end > start and (text[end - 1].isspace() or text[end - 1] in _TRAILING):
+        end -= 1
+    if start == end:
+        return None
+    if (start, end) == (span.start, span.end):
+        return span
+    return Span(start, end, span.field_class, span.detector)
 
 
 def _run(detector: Detector, text: str) -> list[Span] | None:

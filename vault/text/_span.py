@@ -16,13 +16,17 @@ NATIONAL_ID: Final = "national_id"
 IP_ADDRESS: Final = "ip_address"
 NAME: Final = "name"
 ADDRESS: Final = "address"
+DATE_OF_BIRTH: Final = "date_of_birth"
 
 #: Classes the built-in pattern-and-checksum detectors emit.
 PATTERN_CLASSES: Final = frozenset({EMAIL, PHONE, CARD_NUMBER, IBAN, NATIONAL_ID, IP_ADDRESS})
-#: Classes that only a named-entity recognizer (NER model) can find.
+#: Classes an NER model finds; the built-in cue-word detectors find them too, less completely.
 NER_CLASSES: Final = frozenset({NAME, ADDRESS})
+#: Classes found from context (cue words, capitalisation, a model) rather than a checksum: their
+#: spans never swallow a pattern span (see :func:`~vault.text.resolve_overlaps`).
+CONTEXT_CLASSES: Final = NER_CLASSES | {DATE_OF_BIRTH}
 #: Every class a complete detector set is expected to cover in free text.
-TEXT_CLASSES: Final = PATTERN_CLASSES | NER_CLASSES
+TEXT_CLASSES: Final = PATTERN_CLASSES | CONTEXT_CLASSES
 
 #: Same alphabet and length as the class part of a token (vault.crypto TOKEN_RE).
 FIELD_CLASS_RE: Final = re.compile(r"[a-z_]{1,32}")

@@ -47,7 +47,7 @@ from stdnum import luhn as stdnum_luhn
 from stdnum.us import ssn as stdnum_ssn
 
 SEED = 20240611
-N_MESSAGES = 2200
+N_MESSAGES = 3000
 OUT = Path(__file__).with_name("support_messages.jsonl")
 
 # locale -> share of customers
@@ -519,6 +519,109 @@ def company(locale: str) -> str:
     return fakers[locale].company()
 
 
+# -- hard cases (issue 10): local phone formats, format variants, names, addresses, birth dates ----
+
+LOCAL_PHONE_REGIONS = ("GB", "DE", "FR")
+MONTHS = {
+    "en": ("January February March April May June July August September October November December"),
+    "de": "Januar Februar März April Mai Juni Juli August September Oktober November Dezember",
+    "fr": ("janvier février mars avril mai juin juillet août septembre octobre novembre décembre"),
+}
+EN_STREETS = ("Street", "St", "Road", "Avenue", "Ave", "Lane", "Drive", "Court", "Place", "Way")
+DE_STREETS = ("straße", "str.", "weg", "platz", "allee", "gasse", "ring")
+FR_STREETS = ("rue", "avenue", "boulevard", "place", "chemin", "allée")
+
+
+def phone_local(locale: str) -> str:
+    """A number written the way its owner writes it at home, whatever the desk's region."""
+    region = rng.choice((*LOCAL_PHONE_REGIONS, "US"))
+    if region == "US":
+        number = nanp_number(region)
+        nsn = str(number.national_number)
+        a, b, c = nsn[:3], nsn[3:6], nsn[6:]
+        if rng.random() < 0.3:  # possible, not assigned: "+1 (275) 182-3042"
+            a, b = (
+                f"{rng.randint(2, 9)}{rng.choice('0123456789')}{rng.randint(0, 9)}",
+                f"1{digits(2)}",
+            )
+            return f"+1 ({a}) {b}-{c}"
+        return f"({a}) {b}-{c}"
+    number = foreign_number(region)
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    international = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return pick(national, national, "00" + international[1:])
+
+
+def card_variant(locale: str) -> str:
+    number = fakers["en_US"].credit_card_number(card_type=rng.choice(("visa16", "mastercard")))
+    groups = [number[i : i + 4] for i in range(0, len(number), 4)]
+    style = rng.random()
+    if style < 0.4:
+        return ".".join(groups)
+    cut = rng.randint(1, len(groups) - 1)
+    sep = rng.choice((" ", "-"))
+    tail = "" if sep == " " else "-"
+    return sep.join(groups[:cut]) + tail + "\n" + sep.join(groups[cut:])
+
+
+def iban_lower(locale: str) -> str:
+    value = iban()
+    return value.lower()
+
+
+def nino_lower(locale: str) -> str:
+    return nino().lower()
+
+
+def ssn_bare(locale: str) -> str:
+    while True:
+        value = fakers["en_US"].ssn().replace("-", "")
+        if stdnum_ssn.is_valid(value):
+            return value
+
+
+def dob(locale: str) -> str:
+    day = datetime.date(1940, 1, 1) + datetime.timedelta(days=rng.randrange(65 * 365))
+    language = {"de_DE": "de", "fr_FR": "fr"}.get(locale, "en")
+    month = MONTHS[language].split(" ")[day.month - 1]
+    if language == "de":
+        return pick(f"{day.day}. {month} {day.year}", day.strftime("%d.%m.%Y"))
+    if language == "fr":
+        first = "1er" if day.day == 1 else str(day.day)
+        return pick(f"{first} {month} {day.year}", day.strftime("%d/%m/%Y"))
+    return pick(
+        f"{month} {day.day}, {day.year}",
+        f"{day.day} {month} {day.year}",
+        day.strftime("%m/%d/%Y"),
+        day.strftime("%d/%m/%Y"),
+        day.isoformat(),
+    )
+
+
+def last_name(locale: str) -> str:
+    return fakers[locale].last_name()
+
+
+def street(locale: str) -> str:
+    """A street address as people type it on one line: number, street, postcode, town."""
+    fake = fakers[locale]
+    last = fakers[locale].last_name().split(" ")[0].split("-")[0]
+    if locale == "de_DE":
+        return (
+            f"{last}{rng.choice(DE_STREETS)} {rng.randint(1, 120)}, {fake.postcode()} {fake.city()}"
+        )
+    if locale == "fr_FR":
+        kind = rng.choice(FR_STREETS)
+        return f"{rng.randint(1, 90)}{pick(',', '')} {kind} {pick('de ', '')}{last}, {fake.postcode()} {fake.city()}"
+    if locale == "en_GB":
+        return f"{rng.randint(1, 250)} {last} {rng.choice(EN_STREETS)}, {fake.city()} {fake.postcode()}"
+    us = fakers["en_US"]
+    return (
+        f"{rng.randint(1, 9999)} {last} {rng.choice(EN_STREETS)}, {us.city()}, "
+        f"{us.state_abbr(include_territories=False)} {us.zipcode()}"
+    )
+
+
 # slot -> (label or None, value maker taking the message's locale)
 SLOTS: dict[str, tuple[str | None, Callable[[str], str]]] = {
     "email": ("email", email),
@@ -533,6 +636,14 @@ SLOTS: dict[str, tuple[str | None, Callable[[str], str]]] = {
     "first": ("name", first_name),
     "address": ("address", address),
     "address_block": ("address", address_block),
+    "phone_local": ("phone", phone_local),
+    "card_variant": ("card_number", card_variant),
+    "iban_lower": ("iban", iban_lower),
+    "nino_lower": ("national_id", nino_lower),
+    "ssn_bare": ("national_id", ssn_bare),
+    "dob": ("date_of_birth", dob),
+    "last": ("name", last_name),
+    "street": ("address", street),
     "order": (None, lambda _: order()),
     "tracking": (None, lambda _: tracking()),
     "amount": (None, lambda _: amount()),
@@ -630,7 +741,7 @@ PII_SENTENCES: dict[str, list[str]] = {
     ],
     "ssn": [
         "My SSN is {ssn}.",
-        "For the credit check: SSN {ssn}, date of birth {date}.",
+        "For the credit check: SSN {ssn}, date of birth {dob}.",
         "Social security number: {ssn}",
         "They asked for my social ({ssn}) on the phone, is that legit?",
         "The form wants an SSN, mine is {ssn}.",
@@ -673,6 +784,41 @@ PII_SENTENCES: dict[str, list[str]] = {
         "Note: customer provided NI number {nino} for verification, callback {phone}.",
         "Escalation: refund {amount} to IBAN {iban}, confirmed by phone {phone}.",
         "Fraud review: sign-in from {ipv4} and {ipv6}, customer {email} says it wasn't them.",
+    ],
+    "local_phone": [
+        "Call me on {phone_local}, I'm abroad this month.",
+        "My number is {phone_local}.",
+        "Phone: {phone_local}",
+        "You can reach me at {phone_local} after {time}.",
+    ],
+    "variant": [
+        "Card number {card_variant}, exp {expiry}.",
+        "The card is {card_variant}",
+        "refund to iban {iban_lower} please",
+        "my ni number is {nino_lower}",
+        "SSN: {ssn_bare}",
+        "For the check: SSN {ssn_bare}.",
+    ],
+    "person": [
+        "My name is {name} and I ordered on {date}.",
+        "I am {name}, the account holder.",
+        "This is {name}, I called earlier about {order}.",
+        "Please ask for Mr {last} at reception.",
+        "Mrs {last} will pick it up.",
+        "Dr {last} is my GP and needs the receipt.",
+    ],
+    "birth": [
+        "My date of birth is {dob}.",
+        "DOB: {dob}",
+        "I was born on {dob}, if you need it for verification.",
+        "Date of birth {dob}, postcode {postcode}.",
+    ],
+    "home": [
+        "I live at {street}.",
+        "Please ship it to {street} instead.",
+        "My address is {street}.",
+        "My new address: {street}",
+        "The courier left it at {street}, which is not my house.",
     ],
     "form": [
         "Name: {name}\nEmail: {email}\nPhone: {phone}\nOrder number: {order}\nMessage:",
@@ -718,6 +864,10 @@ DISTRACTOR_SENTENCES = [
     "Something called {ref16} shows up next to the charge.",
     "Your chatbot gave me ticket {ticket} and then disconnected.",
     "Update {version} on {os} broke the login.",
+    "Order no. {order} shipped at {ts}.",
+    "Tracking ID {tracking}, build {version}, logged {ts}.",
+    "Build {version} was released on {date} at {time}.",
+    "Order {order} ({qty} items) left the warehouse at {ts}.",
 ]
 
 FILLER_SENTENCES = [
@@ -759,6 +909,13 @@ LOCAL_TEMPLATES: dict[str, dict[str, list[str]]] = {
             "Meine E-Mail-Adresse ist {email}.",
             "Bitte erstatten Sie den Betrag auf {iban} (BIC {bic}).",
             "Rückruf bitte unter {phone} oder per Mail an {email}.",
+            "Ich heiße {name} und bin seit {date} Kundin.",
+            "Ich wohne in der {street}.",
+            "Meine Adresse: {street}",
+            "Ich bin am {dob} geboren.",
+            "Geburtsdatum: {dob}",
+            "Sie erreichen mich unter {phone_local}.",
+            "Bitte geben Sie das Paket bei Frau {last} ab.",
         ],
         "other": [
             "Bestellung {order} vom {date} ist noch nicht angekommen.",
@@ -775,13 +932,24 @@ LOCAL_TEMPLATES: dict[str, dict[str, list[str]]] = {
             "Vous pouvez me joindre au {phone}.",
             "Mon adresse e-mail : {email}",
             "Merci de rembourser sur le compte {iban}.",
+            "Je m'appelle {name}, client depuis {date}.",
+            "J'habite au {street}.",
+            "Adresse : {street}",
+            "Née le {dob}.",
+            "Date de naissance : {dob}",
+            "Mon numéro : {phone_local}",
+            "Merci de remettre le colis à Madame {last}.",
         ],
         "other": [
             "La commande {order} du {date} n'est toujours pas arrivée.",
             "J'ai été débité deux fois de {amount}.",
             "Le suivi {tracking} n'a pas bougé depuis le {date}.",
         ],
-        "closing": ["Cordialement,\n{name}", "Bien à vous,\n{name}\n{address_block}"],
+        "closing": [
+            "Cordialement,\n{name}",
+            "Bien à vous,\n{name}\n{address_block}",
+            "Cordialement,\n{name}\n{street}",
+        ],
     },
     "es_ES": {
         "greeting": ["Hola,", "Buenos días,"],
@@ -839,6 +1007,11 @@ PII_WEIGHTS: dict[str, int] = {
     "log": 5,
     "note": 6,
     "form": 4,
+    "local_phone": 5,
+    "variant": 5,
+    "person": 5,
+    "birth": 4,
+    "home": 5,
 }
 
 SLOT_RE = re.compile(r"\{(\w+)\}")

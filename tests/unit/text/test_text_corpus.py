@@ -19,14 +19,24 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn as stdnum_luhn
 from stdnum.us import ssn as stdnum_ssn
 
-from vault.text import PATTERN_CLASSES, TextScanner, is_valid_nino
+from vault.text import (
+    CONTEXT_CLASSES,
+    NAME,
+    PATTERN_CLASSES,
+    TextScanner,
+    default_detectors,
+    is_valid_nino,
+)
 from vault.text._patterns import _phone_windows
 
 CORPUS_DIR = Path(__file__).parents[2] / "data" / "text_corpus"
 CORPUS = CORPUS_DIR / "support_messages.jsonl"
 MIN_RECALL = 0.99
 MIN_PRECISION = 0.97
-LABELS = PATTERN_CLASSES | {"name", "address"}
+MIN_CONTEXT_RECALL = 0.90
+MIN_CONTEXT_PRECISION = 0.95
+MAX_LEAK_RATE = 0.02
+LABELS = PATTERN_CLASSES | CONTEXT_CLASSES
 
 
 class Message(TypedDict):
@@ -58,10 +68,18 @@ def test_corpus_size_and_class_counts(corpus: list[Message]) -> None:
 
 
 def _valid_phone(value: str) -> bool:
-    try:
-        return phonenumbers.is_valid_number(phonenumbers.parse(value, "US"))
-    except phonenumbers.NumberParseException:
-        return False
+    """Valid in the US or, written nationally, in GB, DE or FR; or at least possible when
+    written internationally ("+1 (275) 182-3042" is of a possible length, in no range yet)."""
+    for region in ("US", "GB", "DE", "FR"):
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+        if value.startswith(("+", "00")) and phonenumbers.is_possible_number(number):
+            return True
+    return False
 
 
 def _valid_email(value: str) -> bool:
@@ -155,25 +173,92 @@ def report(tallies: dict[str, Tally]) -> str:
     return "\n".join(lines)
 
 
-def test_default_detectors_on_corpus(corpus: list[Message]) -> None:
-    """A detection counts only if class and exact offsets match a label."""
-    scanner = TextScanner()
-    tallies = {cls: Tally() for cls in PATTERN_CLASSES}
+def _covered(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    """Whether ``spans`` (sorted) cover every non-blank character of ``[start, end)``."""
+    at = start
+    for s, e in spans:
+        if s > at:
+            break
+        at = max(at, e)
+        if at >= end:
+            return True
+    return at >= end
+
+
+def evaluate(corpus: list[Message], scanner: TextScanner) -> tuple[dict[str, Tally], float]:
+    """Per-class tallies and the leak rate.
+
+    Pattern classes count only exact offsets. Context classes (names, addresses, dates of
+    birth) count a label as found when spans of its class cover all of it, and a detection as
+    right when it overlaps a label of its class. A message leaks when some label is not covered
+    by the spans found (of any class): that value would stay in clear.
+    """
+    tallies = {cls: Tally() for cls in LABELS}
+    leaks = 0
     for message in corpus:
-        expected = {label for label in labelled(message) if label[2] in PATTERN_CLASSES}
-        got = {(s.start, s.end, s.field_class) for s in scanner.find_spans(message["text"])}
-        for _, _, cls in expected & got:
-            tallies[cls].true_positive += 1
-        for _, _, cls in expected - got:
-            tallies[cls].false_negative += 1
-        for _, _, cls in got - expected:
-            tallies[cls].false_positive += 1
+        found = scanner.find_spans(message["text"])
+        labels = list(labelled(message))
+        got = {(s.start, s.end, s.field_class) for s in found}
+        every = [(s.start, s.end) for s in found]
+        leaked = False
+        for start, end, cls in labels:
+            if cls in CONTEXT_CLASSES:
+                mine = [(s.start, s.end) for s in found if s.field_class == cls]
+                hit = _covered(start, end, mine)
+            else:
+                hit = (start, end, cls) in got
+            tally = tallies[cls]
+            tally.true_positive += hit
+            tally.false_negative += not hit
+            leaked = leaked or not _covered(start, end, every)
+        for span in found:
+            cls = span.field_class
+            if cls in CONTEXT_CLASSES:
+                right = any(c == cls and s < span.end and span.start < e for s, e, c in labels)
+            else:
+                right = (span.start, span.end, cls) in set(labels)
+            if right and cls in CONTEXT_CLASSES:
+                continue  # counted once per label above
+            if not right:
+                tallies[cls].false_positive += 1
+        leaks += leaked
+    return tallies, leaks / len(corpus)
+
+
+def floors(cls: str) -> tuple[float, float]:
+    """(minimum recall, minimum precision) for a class."""
+    if cls in PATTERN_CLASSES:
+        return MIN_RECALL, MIN_PRECISION
+    return MIN_CONTEXT_RECALL, MIN_CONTEXT_PRECISION
+
+
+def test_default_detectors_on_corpus(corpus: list[Message]) -> None:
+    """Per-class recall and precision of the default detectors, and the leak rate (share of
+    messages in which some labelled value survives in clear), against fixed floors."""
+    tallies, leak_rate = evaluate(corpus, TextScanner())
     table = report(tallies)
-    print(f"\nDefault detectors on {len(corpus)} corpus messages:\n{table}")
+    print(
+        f"\nDefault detectors on {len(corpus)} corpus messages:\n{table}\n"
+        f"leak rate: {leak_rate:.4f} (messages with a labelled value left in clear)"
+    )
     weak = [
-        cls for cls, t in tallies.items() if t.recall < MIN_RECALL or t.precision < MIN_PRECISION
+        cls
+        for cls, t in tallies.items()
+        if t.recall < floors(cls)[0] or t.precision < floors(cls)[1]
     ]
-    assert not weak, f"below recall {MIN_RECALL} / precision {MIN_PRECISION}: {weak}\n{table}"
+    assert not weak, f"below the recall / precision floors: {weak}\n{table}"
+    assert leak_rate <= MAX_LEAK_RATE, f"leak rate {leak_rate:.4f} > {MAX_LEAK_RATE}"
+
+
+def test_strict_mode_on_corpus(corpus: list[Message]) -> None:
+    """Strict mode (recall="high") trades name precision for recall; printed, loosely bound."""
+    tallies, leak_rate = evaluate(corpus, TextScanner(default_detectors(recall="high")))
+    print(
+        f"\nStrict mode (recall='high') on {len(corpus)} corpus messages:\n{report(tallies)}\n"
+        f"leak rate: {leak_rate:.4f}"
+    )
+    assert leak_rate <= MAX_LEAK_RATE
+    assert tallies[NAME].recall >= MIN_CONTEXT_RECALL
 
 
 def test_phone_windows_find_what_the_whole_text_finds(corpus: list[Message]) -> None:

@@ -65,7 +65,16 @@ FIELD_CLASSES: Final = (
     "ip_address",
 )
 HOME_TENANTS: Final = ("demo", "acme")
-SCOPES: Final = ("training-2026", "chat-1", "conv:42", "rag_index.v2")
+#: the first two are backend-service's (it seeds deterministic tokens there), then
+#: ai-pipeline's, then scopes no role of the sample policy owns (token_scopes)
+SCOPES: Final = (
+    "backend-training-2026",
+    "backend-chat-1",
+    "chat-1",
+    "ai-rag_index.v2",
+    "conv:42",
+    "rag_index.v2",
+)
 _POLICY: Final = load_policy(SAMPLE_POLICY)
 PURPOSES: Final = tuple(sorted(_POLICY.purposes))
 PRINCIPALS: Final = tuple(sorted(_POLICY.principals))

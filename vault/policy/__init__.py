@@ -6,7 +6,8 @@ Default deny. Format, decision rules and masks: ``deploy/policy/README.md``; a c
 ``deploy/policy/sample-policy.yaml``.
 
 - :func:`load_policy` reads and checks a file (errors name file, line and rule);
-- :class:`Policy` answers questions (``check_action``, ``check_purpose``, ``outputs``, ``decide``);
+- :class:`Policy` answers questions (``check_action``, ``check_purpose``, ``outputs``, ``decide``,
+  ``check_deterministic`` for token scopes, ``check_search``);
 - :class:`PolicyHolder` keeps the current policy of a server, reloaded on SIGHUP and on change;
 - :func:`mask` gives the ``masked`` form of a canonical value.
 """
@@ -20,6 +21,9 @@ from vault.policy._model import (
     FIELD_NOT_ALLOWED_FOR_PURPOSE,
     OUTPUT_RANK,
     PURPOSE_MISSING,
+    SEARCH_NOT_ALLOWED,
+    TOKEN_SCOPE_NOT_ALLOWED,
+    TOKEN_SCOPE_SHARED,
     Action,
     Decision,
     FieldDecision,
@@ -37,6 +41,9 @@ __all__ = [
     "MAX_POLICY_BYTES",
     "OUTPUT_RANK",
     "PURPOSE_MISSING",
+    "SEARCH_NOT_ALLOWED",
+    "TOKEN_SCOPE_NOT_ALLOWED",
+    "TOKEN_SCOPE_SHARED",
     "Action",
     "Decision",
     "FieldDecision",

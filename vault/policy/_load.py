@@ -31,6 +31,7 @@ from vault.policy._model import (
     Role,
     at_most,
 )
+from vault.policy._scopes import SCOPE_PATTERN_RE
 from vault.schema import FieldClass
 
 #: A policy file is a few kilobytes; refuse anything absurd before parsing it.
@@ -51,9 +52,16 @@ _ROLE_KEYS: Final = (
     "purposes",
     "fields",
     "purpose_overrides",
+    "token_scopes",
+    "search",
     "limits",
 )
-_LIMIT_KEYS: Final = ("plain_per_minute", "plain_per_day")
+_LIMIT_KEYS: Final = (
+    "plain_per_minute",
+    "plain_per_day",
+    "searches_per_minute",
+    "searches_per_day",
+)
 _CLASS_NAMES: Final = {member.value: member for member in FieldClass}
 _OUTPUT_NAMES: Final = {member.value: member for member in Output}
 _ACTION_NAMES: Final = {member.value: member for member in Action}
@@ -323,6 +331,7 @@ class _Reader:
         limits = Limits()
         if "limits" in items:
             limits = self._limits(items["limits"][1], f"{rule}.limits")
+        token_scopes, search = self._reach(items, rule, actions, outputs)
 
         return Role(
             name=name,
@@ -334,7 +343,71 @@ class _Reader:
             purpose_outputs=overrides,
             never_plaintext=never_plaintext,
             description=description,
+            token_scopes=token_scopes,
+            search=search,
         )
+
+    def _reach(
+        self,
+        items: dict[str, tuple[yaml.Node, yaml.Node]],
+        rule: str,
+        actions: set[Action],
+        outputs: dict[FieldClass, Output],
+    ) -> tuple[tuple[str, ...], frozenset[FieldClass]]:
+        """The role's ``token_scopes`` and ``search`` (both empty when absent)."""
+        scopes: tuple[str, ...] = ()
+        if "token_scopes" in items:
+            key_node, node = items["token_scopes"]
+            if Action.TOKEN_CREATE not in actions:
+                self._fail(key_node, f"{rule}.token_scopes", "needs the action token.create")
+            scopes = self._token_scopes(node, f"{rule}.token_scopes")
+        search: frozenset[FieldClass] = frozenset()
+        if "search" in items:
+            key_node, node = items["search"]
+            if Action.RECORD_FIND not in actions:
+                self._fail(key_node, f"{rule}.search", "needs the action record.find")
+            search = self._search(node, f"{rule}.search", outputs)
+        return scopes, search
+
+    def _token_scopes(self, node: yaml.Node, rule: str) -> tuple[str, ...]:
+        patterns: list[str] = []
+        for index, item in self._sequence(node, rule):
+            where = f"{rule}[{index}]"
+            raw = self._scalar(item, where)
+            if not isinstance(raw, str) or not SCOPE_PATTERN_RE.fullmatch(raw):
+                self._fail(
+                    item, where, f"{raw!r} is not a scope pattern (0-64 of A-Z a-z 0-9 _ . : - *)"
+                )
+            if raw in patterns:
+                self._fail(item, where, f"duplicate scope pattern {raw!r}")
+            patterns.append(raw)
+        return tuple(patterns)
+
+    def _search(
+        self, node: yaml.Node, rule: str, outputs: dict[FieldClass, Output]
+    ) -> frozenset[FieldClass]:
+        """The searchable classes; ``"*"``: every class the role does not omit."""
+        found: set[FieldClass] = set()
+        for index, item in self._sequence(node, rule):
+            where = f"{rule}[{index}]"
+            raw = self._scalar(item, where)
+            if raw == _DEFAULT_KEY:
+                found |= {c for c, o in outputs.items() if o is not Output.OMIT}
+                continue
+            if not isinstance(raw, str) or raw not in _CLASS_NAMES:
+                known = ", ".join([*_CLASS_NAMES, _DEFAULT_KEY])
+                self._fail(item, where, f"unknown field class {raw!r} (known: {known})")
+            if outputs[_CLASS_NAMES[raw]] is Output.OMIT:
+                self._fail(
+                    item,
+                    where,
+                    f"the role sees {raw!r} as 'omit': searching it would test guesses"
+                    " against values it may not see",
+                )
+            if _CLASS_NAMES[raw] in found:
+                self._fail(item, where, f"duplicate field class {raw!r}")
+            found.add(_CLASS_NAMES[raw])
+        return frozenset(found)
 
     def _actions(self, node: yaml.Node, rule: str, never_plaintext: bool) -> set[Action]:
         actions: set[Action] = set()
@@ -447,7 +520,12 @@ class _Reader:
             if type(value) is not int or value < 1:
                 self._fail(value_node, where, f"must be a positive integer, not {value!r}")
             values[key] = value
-        return Limits(values.get("plain_per_minute"), values.get("plain_per_day"))
+        return Limits(
+            values.get("plain_per_minute"),
+            values.get("plain_per_day"),
+            values.get("searches_per_minute"),
+            values.get("searches_per_day"),
+        )
 
 
 class _NotScalar:

@@ -11,11 +11,18 @@ Decision rules (the same text is in ``deploy/policy/README.md``):
 4. Without a purpose, ``plain`` and ``masked`` become ``token``: never more than allowed.
 5. A consent-bound purpose is reported in :attr:`Decision.needs_consent`; the caller refuses
    records without that consent (FAILED_PRECONDITION).
+6. Deterministic tokens only in a scope the role lists in ``token_scopes``
+   (``token_scope_not_allowed``), and, for a class the role sees neither plain nor masked, only
+   in a scope no other role with ``token.create`` may create tokens in (``token_scope_shared``):
+   else the role could test guesses against another role's tokens.
+7. A search (``record.find``) only on the classes the role lists in ``search``
+   (``search_not_allowed``); never on a class the role sees as ``omit``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -23,6 +30,7 @@ from typing import Final
 
 from vault.errors import InvalidInput, PermissionDenied
 from vault.identity import AuthMethod, Principal
+from vault.policy._scopes import compile_scopes, scope_matches
 from vault.schema import FieldClass
 
 
@@ -87,19 +95,34 @@ FIELD_NOT_ALLOWED_FOR_PURPOSE: Final = "field_not_allowed_for_purpose"
 #: Lowered from plain/masked to token because the call stated no purpose.
 PURPOSE_MISSING: Final = "purpose_missing"
 
+#: The role may not create deterministic tokens in that scope (not in its ``token_scopes``).
+TOKEN_SCOPE_NOT_ALLOWED: Final = "token_scope_not_allowed"  # noqa: S105 - a reason code
+#: The scope is also another role's and the role sees the class neither plain nor masked.
+TOKEN_SCOPE_SHARED: Final = "token_scope_shared"  # noqa: S105 - a reason code
+#: The role may not search on that field class (not in its ``search``).
+SEARCH_NOT_ALLOWED: Final = "search_not_allowed"
+
 PRINCIPAL_API_KEY_PREFIX: Final = "apikey:"
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Plaintext values (fields returned ``plain``) each principal of the role may receive;
-    ``None``: no limit. Counted per principal in the database (shared by every replica)."""
+    """Plaintext values (fields returned ``plain``) and searches (FindRecords calls) each
+    principal of the role may make; ``None``: no limit. Counted per principal in the database
+    (shared by every replica)."""
 
     plain_per_minute: int | None = None
     plain_per_day: int | None = None
+    searches_per_minute: int | None = None
+    searches_per_day: int | None = None
 
     def __post_init__(self) -> None:
-        for value in (self.plain_per_minute, self.plain_per_day):
+        for value in (
+            self.plain_per_minute,
+            self.plain_per_day,
+            self.searches_per_minute,
+            self.searches_per_day,
+        ):
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError("limits must be positive integers or None")
 
@@ -127,6 +150,9 @@ class Role:
         purpose_outputs: for purposes with an override, the resulting output for every class;
             each is at most the one in ``outputs``.
         never_plaintext: the role may never get plain or masked values, nor plaintext actions.
+        token_scopes: patterns of the scopes the role may create deterministic tokens in
+            (``vault.policy._scopes``); none: no deterministic token anywhere.
+        search: the field classes the role may search on (FindRecords); none of them omitted.
     """
 
     name: str
@@ -140,6 +166,11 @@ class Role:
     )
     never_plaintext: bool = False
     description: str = ""
+    token_scopes: tuple[str, ...] = ()
+    search: frozenset[FieldClass] = frozenset()
+    _scopes_re: re.Pattern[str] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         # Read-only snapshots, completed for every class, and the invariants the loader checks
@@ -163,6 +194,16 @@ class Role:
                 raise ValueError(f"role {self.name!r} is never_plaintext but has plain/masked")
             if self.actions & PLAINTEXT_ACTIONS:
                 raise ValueError(f"role {self.name!r} is never_plaintext but may reveal")
+        object.__setattr__(self, "token_scopes", tuple(self.token_scopes))
+        object.__setattr__(self, "_scopes_re", compile_scopes(self.token_scopes))
+        search = frozenset(FieldClass(c) for c in self.search)
+        if any(base[c] is Output.OMIT for c in search):
+            raise ValueError(f"role {self.name!r} may not search a class it sees as omit")
+        object.__setattr__(self, "search", search)
+
+    def owns_scope(self, scope: str) -> bool:
+        """Whether the role may create deterministic tokens in ``scope`` (its patterns)."""
+        return Action.TOKEN_CREATE in self.actions and scope_matches(self._scopes_re, scope)
 
     def output(self, field_class: FieldClass, purpose: str | None) -> Output:
         """The output for one class under a purpose (already checked), before degrading."""
@@ -311,6 +352,47 @@ class Policy:
                 reason="purpose_not_allowed",
             )
         return found
+
+    def scope_owners(self, scope: str) -> frozenset[str]:
+        """The roles that may create deterministic tokens in ``scope``."""
+        return frozenset(r.name for r in self._roles.values() if r.owns_scope(scope))
+
+    def check_deterministic(self, role: Role, field_class: FieldClass, scope: str) -> None:
+        """Whether ``role`` may create a deterministic token of ``field_class`` in ``scope``.
+
+        Raises:
+            PermissionDenied: ``token_scope_not_allowed`` (not one of the role's scopes) or
+                ``token_scope_shared`` (another role may create tokens there, and this role
+                sees the class neither plain nor masked: it could test guesses against them).
+                The message does not echo the scope.
+        """
+        if not role.owns_scope(scope):
+            raise PermissionDenied(
+                f"role {role.name!r} may not create deterministic tokens in this scope",
+                reason=TOKEN_SCOPE_NOT_ALLOWED,
+            )
+        if role.outputs[FieldClass(field_class)] in REVEALING:
+            return
+        if self.scope_owners(scope) - {role.name}:
+            raise PermissionDenied(
+                f"role {role.name!r} may not create deterministic {FieldClass(field_class).value}"
+                " tokens in a scope another role creates tokens in",
+                reason=TOKEN_SCOPE_SHARED,
+            )
+
+    @staticmethod
+    def check_search(role: Role, classes: Iterable[FieldClass]) -> None:
+        """Whether ``role`` may search on every one of ``classes``.
+
+        Raises:
+            PermissionDenied: ``search_not_allowed``, naming the first class refused.
+        """
+        for field_class in sorted(FieldClass(c) for c in classes):
+            if field_class not in role.search:
+                raise PermissionDenied(
+                    f"role {role.name!r} may not search on {field_class.value}",
+                    reason=SEARCH_NOT_ALLOWED,
+                )
 
     def outputs(
         self, role: Role, purpose: str | None, fields: Mapping[str, FieldClass]

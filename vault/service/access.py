@@ -40,6 +40,8 @@ from vault.storage import access_repo
 log = logging.getLogger("vault.service.access")
 
 WINDOWS = (("minute", 60), ("day", 86_400))
+#: the search counters' windows (their own rows of the same table: ``s-`` + window, <= 8 chars)
+SEARCH_WINDOWS = (("s-minute", 60), ("s-day", 86_400))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,25 @@ class Access:
             if total > limit:
                 raise ResourceExhausted(
                     f"plaintext limit per {window} reached", reason="limit_exceeded"
+                )
+
+    def charge_search(self, conn: Connection, caller: Caller, role: Role) -> None:
+        """Count one search (FindRecords call) against the role's ``searches_per_minute`` and
+        ``searches_per_day``, shared by every replica through the database.
+
+        Raises:
+            ResourceExhausted: a limit would be passed; the caller rolls back (nothing counted).
+        """
+        now = int(self._clock())
+        limits = (role.limits.searches_per_minute, role.limits.searches_per_day)
+        for (window, seconds), limit in zip(SEARCH_WINDOWS, limits, strict=True):
+            if limit is None:
+                continue
+            start = now - now % seconds
+            total = access_repo.add_to_counter(conn, caller.principal.name, window, start, 1)
+            if total > limit:
+                raise ResourceExhausted(
+                    f"search limit per {window[2:]} reached", reason="limit_exceeded"
                 )
 
 

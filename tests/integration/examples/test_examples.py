@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import API_KEYS
+from tests.integration.access.matrix_support import start_policy_server
+from tests.support import API_KEYS, SAMPLE_POLICY
 from vault.api import RunningServer
+from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
 
@@ -18,7 +22,19 @@ ROOT = Path(__file__).resolve().parents[3]
 ROLES = ("backend-service", "support-agent", "ai-pipeline", "fraud-analyst", "dpo", "key-admin")
 
 
-def test_support_chat_example(server: RunningServer, tenant: str, tmp_path: Path) -> None:
+@pytest.fixture
+def dev_server(db_url: str, openbao: OpenBaoDevServer) -> Iterator[RunningServer]:
+    """A server under the sample policy, as ``cvault dev`` runs (the examples use its roles;
+    under the test policy, test-admin's scopes overlap ai-pipeline's chat scopes)."""
+    db = Database(db_url)
+    server = start_policy_server(db, openbao, SAMPLE_POLICY)
+    yield server
+    server.stop(grace=0)
+    db.dispose()
+
+
+def test_support_chat_example(dev_server: RunningServer, tenant: str, tmp_path: Path) -> None:
+    server = dev_server
     (tmp_path / "dev.json").write_text(
         json.dumps(
             {"address": server.address, "api_keys": {r: API_KEYS[f"dev-{r}"][0] for r in ROLES}}

@@ -499,7 +499,7 @@ class Worker:
                     self.values.of(cls),
                     cls,
                     k,
-                    scope=self.rng.choice(("", "", "training-2026", "chat-a")),
+                    scope=self.rng.choice(("", "", "backend-training-2026", "backend-chat-a")),
                     ttl_seconds=self.rng.choice((0, 0, 0, 3600)),
                     keep_last_four=keep and self.rng.random() < 0.5,
                 )
@@ -679,7 +679,8 @@ class Worker:
 
     def op_tokenize_text(self) -> str:
         tenant = self.tenant()
-        scope = f"chat-{uuid.uuid4().hex[:12]}"
+        # a scope of backend-service's (sample policy: token_scopes "" and "backend-*")
+        scope = f"backend-chat-{uuid.uuid4().hex[:12]}"
         redacted, _ = self.clients["backend-service"].tokenize_text(
             tenant,
             self.text_batch(self.rng.choice((1, 1, 5))),

@@ -28,6 +28,7 @@ from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
 from vault.service import Access, Services
 from vault.storage import Database, current_revision, head_revision, upgrade
+from vault.text import NerUnavailable, ScannerSetup
 
 
 def make_auth(settings: Settings) -> KeyServerAuth:
@@ -186,7 +187,13 @@ def build_services(
     schema and policy (loaded here unless given): what the server and every CLI command use."""
     schema = schema or load_schema(settings.schema or None)
     policy = policy or PolicyHolder(settings.policy or deploy_file("policy", "sample-policy.yaml"))
-    return Services.build(audit.db, audit.keys, schema, Access(policy, audit))
+    text = settings.text
+    setup = ScannerSetup(ner=text.ner, phone_regions=text.phone_regions, recall=text.recall)
+    try:
+        setup.detectors()  # a bad region or a missing NER model stops the start here
+    except (ValueError, NerUnavailable) as exc:
+        raise ConfigError(f"[text]: {exc}") from None
+    return Services.build(audit.db, audit.keys, schema, Access(policy, audit), text_setup=setup)
 
 
 def build_operator_audit_log(settings: Settings) -> AuditLog:

@@ -21,7 +21,11 @@ def _receipt(r: ErasureReceipt) -> pb.ErasureReceipt:
     ts = Timestamp()
     ts.FromDatetime(r.erased_at)
     return pb.ErasureReceipt(
-        tenant=r.tenant, record_id=r.record_id, erased_at=ts, data_key_ids=list(r.data_key_ids)
+        tenant=r.tenant,
+        record_id=r.record_id,
+        erased_at=ts,
+        data_key_ids=list(r.data_key_ids),
+        tokens_erased=r.tokens_erased,
     )
 
 

@@ -162,6 +162,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             "record_id": r.record_id,
             "erased_at": r.erased_at.isoformat(),
             "data_key_ids": list(r.data_key_ids),
+            "tokens_erased": r.tokens_erased,
         }
     )
     return 0

@@ -74,6 +74,8 @@ class ErasureReceipt:
     record_id: str
     erased_at: datetime
     data_key_ids: tuple[str, ...]
+    #: tokens of the record's values the erasure tombstoned (linked, standalone, text)
+    tokens_erased: int = 0
 
 
 def _record(r: pb.GetRecordResponse) -> Record:
@@ -100,7 +102,11 @@ def _consent(r: pb.Consent) -> Consent:
 
 def _receipt(r: pb.ErasureReceipt) -> ErasureReceipt:
     return ErasureReceipt(
-        r.tenant, r.record_id, r.erased_at.ToDatetime(tzinfo=UTC), tuple(r.data_key_ids)
+        r.tenant,
+        r.record_id,
+        r.erased_at.ToDatetime(tzinfo=UTC),
+        tuple(r.data_key_ids),
+        r.tokens_erased,
     )
 
 

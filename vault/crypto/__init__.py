@@ -16,6 +16,7 @@ from vault.crypto._aead import (
 )
 from vault.crypto._blind_index import blind_index
 from vault.crypto._encoding import lp, random_base62, uuid7
+from vault.crypto._fingerprint import FINGERPRINT_LABEL, value_fingerprint
 from vault.crypto._surrogates import (
     KEEPS_LAST_FOUR,
     SurrogateError,
@@ -27,6 +28,7 @@ from vault.crypto._tokens import TOKEN_DIGITS, TOKEN_RE, deterministic_token, ra
 
 __all__ = [
     "DEK_V1",
+    "FINGERPRINT_LABEL",
     "KEEPS_LAST_FOUR",
     "KEY_BYTES",
     "TOKEN_DIGITS",
@@ -48,6 +50,7 @@ __all__ = [
     "surrogate",
     "unwrap_data_key",
     "uuid7",
+    "value_fingerprint",
     "value_key_id",
     "wrap_data_key",
     "wrapped_dek_tenant_key_id",

@@ -1,11 +1,13 @@
-"""The form of a value that deterministic tokens are keyed on, shared by every path that makes
-them (Tokenize, tokenized record views, TokenizeText), so that the same value gives the same
-token whichever way it came in."""
+"""The form of a value that deterministic tokens and value fingerprints are keyed on, shared by
+every path that makes them (Tokenize, tokenized record views, TokenizeText, erasure), so that the
+same value gives the same token (and fingerprint) whichever way it came in."""
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
+from vault import crypto
 from vault.errors import InvalidInput
 from vault.schema import (
     DEFAULT_MAX_LENGTH,
@@ -21,6 +23,9 @@ class _Unknown:
 
 
 UNKNOWN: Final = _Unknown()
+
+#: an email already in its deterministic form, valid or not (lower-case ASCII, no IDNA label)
+PLAIN_EMAIL: Final = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 
 _SPECS = {c: FieldSpec(f"token_{c.value}", c, True, DEFAULT_MAX_LENGTH[c], {}) for c in FieldClass}
 
@@ -52,3 +57,29 @@ def deterministic_form(
     if canonical is None:
         return value.encode("utf-8")
     return index_form_of_canonical(_SPECS[field_class], canonical)
+
+
+def fingerprint(
+    index_key: bytes,
+    field_class: FieldClass,
+    value: str,
+    canonical: str | _Unknown | None = UNKNOWN,
+) -> bytes:
+    """The value's fingerprint (``crypto.value_fingerprint``) under one index key: keyed on
+    the same form as deterministic tokens (the class's search form when the value is valid for
+    the class, else the exact string), so every token of a value, whatever its kind or scope
+    and whether it came from Tokenize or from free text, carries the fingerprint that the
+    record's stored value gives at erasure."""
+    if (
+        field_class is FieldClass.EMAIL
+        and isinstance(canonical, _Unknown)
+        and "xn--" not in value
+        and PLAIN_EMAIL.fullmatch(value)
+    ):
+        # lower-case ASCII with nothing to normalize: this is its form whether the parser
+        # accepts it (canonical and search form are the value) or not (the exact string), so
+        # the parser (most of a random token's cost) is skipped
+        form = value.encode("ascii")
+    else:
+        form = deterministic_form(field_class, value, canonical)
+    return crypto.value_fingerprint(index_key, field_class.value, form)

@@ -185,7 +185,7 @@ class TokenRevealer:
                 results[t] = RevealedToken(
                     t, TokenError.EXPIRED, field_class=row.field_class, reason="expired"
                 )
-            elif row.dek_erased or row.record_erased:
+            elif row.dek_erased or row.record_erased or row.value_erased:
                 results[t] = RevealedToken(
                     t, TokenError.ERASED, field_class=row.field_class, reason="erased"
                 )

@@ -46,6 +46,9 @@ class ErasureReceipt:
     record_id: str
     erased_at: datetime
     data_key_ids: tuple[str, ...]
+    #: tokens of the record's values the erasure tombstoned: linked to it, and standalone or
+    #: text tokens found by their value fingerprint
+    tokens_erased: int = 0
 
 
 @dataclass(frozen=True, slots=True)

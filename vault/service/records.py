@@ -8,7 +8,6 @@ the database unchanged.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -20,10 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from vault import crypto
 from vault.audit import AuditEvent
 from vault.deadline import Deadline
-from vault.errors import Conflict, Erased, InvalidInput, NotFound
+from vault.errors import Conflict, Erased, InvalidInput, NotFound, PermissionDenied
 from vault.policy import Action, FieldDecision, Output, Policy, Purpose, Role
 from vault.schema import FieldClass
 from vault.service._core import Core
+from vault.service._erasure import erase_record
 from vault.service._keyring import INDEX
 from vault.service._normal import deterministic_form
 from vault.service._reading import REVEALING, RecordReader, render
@@ -39,7 +39,7 @@ from vault.service.validators import (
     check_tenant,
     matches,
 )
-from vault.storage import NewRecord, StoredValue, access_repo, repo
+from vault.storage import NewRecord, StoredValue, repo
 
 log = logging.getLogger("vault.service.records")
 
@@ -403,11 +403,14 @@ class RecordsService:
     def delete(
         self, caller: Caller, tenant: str, record_id: str, *, deadline: Deadline
     ) -> ErasureReceipt:
-        """Crypto-shred a record (audited). Repeating it returns the first receipt.
+        """Crypto-shred a record (audited), and tombstone every token of its values: linked
+        ones with its data keys, standalone and text tokens by their value fingerprints (see
+        ``_erasure``). Repeating it returns the first receipt.
 
         Raises:
             PermissionDenied: the caller may not erase records (audited).
             NotFound: no such record (and none erased) in this tenant.
+            Conflict: the record kept changing while it was erased (retry).
         """
         check_tenant(tenant)
         check_record_id(record_id)
@@ -415,22 +418,10 @@ class RecordsService:
         _, role = access.authorize(
             caller, Action.RECORD_ERASE, tenant=tenant, record_id=record_id, deadline=deadline
         )
-        now = datetime.now(UTC)
         events = [
             access.event(caller, role.name, Action.RECORD_ERASE, tenant=tenant, record_id=record_id)
         ]
-        with self.core.audited_write(events, deadline=deadline) as conn:
-            if repo.get_record(conn, tenant, record_id) is None:
-                events.clear()  # erased before: the first receipt, nothing new to audit
-                receipt = repo.erasure(conn, tenant, record_id)
-                if receipt is None:
-                    raise NotFound("record not found")
-                erased_at, ids_json = receipt
-                return ErasureReceipt(tenant, record_id, erased_at, tuple(json.loads(ids_json)))
-            dek_ids = repo.erase_record(conn, tenant, record_id, now)
-            access_repo.erase_consents(conn, record_id)
-        self.core.data_keys.forget(dek_ids)
-        return ErasureReceipt(tenant, record_id, now, tuple(dek_ids))
+        return erase_record(self.core, tenant, record_id, events, deadline=deadline)
 
     # --- find --------------------------------------------------------------------------------
 
@@ -445,22 +436,71 @@ class RecordsService:
     ) -> list[str]:
         """Record ids whose searchable fields equal every given value (through blind indexes).
 
+        A search is an oracle on the values it matches (does a customer with this national id
+        exist?), so it needs the role's ``search`` permission for every class it matches on, is
+        counted against the role's search limits, and is audited (one row: the classes, the
+        outcome, and ``results:<n>`` in ``reason``), refused or not.
+
         Raises:
             InvalidInput: no condition, a field that is unknown or not searchable, a bad value.
+            PermissionDenied: ``search_not_allowed`` for a class (audited).
+            ResourceExhausted: the role's search limit (audited); nothing searched.
+            Unavailable: key server, database or audit log; nothing returned.
         """
         check_tenant(tenant)
-        self.core.access.authorize(caller, Action.RECORD_FIND, tenant=tenant, deadline=deadline)
+        policy, role = self.core.access.authorize(
+            caller, Action.RECORD_FIND, tenant=tenant, deadline=deadline
+        )
         values = self._find_input(match, limit)
+        classes = self.core.classes_of(list(values))
+        try:
+            policy.check_search(role, [FieldClass(c) for c in classes])
+        except PermissionDenied as exc:
+            raise self.core.access.deny(
+                caller,
+                role.name,
+                Action.RECORD_FIND,
+                exc,
+                tenant=tenant,
+                field_classes=classes,
+                deadline=deadline,
+            ) from None
+        conditions = self._find_conditions(tenant, values, deadline=deadline)
+        with reveal_tx(
+            self.core, caller, role, Action.RECORD_FIND, tenant=tenant, deadline=deadline
+        ) as tx:
+            tx.classes = classes
+            self.core.access.charge_search(tx.conn, caller, role)
+            found = (
+                repo.find_records(tx.conn, tenant, conditions, limit or DEFAULT_FIND)
+                if conditions is not None
+                else []
+            )
+            event = self.core.access.event(
+                caller,
+                role.name,
+                Action.RECORD_FIND,
+                tenant=tenant,
+                field_classes=classes,
+                reason=f"results:{len(found)}",
+            )
+            tx.append([event])
+        return found
+
+    def _find_conditions(
+        self, tenant: str, values: Mapping[str, str], *, deadline: Deadline
+    ) -> dict[str, list[bytes]] | None:
+        """The blind indexes to match per field, under every index-key version; ``None`` when
+        a class has no index key yet (nothing can match)."""
         conditions: dict[str, list[bytes]] = {}
         for name, value in values.items():
             field_class = self.core.class_of(name)
             iks = self.core.keyring.index_keys(tenant, field_class, deadline=deadline)
             if not iks:
-                return []
+                return None
             form = self.core.schema.index_form(name, value)
             conditions[name] = [crypto.blind_index(ik.key, name, form) for ik in iks]
-        with self.core.db.begin(write=False) as conn:
-            return repo.find_records(conn, tenant, conditions, limit or DEFAULT_FIND)
+        return conditions
 
     def _find_input(self, match: Mapping[str, str], limit: int) -> dict[str, str]:
         if not match:

@@ -36,13 +36,13 @@ from vault import crypto
 from vault.audit import AuditEvent
 from vault.crypto import KEEPS_LAST_FOUR, DataKey, SurrogateError, SurrogateShapeError, surrogate
 from vault.deadline import Deadline
-from vault.errors import Conflict, InvalidInput
-from vault.policy import Action, Role
+from vault.errors import Conflict, InvalidInput, PermissionDenied
+from vault.policy import Action, Policy, Role
 from vault.schema import DEFAULT_MAX_LENGTH, FieldClass
 from vault.service._core import Core, live_record
 from vault.service._datakeys import DataKeyRef
 from vault.service._keyring import DATA, INDEX, TenantKey, new_data_key
-from vault.service._normal import canonical_or_none, deterministic_form
+from vault.service._normal import UNKNOWN, canonical_or_none, deterministic_form, fingerprint
 from vault.service._reading import record_key_refs
 from vault.service._token_pools import Pool, PoolLimits, TokenPools
 from vault.service._token_reveal import TokenRevealer
@@ -100,17 +100,20 @@ class TokensService:
         and one for the standalone values).
 
         Raises:
-            PermissionDenied: the role may not create tokens (audited).
+            PermissionDenied: the role may not create tokens, or not deterministic ones of that
+                class in that scope (``token_scope_not_allowed``, ``token_scope_shared``;
+                audited).
             InvalidInput: a bad item (named as ``items[i].<field>``; values never echoed).
             NotFound, Erased: a linked record does not exist in the tenant, or was erased.
             Conflict: surrogates kept colliding, or a concurrent call raced (retry).
             Unavailable: key server, database or audit log; nothing was written.
         """
         check_tenant(tenant)
-        _, role = self.core.access.authorize(
+        policy, role = self.core.access.authorize(
             caller, Action.TOKEN_CREATE, tenant=tenant, deadline=deadline
         )
         prepared = _prepare(items)
+        self._check_scopes(caller, policy, role, tenant, prepared, deadline=deadline)
         for _attempt in range(3):
             try:
                 return self._tokenize(caller, role, tenant, prepared, deadline=deadline)
@@ -119,6 +122,41 @@ class TokensService:
                 # or made the same record's data key: the next pass sees its rows
                 log.info("token insert raced; retrying")
         raise Conflict("concurrent tokenization; retry")
+
+    def _check_scopes(
+        self,
+        caller: Caller,
+        policy: Policy,
+        role: Role,
+        tenant: str,
+        prepared: Sequence[Prepared],
+        *,
+        deadline: Deadline,
+    ) -> None:
+        """Deterministic tokens only where the policy lets the role make them: a deterministic
+        token anyone may make in a scope is a guessing oracle on that scope's tokens (random
+        and format-preserving tokens are fresh draws: no oracle). Refusals are audited.
+
+        Raises:
+            PermissionDenied: ``token_scope_not_allowed`` or ``token_scope_shared``, naming the
+                item (``items[i]``), never its value or scope.
+        """
+        for i, p in enumerate(prepared):
+            if p.item.kind is not TokenKind.DETERMINISTIC:
+                continue
+            try:
+                policy.check_deterministic(role, p.field_class, p.item.scope)
+            except PermissionDenied as exc:
+                refused = PermissionDenied(f"items[{i}].scope: {exc.message}", reason=exc.reason)
+                raise self.core.access.deny(
+                    caller,
+                    role.name,
+                    Action.TOKEN_CREATE,
+                    refused,
+                    tenant=tenant,
+                    field_classes=[p.field_class.value],
+                    deadline=deadline,
+                ) from None
 
     def _tokenize(
         self,
@@ -139,7 +177,7 @@ class TokensService:
         pools, new_pools = self._pools.take(tenant, counts, tkeys)
         tokens = _minted(prepared, tkeys)
         self._keep_tokens_of_older_index_keys(tenant, prepared, tokens, tkeys, deadline=deadline)
-        rows = _TokenRows(tenant, datetime.now(UTC), record_deks, pools)
+        rows = _TokenRows(tenant, datetime.now(UTC), record_deks, pools, tkeys)
         for token, p in zip(tokens, prepared, strict=True):
             rows.add(token, p)  # sealed outside the transaction (all but surrogates)
         new_key_rows += [row for _, row in new_pools]
@@ -174,12 +212,23 @@ class TokensService:
         existing = tokens_repo.read_tokens(conn, tenant, det) if det else {}
         for token, old in existing.items():
             row = rows.by_token.pop(token)
-            if old.dek_erased or old.wrapped_dek is None or expired(old.expires_at, rows.now):
-                # its value was shredded with its record, or it lapsed: issue it afresh
+            if (
+                old.dek_erased
+                or old.value_erased
+                or old.wrapped_dek is None
+                or expired(old.expires_at, rows.now)
+            ):
+                # its value was shredded with its record (linked, or found by its fingerprint),
+                # or it lapsed: issue it afresh
                 tokens_repo.replace_token(
                     conn, tenant, token, {k: v for k, v in row.items() if k not in _KEY}
                 )
-            elif old.expires_at is not None and (
+                continue
+            if old.fingerprint is None:  # made before fingerprints: give it one now
+                tokens_repo.set_fingerprint(
+                    conn, tenant, token, row["fingerprint"], row["fingerprint_key_id"]
+                )
+            if old.expires_at is not None and (
                 row["expires_at"] is None or row["expires_at"] > old.expires_at
             ):
                 tokens_repo.set_expiry(conn, tenant, token, row["expires_at"])
@@ -392,12 +441,18 @@ class _TokenRows:
     transaction for every token known before it, i.e. all but surrogates)."""
 
     def __init__(
-        self, tenant: str, now: datetime, record_deks: RecordKeys, pools: Mapping[str, Pool]
+        self,
+        tenant: str,
+        now: datetime,
+        record_deks: RecordKeys,
+        pools: Mapping[str, Pool],
+        tkeys: Mapping[tuple[str, str], TenantKey],
     ) -> None:
         self.tenant = tenant
         self.now = now
         self._record_deks = record_deks
         self._pools = pools
+        self._tkeys = tkeys
         self._sealers: dict[uuid.UUID, crypto.ValueSealer] = {}
         #: token -> row; a repeated deterministic token once
         self.by_token: dict[str, dict[str, Any]] = {}
@@ -416,6 +471,7 @@ class _TokenRows:
         if sealer is None:
             sealer = self._sealers[dek.id] = crypto.ValueSealer(dek)
         ttl = p.item.ttl_seconds
+        ik = self._tkeys[(p.field_class.value, INDEX)]
         self.by_token[token] = {
             "tenant": self.tenant,
             "token": token,
@@ -427,7 +483,19 @@ class _TokenRows:
             "ciphertext": sealer.seal(self.tenant, owner, token_field(token), p.item.value),
             "expires_at": self.now + timedelta(seconds=ttl) if ttl else None,
             "created_at": self.now,
+            "fingerprint": _fingerprint(p, ik.key),
+            "fingerprint_key_id": ik.id,
         }
+
+
+def _fingerprint(p: Prepared, index_key: bytes) -> bytes:
+    """The item's value fingerprint under the current index key (every kind: an erasure finds
+    every token of a value by it). Free-text (exact) tokens too are fingerprinted on the class's
+    form when the value parses for the class."""
+    computed = p.item.kind is TokenKind.FORMAT_PRESERVING or (
+        p.item.kind is TokenKind.DETERMINISTIC and not p.item.exact
+    )
+    return fingerprint(index_key, p.field_class, p.item.value, p.canonical if computed else UNKNOWN)
 
 
 def _minted(prepared: Sequence[Prepared], tkeys: Mapping[tuple[str, str], TenantKey]) -> list[str]:

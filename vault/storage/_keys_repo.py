@@ -3,6 +3,7 @@ rotation (compare-and-set, so it runs next to the service)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -190,6 +191,32 @@ def erasures_since(conn: Connection, since: datetime) -> list[tuple[str, str, da
         .order_by(_er.c.erased_at)
     ).all()
     return [(r.record_id, r.tenant, r.erased_at) for r in rows]
+
+
+def erased_token_keys_since(conn: Connection, since: datetime) -> dict[str, dict[str, str]]:
+    """record id -> {data key id: class} of the token-pool data keys, still live, that held
+    standalone tokens of the values of a record erased at or after ``since``: a backup copy
+    of such a token's row opens with the live key (rotations re-wrap it, they do not change
+    it)."""
+    rows = conn.execute(
+        select(_er.c.record_id, _er.c.token_key_ids).where(
+            _er.c.erased_at >= since, _er.c.tokens_erased > 0
+        )
+    ).all()
+    wanted = {r.record_id: list(json.loads(r.token_key_ids)) for r in rows}
+    ids = sorted({k for keys in wanted.values() for k in keys})
+    live: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        live.update(
+            (r.id, r.field_class)
+            for r in conn.execute(
+                select(_dk.c.id, _dk.c.field_class).where(
+                    _dk.c.id.in_(ids[i : i + 500]),
+                    _dk.c.id.not_in(select(_edk.c.data_key_id)),
+                )
+            )
+        )
+    return {rid: {k: live[k] for k in keys if k in live} for rid, keys in wanted.items()}
 
 
 def destroyed_keys_since(conn: Connection, since: datetime) -> list[tuple[str, str, datetime]]:

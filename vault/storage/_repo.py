@@ -330,11 +330,21 @@ def replace_values(
         conn.execute(insert(_bi), [dict(i) for i in index_rows])
 
 
-def erase_record(conn: Connection, tenant: str, record_id: str, now: datetime) -> list[str]:
+def erase_record(
+    conn: Connection,
+    tenant: str,
+    record_id: str,
+    now: datetime,
+    *,
+    tokens_erased: int = 0,
+    token_key_ids: Sequence[str] = (),
+) -> list[str]:
     """Crypto-shred: tombstone and delete the data keys, drop ciphertexts, indexes and the record.
 
     Returns the destroyed data-key ids (sorted). The tombstones are written first so that a
-    concurrent reader that still sees a key row also sees its tombstone.
+    concurrent reader that still sees a key row also sees its tombstone. ``tokens_erased`` and
+    ``token_key_ids`` (what the erasure did to tokens, see ``tokens_repo.erase_tokens``) are
+    kept with the receipt.
     """
     dek_ids = sorted(
         conn.execute(
@@ -356,6 +366,8 @@ def erase_record(conn: Connection, tenant: str, record_id: str, now: datetime) -
             "tenant": tenant,
             "erased_at": now,
             "data_key_ids": json.dumps(dek_ids),
+            "tokens_erased": tokens_erased,
+            "token_key_ids": json.dumps(sorted(token_key_ids)),
         },
     )
     conn.execute(delete(_bi).where(_bi.c.record_id == record_id))
@@ -388,14 +400,31 @@ def find_records(
     return list(conn.execute(q).scalars())
 
 
-def erasure(conn: Connection, tenant: str, record_id: str) -> tuple[datetime, str] | None:
-    """(erased_at, JSON list of data-key ids) from an erased record's tombstone."""
+@dataclass(frozen=True, slots=True)
+class ErasureRow:
+    """What an erased record's tombstone says (its receipt)."""
+
+    erased_at: datetime
+    data_key_ids: tuple[str, ...]
+    tokens_erased: int
+    token_key_ids: tuple[str, ...]
+
+
+def erasure(conn: Connection, tenant: str, record_id: str) -> ErasureRow | None:
+    """An erased record's tombstone (None: not erased in this tenant)."""
     r = conn.execute(
-        select(_er.c.erased_at, _er.c.data_key_ids).where(
+        select(_er.c.erased_at, _er.c.data_key_ids, _er.c.tokens_erased, _er.c.token_key_ids).where(
             _er.c.record_id == record_id, _er.c.tenant == tenant
         )
     ).first()
-    return (r.erased_at, r.data_key_ids) if r else None
+    if r is None:
+        return None
+    return ErasureRow(
+        r.erased_at,
+        tuple(json.loads(r.data_key_ids)),
+        int(r.tokens_erased),
+        tuple(json.loads(r.token_key_ids)),
+    )
 
 
 def record_ids_of_tenant(conn: Connection, tenant: str) -> list[str]:

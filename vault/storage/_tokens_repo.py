@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, tuple_, update
+from sqlalchemy import Table, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from vault.storage.models import DataKeyRow, ErasedDataKey, Erasure
-from vault.storage.models_tokens import RevealGrant, TokenRow
+from vault.storage.models_tokens import ErasedFingerprint, RevealGrant, TokenRow
 
 tokens = cast(Table, TokenRow.__table__)
+erased_fps = cast(Table, ErasedFingerprint.__table__)
 grants = cast(Table, RevealGrant.__table__)
 _dk = cast(Table, DataKeyRow.__table__)
 _edk = cast(Table, ErasedDataKey.__table__)
@@ -41,6 +42,10 @@ class StoredToken:
     key_owner: str | None  # the data key row's record_id: the linked record or a pool id
     dek_erased: bool
     record_erased: bool
+    #: a standalone token of a value erased with a record (tombstoned by its fingerprint), or
+    #: its value emptied by that erasure
+    value_erased: bool = False
+    fingerprint: bytes | None = field(repr=False, default=None)
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -61,6 +66,7 @@ def read_tokens(conn: Connection, tenant: str, wanted: Sequence[str]) -> dict[st
                 _dk.c.record_id.label("key_owner"),
                 _edk.c.data_key_id.label("tombstone"),
                 _er.c.record_id.label("erased_record"),
+                _value_erased().label("value_erased"),
             )
             .select_from(
                 tokens.outerjoin(
@@ -87,8 +93,22 @@ def read_tokens(conn: Connection, tenant: str, wanted: Sequence[str]) -> dict[st
                 key_owner=None if dek_erased else r.key_owner,
                 dek_erased=dek_erased,
                 record_erased=r.erased_record is not None,
+                value_erased=bool(r.value_erased) or not r.ciphertext,
+                fingerprint=None if r.fingerprint is None else bytes(r.fingerprint),
             )
     return out
+
+
+def _value_erased() -> Any:
+    """Whether a standalone token's fingerprint was tombstoned by an erasure at or after the
+    token was made: so a token row restored from a backup stays erased, while a token issued
+    again later for the value (a new tokenization) reveals."""
+    return exists().where(
+        tokens.c.record_id.is_(None),
+        erased_fps.c.tenant == tokens.c.tenant,
+        erased_fps.c.fingerprint == tokens.c.fingerprint,
+        erased_fps.c.erased_at >= tokens.c.created_at,
+    )
 
 
 def existing_tokens(conn: Connection, tenant: str, wanted: Sequence[str]) -> set[str]:
@@ -187,6 +207,106 @@ def purge_expired(conn: Connection, now: datetime, limit: int) -> int:
     if rows:
         conn.execute(delete(tokens).where(tuple_(tokens.c.tenant, tokens.c.token).in_(rows)))
     return len(rows)
+
+
+def erase_tokens(
+    conn: Connection,
+    tenant: str,
+    record_id: str,
+    fingerprints: Iterable[bytes],
+    now: datetime,
+) -> tuple[int, list[str]]:
+    """Tombstone the tokens of an erased record's values, in the erasure's transaction: the
+    fingerprints are kept (``erased_fingerprints``: a restored token row of one stays erased)
+    and the ciphertext of every standalone token of the tenant carrying one is emptied. Tokens
+    linked to the record are erased with its data keys; tokens linked to another live record
+    are that record's (its value lives on there) and are left.
+
+    Returns how many tokens the erasure reaches (linked to the record, and standalone ones
+    emptied now) and the ids of the data keys (token pools) the standalone ones were sealed
+    under, sorted.
+    """
+    linked = int(
+        conn.execute(
+            select(func.count())
+            .select_from(tokens)
+            .where(tokens.c.tenant == tenant, tokens.c.record_id == record_id)
+        ).scalar_one()
+    )
+    fps = sorted(set(fingerprints))
+    if not fps:
+        return linked, []
+    conn.execute(
+        insert(erased_fps),
+        [
+            {"tenant": tenant, "fingerprint": f, "record_id": record_id, "erased_at": now}
+            for f in fps
+        ],
+    )
+    victims: list[tuple[str, str]] = []
+    for i in range(0, len(fps), CHUNK):
+        victims += [
+            (r.token, r.data_key_id)
+            for r in conn.execute(
+                select(tokens.c.token, tokens.c.data_key_id).where(
+                    tokens.c.tenant == tenant,
+                    tokens.c.fingerprint.in_(fps[i : i + CHUNK]),
+                    tokens.c.record_id.is_(None),
+                    func.length(tokens.c.ciphertext) > 0,
+                )
+            )
+        ]
+    names = [t for t, _ in victims]
+    for chunk in _chunks(names):
+        conn.execute(
+            update(tokens)
+            .where(tokens.c.tenant == tenant, tokens.c.token.in_(list(chunk)))
+            .values(ciphertext=b"")
+        )
+    return linked + len(victims), sorted({k for _, k in victims})
+
+
+def set_fingerprint(
+    conn: Connection, tenant: str, token: str, fingerprint: bytes, key_id: str
+) -> None:
+    """Give a token made before fingerprints existed its fingerprint."""
+    conn.execute(
+        update(tokens)
+        .where(tokens.c.tenant == tenant, tokens.c.token == token)
+        .values(fingerprint=fingerprint, fingerprint_key_id=key_id)
+    )
+
+
+def tokens_to_fingerprint(
+    conn: Connection, tenant: str, field_class: str, key_id: str, after: str, limit: int
+) -> list[str]:
+    """Up to ``limit`` live tokens of (tenant, class), after ``after`` in token order, without a
+    fingerprint under index key ``key_id`` (made before fingerprints, or under an older
+    index-key version)."""
+    return list(
+        conn.execute(
+            select(tokens.c.token)
+            .where(
+                tokens.c.tenant == tenant,
+                tokens.c.field_class == field_class,
+                tokens.c.token > after,
+                (tokens.c.fingerprint_key_id.is_(None)) | (tokens.c.fingerprint_key_id != key_id),
+                func.length(tokens.c.ciphertext) > 0,
+            )
+            .order_by(tokens.c.token)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def token_classes(conn: Connection) -> list[tuple[str, str]]:
+    """Every (tenant, class) that has tokens."""
+    rows = conn.execute(
+        select(tokens.c.tenant, tokens.c.field_class)
+        .distinct()
+        .order_by(tokens.c.tenant, tokens.c.field_class)
+    )
+    return [(r.tenant, r.field_class) for r in rows]
 
 
 # --- grants ------------------------------------------------------------------------------------

@@ -120,6 +120,10 @@ class Erasure(Base):
     tenant: Mapped[str] = mapped_column(String(TENANT))
     erased_at: Mapped[datetime] = mapped_column(UtcDateTime())
     data_key_ids: Mapped[str] = mapped_column(Text)
+    #: how many tokens of the record's values (linked or not) the erasure tombstoned
+    tokens_erased: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: JSON list of the token-pool data keys that held standalone tokens of those values
+    token_key_ids: Mapped[str] = mapped_column(Text, server_default="[]")
 
 
 class ErasedDataKey(Base):

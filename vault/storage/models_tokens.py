@@ -26,6 +26,7 @@ class TokenRow(Base):
     __table_args__ = (
         Index("ix_tokens_expires_at", "expires_at"),
         Index("ix_tokens_record_id", "record_id"),
+        Index("ix_tokens_fingerprint", "tenant", "fingerprint"),
     )
 
     tenant: Mapped[str] = mapped_column(String(TENANT), primary_key=True)
@@ -38,6 +39,23 @@ class TokenRow(Base):
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: keyed, scope-independent digest of the normalized value (``crypto.value_fingerprint``)
+    #: under the index key ``fingerprint_key_id``: how an erasure finds every token of a value.
+    #: None on rows made before migration 0007 (until ``cvault tokens fingerprint``).
+    fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    fingerprint_key_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
+
+
+class ErasedFingerprint(Base):
+    """Tombstone of an erased value: every token of the tenant with this fingerprint made at or
+    before ``erased_at`` reveals as erased (a token row restored from a backup too)."""
+
+    __tablename__ = "erased_fingerprints"  # the primary key serves lookups by fingerprint
+
+    tenant: Mapped[str] = mapped_column(String(TENANT), primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class RevealGrant(Base):

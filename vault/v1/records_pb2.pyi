@@ -491,8 +491,14 @@ class ErasureReceipt(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     ERASED_AT_FIELD_NUMBER: _builtins.int
     DATA_KEY_IDS_FIELD_NUMBER: _builtins.int
+    TOKENS_ERASED_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     record_id: _builtins.str
+    tokens_erased: _builtins.int
+    """Tokens of the record's values the erasure tombstoned (they reveal as erased): those
+    linked to the record, and standalone and TokenizeText tokens of its values, found by
+    their keyed value fingerprint.
+    """
     @_builtins.property
     def erased_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -506,10 +512,11 @@ class ErasureReceipt(_message.Message):
         record_id: _builtins.str = ...,
         erased_at: _timestamp_pb2.Timestamp | None = ...,
         data_key_ids: _abc.Iterable[_builtins.str] | None = ...,
+        tokens_erased: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_key_ids", b"data_key_ids", "erased_at", b"erased_at", "record_id", b"record_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_key_ids", b"data_key_ids", "erased_at", b"erased_at", "record_id", b"record_id", "tenant", b"tenant", "tokens_erased", b"tokens_erased"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

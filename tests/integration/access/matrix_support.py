@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fnmatch
 import itertools
 import re
 import secrets
@@ -522,6 +523,64 @@ GRANT_TARGETS: Final[Mapping[str, Refusal | None]] = {
         errors.NotFound, grpc.StatusCode.NOT_FOUND, errors.NotFound.reason
     ),
 }
+#: Tokenize targets on the token scope (``token_scopes`` in the policy): a deterministic item in
+#: a scope no role owns, one in a scope another role owns, and random and format-preserving
+#: items in a scope no role owns (fresh draws are no guessing oracle: allowed).
+SCOPE_TARGETS: Final = (
+    "scope:not-owned",
+    "scope:other-role's",
+    "scope:not-owned/random",
+)
+#: The scope no role of the sample policy may create deterministic tokens in.
+UNOWNED_SCOPE: Final = "matrix-unowned"
+
+
+def owns(role: Role, scope: str) -> bool:
+    """Whether one of the role's ``token_scopes`` patterns matches ``scope`` (the README's
+    syntax: ``*`` any characters, everything else literal), read with fnmatch."""
+    return Action.TOKEN_CREATE in role.actions and any(
+        fnmatch.fnmatchcase(scope, p) for p in role.token_scopes
+    )
+
+
+def owned_scope(role_name: str, tag: str) -> str:
+    """A scope the role may create deterministic tokens in: its first pattern with a ``*``,
+    each ``*`` replaced by ``tag``; else ``tag`` itself (which the role does not own)."""
+    role = POLICY.roles[role_name]
+    pattern = next((p for p in role.token_scopes if "*" in p), None)
+    return pattern.replace("*", tag) if pattern is not None else tag
+
+
+def other_roles_scope(role_name: str, tag: str) -> str:
+    """A scope another role with ``token.create`` owns and this one does not (or, if there is
+    none, one nobody owns)."""
+    for name in sorted(POLICY.roles):
+        scope = owned_scope(name, tag)
+        mine = owns(POLICY.roles[role_name], scope)
+        if name != role_name and owns(POLICY.roles[name], scope) and not mine:
+            return scope
+    return f"{UNOWNED_SCOPE}.{tag}"
+
+
+def scope_refusal(role: Role, classes: Iterable[FieldClass], scope: str) -> Refusal | None:
+    """The refusal of deterministic tokens of ``classes`` in ``scope`` (README, decision rule
+    on token scopes), or None."""
+    denied = errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED
+    if not owns(role, scope):
+        return Refusal(*denied, "token_scope_not_allowed")
+    shared = any(owns(r, scope) for r in POLICY.roles.values() if r.name != role.name)
+    if shared and any(role.outputs[c] not in REVEALING for c in classes):
+        return Refusal(*denied, "token_scope_shared")
+    return None
+
+
+def search_refusal(role: Role, names: Iterable[str]) -> Refusal | None:
+    """The refusal of a FindRecords call matching ``names`` (the role's ``search``), or None."""
+    if all(CLASS_OF[n] in role.search for n in names):
+        return None
+    return Refusal(errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "search_not_allowed")
+
+
 #: A class without format-preserving tokens (the ``bad:kind`` item), if there is one.
 NO_FPE_CLASS: Final = next((c for c in CLASSES if c not in FPE_CLASSES), None)
 assert NO_FPE_CLASS is not None, "every class has FPE tokens: replace the bad:kind target"
@@ -617,14 +676,17 @@ def expect(role: Role, rpc: Rpc, pc: PurposeCase, target: str) -> Expect:
             return Expect(purpose_refusal(pc.kind))
     if rpc.name == "FindRecords" and target in FIELDS and target not in SEARCHABLE:
         return Expect(invalid(f"match.{target}"))
+    if rpc.name == "FindRecords":
+        refusal = search_refusal(role, [target] if target in FIELDS else SEARCHABLE)
+        return Expect(refusal)
     if rpc.tokenizes:
-        refusal = TOKENIZE_REFUSALS.get(target)
-        return Expect(refusal) if refusal is not None else Expect()
+        return Expect(tokenize_refusal(role, target))
     if rpc.name == "IssueGrant":
         refusal = GRANT_TARGETS.get(target)
         return Expect(refusal) if refusal is not None else Expect()
     if rpc.name == "TokenizeText":
-        return Expect()
+        scope = UNOWNED_SCOPE if target == TEXT_NOT_OWNED else owned_scope(role.name, "t")
+        return Expect(scope_refusal(role, TEXT_VALUES, scope))
     if rpc.per_class and rpc.reveals:
         if target == RECORD:
             return Expect()
@@ -641,6 +703,29 @@ def expect(role: Role, rpc: Rpc, pc: PurposeCase, target: str) -> Expect:
             Refusal(errors.ConsentRequired, grpc.StatusCode.FAILED_PRECONDITION, "consent_required")
         )
     return Expect(outputs=outputs)
+
+
+#: The TokenizeText target of a text tokenized into a scope no role owns.
+TEXT_NOT_OWNED: Final = "text:not-owned"
+
+
+def tokenize_refusal(role: Role, target: str) -> Refusal | None:
+    """How a Tokenize case ends (after principal and action): the scope check runs after the
+    items are validated, before any record is looked up."""
+    if target in ("bad:field_class", "bad:kind", "bad:value", "bad:scope"):
+        return TOKENIZE_REFUSALS[target]
+    good = scope_refusal(role, [FieldClass.EMAIL], owned_scope(role.name, "t"))
+    if target in TOKENIZE_REFUSALS:  # the good item is deterministic, in an owned scope
+        return good or TOKENIZE_REFUSALS[target]
+    if target == "scope:not-owned":
+        return scope_refusal(role, [FieldClass.EMAIL], UNOWNED_SCOPE)
+    if target == "scope:other-role's":
+        return scope_refusal(role, [FieldClass.EMAIL], other_roles_scope(role.name, "t"))
+    if target == "scope:not-owned/random":
+        return None
+    cls = FieldClass(target)
+    deterministic = TokenKind.DETERMINISTIC in kinds_of(cls)
+    return scope_refusal(role, [cls], owned_scope(role.name, "t")) if deterministic else None
 
 
 def target_label(rpc: Rpc, target: str) -> str:
@@ -683,12 +768,12 @@ class Case:
 
 def _targets(role: Role, rpc: Rpc, pc: PurposeCase) -> list[str]:
     if rpc.tokenizes:
-        return [*(c.value for c in CLASSES), *TOKENIZE_REFUSALS]
+        return [*(c.value for c in CLASSES), *TOKENIZE_REFUSALS, *SCOPE_TARGETS]
     if rpc.name == "IssueGrant":  # a refused grant is one case
         refused = expect(role, rpc, pc, RECORD).refusal is not None
         return [RECORD] if pc.whole_record_only or refused else [*GRANT_TARGETS]
     if rpc.name == "TokenizeText":
-        return [TEXT]
+        return [TEXT, TEXT_NOT_OWNED]
     if rpc.per_class:  # the reveals: one call serves every class case; a refused one is one case
         if pc.whole_record_only or expect(role, rpc, pc, RECORD).refusal is not None:
             return [RECORD]

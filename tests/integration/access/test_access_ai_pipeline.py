@@ -61,7 +61,10 @@ from tests.integration.access.matrix_support import (
     crafted_token,
     expect,
     kinds_of,
+    other_roles_scope,
+    owned_scope,
     purpose_cases,
+    scope_refusal,
     shown,
     start_policy_server,
 )
@@ -72,6 +75,7 @@ from tests.support import (
     TEST_POLICY,
     TEST_PURPOSE,
     api_key_of,
+    sample_record,
 )
 from vault.api import RunningServer
 from vault.client import TokenItem, VaultClient
@@ -369,7 +373,9 @@ def world(request: pytest.FixtureRequest, openbao: OpenBaoDevServer) -> Iterator
         plain = admin.create_record(tenant, SAMPLE).record_id
         consented = admin.create_record(tenant, SAMPLE).record_id
         admin.update_consent(tenant, consented, CONSENT_PURPOSES, expected_version=0, source="t")
-        erased = admin.create_record(tenant, SAMPLE).record_id
+        # values of its own: erasing a record tombstones every token of its values, and the
+        # standalone tokens of SAMPLE's values must stay live
+        erased = admin.create_record(tenant, sample_record(90_001)).record_id
         foreign_record = admin.create_record(other, SAMPLE).record_id
         links = {"standalone": "", "no-consent": plain, "consent": consented}
         labels, items = items_for("others", links, "others")
@@ -377,7 +383,7 @@ def world(request: pytest.FixtureRequest, openbao: OpenBaoDevServer) -> Iterator
         labels, items = items_for("erased", {"erased": erased}, "erased")
         erased_tokens = dict(zip(labels, admin.tokenize(tenant, items), strict=True))
         admin.delete_record(tenant, erased)
-        labels, items = items_for("own", links, "own")
+        labels, items = items_for("own", links, owned_scope(ROLE, "own"))
         for cls in (FieldClass.CARD_NUMBER, FieldClass.PHONE, FieldClass.NATIONAL_ID):
             labels.append(f"own/{cls.value}/format_preserving/keep-last-four")
             items.append(
@@ -600,13 +606,14 @@ def tokenize_request(tenant: str, items: Sequence[TokenItem]) -> tokens_pb2.Toke
 def tokenize_batches(w: World) -> dict[str, tuple[list[list[TokenItem]], Want]]:
     """Batches of items (and how the call must end) that ai-pipeline tokenizes."""
     links = {"standalone": "", "no-consent": w.plain, "consent": w.consented}
-    _, own = items_for("probe", links, f"probe-{uuid.uuid4().hex[:8]}")
+    _, own = items_for("probe", links, owned_scope(ROLE, f"probe-{uuid.uuid4().hex[:8]}"))
     own += [
         TokenItem(CLASS_VALUE[c], c.value, "format_preserving", keep_last_four=True, ttl_seconds=60)
         for c in (FieldClass.CARD_NUMBER, FieldClass.PHONE, FieldClass.NATIONAL_ID)
     ]
+    mine = owned_scope(ROLE, f"probe-{uuid.uuid4().hex[:8]}")
     tokens_as_values = [
-        TokenItem(t, "free_text", kind)
+        TokenItem(t, "free_text", kind, scope=mine)
         for t in (*w.live()[:3], *w.expired.values(), *w.unknown.values())
         for kind in ("random", "deterministic")
     ]
@@ -619,8 +626,20 @@ def tokenize_batches(w: World) -> dict[str, tuple[list[list[TokenItem]], Want]]:
         return rpc_ok if rpc_ok != OK else want
 
     half = len(own) // 2
+    guesses = [TokenItem(CLASS_VALUE[c], c.value, "deterministic") for c in CLASSES]
+    others = other_roles_scope(ROLE, f"probe-{uuid.uuid4().hex[:8]}")
+
+    def in_scope(scope: str) -> list[TokenItem]:
+        return [TokenItem(i.value, i.field_class, i.kind, scope=scope) for i in guesses]
+
+    def scope_want(scope: str) -> Want:
+        return unless_refused(Want.of(scope_refusal(AI, CLASSES, scope)))
+
     return {
         "own-values": ([own[:half], own[half:]], unless_refused(OK)),
+        # deterministic tokens where other roles' tokens live: a guessing oracle
+        "deterministic-in-another-role's-scope": ([in_scope(others)], scope_want(others)),
+        "deterministic-in-the-default-scope": ([in_scope("")], scope_want("")),
         "tokens-as-values": ([tokens_as_values], unless_refused(OK)),
         "linked-to-erased-record": (
             [[TokenItem(email, "email", record_id=w.erased)]],
@@ -750,10 +769,15 @@ def tokenize_text_probes(w: World) -> list[Probe]:
     def request(text: str, scope: str) -> tokens_pb2.TokenizeTextRequest:
         return tokens_pb2.TokenizeTextRequest(tenant=w.tenant, texts=[text], scope=scope)
 
-    scope = f"chat-{uuid.uuid4().hex[:8]}"
+    scope = owned_scope(ROLE, f"chat-{uuid.uuid4().hex[:8]}")
+
+    def in_scope(scope: str) -> Want:
+        refusal = scope_refusal(AI, TEXT_VALUES, scope)
+        return ok if ok != OK or refusal is None else Want.of(refusal)
+
     return [
-        Probe("detected-values", [request(note, scope)], ok, replaced_all),
-        Probe("detected-values/tenant-scope", [request(note, "")], ok, replaced_all),
+        Probe("detected-values", [request(note, scope)], in_scope(scope), replaced_all),
+        Probe("detected-values/tenant-scope", [request(note, "")], in_scope(""), replaced_all),
         Probe("tokens-in-text", [request(with_tokens, scope)], ok),
         Probe("bad-scope", [request(note, "not a scope!")], bad("scope")),
     ]
@@ -1009,7 +1033,7 @@ def test_ai_pipeline_cannot_recover_a_value_by_guessing_deterministic_tokens(wor
         (start + dt.timedelta(days=i)).isoformat()
         for i in range((dt.date(start.year + 10, 1, 1) - start).days)
     ]
-    scope = f"guess-{uuid.uuid4().hex[:8]}"
+    scope = owned_scope(ROLE, f"guess-{uuid.uuid4().hex[:8]}")
     method = tokens_pb2.DESCRIPTOR.services_by_name["Tokens"].methods_by_name["Tokenize"]
     items = [TokenItem(g, cls.value, "deterministic", scope=scope) for g in guesses]
     tokenized = world.ai.call(method, [tokenize_request(world.tenant, items)])

@@ -314,11 +314,18 @@ def test_tokenized_record_views_join_on_scoped_tokens(
     assert other.fields["email"].value != view_a.fields["email"].value
     assert plain_view.fields["email"].value == a.tokens["email"]
     assert plain_view.fields["email"].value != view_a.fields["email"].value
-    # no Tokenize call can make a view token (else guesses could be tested against views)
-    [det] = client.tokenize(
+    # no Tokenize call can make a view token (else guesses could be tested against views):
+    # not even test-admin's, which may make deterministic tokens in any scope
+    [det] = admin_client.tokenize(
         tenant, [TokenItem(shared["email"], "email", "deterministic", scope="training-2026")]
     )
     assert det != view_a.fields["email"].value
+    # and the tokens-only role makes no deterministic token (it has no token_scopes)
+    with pytest.raises(errors.PermissionDenied) as refused:
+        client.tokenize(
+            tenant, [TokenItem(shared["email"], "email", "deterministic", scope="training-2026")]
+        )
+    assert refused.value.reason == "token_scope_not_allowed"
     with pytest.raises(errors.InvalidInput) as caught:
         client.get_record(tenant, a.record_id, token_scope="bad scope")
     assert caught.value.field == "token_scope"

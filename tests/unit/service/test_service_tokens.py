@@ -576,15 +576,70 @@ def test_tokenize_needs_token_create(svc: Vault, tenant: str) -> None:
     assert _tokens_in(svc, tenant) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DESIGN.md 'Erasure reaches tokens' (every token of a customer's value, linked or "
-    "not, found at erasure and tombstoned) is not implemented: a standalone token of an erased "
-    "customer's value still reveals it",
-)
 def test_erasure_reaches_standalone_tokens_of_the_customers_values(svc: Vault, tenant: str) -> None:
     rid = _create(svc, tenant, {"email": VALUES["email"]})
     [loose] = svc.tokens.tokenize(ADMIN, tenant, [_item()], deadline=DL)
     svc.records.delete(ADMIN, tenant, rid, deadline=DL)
     [revealed] = svc.tokens.reveal(ADMIN, tenant, [loose], deadline=DL)
     assert revealed.error is TokenError.ERASED
+
+
+def test_erasure_reaches_every_kind_scope_and_spelling_and_counts_them(
+    svc: Vault, tenant: str
+) -> None:
+    rid = _create(svc, tenant, {"email": VALUES["email"], "phone": VALUES["phone"]})
+    [linked] = svc.tokens.tokenize(ADMIN, tenant, [_item(record_id=rid)], deadline=DL)
+    reached = svc.tokens.tokenize(
+        ADMIN,
+        tenant,
+        [
+            _item(),
+            _item(kind=TokenKind.DETERMINISTIC, scope="s1"),
+            _item(value="ADA@Example.com", kind=TokenKind.DETERMINISTIC, scope="s2"),
+            _item(value="Ada@example.com", kind=TokenKind.DETERMINISTIC, scope="c", exact=True),
+            _item(kind=TokenKind.FORMAT_PRESERVING),
+            _item(value="+44 20 7946 0958", field_class="phone", kind=TokenKind.RANDOM),
+        ],
+        deadline=DL,
+    )
+    kept = svc.tokens.tokenize(
+        ADMIN,
+        tenant,
+        [_item(value="grace@example.com"), _item(value=VALUES["email"], field_class="name")],
+        deadline=DL,
+    )
+    other = f"{tenant}-b"
+    [foreign] = svc.tokens.tokenize(ADMIN, other, [_item()], deadline=DL)
+    receipt = svc.records.delete(ADMIN, tenant, rid, deadline=DL)
+    assert receipt.tokens_erased == 1 + len(reached)
+    revealed = svc.tokens.reveal(ADMIN, tenant, [linked, *reached, *kept], deadline=DL)
+    assert [r.error for r in revealed] == [TokenError.ERASED] * (1 + len(reached)) + [None] * 2
+    [still] = svc.tokens.reveal(ADMIN, other, [foreign], deadline=DL)
+    assert still.value == VALUES["email"]
+    # the ciphertexts are gone from the table, and a repeated erasure gives the first receipt
+    emptied = svc.scalar(
+        "SELECT count(*) FROM tokens WHERE tenant = :t AND length(ciphertext) = 0", t=tenant
+    )
+    assert emptied == len(reached)
+    assert svc.records.delete(ADMIN, tenant, rid, deadline=DL) == receipt
+
+
+def test_a_value_tokenized_again_after_an_erasure_reveals(svc: Vault, tenant: str) -> None:
+    rid = _create(svc, tenant, {"email": VALUES["email"]})
+    det = _item(kind=TokenKind.DETERMINISTIC, scope="s")
+    [before] = svc.tokens.tokenize(ADMIN, tenant, [det], deadline=DL)
+    svc.records.delete(ADMIN, tenant, rid, deadline=DL)
+    [again] = svc.tokens.tokenize(ADMIN, tenant, [det], deadline=DL)
+    assert again == before  # the same deterministic token, issued afresh for a new value
+    [revealed] = svc.tokens.reveal(ADMIN, tenant, [again], deadline=DL)
+    assert revealed.value == VALUES["email"]
+
+
+def test_tokens_linked_to_another_live_record_of_the_value_stay(svc: Vault, tenant: str) -> None:
+    first = _create(svc, tenant, {"email": VALUES["email"]})
+    second = _create(svc, tenant, {"email": VALUES["email"]})
+    [theirs] = svc.tokens.tokenize(ADMIN, tenant, [_item(record_id=second)], deadline=DL)
+    receipt = svc.records.delete(ADMIN, tenant, first, deadline=DL)
+    assert receipt.tokens_erased == 0
+    [revealed] = svc.tokens.reveal(ADMIN, tenant, [theirs], deadline=DL)
+    assert revealed.value == VALUES["email"]

@@ -9,6 +9,11 @@ through the one data-key path, or writes audited).
 
 from vault.service.operations import runs
 from vault.service.operations.field import KeyOpRefused, RotationReport, retire, rotate_field, trim
+from vault.service.operations.fingerprints import (
+    FingerprintReport,
+    fingerprint_all,
+    fingerprint_tokens,
+)
 from vault.service.operations.index import IndexRotationReport, index_rows, rotate_index
 from vault.service.operations.rekey import rekey
 from vault.service.operations.retention import PurgeReport, purge_expired
@@ -26,6 +31,7 @@ from vault.service.operations.tenant import TenantRotationReport, rotate_tenant
 __all__ = [
     "Due",
     "FieldKeyStatus",
+    "FingerprintReport",
     "IndexRotationReport",
     "KeyOpRefused",
     "KeyStatus",
@@ -35,6 +41,8 @@ __all__ = [
     "TenantKeyStatus",
     "TenantRotationReport",
     "due_rotations",
+    "fingerprint_all",
+    "fingerprint_tokens",
     "format_status",
     "index_rows",
     "key_status",

@@ -11,6 +11,7 @@ from vault.service._core import Core
 from vault.service._keyring import INDEX, TenantKey
 from vault.service._reading import RecordReader
 from vault.service._sealing import RecordSealer
+from vault.service.operations.fingerprints import fingerprint_tokens
 from vault.storage import keys_repo, repo
 
 #: rounds of indexing and the drop check (see rotate_index)
@@ -64,7 +65,10 @@ def rotate_index(
     Meanwhile both versions answer: ``FindRecords`` looks under every index-key version, and
     deterministic ``Tokenize`` returns a token already issued under an older version rather
     than a new one. After the drop, deterministic tokens of values first tokenized before the
-    rotation come out new (the old tokens keep revealing). Resumable like the other rotations.
+    rotation come out new (the old tokens keep revealing). Every token of the class is given
+    its fingerprint under the new version before the drop (so an erasure still finds it; a
+    token a call still in flight writes under the old version after that pass is the one
+    left behind). Resumable like the other rotations.
     """
 
     def deadline() -> Deadline:
@@ -91,6 +95,11 @@ def rotate_index(
     dropped = 0
     for _round in range(_PASSES):
         indexer.run(progress, between_batches)
+        # tokens fingerprinted under an older version: an erasure after the drop fingerprints
+        # values under the versions left, so these get the new version's fingerprint first
+        fingerprint_tokens(
+            core, tenant, field_class, index_key=current, deadline_seconds=deadline_seconds
+        )
         with core.db.begin() as conn:
             # A write that still used the old key may have landed after the last batch: drop
             # only when every value has its row under the new key, in this same transaction

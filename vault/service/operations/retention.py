@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from vault.audit import AuditEvent
 from vault.deadline import Deadline
 from vault.service._core import Core
-from vault.storage import access_repo, repo
+from vault.service._erasure import RecordChanged, erase_with_tokens, value_prints
+from vault.storage import repo
 
 #: ``event(action, tenant, record_id)``: the operator's audit event of one erasure
 EventOf = Callable[[str, str, str], AuditEvent]
@@ -38,7 +39,8 @@ def purge_expired(
     dry_run: bool = False,
 ) -> PurgeReport:
     """Crypto-shred what the schema's retention says is past it: whole records not written
-    for ``record_retention_days`` (the same erasure as DeleteRecord, with its tombstones),
+    for ``record_retention_days`` (the same erasure as DeleteRecord, with its tombstones and
+    the tokens of its values),
     and, per class with a period, that class's values (its data key destroyed and
     tombstoned, the fields dropped; the record lives on with a new version). ``batch`` per
     transaction; each erasure is audited with ``event(action, tenant, record_id)``.
@@ -70,14 +72,20 @@ def _purge_records(
             return len(due)
         if not due:
             return done
-        events = [event("retention.erase", t, r) for t, r in due]
+        deadline = Deadline.after(_SECONDS)
+        # each record's values fingerprinted first (its tokens are erased with it)
+        prints = {(t, r): value_prints(core, t, r, deadline=deadline) for t, r in due}
+        live = {k: p for k, p in prints.items() if p is not None}
+        events = [event("retention.erase", t, r) for t, r in live]
         shredded: list[str] = []
-        with core.audited_write(events, deadline=Deadline.after(_SECONDS)) as conn:
-            for tenant, rid in due:
-                shredded += repo.erase_record(conn, tenant, rid, now)
-                access_repo.erase_consents(conn, rid)
+        try:
+            with core.audited_write(events, deadline=deadline) as conn:
+                for (tenant, rid), p in live.items():
+                    shredded += erase_with_tokens(conn, tenant, rid, p, now).data_key_ids
+        except RecordChanged:
+            continue  # one was written meanwhile (so maybe no longer due): look again
         core.data_keys.forget(shredded)
-        done += len(due)
+        done += len(live)
 
 
 def _purge_class(

@@ -41,12 +41,16 @@ def shred_report(
     copy is dead once no such tenant-key version is left (``rotate-tenant``) and no such
     field-key version is left on the key server (``rotate-field``, ``retire``, ``trim``).
     Classes are those of the tenant's keys (erased data keys' classes are not kept).
+
+    An erased record whose values also had standalone tokens (Tokenize, TokenizeText) lists
+    the token-pool data keys those were sealed under while each is still live.
     """
     out: list[ShredStatus] = []
     with db.begin(write=False) as conn:
         erased = [(*e, "record") for e in keys_repo.erasures_since(conn, since)]
         erased += [(*e, "fields") for e in keys_repo.destroyed_keys_since(conn, since)]
         oldest = {t: keys_repo.oldest_tenant_keys(conn, t) for t in {e[1] for e in erased}}
+        pools = keys_repo.erased_token_keys_since(conn, since)
     for record_id, tenant, erased_at, kind in sorted(erased, key=lambda e: e[2]):
         pending: list[str] = []
         for c, made in sorted(oldest[tenant].items()):
@@ -61,5 +65,21 @@ def shred_report(
                     f"{c}: rotate-field, retire and trim (a field-key version from before is"
                     " still held)"
                 )
+        if kind == "record":
+            pending += _pool_lines(pools.get(record_id, {}))
         out.append(ShredStatus(record_id, tenant, erased_at, tuple(pending), kind))
     return out
+
+
+def _pool_lines(live: Mapping[str, str]) -> list[str]:
+    """What is left for the token-pool data keys that held standalone tokens of an erased
+    record's values. The live database no longer holds those tokens' ciphertexts, but a
+    backup's copy of their rows opens with the pool key, which tenant- and field-key rotations
+    re-wrap without changing: the copy is dead only once the pool key is destroyed (its other
+    tokens re-sealed under a new key), which the report sees as the key's tombstone. No
+    command does that yet; the line stays until one has."""
+    return [
+        f"{c}: destroy token-pool data key {k} (it held standalone tokens of the erased values;"
+        " a backup copy of them opens with it, rotations do not change it)"
+        for k, c in sorted(live.items(), key=lambda kv: (kv[1], kv[0]))
+    ]

@@ -24,8 +24,11 @@ class _Unknown:
 
 UNKNOWN: Final = _Unknown()
 
-#: an email already in its deterministic form, valid or not (lower-case ASCII, no IDNA label)
-PLAIN_EMAIL: Final = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+#: a plain ASCII email (any case, no IDNA label): its search form, when it is valid, is its
+#: lower-case spelling, so its fingerprint needs no parser
+PLAIN_EMAIL: Final = re.compile(
+    r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.IGNORECASE
+)
 
 _SPECS = {c: FieldSpec(f"token_{c.value}", c, True, DEFAULT_MAX_LENGTH[c], {}) for c in FieldClass}
 
@@ -76,10 +79,13 @@ def fingerprint(
         and "xn--" not in value
         and PLAIN_EMAIL.fullmatch(value)
     ):
-        # lower-case ASCII with nothing to normalize: this is its form whether the parser
-        # accepts it (canonical and search form are the value) or not (the exact string), so
-        # the parser (most of a random token's cost) is skipped
-        form = value.encode("ascii")
+        # plain ASCII: when the parser accepts it, its search form is its lower-case spelling
+        # (the parser only lower-cases the domain; the search form case-folds the rest), so
+        # the parser (most of a random token's cost) is skipped. When the parser would refuse
+        # it, the lower-case spelling still stands for it: no stored record value (always
+        # valid) has that form, so erasure reaches it only through a valid value of the same
+        # spelling, which is the same address.
+        form = value.lower().encode("ascii")
     else:
         form = deterministic_form(field_class, value, canonical)
     return crypto.value_fingerprint(index_key, field_class.value, form)

@@ -20,7 +20,7 @@ receipt counts the tokens reached; a repeated erasure returns the first receipt.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,7 +32,7 @@ from vault.errors import Conflict, DecryptionFailed, NotFound
 from vault.schema import FieldClass
 from vault.service._core import Core
 from vault.service._keyring import TenantKey
-from vault.service._normal import fingerprint
+from vault.service._normal import deterministic_form, fingerprint
 from vault.service._reading import RecordReader
 from vault.service._types import ErasureReceipt
 from vault.storage import access_repo, repo, tokens_repo
@@ -83,19 +83,45 @@ def value_prints(
         # a tampered value or key must not block an erasure; its tokens cannot be found
         log.warning("erasure: a stored value did not open; its standalone tokens are not found")
         plain = {}
+    values = [(s.field_class, plain[s.field_name]) for s in live if s.field_name in plain]
+    return ValuePrints(row.version, prints_of(core, tenant, values, deadline=deadline))
+
+
+def prints_of(
+    core: Core, tenant: str, values: Iterable[tuple[str, str]], *, deadline: Deadline
+) -> frozenset[bytes]:
+    """The fingerprints of ``values`` ((field class, value) each) under every index-key
+    version the tenant has for the class.
+
+    Raises: Unavailable (key server).
+    """
     keys: dict[str, list[TenantKey]] = {}
     prints: set[bytes] = set()
-    for s in live:
-        if s.field_name not in plain:
-            continue
-        iks = keys.get(s.field_class)
+    for field_class, value in values:
+        iks = keys.get(field_class)
         if iks is None:
-            iks = keys[s.field_class] = core.keyring.index_keys(
-                tenant, s.field_class, deadline=deadline
+            iks = keys[field_class] = core.keyring.index_keys(
+                tenant, field_class, deadline=deadline
             )
-        cls = FieldClass(s.field_class)
-        prints.update(fingerprint(ik.key, cls, plain[s.field_name]) for ik in iks)
-    return ValuePrints(row.version, frozenset(prints))
+        cls = FieldClass(field_class)
+        prints.update(fingerprint(ik.key, cls, value) for ik in iks)
+    return frozenset(prints)
+
+
+def removed_prints(
+    core: Core,
+    tenant: str,
+    removed: Iterable[tuple[str, str]],
+    kept: Iterable[tuple[str, str]],
+    *,
+    deadline: Deadline,
+) -> frozenset[bytes]:
+    """The fingerprints of the values ``removed`` from a record ((field class, value) each)
+    that it does not still hold among ``kept`` (compared in their deterministic form, as
+    tokens compare them: an email case-insensitively)."""
+    held = {(c, deterministic_form(FieldClass(c), v)) for c, v in kept}
+    gone = [(c, v) for c, v in removed if (c, deterministic_form(FieldClass(c), v)) not in held]
+    return prints_of(core, tenant, gone, deadline=deadline) if gone else frozenset()
 
 
 def erase_with_tokens(

@@ -4,7 +4,10 @@ A value that is cleared or replaced is crypto-shredded, like an erased record: t
 its class is destroyed (tombstoned) in the same transaction, and what remains of that class (the
 record's other fields of the class, linked tokens whose value was not one of those removed) is
 re-sealed under a new data key. So a backup taken before the update cannot be opened with a live
-key. The ids destroyed are returned and audited.
+key. The ids destroyed are returned and audited. Standalone tokens of a removed value (``Tokenize``
+tokens of any kind and scope, ``TokenizeText`` spans) are tombstoned by fingerprint in the same
+transaction, as a whole-record erasure does (``_erasure``), unless the record still holds the
+value after the update (compared in its deterministic form).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from vault.errors import Conflict, Erased, InvalidInput
 from vault.policy import Action
 from vault.schema import FieldClass
 from vault.service._core import Core, live_record
+from vault.service._erasure import removed_prints
 from vault.service._normal import deterministic_form
 from vault.service._reading import RecordReader
 from vault.service._sealing import RecordSealer, seal_linked
@@ -44,6 +48,9 @@ class Change:
     #: data keys destroyed (tombstoned) with the values they held
     destroyed: tuple[str, ...]
     tokens: dict[str, str]
+    #: fingerprints of the values removed (none the record still holds): their standalone
+    #: tokens are tombstoned with the update
+    erased_prints: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,7 @@ def write_change(
     )
     for t, dek_id, ct in change.resealed:
         tokens_repo.reseal_token(conn, tenant, t, dek_id, ct)
+    tokens_repo.tombstone_fingerprints(conn, tenant, record_id, change.erased_prints, now)
 
 
 class RecordUpdater:
@@ -101,7 +109,10 @@ class RecordUpdater:
         clear_fields: Sequence[str] = (),
         deadline: Deadline,
     ) -> StoredRecord:
-        """Set and clear fields if the record is still at ``expected_version``.
+        """Set and clear fields if the record is still at ``expected_version``. In the same
+        transaction, the fingerprints of the values removed (cleared or replaced, and not still
+        held by the record) are tombstoned and their standalone tokens emptied, as a
+        whole-record erasure does; the result does not count them.
 
         Raises:
             Conflict: the record changed since ``expected_version`` (the caller re-reads).
@@ -234,7 +245,9 @@ class RecordUpdater:
         ]
         out_tokens = {n: t for n, t in cur.tokens.items() if n not in clear_fields} | new_tokens
         destroyed = tuple(sorted(cur.keys[c][0] for c in cur.touched if c in cur.keys))
-        return Change(new_dek_rows, value_rows, index_rows, resealed, destroyed, out_tokens)
+        held = [(cls(n), v) for n, v in {**kept, **values}.items()]
+        prints = removed_prints(self._core, tenant, gone, held, deadline=deadline)
+        return Change(new_dek_rows, value_rows, index_rows, resealed, destroyed, out_tokens, prints)
 
 
 def _linked_to_keep(

@@ -503,11 +503,13 @@ def shred_class_values(
     return len(names)
 
 
-def touch_record(conn: Connection, tenant: str, record_id: str, now: datetime) -> None:
-    """A new version of a record whose fields changed outside an update (retention). The
-    write time stays: it is what record retention counts from."""
-    conn.execute(
+def touch_record(conn: Connection, tenant: str, record_id: str, expected: int) -> bool:
+    """A new version of a record whose fields changed outside an update (retention), if it is
+    still at ``expected`` (False: it is not). The write time stays: it is what record
+    retention counts from."""
+    res = conn.execute(
         update(_rec)
-        .where(_rec.c.id == record_id, _rec.c.tenant == tenant)
-        .values(version=_rec.c.version + 1)
+        .where(_rec.c.id == record_id, _rec.c.tenant == tenant, _rec.c.version == expected)
+        .values(version=expected + 1)
     )
+    return res.rowcount == 1

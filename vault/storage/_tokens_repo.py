@@ -233,9 +233,32 @@ def erase_tokens(
             .where(tokens.c.tenant == tenant, tokens.c.record_id == record_id)
         ).scalar_one()
     )
+    victims = tombstone_fingerprints(conn, tenant, record_id, fingerprints, now)
+    return linked + len(victims), sorted({k for _, k in victims})
+
+
+def tombstone_fingerprints(
+    conn: Connection,
+    tenant: str,
+    record_id: str,
+    fingerprints: Iterable[bytes],
+    now: datetime,
+) -> list[tuple[str, str]]:
+    """Tombstone the fingerprints of values erased from ``record_id`` (the whole record, or
+    values an update or a class's retention removed), in the caller's transaction, and empty
+    every standalone token of the tenant carrying one. A value erased from the record before
+    has its tombstone moved to ``now``. Returns the (token, data key id) of those emptied."""
     fps = sorted(set(fingerprints))
     if not fps:
-        return linked, []
+        return []
+    for i in range(0, len(fps), CHUNK):
+        conn.execute(
+            delete(erased_fps).where(
+                erased_fps.c.tenant == tenant,
+                erased_fps.c.record_id == record_id,
+                erased_fps.c.fingerprint.in_(fps[i : i + CHUNK]),
+            )
+        )
     conn.execute(
         insert(erased_fps),
         [
@@ -263,7 +286,7 @@ def erase_tokens(
             .where(tokens.c.tenant == tenant, tokens.c.token.in_(list(chunk)))
             .values(ciphertext=b"")
         )
-    return linked + len(victims), sorted({k for _, k in victims})
+    return victims
 
 
 def set_fingerprint(

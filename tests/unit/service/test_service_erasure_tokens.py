@@ -157,3 +157,76 @@ def test_an_erasure_after_rotate_index_reaches_tokens_made_before_it(
     assert key_id == current.id
     assert svc.records.delete(ADMIN, tenant, rid, deadline=DL).tokens_erased == 2
     assert _errors(svc, tenant, tokens) == [TokenError.ERASED] * 2
+
+
+# --- values removed by UpdateRecord or a class's retention --------------------------------
+
+PHONE = "+442079460958"
+
+
+def _update(
+    svc: Vault,
+    tenant: str,
+    rid: str,
+    version: int,
+    set_fields: dict[str, str] | None = None,
+    clear_fields: tuple[str, ...] = (),
+) -> None:
+    svc.records.update(
+        ADMIN,
+        tenant,
+        rid,
+        expected_version=version,
+        set_fields=set_fields or {},
+        clear_fields=clear_fields,
+        deadline=DL,
+    )
+
+
+def test_an_update_replacing_a_value_reaches_its_standalone_tokens(svc: Vault, tenant: str) -> None:
+    rid = _record(svc, tenant, {"email": EMAIL, "phone": PHONE})
+    tokens = _standalone(svc, tenant)
+    _update(svc, tenant, rid, 1, set_fields={"email": "grace@example.com"})
+    assert _errors(svc, tenant, tokens) == [TokenError.ERASED] * 2
+    [fresh] = svc.tokens.tokenize(ADMIN, tenant, [TokenizeItem(EMAIL, "email")], deadline=DL)
+    assert _errors(svc, tenant, [fresh]) == [None]  # tokenized again later: a live token
+
+
+def test_an_update_clearing_a_value_reaches_its_standalone_tokens(svc: Vault, tenant: str) -> None:
+    rid = _record(svc, tenant, {"email": EMAIL, "phone": PHONE})
+    [phone] = svc.tokens.tokenize(ADMIN, tenant, [TokenizeItem(PHONE, "phone")], deadline=DL)
+    tokens = _standalone(svc, tenant)
+    _update(svc, tenant, rid, 1, clear_fields=("phone",))
+    assert _errors(svc, tenant, [phone, *tokens]) == [TokenError.ERASED, None, None]
+
+
+def test_an_update_setting_the_same_value_again_leaves_its_tokens(svc: Vault, tenant: str) -> None:
+    rid = _record(svc, tenant, {"email": EMAIL, "phone": PHONE})
+    tokens = _standalone(svc, tenant)
+    _update(svc, tenant, rid, 1, set_fields={"email": EMAIL.upper(), "phone": "+44 20 7946 0959"})
+    _update(svc, tenant, rid, 2, clear_fields=("phone",))  # the email's class untouched
+    assert _errors(svc, tenant, tokens) == [None, None]
+    assert svc.scalar("SELECT count(*) FROM erased_fingerprints WHERE tenant = :t", t=tenant) == 2
+
+
+@pytest.fixture
+def phone_kept(factory: ServiceFactory, tmp_path: Path) -> Vault:
+    base = Path(vault.schema.__file__).with_name("default.yaml").read_text()
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(base + "retention:\n  classes:\n    phone: 30\n")
+    return factory.build(schema=schema)
+
+
+def test_a_class_retention_shred_reaches_standalone_tokens(phone_kept: Vault, tenant: str) -> None:
+    svc = phone_kept
+    rid = _record(svc, tenant, {"email": EMAIL, "phone": PHONE})
+    items = [
+        TokenizeItem(PHONE, "phone"),
+        TokenizeItem("+44 20 7946 0958", "phone", TokenKind.DETERMINISTIC, scope="s"),
+    ]
+    phones = svc.tokens.tokenize(ADMIN, tenant, items, deadline=DL)
+    emails = _standalone(svc, tenant)
+    now = datetime.now(UTC)
+    svc.set_time("records", "updated_at", now - timedelta(days=40), id=rid)
+    assert purge_expired(svc.core, now=now, event=_event).values == 1
+    assert _errors(svc, tenant, phones + emails) == [TokenError.ERASED] * 2 + [None] * 2

@@ -12,22 +12,12 @@ from typing import Any, TypeAlias
 from vault.cli import _server
 from vault.client import VaultClient
 from vault.config import OpenBaoSettings, Settings, load_settings
+from vault.schema import FieldClass
 
 #: the settings file ``cvault dev`` writes into the state folder and the other commands read
 DEV_SETTINGS = "dev.json"
 #: the field classes with a transit key of their own (``keys init``, ``--all``, ``keys status``)
-FIELD_CLASSES = (
-    "email",
-    "phone",
-    "name",
-    "address",
-    "date_of_birth",
-    "national_id",
-    "card_number",
-    "iban",
-    "free_text",
-    "ip_address",
-)
+FIELD_CLASSES = tuple(c.value for c in FieldClass)
 CONFIG_HELP = "TOML settings (default: make dev's settings)"
 ADDRESS_HELP = "server address (default: from make dev's settings)"
 

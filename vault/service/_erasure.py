@@ -65,10 +65,17 @@ class ErasureDone:
 
 
 def value_prints(
-    core: Core, tenant: str, record_id: str, *, deadline: Deadline
+    core: Core,
+    tenant: str,
+    record_id: str,
+    *,
+    deadline: Deadline,
+    data_key_id: str | None = None,
 ) -> ValuePrints | None:
-    """The fingerprints of a live record's values (None: no live record). Opens the values
-    (through the one data-key path); they never leave this function.
+    """The fingerprints of a live record's values, or of those sealed under ``data_key_id``
+    only (a class shred), with the record's version (None: no live record). Opens the values
+    (through the one data-key path); they never leave this function. A value that does not
+    open (tampering) must not block an erasure: it is logged, and its tokens are not found.
 
     Raises: Unavailable (key server or database).
     """
@@ -76,11 +83,14 @@ def value_prints(
         row, stored = repo.read_record(conn, tenant, record_id)
     if row is None:
         return None
-    live = [s for s in stored if not s.dek_erased and s.field_name]
+    live = [
+        s
+        for s in stored
+        if not s.dek_erased and s.field_name and data_key_id in (None, s.data_key_id)
+    ]
     try:
         plain = RecordReader(core).open(tenant, record_id, live, deadline=deadline) if live else {}
     except DecryptionFailed:
-        # a tampered value or key must not block an erasure; its tokens cannot be found
         log.warning("erasure: a stored value did not open; its standalone tokens are not found")
         plain = {}
     values = [(s.field_class, plain[s.field_name]) for s in live if s.field_name in plain]

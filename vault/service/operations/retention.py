@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from vault.audit import AuditEvent
 from vault.deadline import Deadline
-from vault.errors import DecryptionFailed
 from vault.service._core import Core
-from vault.service._erasure import RecordChanged, erase_with_tokens, prints_of, value_prints
-from vault.service._reading import RecordReader
+from vault.service._erasure import RecordChanged, erase_with_tokens, value_prints
 from vault.storage import repo, tokens_repo
-
-log = logging.getLogger("vault.service.retention")
 
 #: ``event(action, tenant, record_id)``: the operator's audit event of one erasure
 EventOf = Callable[[str, str, str], AuditEvent]
@@ -117,40 +112,23 @@ def _purge_class(
             return done
         deadline = Deadline.after(_SECONDS)
         # the class's values fingerprinted first (their standalone tokens go with them)
-        prints = {(t, r, k): _class_prints(core, t, r, k, deadline) for t, r, k in keys}
+        prints = {
+            (t, r, k): value_prints(core, t, r, deadline=deadline, data_key_id=k)
+            for t, r, k in keys
+        }
         live = {k: p for k, p in prints.items() if p is not None}
         events = [event(f"retention.shred.{field_class}", t, r) for t, r, _ in live]
         shredded = 0
         try:
             with core.audited_write(events, deadline=deadline) as conn:
-                for (tenant, rid, dek), (version, fps) in live.items():
-                    if not repo.touch_record(conn, tenant, rid, version):
+                for (tenant, rid, dek), p in live.items():
+                    if not repo.touch_record(conn, tenant, rid, p.version):
                         raise RecordChanged
                     shredded += repo.shred_class_values(conn, tenant, rid, dek, now)
-                    tokens_repo.tombstone_fingerprints(conn, tenant, rid, fps, now)
+                    tokens_repo.tombstone_fingerprints(conn, tenant, rid, p.fingerprints, now)
         except RecordChanged:
             continue  # one was written meanwhile (so maybe no longer due): look again
         core.data_keys.forget(dek for _, _, dek in live)
         done += shredded
         if not live:
             return done
-
-
-def _class_prints(
-    core: Core, tenant: str, record_id: str, dek_id: str, deadline: Deadline
-) -> tuple[int, frozenset[bytes]] | None:
-    """A live record's version and the fingerprints of its values sealed under ``dek_id``
-    (None: no live record). Opens them (the one data-key path); they never leave here."""
-    with core.db.begin(write=False) as conn:
-        row, stored = repo.read_record(conn, tenant, record_id)
-    if row is None:
-        return None
-    mine = [s for s in stored if s.data_key_id == dek_id and not s.dek_erased and s.field_name]
-    try:
-        plain = RecordReader(core).open(tenant, record_id, mine, deadline=deadline) if mine else {}
-    except DecryptionFailed:
-        # a tampered value or key must not block retention; its tokens cannot be found
-        log.warning("retention: a stored value did not open; its standalone tokens are not found")
-        plain = {}
-    values = [(s.field_class, plain[s.field_name]) for s in mine if s.field_name in plain]
-    return row.version, prints_of(core, tenant, values, deadline=deadline)

@@ -1,7 +1,7 @@
 """``cvault keys ...``: the key lifecycle, for operators (admin token in $BAO_TOKEN). Create the
 field keys; show what is wrapped under which version; rotate field, tenant and index keys (online,
-resumable); retire and trim old versions; rekey records; report whether erasures are dead in
-backups; run the rotation schedule. Every command but ``init`` is audited as
+resumable); retire and trim old versions; rekey records; shred token pools; report whether
+erasures are dead in backups; run the rotation schedule. Every command but ``init`` is audited as
 ``operator:<user>``."""
 
 from __future__ import annotations
@@ -81,6 +81,13 @@ def _add_tenant_key_parsers(keys: Subparsers) -> None:
     sr.add_argument("--json", action="store_true")
     sr.add_argument("--config", help=CONFIG_HELP)
     sr.set_defaults(func=cmd_shred_report)
+    sp = keys.add_parser(
+        "shred-pools",
+        help="destroy the token-pool keys that held standalone tokens of erased records",
+    )
+    sp.add_argument("--since", required=True, help="erasures from this date on (YYYY-MM-DD)")
+    sp.add_argument("--config", help=CONFIG_HELP)
+    sp.set_defaults(func=cmd_shred_pools)
     rk = keys.add_parser("rekey", help="re-encrypt values under new data keys (key exposure)")
     rk.add_argument("--tenant", required=True)
     rk.add_argument("--record", help="one record (default: every record of the tenant)")
@@ -287,10 +294,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 def cmd_shred_report(args: argparse.Namespace) -> int:
     """For records erased since a date: can copies of their data keys in older backups still be
     unwrapped? Audited."""
-    try:
-        since = datetime.fromisoformat(args.since).replace(tzinfo=UTC)
-    except ValueError:
-        raise SystemExit("--since must be a date (YYYY-MM-DD)") from None
+    since = _since(args.since)
     with operator(args) as op:
         url, prefix, mount = key_server(args)
         info = field_key_info(
@@ -313,6 +317,38 @@ def cmd_shred_report(args: argparse.Namespace) -> int:
         + ("complete" if done else "not yet complete")
     )
     return 0
+
+
+def cmd_shred_pools(args: argparse.Namespace) -> int:
+    """Re-seal the other live tokens of each pool that held an erased record's standalone
+    tokens under a new pool key and destroy the old one (the shred report's ``shred-pools``
+    lines). A pool a running server may still seal under is left, with the time it can go."""
+    since = _since(args.since)
+    refused = 0
+    with operator(args) as op:
+        core = op.services().core
+        for tenant, key_id in _server.operations.pools_to_shred(op.db, since):
+            event = op.event("admin.keys.shred-pool", tenant, reason=f"pool_key:{key_id}")
+            try:
+                done = _server.operations.shred_pool(
+                    core, tenant, key_id, events=[event], deadline=Deadline.after(300)
+                )
+            except _server.operations.KeyOpRefused as e:
+                print(f"{tenant}: left for now: {e}", file=sys.stderr)
+                refused += 1
+                continue
+            print(
+                f"{tenant}/{done.field_class}: pool key {key_id} destroyed,"
+                f" {done.tokens_resealed} live tokens re-sealed under {done.new_key_id or '-'}"
+            )
+    return 1 if refused else 0
+
+
+def _since(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        raise SystemExit("--since must be a date (YYYY-MM-DD)") from None
 
 
 def _shred_json(s: _server.operations.ShredStatus) -> dict[str, object]:

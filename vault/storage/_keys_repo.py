@@ -21,6 +21,7 @@ from vault.storage.models import (
     Erasure,
     FieldKeyFloor,
     KeyRotation,
+    Record,
     RecordValue,
     TenantKey,
 )
@@ -32,6 +33,7 @@ _er = cast(Table, Erasure.__table__)
 _edk = cast(Table, ErasedDataKey.__table__)
 _bi = cast(Table, BlindIndexRow.__table__)
 _val = cast(Table, RecordValue.__table__)
+_rec = cast(Table, Record.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,33 @@ def erased_token_keys_since(conn: Connection, since: datetime) -> dict[str, dict
             )
         )
     return {rid: {k: live[k] for k in keys if k in live} for rid, keys in wanted.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKeyRow:
+    """A token pool's data key as stored (its owner is the pool, not a record)."""
+
+    pool_id: str
+    field_class: str
+    tenant_key_id: str
+    wrapped: bytes = field(repr=False)
+    created_at: datetime = field(compare=False)
+
+
+def pool_key(conn: Connection, tenant: str, data_key_id: str) -> PoolKeyRow | None:
+    """The live data key ``data_key_id`` of ``tenant`` when it is a token pool's (its owner is
+    no record, live or erased); None otherwise."""
+    r = conn.execute(
+        select(_dk).where(
+            _dk.c.id == data_key_id,
+            _dk.c.tenant == tenant,
+            _dk.c.record_id.not_in(select(_rec.c.id)),
+            _dk.c.record_id.not_in(select(_er.c.record_id)),
+        )
+    ).first()
+    if r is None:
+        return None
+    return PoolKeyRow(r.record_id, r.field_class, r.tenant_key_id, bytes(r.wrapped), r.created_at)
 
 
 def destroyed_keys_since(conn: Connection, since: datetime) -> list[tuple[str, str, datetime]]:

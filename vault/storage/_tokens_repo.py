@@ -427,16 +427,32 @@ def tokens_of_record(conn: Connection, tenant: str, record_id: str) -> list[Link
     return [LinkedToken(r.token, r.field_class, r.data_key_id, bytes(r.ciphertext)) for r in rows]
 
 
+def pool_tokens(conn: Connection, tenant: str, data_key_id: str) -> list[str]:
+    """The standalone tokens whose values are still sealed under pool key ``data_key_id``
+    (those an erasure emptied are left out)."""
+    rows = conn.execute(
+        select(tokens.c.token).where(
+            tokens.c.tenant == tenant,
+            tokens.c.data_key_id == data_key_id,
+            tokens.c.record_id.is_(None),
+            func.length(tokens.c.ciphertext) > 0,
+        )
+    ).all()
+    return [r.token for r in rows]
+
+
 def reseal_token(
     conn: Connection, tenant: str, old: LinkedToken, data_key_id: str, ciphertext: bytes
 ) -> bool:
-    """Compare-and-set a token's value and key (rekey)."""
+    """Compare-and-set a token's value and key (rekey, pool shred): refused when the row's
+    key or value changed since ``old`` was read (an erasure emptied it meanwhile)."""
     result = conn.execute(
         update(tokens)
         .where(
             tokens.c.tenant == tenant,
             tokens.c.token == old.token,
             tokens.c.data_key_id == old.data_key_id,
+            tokens.c.ciphertext == old.ciphertext,
         )
         .values(data_key_id=data_key_id, ciphertext=ciphertext)
     )

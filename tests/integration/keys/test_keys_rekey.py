@@ -123,3 +123,39 @@ def test_rekey_record_and_tenant(openbao: OpenBaoDevServer, tmp_path: Path) -> N
         ).scalar_one()
     assert rekeyed == 3
     db.dispose()
+
+
+def test_shred_pools_command(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
+    """``cvault keys shred-pools --since``: a pool still young is left (exit 1, the time it can
+    go); once old enough its key is destroyed and the command says so, audited."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    upgrade(url)
+    db = Database(url)
+    svc = make_service(db, openbao)
+    tokens = Services.over(svc.core).tokens
+    rec = sample_record(60)
+    [stored] = svc.create(ADMIN, "acme", [RecordInput(rec)], deadline=_dl())
+    tokens.tokenize(ADMIN, "acme", [TokenizeItem(rec["email"], "email")], deadline=_dl())
+    svc.delete(ADMIN, "acme", stored.record_id, deadline=_dl())
+    cfg = tmp_path / "vault.toml"
+    cfg.write_text(
+        f'database_url = "{url}"\n[openbao]\nurl = "{openbao.url}"\nkey_prefix = "{KEY_PREFIX}"\n'
+    )
+    env = dict(os.environ, CVAULT_OPENBAO_TOKEN=openbao.root_token)
+    argv = [sys.executable, "-m", "vault.cli", "keys", "shred-pools", "--since", "2026-01-01"]
+    argv += ["--config", str(cfg)]
+
+    young = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert young.returncode == 1
+    assert "can be destroyed from" in young.stderr
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE data_keys SET created_at = '2026-01-02 00:00:00.000000'"))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "destroyed, 0 live tokens re-sealed" in done.stdout
+    with db.engine.connect() as conn:
+        audited = conn.execute(
+            text("SELECT count(*) FROM audit_events WHERE action = 'admin.keys.shred-pool'")
+        ).scalar_one()
+    assert audited == 1
+    db.dispose()

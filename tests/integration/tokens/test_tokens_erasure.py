@@ -15,10 +15,13 @@ import pytest
 from sqlalchemy import inspect, text
 
 from tests.support import TEST_PURPOSE, sample_record
+from vault.audit import AuditEvent
 from vault.client import TokenItem, VaultClient
+from vault.deadline import Deadline
+from vault.errors import NotFound
 from vault.keys import FieldKeyInfo
 from vault.service import RecordsService
-from vault.service.operations import shred_report
+from vault.service.operations import KeyOpRefused, pools_to_shred, shred_pool, shred_report
 from vault.storage import Database
 
 pytestmark = pytest.mark.openbao
@@ -122,3 +125,54 @@ def test_a_value_tokenized_again_after_the_erasure_reveals(
     assert second == first
     [revealed] = admin_client.reveal(tenant, [second], purpose=TEST_PURPOSE)
     assert revealed.value == email
+
+
+def test_shred_pools_destroys_the_pool_keys_of_an_erased_value_and_keeps_the_others(
+    admin_client: VaultClient, records: RecordsService, database: Database, tenant: str
+) -> None:
+    """``cvault keys shred-pools``: the pool key that sealed an erased value's standalone token
+    is destroyed, the pool's other live tokens are re-sealed under a new key and still reveal,
+    and the shred report no longer lists the pool. A pool a running server may still seal
+    under (younger than the pools' age limit) is refused. Before, nothing destroyed a pool
+    key: the report stayed "not complete" for good."""
+    email = sample_record(7003)["email"]
+    record = admin_client.create_record(tenant, {"email": email})
+    [gone, other] = admin_client.tokenize(
+        tenant, [TokenItem(email, "email"), TokenItem("kept.customer@example.com", "email")]
+    )
+    pool = str(_token_rows(database, tenant)[gone]["data_key_id"])
+    assert _token_rows(database, tenant)[other]["data_key_id"] == pool
+    admin_client.delete_record(tenant, record.record_id)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    assert (tenant, pool) in pools_to_shred(database, since)
+    event = AuditEvent("admin.keys.shred-pool", "allowed", "operator:t", "operator", "", tenant)
+    with pytest.raises(KeyOpRefused, match="may still be current"):
+        shred_pool(records.core, tenant, pool, events=[event], deadline=Deadline.after(30))
+
+    with database.engine.begin() as conn:  # a day and more later: no server seals under it
+        conn.execute(
+            text("UPDATE data_keys SET created_at = :t WHERE id = :k"),
+            {"t": datetime.now(UTC) - timedelta(days=2), "k": pool},
+        )
+    done = shred_pool(records.core, tenant, pool, events=[event], deadline=Deadline.after(30))
+
+    assert (done.destroyed_key_id, done.tokens_resealed) == (pool, 1)
+    rows = _token_rows(database, tenant)
+    assert rows[other]["data_key_id"] == done.new_key_id
+    assert rows[gone]["data_key_id"] == pool  # emptied, and its key is gone
+    [kept] = admin_client.reveal(tenant, [other], purpose=TEST_PURPOSE)
+    assert kept.value == "kept.customer@example.com"
+    assert (tenant, pool) not in pools_to_shred(database, since)
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM data_keys WHERE id = :k"), {"k": pool}).all() == []
+    info = {"email": FieldKeyInfo("k-email", 2, 2, 2, versions=(2,), created={2: 0.0})}
+    [status] = [s for s in shred_report(database, info, since) if s.record_id == record.record_id]
+    assert not [line for line in status.pending if "token-pool data key" in line]
+    with pytest.raises(NotFound):  # a record's key is not a pool's
+        shred_pool(
+            records.core,
+            tenant,
+            str(rows[other]["token"]),
+            events=[event],
+            deadline=Deadline.after(30),
+        )

@@ -1,6 +1,6 @@
 """Operator operations: key rotation (field, tenant, index keys), retire and trim, rekey,
-retention purges, key status, shred reports, the rotation schedule, and the bookkeeping of
-their runs (:mod:`~vault.service.operations.runs`).
+token-pool shreds, retention purges, key status, shred reports, the rotation schedule, and the
+bookkeeping of their runs (:mod:`~vault.service.operations.runs`).
 
 Each takes what it works on: the database (field keys, status, reports, schedule, runs) or the
 service layer's :class:`~vault.service._core.Core` (whatever opens or makes data and index keys,
@@ -15,6 +15,7 @@ from vault.service.operations.fingerprints import (
     fingerprint_tokens,
 )
 from vault.service.operations.index import IndexRotationReport, index_rows, rotate_index
+from vault.service.operations.pools import PoolShred, pools_to_shred, shred_pool
 from vault.service.operations.rekey import rekey
 from vault.service.operations.retention import PurgeReport, purge_expired
 from vault.service.operations.schedule import Due, due_rotations
@@ -35,6 +36,7 @@ __all__ = [
     "IndexRotationReport",
     "KeyOpRefused",
     "KeyStatus",
+    "PoolShred",
     "PurgeReport",
     "RotationReport",
     "ShredStatus",
@@ -46,6 +48,7 @@ __all__ = [
     "format_status",
     "index_rows",
     "key_status",
+    "pools_to_shred",
     "purge_expired",
     "rekey",
     "retire",
@@ -53,6 +56,7 @@ __all__ = [
     "rotate_index",
     "rotate_tenant",
     "runs",
+    "shred_pool",
     "shred_report",
     "trim",
 ]

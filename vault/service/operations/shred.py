@@ -76,10 +76,10 @@ def _pool_lines(live: Mapping[str, str]) -> list[str]:
     record's values. The live database no longer holds those tokens' ciphertexts, but a
     backup's copy of their rows opens with the pool key, which tenant- and field-key rotations
     re-wrap without changing: the copy is dead only once the pool key is destroyed (its other
-    tokens re-sealed under a new key), which the report sees as the key's tombstone. No
-    command does that yet; the line stays until one has."""
+    tokens re-sealed under a new key: ``cvault keys shred-pools``), which the report sees as the
+    key's tombstone."""
     return [
-        f"{c}: destroy token-pool data key {k} (it held standalone tokens of the erased values;"
-        " a backup copy of them opens with it, rotations do not change it)"
+        f"{c}: shred-pools (token-pool data key {k} held standalone tokens of the erased"
+        " values; a backup copy of them opens with it, rotations do not change it)"
         for k, c in sorted(live.items(), key=lambda kv: (kv[1], kv[0]))
     ]

@@ -4,8 +4,13 @@ Two ways in:
 
 * **mTLS** (production). The server requires a client certificate signed by the configured CA
   (:func:`server_credentials` with ``require_client_auth=True``; grpcio's TLS layer refuses any
-  other certificate before a handler runs). The principal is the certificate's first URI SAN
-  (e.g. ``spiffe://cvault.dev/backend-service``), else its first DNS SAN.
+  other certificate before a handler runs). Both URI and DNS SANs name principals, each with its
+  type in the name (:mod:`vault.identity`): a URI SAN is the URI itself (e.g.
+  ``spiffe://cvault.dev/backend-service``), a DNS SAN ``dns:<name>``. A certificate with one
+  such SAN is that principal. With several, the one the current policy names is used; if the
+  policy names none of them or more than one, the call is refused (``ambiguous_identity``):
+  picking one would give the caller a role the policy's author did not choose. Other SAN types
+  (email, IP address, ...) and the subject are ignored.
 * **API keys** (development and tests). Sent as call metadata ``x-api-key: cvk_<id>_<secret>``;
   the configuration holds only a salted hash per key id (see :class:`ApiKeyStore`).
 
@@ -24,14 +29,21 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from cryptography import x509
 
 from vault.errors import ConfigError, InvalidInput, Unauthenticated
-from vault.identity import AuthMethod, Principal
+from vault.identity import (
+    API_KEY_PREFIX,
+    AuthMethod,
+    Principal,
+    PrincipalKind,
+    dns_principal,
+    principal_kind,
+)
 
 log = logging.getLogger("vault.api.authn")
 
@@ -45,6 +57,7 @@ MISSING_CREDENTIALS = "missing_credentials"
 BAD_API_KEY = "bad_api_key"
 API_KEYS_DISABLED = "api_keys_disabled"
 BAD_CLIENT_CERTIFICATE = "bad_client_certificate"
+AMBIGUOUS_IDENTITY = "ambiguous_identity"
 
 # --- API keys ---------------------------------------------------------------------------------
 #
@@ -88,7 +101,7 @@ def new_api_key(key_id: str) -> tuple[str, dict[str, str]]:
     secret = secrets.token_urlsafe(_SECRET_BYTES)
     salt = secrets.token_bytes(_SALT_BYTES)
     entry = {
-        "principal": f"apikey:{key_id}",
+        "principal": f"{API_KEY_PREFIX}{key_id}",
         "salt": salt.hex(),
         "hash": _digest(salt, secret).hex(),
     }
@@ -141,9 +154,13 @@ class ApiKeyStore:
         unknown = sorted(str(k) for k in entry if k not in _ENTRY_FIELDS)
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
-        principal = entry.get("principal", f"apikey:{key_id}")
+        principal = entry.get("principal", f"{API_KEY_PREFIX}{key_id}")
         if not isinstance(principal, str) or not principal.strip() or len(principal) > 256:
             raise ConfigError(f"{where}.principal: must be a non-empty string")
+        # Only an apikey: entry of the policy matches an API key: any other name would never
+        # have a role, and one spelled like a SAN would only mislead the reader.
+        if principal_kind(principal) is not PrincipalKind.API_KEY:
+            raise ConfigError(f"{where}.principal: must be {API_KEY_PREFIX}<name>")
         try:
             salt = bytes.fromhex(entry["salt"])
         except (KeyError, TypeError, ValueError):
@@ -185,6 +202,10 @@ class ApiKeyStore:
 
 # --- mTLS -------------------------------------------------------------------------------------
 
+#: The current policy's principal names, asked for on each call that needs them (a policy
+#: reload changes them), e.g. ``lambda: holder.current.principals``.
+KnownPrincipals = Callable[[], Container[str]]
+
 
 def _first_value(auth_context: Mapping[str, Any], key: str) -> bytes | None:
     # grpcio returns a list of bytes per property (its type stubs say bytes).
@@ -196,40 +217,90 @@ def _first_value(auth_context: Mapping[str, Any], key: str) -> bytes | None:
     return None
 
 
-def principal_from_auth_context(context: grpc.ServicerContext) -> Principal | None:
+def _bad_certificate(problem: str) -> Unauthenticated:
+    return Unauthenticated(f"client certificate {problem}", reason=BAD_CLIENT_CERTIFICATE)
+
+
+def certificate_principals(pem: bytes) -> tuple[str, ...]:
+    """The principal names a client certificate carries, without repeats: each URI SAN as it
+    is, then each DNS SAN as ``dns:<name>`` (:mod:`vault.identity`). Other SANs are ignored.
+
+    Raises:
+        Unauthenticated: (reason ``bad_client_certificate``) the certificate does not parse,
+            has neither a URI nor a DNS SAN, or has a URI SAN that is no URI principal: one
+            without a scheme, or with the scheme ``dns`` or ``apikey``, which would pass for a
+            DNS SAN's or an API key's principal.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise _bad_certificate("has no SAN") from None
+    except ValueError:
+        raise _bad_certificate("does not parse") from None
+    names: list[str] = []
+    for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
+        if principal_kind(uri) is not PrincipalKind.URI:
+            raise _bad_certificate("has a URI SAN without a scheme or with dns:/apikey:")
+        names.append(uri)
+    names += [dns_principal(name) for name in sans.get_values_for_type(x509.DNSName) if name]
+    if not names:
+        raise _bad_certificate("has no URI or DNS SAN")
+    return tuple(dict.fromkeys(names))
+
+
+def choose_principal(names: Sequence[str], known: KnownPrincipals | None) -> str:
+    """The principal of a certificate carrying ``names``: the only one, or else the only one of
+    them the policy names (``known``; None: no policy to choose by).
+
+    Raises:
+        Unauthenticated: (reason ``ambiguous_identity``) several names, and the policy names
+            none of them or more than one.
+    """
+    if len(names) == 1:
+        return names[0]
+    in_policy = known() if known is not None else ()
+    named = [name for name in names if name in in_policy]
+    if len(named) == 1:
+        return named[0]
+    # Names, not secrets: they identify the certificate for whoever fixes the policy or it.
+    log.warning(
+        "client certificate names %d principals %r, the policy %d of them: refused",
+        len(names),
+        list(names),
+        len(named),
+    )
+    raise Unauthenticated(
+        "client certificate names several principals and the policy does not pick one",
+        reason=AMBIGUOUS_IDENTITY,
+    )
+
+
+def principal_from_auth_context(
+    context: grpc.ServicerContext, known: KnownPrincipals | None = None
+) -> Principal | None:
     """The principal of the call's verified client certificate, or None without one.
 
     Only certificates that grpcio's TLS layer verified reach this point: with
     ``require_client_auth=True`` a certificate from another CA fails the handshake, and with
     ``require_client_auth=False`` grpcio does not request client certificates at all.
 
+    Args:
+        known: the current policy's principal names, to choose among several SANs
+            (:func:`choose_principal`); None: a certificate with several is refused.
+
     Returns:
-        ``Principal(first URI SAN, else first DNS SAN, AuthMethod.MTLS)``, or None when the
-        connection carries no client certificate (plaintext, or TLS without client auth).
+        ``Principal(name, AuthMethod.MTLS)`` (:func:`certificate_principals`,
+        :func:`choose_principal`), or None when the connection carries no client certificate
+        (plaintext, or TLS without client auth).
 
     Raises:
-        Unauthenticated: (reason ``bad_client_certificate``) the certificate does not parse or
-            has neither a URI nor a DNS SAN.
+        Unauthenticated: reason ``bad_client_certificate`` or ``ambiguous_identity``.
     """
     pem = _first_value(context.auth_context(), "x509_pem_cert")
     if not pem:
         return None
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        raise Unauthenticated(
-            "client certificate has no SAN", reason=BAD_CLIENT_CERTIFICATE
-        ) from None
-    except ValueError:
-        raise Unauthenticated(
-            "client certificate does not parse", reason=BAD_CLIENT_CERTIFICATE
-        ) from None
-    for kind in (x509.UniformResourceIdentifier, x509.DNSName):
-        names = sans.get_values_for_type(kind)
-        if names and names[0]:
-            return Principal(names[0], AuthMethod.MTLS)
-    raise Unauthenticated("client certificate has no URI or DNS SAN", reason=BAD_CLIENT_CERTIFICATE)
+    return Principal(choose_principal(certificate_principals(pem), known), AuthMethod.MTLS)
 
 
 # --- authenticator ----------------------------------------------------------------------------
@@ -241,6 +312,9 @@ class Authenticator:
     Args:
         api_keys: the configured API keys, or None to refuse API keys (production).
         allow_mtls: whether a verified client certificate identifies the caller.
+        known_principals: the current policy's principal names, which pick the principal of a
+            certificate with several SANs (:func:`choose_principal`); None refuses such
+            certificates.
         on_denied: called as ``on_denied(reason, peer)`` before every refusal, so the service
             can audit it. It should not raise; if it does, the error is logged (type only) and
             the call is refused all the same.
@@ -251,12 +325,14 @@ class Authenticator:
         *,
         api_keys: ApiKeyStore | None,
         allow_mtls: bool,
+        known_principals: KnownPrincipals | None = None,
         on_denied: Callable[[str, str], None] | None = None,
     ) -> None:
         if api_keys is None and not allow_mtls:
             raise ConfigError("authentication: enable mTLS, API keys, or both")
         self._api_keys = api_keys
         self._allow_mtls = allow_mtls
+        self._known = known_principals
         self._on_denied = on_denied
 
     def __repr__(self) -> str:
@@ -271,7 +347,7 @@ class Authenticator:
         Raises:
             Unauthenticated: no acceptable credentials; ``.reason`` is one of
                 ``missing_credentials``, ``bad_api_key``, ``api_keys_disabled``,
-                ``bad_client_certificate``.
+                ``bad_client_certificate``, ``ambiguous_identity``.
         """
         try:
             return self._authenticate(context)
@@ -281,7 +357,7 @@ class Authenticator:
 
     def _authenticate(self, context: grpc.ServicerContext) -> Principal:
         if self._allow_mtls:
-            principal = principal_from_auth_context(context)
+            principal = principal_from_auth_context(context, self._known)
             if principal is not None:
                 return principal
         presented = [value for key, value in context.invocation_metadata() if key == API_KEY_HEADER]

@@ -1,19 +1,23 @@
 """Authentication over a real gRPC server: mTLS principals, TLS refusals, API keys, exemptions.
 
-No OpenBao or database: a tiny generic service answers with ``current_principal().name``.
+No OpenBao or database: a tiny generic service answers with ``current_principal().name`` (and
+its role under the test policy, for the certificates with several SANs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tests.pki_support import issue, spiffe
 from vault.api._authn import (
     DEFAULT_EXEMPT,
     ApiKeyStore,
@@ -25,9 +29,13 @@ from vault.api._authn import (
     server_credentials,
 )
 from vault.devcerts import DevPki, generate_dev_pki
+from vault.errors import PermissionDenied
+from vault.policy import load_policy
 
 ROLES = ("backend-service", "support-agent", "ai-pipeline", "fraud-analyst", "dpo", "key-admin")
 TIMEOUT = 5.0
+#: the test policy: spiffe://cvault.dev/<role> has <role>; the mTLS server picks among SANs by it
+POLICY = load_policy(Path(__file__).resolve().parents[2] / "data" / "policy.yaml")
 
 
 # --- a tiny service ---------------------------------------------------------------------------
@@ -60,6 +68,15 @@ def parsed(request: tuple[str, bytes], context: grpc.ServicerContext) -> str:
     return f"{request[0]}:{request[1].decode()}:{current_principal().name}"
 
 
+def role(request: bytes, context: grpc.ServicerContext) -> bytes:
+    """``<principal> <its role under POLICY, or the reason it has none>``."""
+    try:
+        held = POLICY.role_of(current_principal()).name
+    except PermissionDenied as exc:
+        held = exc.reason
+    return f"{current_principal().name} {held}".encode()
+
+
 def peek(request: bytes, context: grpc.ServicerContext) -> bytes:
     try:
         return b"set:" + _name()
@@ -72,6 +89,7 @@ def _handlers() -> tuple[grpc.GenericRpcHandler[Any, Any], ...]:
         "test.Echo",
         {
             "Who": grpc.unary_unary_rpc_method_handler(who),
+            "Role": grpc.unary_unary_rpc_method_handler(role),
             "WhoStream": grpc.unary_stream_rpc_method_handler(who_stream),
             "WhoClientStream": grpc.stream_unary_rpc_method_handler(who_client_stream),
             "WhoBidi": grpc.stream_stream_rpc_method_handler(who_bidi),
@@ -150,8 +168,14 @@ def _server_creds(pki: DevPki, *, require_client_auth: bool) -> grpc.ServerCrede
 
 @pytest.fixture(scope="module")
 def mtls_server(pki: DevPki) -> Iterator[Served]:
+    """As vault.app builds it: the policy picks among a certificate's several SANs."""
     denials = Denials()
-    auth = Authenticator(api_keys=None, allow_mtls=True, on_denied=denials)
+    auth = Authenticator(
+        api_keys=None,
+        allow_mtls=True,
+        known_principals=lambda: POLICY.principals,
+        on_denied=denials,
+    )
     served = serve(auth, denials, _server_creds(pki, require_client_auth=True))
     yield served
     served.server.stop(0).wait()
@@ -298,6 +322,83 @@ def test_health_check_needs_no_client_credentials_beyond_tls(
             health_pb2.HealthCheckRequest(), timeout=TIMEOUT
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- several SANs, and SAN types ---------------------------------------------------------------
+
+
+def call_with(served: Served, pki: DevPki, sans: Sequence[x509.GeneralName]) -> bytes:
+    """Call ``Role`` presenting a certificate with ``sans``."""
+    cert, key = issue(pki, sans)
+    creds = channel_credentials(ca=pki.ca.cert.read_bytes(), client_cert=cert, client_key=key)
+    with grpc.secure_channel(served.address, creds) as ch:
+        return call(ch, "/test.Echo/Role")
+
+
+def test_two_uri_sans_both_in_the_policy_are_refused(mtls_server: Served, pki: DevPki) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        call_with(mtls_server, pki, [spiffe("dpo"), spiffe("backend-service")])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.value.details() == "unauthenticated: ambiguous_identity"
+    [(reason, peer)] = mtls_server.denials.calls
+    assert reason == "ambiguous_identity"
+    assert peer.startswith("ipv4:127.0.0.1:")
+
+
+@pytest.mark.parametrize("stranger_first", [True, False], ids=["stranger-first", "dpo-first"])
+def test_of_two_uri_sans_the_one_in_the_policy_gets_its_role(
+    mtls_server: Served, pki: DevPki, stranger_first: bool
+) -> None:
+    sans = [spiffe("stranger"), spiffe("dpo")]
+    assert "spiffe://cvault.dev/stranger" not in POLICY.principals
+    reply = call_with(mtls_server, pki, sans if stranger_first else sans[::-1])
+    assert reply == b"spiffe://cvault.dev/dpo dpo"
+    assert mtls_server.denials.calls == []
+
+
+def test_a_dns_san_spelled_like_a_spiffe_id_does_not_get_that_role(
+    mtls_server: Served, pki: DevPki
+) -> None:
+    reply = call_with(mtls_server, pki, [x509.DNSName("spiffe://cvault.dev/dpo")])
+    assert reply == b"dns:spiffe://cvault.dev/dpo unknown_principal"
+
+
+def test_a_uri_and_a_dns_san_spelled_alike_are_two_principals(
+    mtls_server: Served, pki: DevPki
+) -> None:
+    # The URI is in the policy, the DNS name (dns:spiffe://...) is not: the URI is chosen.
+    reply = call_with(mtls_server, pki, [x509.DNSName("spiffe://cvault.dev/dpo"), spiffe("dpo")])
+    assert reply == b"spiffe://cvault.dev/dpo dpo"
+
+
+@pytest.mark.parametrize(
+    ("sans", "reason"),
+    [
+        pytest.param(
+            [spiffe("stranger"), x509.DNSName("stranger.example")],
+            "ambiguous_identity",
+            id="several-none-in-policy",
+        ),
+        pytest.param(
+            [x509.UniformResourceIdentifier("apikey:dev-dpo")],
+            "bad_client_certificate",
+            id="uri-san-spelled-like-an-api-key",
+        ),
+        pytest.param(
+            [spiffe("dpo"), x509.UniformResourceIdentifier("dns:backend.acme.internal")],
+            "bad_client_certificate",
+            id="uri-san-spelled-like-a-dns-principal",
+        ),
+    ],
+)
+def test_certificates_naming_no_clear_principal_are_refused_and_reported(
+    mtls_server: Served, pki: DevPki, sans: list[x509.GeneralName], reason: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        call_with(mtls_server, pki, sans)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.value.details() == f"unauthenticated: {reason}"
+    assert [r for r, _ in mtls_server.denials.calls] == [reason]
 
 
 # --- TLS without client certificates ----------------------------------------------------------

@@ -103,8 +103,8 @@ def test_round_trip(store: ApiKeyStore, issued: tuple[str, dict[str, str]]) -> N
 
 def test_principal_name_comes_from_the_entry(issued: tuple[str, dict[str, str]]) -> None:
     key, entry = issued
-    named = ApiKeyStore({"ci-runner": {**entry, "principal": "svc:ci"}})
-    assert named.authenticate(key) == Principal("svc:ci", AuthMethod.API_KEY)
+    named = ApiKeyStore({"ci-runner": {**entry, "principal": "apikey:ci"}})
+    assert named.authenticate(key) == Principal("apikey:ci", AuthMethod.API_KEY)
     no_principal = {k: v for k, v in entry.items() if k != "principal"}
     assert ApiKeyStore({"ci-runner": no_principal}).authenticate(key) == Principal(
         "apikey:ci-runner", AuthMethod.API_KEY
@@ -167,6 +167,13 @@ def test_repr_names_key_ids_only(store: ApiKeyStore, issued: tuple[str, dict[str
         ("k", {"hash": "00" * 31}, "api_keys.k.hash"),
         ("k", {"hash": None}, "api_keys.k.hash"),
         ("k", {"principal": ""}, "api_keys.k.principal"),
+        # an API key's principal is an apikey: name: only an apikey: entry of the policy
+        # matches it, so any other name could never have a role
+        ("k", {"principal": "svc:ci"}, "api_keys.k.principal: must be apikey:<name>"),
+        ("k", {"principal": "spiffe://cvault.dev/dpo"}, "api_keys.k.principal"),
+        ("k", {"principal": "dns:backend.acme.internal"}, "api_keys.k.principal"),
+        ("k", {"principal": "apikey:"}, "api_keys.k.principal"),
+        ("k", {"principal": "APIKEY:k"}, "api_keys.k.principal"),
         ("k", {"secret": "x"}, "api_keys.k: unknown field(s) secret"),
     ],
 )

@@ -35,7 +35,9 @@ call fails and nothing is revealed. The service does::
     log.after_commit(entries)            # sinks, checkpoint when due; never raises
     return result                        # plaintext leaves only now
 
-Denials, which have no transaction of their own, use :meth:`AuditLog.record`.
+Denials, which have no transaction of their own, use :meth:`AuditLog.record`, which calls
+:meth:`AuditLog.after_commit` itself: each entry reaches the sinks (and the checkpoint count)
+exactly once, so its result is never passed to ``after_commit`` again.
 
 **The tail, and the checkpoint.** Deleting the newest rows leaves no gap. The head table
 catches that unless it is rewritten too, so the head is also **checkpointed outside the

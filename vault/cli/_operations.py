@@ -83,7 +83,7 @@ class Operator:
         reportable, so a failure here is printed, not raised."""
         event = self.event(action, tenant, record_id, reason=reason)
         try:
-            self.log.after_commit(self.log.record([event], deadline=Deadline.after(30)))
+            self.log.record([event], deadline=Deadline.after(30))
         except VaultServiceError as exc:
             print(f"cvault: this command could not be audited: {exc.reason}", file=sys.stderr)
 

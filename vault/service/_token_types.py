@@ -59,7 +59,8 @@ class TokenizeItem:
     ttl_seconds: int = 0
     record_id: str = ""
     keep_last_four: bool = False
-    #: deterministic tokens keyed on the exact string (free text), not the class's search form
+    #: deterministic tokens keyed on the exact string (free text), not the class's search form;
+    #: the value (a span a detector found) is not validated for its class
     exact: bool = False
 
 
@@ -77,11 +78,13 @@ class RevealedToken:
 
 @dataclass(slots=True)
 class Prepared:
-    """One item, validated: its class, spec and the bytes its deterministic token keys on."""
+    """One item, validated: its class and canonical form."""
 
     item: TokenizeItem
     field_class: FieldClass
-    canonical: str | None  # None when the value does not validate for its class
+    #: the validated canonical form; None for free text that has none, and for ``exact`` items
+    #: (not validated: their fingerprint computes it when the value parses for the class)
+    canonical: str | None
 
 
 def check_ttl(ttl_seconds: int, field_name: str = "ttl_seconds") -> int:

@@ -46,5 +46,5 @@ class AuditQueries:
         event = access.event(
             caller, role.name, Action.AUDIT_READ, tenant=tenant, record_id=record_id
         )
-        audit.after_commit(audit.record([event], deadline=deadline))
+        audit.record([event], deadline=deadline)
         return entries

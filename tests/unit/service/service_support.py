@@ -23,7 +23,7 @@ from typing import Any, Literal, overload
 from sqlalchemy import DateTime, bindparam, text
 
 from tests.support import TEST_POLICY
-from vault.audit import AuditLog, MemoryCheckpointStore
+from vault.audit import AuditLog, AuditSink, MemoryCheckpointStore
 from vault.deadline import Deadline
 from vault.errors import DecryptionFailed
 from vault.keys import FieldKeyAdmin, FieldKeyInfo, KeyManager, UnwrapItem, WrapItem
@@ -300,6 +300,9 @@ class ServiceFactory:
         schema: Path | None = None,
         clock: Callable[[], float] | None = None,
         pool_max_values: int = 100_000,
+        audit_sinks: Sequence[AuditSink] = (),
+        checkpoints: MemoryCheckpointStore | None = None,
+        checkpoint_every: int = 1000,
     ) -> Vault:
         path = self._directory / f"vault-{uuid.uuid4().hex[:8]}.db"
         shutil.copy(self._template, path)
@@ -311,7 +314,12 @@ class ServiceFactory:
             keys = KeyManager(server)
             # checkpoints inline: a background thread could outlive the test and its database
             audit = AuditLog(
-                db, keys, checkpoint=MemoryCheckpointStore(), checkpoint_in_background=False
+                db,
+                keys,
+                sinks=audit_sinks,
+                checkpoint=MemoryCheckpointStore() if checkpoints is None else checkpoints,
+                checkpoint_every=checkpoint_every,
+                checkpoint_in_background=False,
             )
             self._open.append((db, audit))
             access = Access(holder, audit) if clock is None else Access(holder, audit, clock=clock)

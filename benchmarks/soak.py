@@ -1011,7 +1011,7 @@ def serve_diagnosing(config: str, directory: str, frames: int) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from vault.api import start_server
-    from vault.app import build_app
+    from vault.app import build_app, call_limits
     from vault.config import load_settings
     from vault.memory import pin_mmap_threshold
 
@@ -1026,7 +1026,7 @@ def serve_diagnosing(config: str, directory: str, frames: int) -> int:
         app.settings.listen,
         authenticator=app.authenticator,
         credentials=app.credentials,
-        max_workers=app.settings.max_workers,
+        limits=call_limits(app.settings),
         health_interval=app.settings.health_interval_seconds,
     )
     out = Path(directory)

@@ -93,10 +93,16 @@ def main(argv: list[str] | None = None) -> int:
             max_uses=1,
         )
         email_token = next(s.token for s in redacted[0].spans if s.field_class == "email")
-        [tool_call] = pipeline.reveal(args.tenant, [email_token], grant=grant)
+        # the agent's tool call, re-identified under the grant: a grant lends what its grantor
+        # holds (the support agent holds text.reveal, not token.reveal), so the tool call is a
+        # text
+        tool_call = pipeline.reveal_text(
+            args.tenant, f"send_receipt(to={email_token})", grant=grant
+        )
+        [email] = tool_call.tokens
         print(
             f"\n# the LLM agent, under a one-use grant until {expires:%H:%M:%S} UTC, "
-            f"gets the email {tool_call.output}: {tool_call.value}"
+            f"gets the email {email.output}: {tool_call.text}"
         )
     return 0
 

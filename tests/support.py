@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +28,7 @@ from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.policy import PolicyHolder
 from vault.schema import load_schema
 from vault.service import Access, Caller, Core, RecordsService
-from vault.storage import Database, upgrade
+from vault.storage import Database, repo, upgrade
 
 POSTGRES_URL = os.environ.get(
     "CVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -44,7 +48,32 @@ FIELD_CLASSES = (
 )
 KEY_PREFIX = "cvault"
 TEST_POLICY = Path(__file__).resolve().parent / "data" / "policy.yaml"
-SAMPLE_POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "sample-policy.yaml"
+#: the sample policy as shipped: its dev keys reach tenant "demo" (and "other")
+DEPLOYED_SAMPLE_POLICY = (
+    Path(__file__).resolve().parent.parent / "deploy" / "policy" / "sample-policy.yaml"
+)
+
+
+def _widened_sample_policy() -> Path:
+    """The sample policy with its dev principals reaching every tenant (tests use tenants of
+    their own), except ``dev-other-backend-service``, which keeps tenant "other" only: the
+    principal of another tenant in the tests of tenant scoping."""
+    text = re.sub(
+        r"tenants: \[demo(?:, other)?\]",
+        'tenants: ["*"]',
+        DEPLOYED_SAMPLE_POLICY.read_text(encoding="utf-8"),
+    )
+    folder = Path(tempfile.mkdtemp(prefix="cvault-test-policy-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "sample-policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+#: the sample policy's roles, with the dev principals reaching every tenant
+SAMPLE_POLICY = _widened_sample_policy()
+#: the sample policy's principal of another tenant ("other")
+OTHER_TENANT_KEY_ID = "dev-other-backend-service"
 TEST_PURPOSE = "testing"
 
 # API keys for every principal of the test policy that uses one: key id -> (key, stored entry)
@@ -62,6 +91,7 @@ API_KEYS: dict[str, tuple[str, dict[str, str]]] = {
                 "fraud-analyst",
                 "dpo",
                 "key-admin",
+                "other-backend-service",
             )
         ),
     )
@@ -114,6 +144,14 @@ def make_service(
     )
     access = Access(PolicyHolder(policy), audit)
     return RecordsService(Core(db, keys, load_schema(schema), access))
+
+
+def create_tenants(db: Database, *names: str) -> None:
+    """Create tenants as an operator would (``cvault tenants create``): the sample policy's roles
+    may not create them by writing."""
+    with db.begin() as conn:
+        for name in names:
+            repo.create_tenant(conn, name, "test", datetime.now(UTC))
 
 
 SAMPLE = {

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import grpc
 
-from vault.api import ApiKeyStore, Authenticator, RunningServer, server_credentials, start_server
-from vault.audit import DENIED, AuditEvent, AuditLog, AuditSink, JsonLinesSink
+from vault.api import (
+    ApiKeyStore,
+    Authenticator,
+    CallLimits,
+    RunningServer,
+    server_credentials,
+    start_server,
+)
+from vault.audit import ALLOWED, DENIED, AuditEvent, AuditLog, AuditSink, JsonLinesSink
 from vault.config import Settings, deploy_file
 from vault.deadline import Deadline
 from vault.errors import ConfigError
@@ -27,6 +34,7 @@ from vault.memory import pin_mmap_threshold
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
 from vault.service import Access, Services
+from vault.service.access import printable
 from vault.storage import Database, current_revision, head_revision, upgrade
 from vault.text import NerUnavailable, ScannerSetup
 
@@ -99,6 +107,20 @@ class App:
         if not self.keys.healthy():
             raise ConfigError(f"key server unreachable or sealed at {self.settings.openbao.url}")
 
+    def create_tenants(self, names: Sequence[str], *, created_by: str) -> None:
+        """Create these tenants unless they exist (audited as ``admin.tenants.create``)."""
+        for name in names:
+            event = AuditEvent(
+                action="admin.tenants.create",
+                outcome=ALLOWED,
+                principal=created_by,
+                role="operator",
+                purpose="",
+                tenant=name,
+            )
+            tenants = self.services.core.tenants
+            tenants.create(name, created_by, [event], deadline=Deadline.after(30))
+
     def serve(
         self,
         listen: str | None = None,
@@ -117,7 +139,7 @@ class App:
             authenticator=self.authenticator,
             credentials=None if plaintext else self.credentials,
             extra_ports=extra_ports,
-            max_workers=self.settings.max_workers,
+            limits=call_limits(self.settings),
             health_interval=self.settings.health_interval_seconds,
         )
 
@@ -125,6 +147,27 @@ class App:
         self.policy.stop()
         self.audit.close()
         self.db.dispose()
+
+
+def call_limits(settings: Settings) -> CallLimits:
+    """The server's admission bounds from the settings (``max_workers`` and ``[server]``).
+
+    Raises: ConfigError naming the bound that does not fit."""
+    s = settings.server
+    try:
+        return CallLimits(
+            max_workers=settings.max_workers,
+            reserved_workers=s.reserved_workers,
+            max_streams=s.max_streams,
+            max_streams_per_principal=s.max_streams_per_principal,
+            stream_idle_seconds=s.stream_idle_seconds,
+            stream_max_seconds=s.stream_max_seconds,
+            reflection=s.reflection,
+            open_streams=s.open_streams,
+            open_idle_seconds=s.open_idle_seconds,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[server]: {exc}") from None
 
 
 def build_app(settings: Settings) -> App:
@@ -161,6 +204,8 @@ def build_app(settings: Settings) -> App:
     authenticator = Authenticator(
         api_keys=api_keys,
         allow_mtls=bool(settings.auth.tls_cert_file and settings.auth.client_ca_file),
+        # asked on each call that needs it (a reload counts): picks among a certificate's SANs
+        known_principals=lambda: policy.current.principals,
         on_denied=_audit_denial(access),
     )
     return App(
@@ -219,7 +264,8 @@ def upgrade_database(url: str) -> None:
 
 
 def _audit_denial(access: Access) -> Callable[[str, str], None]:
-    """Unauthenticated calls are audited as denials (principal unknown)."""
+    """Unauthenticated calls are audited as denials (principal unknown), with the peer's
+    address, under the per-peer bound of :class:`~vault.service.access.DenialLimiter`."""
 
     def on_denied(reason: str, peer: str) -> None:
         event = AuditEvent(
@@ -230,7 +276,8 @@ def _audit_denial(access: Access) -> Callable[[str, str], None]:
             purpose="",
             tenant="",
             reason=reason,
+            peer=printable(peer),
         )
-        access.audit.after_commit(access.audit.record([event], deadline=Deadline.after(5)))
+        access.record_denial(event, deadline=Deadline.after(5))
 
     return on_denied

@@ -37,6 +37,16 @@ Example (``cvault serve --config vault.toml``)::
     # salt = "..."
     # hash = "..."
 
+    [server]                          # admission (vault.api._guard): nobody takes every worker
+    reserved_workers = 2              # of max_workers, kept for health checks
+    max_streams = 8                   # streaming calls at once, in total
+    max_streams_per_principal = 4
+    stream_idle_seconds = 60          # a stream whose client sends nothing is cancelled
+    stream_max_seconds = 3600
+    reflection = true                 # server reflection (needs no credentials)
+    open_streams = 2                  # reflection and health-watch streams at once
+    open_idle_seconds = 10
+
     [text]                            # TokenizeText detection (vault.text.ScannerSetup)
     ner = "none"                      # or "spacy:<package>", "presidio", "presidio:<package>"
     phone_regions = ["US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "AU", "IN"]
@@ -123,6 +133,20 @@ class TextSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """Admission bounds of the gRPC server (``[server]``; see ``vault.api.CallLimits``)."""
+
+    reserved_workers: int = 2
+    max_streams: int = 8
+    max_streams_per_principal: int = 4
+    stream_idle_seconds: float = 60.0
+    stream_max_seconds: float = 3600.0
+    reflection: bool = True
+    open_streams: int = 2
+    open_idle_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = "sqlite:///.cvault/vault.db"
@@ -138,6 +162,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     rotation: RotationSettings = field(default_factory=RotationSettings)
     text: TextSettings = field(default_factory=TextSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
 
 
 def _read_secret(table: Mapping[str, Any], key: str, source: str) -> str:
@@ -174,6 +199,7 @@ _TOP = {
     "cache",
     "rotation",
     "text",
+    "server",
 }
 _OPENBAO = {
     "url",
@@ -239,6 +265,17 @@ def _rotation(table: Mapping[str, Any], source: str) -> RotationSettings:
 
 
 _TEXT = frozenset({"ner", "phone_regions", "recall"})
+
+
+def _server(table: Mapping[str, Any], source: str) -> ServerSettings:
+    known = set(ServerSettings.__dataclass_fields__)
+    if set(table) - known:
+        raise ConfigError(f"{source}: unknown [server] settings {sorted(set(table) - known)}")
+    defaults = ServerSettings()
+    values = {k: type(getattr(defaults, k))(table.get(k, getattr(defaults, k))) for k in known}
+    if not isinstance(table.get("reflection", True), bool):
+        raise ConfigError(f"{source}: [server] reflection must be true or false")
+    return ServerSettings(**values)
 
 
 def _text(table: Mapping[str, Any], source: str) -> TextSettings:
@@ -332,6 +369,7 @@ def load_settings(
             audit=_audit(data.get("audit", {}), source),
             rotation=_rotation(data.get("rotation", {}), source),
             text=_text(data.get("text", {}), source),
+            server=_server(data.get("server", {}), source),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -78,7 +78,14 @@ from hypothesis import strategies as st
 import vault.v1
 from tests.fuzz import strategies as fz
 from tests.integration.access.matrix_support import RPC_BY_KEY
-from tests.support import API_KEYS, KEY_PREFIX, SAMPLE_POLICY, api_key_of, authenticator
+from tests.support import (
+    API_KEYS,
+    KEY_PREFIX,
+    SAMPLE_POLICY,
+    api_key_of,
+    authenticator,
+    create_tenants,
+)
 from vault.api import RunningServer, start_server
 from vault.audit import AuditLog, AuditSink, MemoryCheckpointStore
 from vault.keys import KeyManager, TokenAuth, TransitKeyWrapper
@@ -577,6 +584,7 @@ class FuzzWorld:
         upgrade(url)
         self.rows = RowCounts(self.db_path)
         self.db = Database(url)
+        create_tenants(self.db, *fz.HOME_TENANTS)  # as `cvault dev` creates its tenants
         service = build_service(self.db, openbao_url, openbao_token, sinks)
         self.server: RunningServer = start_server(
             Services.over(service.core),

@@ -15,6 +15,7 @@ import pytest
 
 import vault.app as app_module
 from vault.app import App
+from vault.config import Settings
 from vault.memory import operator_chose_threshold, pin_mmap_threshold
 
 glibc_only = pytest.mark.skipif(
@@ -96,7 +97,7 @@ def test_serve_pins_the_threshold_before_the_server_starts(monkeypatch: pytest.M
     stub = SimpleNamespace(
         policy=SimpleNamespace(start_watching=lambda: None),
         services=None,
-        settings=SimpleNamespace(listen="127.0.0.1:0", max_workers=1, health_interval_seconds=1),
+        settings=Settings(listen="127.0.0.1:0", max_workers=4, health_interval_seconds=1),
         authenticator=None,
         credentials=None,
     )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vault.api._authn import ApiKeyStore, Authenticator, new_api_key, server_credentials
+    from vault.api._guard import CallLimits
     from vault.api._status import ERROR_OF_STATUS, REASONS, status_of
     from vault.api.records import RecordsServicer
     from vault.api.server import RunningServer, start_server
@@ -20,6 +21,7 @@ _EXPORTS = {
     "Authenticator": "vault.api._authn",
     "new_api_key": "vault.api._authn",
     "server_credentials": "vault.api._authn",
+    "CallLimits": "vault.api._guard",
     "ERROR_OF_STATUS": "vault.api._status",
     "REASONS": "vault.api._status",
     "status_of": "vault.api._status",
@@ -33,6 +35,7 @@ __all__ = [
     "REASONS",
     "ApiKeyStore",
     "Authenticator",
+    "CallLimits",
     "RecordsServicer",
     "RunningServer",
     "new_api_key",

@@ -123,7 +123,7 @@ def caller_of(context: grpc.ServicerContext, purpose: str = "") -> Caller:
     for key, value in context.invocation_metadata():
         if key == "x-request-id" and isinstance(value, str) and REQUEST_ID_RE.fullmatch(value):
             request_id = value
-    return Caller.of(current_principal(), purpose, request_id)
+    return Caller.of(current_principal(), purpose, request_id, context.peer())
 
 
 def timestamp(value: datetime | None) -> Timestamp:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vault.api._authn import Authenticator, AuthInterceptor
+from vault.api._guard import CallGuard, CallLimits
 from vault.api._handlers import service_handler
 from vault.api.audit import AuditServicer
 from vault.api.records import RecordsServicer
@@ -89,6 +90,7 @@ class RunningServer:
     port: int
     monitor: HealthMonitor
     health: health.HealthServicer
+    guard: CallGuard
     extra_ports: list[int] = field(default_factory=list)
     _stopped: bool = field(default=False)
 
@@ -108,6 +110,7 @@ class RunningServer:
         self._stopped = True
         started = time.monotonic()
         self.monitor.stop()
+        self.guard.close()
         self.health.enter_graceful_shutdown()
         done = self.server.stop(grace).wait(grace + STOP_MARGIN)
         took = time.monotonic() - started
@@ -131,7 +134,7 @@ def start_server(
     listen: str = "127.0.0.1:0",
     *,
     authenticator: Authenticator,
-    max_workers: int = 16,
+    limits: CallLimits | None = None,
     health_interval: float = 2.0,
     credentials: grpc.ServerCredentials | None = None,
     extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
@@ -139,11 +142,14 @@ def start_server(
     """Start serving on ``listen`` (port 0 picks a free port) and return at once.
 
     Every call except health checks and reflection must authenticate (mTLS client certificate
-    when ``credentials`` require one, or an API key when the authenticator has keys).
+    when ``credentials`` require one, or an API key when the authenticator has keys). Calls are
+    admitted within ``limits`` (:mod:`vault.api._guard`): health checks always find a worker.
     """
+    limits = limits or CallLimits()
+    guard = CallGuard(limits)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cvault-rpc"),
-        interceptors=[AuthInterceptor(authenticator)],
+        futures.ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix="cvault-rpc"),
+        interceptors=[AuthInterceptor(authenticator), guard],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -158,16 +164,17 @@ def start_server(
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            RECORDS_SERVICE,
-            AUDIT_SERVICE,
-            TOKENS_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    if limits.reflection:
+        reflection.enable_server_reflection(
+            (
+                RECORDS_SERVICE,
+                AUDIT_SERVICE,
+                TOKENS_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
     port = (
         server.add_secure_port(listen, credentials)
         if credentials is not None
@@ -183,4 +190,4 @@ def start_server(
     server.start()
     monitor.start()
     log.info("serving vault.v1 on port %d", port)
-    return RunningServer(server, port, monitor, health_servicer, extra)
+    return RunningServer(server, port, monitor, health_servicer, guard, extra)

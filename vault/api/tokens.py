@@ -222,10 +222,20 @@ class TokensServicer(pb_grpc.TokensServicer):
                 max_uses=request.max_uses,
                 record_ids=list(request.record_ids),
                 scope=request.scope,
+                max_values=request.max_values,
             ),
             deadline=deadline_of(context),
         )
         return pb.IssueGrantResponse(grant=issued.grant_id, expires_at=timestamp(issued.expires_at))
+
+    @handle_errors
+    def RevokeGrant(
+        self, request: pb.RevokeGrantRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeGrantResponse:
+        revoked = self._grants.revoke(
+            caller_of(context), request.tenant, request.grant, deadline=deadline_of(context)
+        )
+        return pb.RevokeGrantResponse(revoked=revoked)
 
     @_stream_errors
     def StreamTokenize(  # type: ignore[override]

@@ -24,6 +24,7 @@ _MAX_LEN: Final = {
     "reason": 64,
     "request_id": 128,
     "on_behalf_of": 256,
+    "peer": 128,
 }
 MAX_RECORD_ID: Final = 256
 MAX_FIELD_CLASSES: Final = 64
@@ -72,6 +73,9 @@ class AuditEvent:
     time: datetime = field(default_factory=_now)
     #: the principal whose reveal grant the caller used (empty otherwise)
     on_behalf_of: str = ""
+    #: the caller's network address as gRPC saw it (``ipv4:10.0.0.7:51234``; empty for
+    #: operator commands)
+    peer: str = ""
 
     def __post_init__(self) -> None:
         for name, limit in _MAX_LEN.items():
@@ -124,3 +128,4 @@ class AuditEntry:
     reason: str
     request_id: str
     on_behalf_of: str = ""
+    peer: str = ""

@@ -86,6 +86,7 @@ def _entry(row: store.StoredRow) -> AuditEntry:
         reason=c.reason,
         request_id=c.request_id,
         on_behalf_of=c.on_behalf_of,
+        peer=c.peer,
     )
 
 
@@ -253,6 +254,7 @@ class AuditLog:
                 request_id=event.request_id,
                 audit_key_id=keys.key_id,
                 on_behalf_of=event.on_behalf_of,
+                peer=event.peer,
             )
             prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
             row = store.StoredRow(self.chain, seq, content, prev)
@@ -298,6 +300,10 @@ class AuditLog:
     def record(self, events: Sequence[AuditEvent], *, deadline: Deadline) -> list[AuditEntry]:
         """Append ``events`` in a transaction of their own (e.g. a denial), then
         :meth:`after_commit`.
+
+        The entries returned are already with the sinks and counted towards the next
+        checkpoint: passing them to :meth:`after_commit` again would write every line twice
+        (repeating seq numbers) and checkpoint twice as often.
 
         Raises:
             AuditUnavailable, DatabaseUnavailable: as for :meth:`append`; nothing was written.
@@ -690,6 +696,7 @@ def _row_dict(row: store.StoredRow) -> dict[str, Any]:
         "reason": c.reason,
         "request_id": c.request_id,
         "on_behalf_of": c.on_behalf_of,
+        "peer": c.peer,
         "audit_key_id": c.audit_key_id,
         "mac": row.mac,
     }

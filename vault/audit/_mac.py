@@ -112,6 +112,7 @@ class RowContent:
     request_id: str
     audit_key_id: str
     on_behalf_of: str = ""
+    peer: str = ""
 
 
 def row_mac(mac_key: bytes, prev_mac: bytes, chain: str, seq: int, row: RowContent) -> bytes:
@@ -137,6 +138,7 @@ def row_mac(mac_key: bytes, prev_mac: bytes, chain: str, seq: int, row: RowConte
             lp(row.audit_key_id),
             # only when set, so rows from before this column keep their MACs
             b"\x01" + lp(row.on_behalf_of) if row.on_behalf_of else b"",
+            b"\x02" + lp(row.peer) if row.peer else b"",
         )
     )
     return hmac.digest(mac_key, message, hashlib.sha256)

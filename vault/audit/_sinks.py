@@ -40,6 +40,7 @@ def entry_json(entry: AuditEntry) -> str:
             "reason": entry.reason,
             "request_id": entry.request_id,
             "on_behalf_of": entry.on_behalf_of,
+            "peer": entry.peer,
         },
         ensure_ascii=True,
         separators=(",", ":"),

@@ -197,6 +197,7 @@ def _stored(row: Row[Any]) -> StoredRow:
             request_id=row.request_id,
             audit_key_id=row.audit_key_id,
             on_behalf_of=row.on_behalf_of,
+            peer=row.peer,
         ),
         mac=bytes(row.mac),
     )

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from vault import errors
-from vault.cli import audit, dev, files, keys, records, tokens
+from vault.cli import audit, dev, files, keys, records, tenants, tokens
 
 #: what ``cvault --help`` says under its usage
 DESCRIPTION = (
@@ -36,7 +36,7 @@ DESCRIPTION = (
 )
 
 #: commands that log at INFO (the client commands log only warnings)
-_SERVER_SIDE = ("dev", "serve", "db", "keys", "audit")
+_SERVER_SIDE = ("dev", "serve", "db", "keys", "audit", "tenants")
 
 __all__ = ["build_parser", "main"]
 
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="client commands: act as this sample-policy role (its dev API key)",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (dev, keys, audit, tokens, records, files):  # the order `cvault --help` lists
+    # the order `cvault --help` lists
+    for group in (dev, tenants, keys, audit, tokens, records, files):
         group.register(sub)
     return p
 

@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from vault.cli._operations import Operator
     from vault.service import operations
     from vault.service.tokens import purge_expired_tokens
+    from vault.service.validators import check_tenant
 
 #: name -> the module that defines it
 _NAMES = {
     "App": "vault.app",
     "build_app": "vault.app",
+    "check_tenant": "vault.service.validators",
     "RunningServer": "vault.api",
     "STOP_MARGIN": "vault.api.server",
     "new_api_key": "vault.api",
@@ -45,6 +47,7 @@ __all__ = [
     "Operator",
     "RunningServer",
     "build_app",
+    "check_tenant",
     "new_api_key",
     "operations",
     "purge_expired_tokens",

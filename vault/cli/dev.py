@@ -29,6 +29,11 @@ from vault.keys import ensure_kv_v2, init_field_keys, setup_approle, write_polic
 from vault.keys.openbao_dev import OpenBaoDevServer
 
 DEV_ROLES = ("backend-service", "support-agent", "ai-pipeline", "fraud-analyst", "dpo", "key-admin")
+#: the sample policy's two tenants: every dev key reaches the first, ``dev-other-backend-service``
+#: the second only
+DEV_TENANTS = ("demo", "other")
+#: API keys made besides one per role (key label -> what it is for)
+_OTHER_KEYS = ("other-backend-service",)
 #: how long past grace + STOP_MARGIN a stop may still take (closing the audit log, OpenBao)
 #: before the process is ended regardless
 FORCE_MARGIN = 2.0
@@ -92,6 +97,7 @@ def _run_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) -> No
     dev = _set_up_dev(args, state, bao)
     app = _server.build_app(dev.settings)
     app.check_ready()
+    app.create_tenants(DEV_TENANTS, created_by="cvault dev")
     mtls = _server.server_credentials(
         cert_chain=dev.pki.server.cert.read_bytes(),
         private_key=dev.pki.server.key.read_bytes(),
@@ -120,7 +126,7 @@ def _set_up_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) ->
     # only their salted hashes to the server's settings.
     api_keys: dict[str, str] = {}
     stored: dict[str, dict[str, str]] = {}
-    for role in DEV_ROLES:
+    for role in (*DEV_ROLES, *_OTHER_KEYS):
         key, entry = _server.new_api_key(f"dev-{role}")
         api_keys[role] = key
         stored[f"dev-{role}"] = entry
@@ -179,7 +185,7 @@ def _write_dev_settings(
             },
         },
         "policy": str(dev.policy_file),
-        "tenant": "demo",
+        "tenant": DEV_TENANTS[0],
         "database_url": dev.settings.database_url,
         "audit_jsonl": str(state / "audit.jsonl"),
         "openbao_url": bao.url,

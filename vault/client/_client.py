@@ -395,10 +395,12 @@ class VaultClient:
         scope: str = "",
         ttl_seconds: int = 900,
         max_uses: int = 10,
+        max_values: int = 0,
         purpose: str | None = None,
         timeout: float | None = None,
     ) -> tuple[str, datetime]:
-        """A grant for ``grantee`` (a principal name); returns its id and expiry."""
+        """A grant for ``grantee`` (a principal name); returns its id and expiry. ``max_uses``
+        counts calls; ``max_values`` (0: no bound) the tokens revealed over all of them."""
         r = self._call(
             self._tokens.IssueGrant,
             tokens_pb.IssueGrantRequest(
@@ -410,10 +412,20 @@ class VaultClient:
                 purpose=self._chosen_purpose(purpose),
                 ttl_seconds=ttl_seconds,
                 max_uses=max_uses,
+                max_values=max_values,
             ),
             timeout,
         )
         return r.grant, r.expires_at.ToDatetime(tzinfo=UTC)
+
+    def revoke_grant(self, tenant: str, grant: str, *, timeout: float | None = None) -> bool:
+        """End a grant of the caller's now; False when it was revoked already."""
+        r = self._call(
+            self._tokens.RevokeGrant,
+            tokens_pb.RevokeGrantRequest(tenant=tenant, grant=grant),
+            timeout,
+        )
+        return bool(r.revoked)
 
     def stream_tokenize(
         self,

@@ -18,12 +18,16 @@ from typing import Final, NoReturn
 import yaml
 
 from vault.errors import ConfigError
+from vault.identity import principal_kind
 from vault.policy._model import (
     ACTION_WILDCARDS,
+    ALL_TENANTS,
     OUTPUT_RANK,
     PLAINTEXT_ACTIONS,
     REVEALING,
+    TENANT_RE,
     Action,
+    Binding,
     Limits,
     Output,
     Policy,
@@ -39,12 +43,18 @@ MAX_POLICY_BYTES: Final = 1 << 20
 
 #: Role and purpose names.
 NAME_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-#: Principal names: a certificate SAN (URI or DNS name) or ``apikey:<key id>``; no whitespace
-#: or control characters.
+#: Principal names: a certificate's URI SAN, ``dns:<DNS SAN>`` or ``apikey:<key id>`` (their
+#: kind must also be clear: :func:`vault.identity.principal_kind`); no whitespace or control
+#: characters.
 PRINCIPAL_RE: Final = re.compile(r"[\x21-\x7e]{1,512}")
+_PRINCIPAL_FORMS: Final = (
+    "a certificate's URI SAN as the URI with its scheme (spiffe://...),"
+    " its DNS SAN as dns:<DNS name>, or an API key as apikey:<key id>"
+)
 
 _TOP_LEVEL_KEYS: Final = ("policy_version", "purposes", "principals", "roles")
 _PURPOSE_KEYS: Final = ("consent_required", "description")
+_PRINCIPAL_KEYS: Final = ("role", "tenants")
 _ROLE_KEYS: Final = (
     "description",
     "never_plaintext",
@@ -61,6 +71,8 @@ _LIMIT_KEYS: Final = (
     "plain_per_day",
     "searches_per_minute",
     "searches_per_day",
+    "masked_per_minute",
+    "masked_per_day",
 )
 _CLASS_NAMES: Final = {member.value: member for member in FieldClass}
 _OUTPUT_NAMES: Final = {member.value: member for member in Output}
@@ -255,23 +267,61 @@ class _Reader:
             purposes[name] = Purpose(name, consent_required, description)
         return purposes
 
-    def _principals(self, node: yaml.Node, roles: dict[str, Role]) -> dict[str, str]:
-        principals: dict[str, str] = {}
+    def _principals(self, node: yaml.Node, roles: dict[str, Role]) -> dict[str, Binding]:
+        principals: dict[str, Binding] = {}
         for name, key_node, value_node in self._mapping(node, "principals"):
             rule = _key_path("principals", name)
-            if not PRINCIPAL_RE.fullmatch(name) or name == "apikey:":
+            self._principal_name(name, key_node, rule)
+            if not isinstance(value_node, yaml.MappingNode):
                 self._fail(
-                    key_node,
+                    value_node,
                     rule,
-                    "principal must be 1-512 printable ASCII characters without spaces"
-                    " (a certificate SAN, or apikey:<key id>)",
+                    "must be {role: <role>, tenants: [<tenant>, ...]} (tenants: the tenants"
+                    ' it may reach, or ["*"] for every tenant)',
                 )
-            role = self._scalar(value_node, rule)
+            items = {k: v for k, _, v in self._mapping(value_node, rule, _PRINCIPAL_KEYS)}
+            for key in _PRINCIPAL_KEYS:
+                if key not in items:
+                    self._fail(value_node, f"{rule}.{key}", "missing (required)")
+            role = self._scalar(items["role"], f"{rule}.role")
             if not isinstance(role, str) or role not in roles:
                 known = ", ".join(sorted(roles)) or "none defined"
-                self._fail(value_node, rule, f"unknown role {role!r} (roles: {known})")
-            principals[name] = role
+                self._fail(items["role"], f"{rule}.role", f"unknown role {role!r} (roles: {known})")
+            principals[name] = Binding(role, self._tenants(items["tenants"], f"{rule}.tenants"))
         return principals
+
+    def _principal_name(self, name: str, node: yaml.Node, rule: str) -> None:
+        """Refuse a principal name that is malformed, or whose kind (URI SAN, DNS SAN, API key)
+        cannot be told from it (:func:`vault.identity.principal_kind`)."""
+        if not PRINCIPAL_RE.fullmatch(name):
+            self._fail(
+                node,
+                rule,
+                "principal must be 1-512 printable ASCII characters without spaces"
+                f" ({_PRINCIPAL_FORMS})",
+            )
+        if principal_kind(name) is None:
+            # Most likely a DNS name from before principals named their SAN type.
+            hint = f" (a DNS SAN: 'dns:{name}')" if ":" not in name else ""
+            self._fail(
+                node,
+                rule,
+                f"ambiguous or incomplete principal {name!r}: write {_PRINCIPAL_FORMS}{hint}",
+            )
+
+    def _tenants(self, node: yaml.Node, rule: str) -> frozenset[str]:
+        tenants: set[str] = set()
+        for index, item in self._sequence(node, rule):
+            where = f"{rule}[{index}]"
+            raw = self._scalar(item, where)
+            if not isinstance(raw, str) or not (raw == ALL_TENANTS or TENANT_RE.fullmatch(raw)):
+                self._fail(item, where, f'{raw!r} is not a tenant name (or "*": every tenant)')
+            if raw in tenants:
+                self._fail(item, where, f"duplicate tenant {raw!r}")
+            tenants.add(raw)
+        if not tenants:
+            self._fail(node, rule, 'must list at least one tenant (["*"]: every tenant)')
+        return frozenset(tenants)
 
     def _roles(self, node: yaml.Node, purposes: dict[str, Purpose]) -> dict[str, Role]:
         roles: dict[str, Role] = {}
@@ -520,12 +570,7 @@ class _Reader:
             if type(value) is not int or value < 1:
                 self._fail(value_node, where, f"must be a positive integer, not {value!r}")
             values[key] = value
-        return Limits(
-            values.get("plain_per_minute"),
-            values.get("plain_per_day"),
-            values.get("searches_per_minute"),
-            values.get("searches_per_day"),
-        )
+        return Limits(**values)
 
 
 class _NotScalar:

@@ -3,7 +3,9 @@
 Decision rules (the same text is in ``deploy/policy/README.md``):
 
 1. Default deny: a principal not in the policy has no role (``unknown_principal``); a role may
-   do only the actions it lists (``action_not_allowed``).
+   do only the actions it lists (``action_not_allowed``); a principal reaches only the tenants
+   it lists (``tenant_not_allowed``; ``"*"``: every tenant, for operator roles). A write to a
+   tenant that does not exist creates it only for a role with ``tenant.create``.
 2. A purpose, when required or given, must be one of the policy's purposes (else
    :class:`InvalidInput` naming ``purpose``) and one of the role's (``purpose_not_allowed``).
 3. Each field gets the role's output for its class (``fields``, ``*`` for the rest, absent:
@@ -29,7 +31,7 @@ from types import MappingProxyType
 from typing import Final
 
 from vault.errors import InvalidInput, PermissionDenied
-from vault.identity import AuthMethod, Principal
+from vault.identity import Principal
 from vault.policy._scopes import compile_scopes, scope_matches
 from vault.schema import FieldClass
 
@@ -71,6 +73,7 @@ class Action(StrEnum):
     CONSENT_WRITE = "consent.write"
     AUDIT_READ = "audit.read"
     EXPORT = "record.export"
+    TENANT_CREATE = "tenant.create"
     ADMIN_KEYS = "admin.keys"
     ADMIN_AUDIT = "admin.audit"
 
@@ -102,19 +105,38 @@ TOKEN_SCOPE_SHARED: Final = "token_scope_shared"  # noqa: S105 - a reason code
 #: The role may not search on that field class (not in its ``search``).
 SEARCH_NOT_ALLOWED: Final = "search_not_allowed"
 
-PRINCIPAL_API_KEY_PREFIX: Final = "apikey:"
+#: The principal may not reach that tenant (not in its ``tenants``).
+TENANT_NOT_ALLOWED: Final = "tenant_not_allowed"
+#: A principal's ``tenants`` entry that reaches every tenant.
+ALL_TENANTS: Final = "*"
+#: A tenant name (the same rule for requests and the policy file).
+TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a policy file gives one principal: its role and the tenants it may reach."""
+
+    role: str
+    tenants: frozenset[str]
+
+    def reaches(self, tenant: str) -> bool:
+        return ALL_TENANTS in self.tenants or tenant in self.tenants
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Plaintext values (fields returned ``plain``) and searches (FindRecords calls) each
-    principal of the role may make; ``None``: no limit. Counted per principal in the database
-    (shared by every replica)."""
+    """Plaintext values (fields returned ``plain``), masked values (returned ``masked``: they
+    leak part of a value, so they are counted too, on their own) and searches (FindRecords
+    calls) each principal of the role may make; ``None``: no limit. Counted per principal in
+    the database (shared by every replica)."""
 
     plain_per_minute: int | None = None
     plain_per_day: int | None = None
     searches_per_minute: int | None = None
     searches_per_day: int | None = None
+    masked_per_minute: int | None = None
+    masked_per_day: int | None = None
 
     def __post_init__(self) -> None:
         for value in (
@@ -122,6 +144,8 @@ class Limits:
             self.plain_per_day,
             self.searches_per_minute,
             self.searches_per_day,
+            self.masked_per_minute,
+            self.masked_per_day,
         ):
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError("limits must be positive integers or None")
@@ -253,7 +277,7 @@ class Policy:
         version: int,
         purposes: Mapping[str, Purpose],
         roles: Mapping[str, Role],
-        principals: Mapping[str, str],
+        principals: Mapping[str, Binding],
         digest: str = "",
     ) -> None:
         """Raises ValueError when roles reference unknown purposes or principals unknown roles."""
@@ -263,12 +287,12 @@ class Policy:
         self.digest = digest
         self._purposes: Mapping[str, Purpose] = MappingProxyType(dict(purposes))
         self._roles: Mapping[str, Role] = MappingProxyType(dict(roles))
-        self._principals: Mapping[str, str] = MappingProxyType(dict(principals))
+        self._principals: Mapping[str, Binding] = MappingProxyType(dict(principals))
         for role in self._roles.values():
             if not role.purposes <= self._purposes.keys():
                 raise ValueError(f"role {role.name!r} references an unknown purpose")
-        for principal, role_name in self._principals.items():
-            if role_name not in self._roles:
+        for principal, binding in self._principals.items():
+            if binding.role not in self._roles:
                 raise ValueError(f"principal {principal!r} references an unknown role")
 
     def __repr__(self) -> str:
@@ -286,7 +310,13 @@ class Policy:
 
     @property
     def principals(self) -> Mapping[str, str]:
-        return self._principals
+        """principal -> role name."""
+        return MappingProxyType({p: b.role for p, b in self._principals.items()})
+
+    def reaches(self, principal: str, tenant: str) -> bool:
+        """Whether the policy lets ``principal`` reach ``tenant``."""
+        binding = self._principals.get(principal)
+        return binding is not None and binding.reaches(tenant)
 
     def purpose(self, name: str) -> Purpose | None:
         """The purpose of that name, or ``None``."""
@@ -295,28 +325,40 @@ class Policy:
     def role_of(self, principal: Principal) -> Role:
         """The role of an authenticated principal.
 
-        An ``apikey:`` entry matches only API-key principals and any other entry only mTLS
-        ones, so a certificate whose URI SAN reads ``apikey:...`` cannot take an API key's role.
+        An entry matches only callers who authenticated the way its kind says
+        (:func:`vault.identity.principal_kind`): ``apikey:`` entries API keys, URI and ``dns:``
+        entries mTLS. So a certificate whose URI SAN reads ``apikey:...`` cannot take an API
+        key's role, nor an API key named like a SAN a certificate's; a name of no kind (which a
+        loaded policy never holds) matches nothing.
 
         Raises:
             PermissionDenied: reason ``unknown_principal`` (default deny).
         """
-        role_name = self._principals.get(principal.name)
-        is_key_entry = principal.name.startswith(PRINCIPAL_API_KEY_PREFIX)
-        if role_name is None or is_key_entry != (principal.method == AuthMethod.API_KEY):
+        return self._roles[self._binding(principal).role]
+
+    def _binding(self, principal: Principal) -> Binding:
+        binding = self._principals.get(principal.name)
+        kind = principal.kind
+        if binding is None or kind is None or kind.method != principal.method:
             raise PermissionDenied(
                 f"principal {principal.name!r} has no role in the policy",
                 reason="unknown_principal",
             )
-        return self._roles[role_name]
+        return binding
 
-    def check_action(self, principal: Principal, action: Action) -> Role:
-        """The principal's role, if it may perform ``action``.
+    def check_action(self, principal: Principal, action: Action, *, tenant: str) -> Role:
+        """The principal's role, if it may perform ``action`` in ``tenant``.
 
         Raises:
-            PermissionDenied: reason ``unknown_principal`` or ``action_not_allowed``.
+            PermissionDenied: reason ``unknown_principal``, ``tenant_not_allowed`` or
+                ``action_not_allowed`` (in that order).
         """
-        role = self.role_of(principal)
+        binding = self._binding(principal)
+        if not binding.reaches(tenant):  # first: another tenant's caller learns nothing more
+            raise PermissionDenied(
+                "the principal may not reach this tenant", reason=TENANT_NOT_ALLOWED
+            )
+        role = self._roles[binding.role]
         if Action(action) not in role.actions:
             raise PermissionDenied(
                 f"role {role.name!r} may not perform {Action(action).value!r}",
@@ -432,16 +474,17 @@ class Policy:
         purpose: str | None,
         fields: Mapping[str, FieldClass],
         *,
+        tenant: str,
         purpose_required: bool = True,
     ) -> Decision:
         """Action, purpose and per-field outputs in one call, in that order of checks.
 
         Raises:
             PermissionDenied: ``unknown_principal``, ``action_not_allowed``,
-                ``purpose_not_allowed``.
+                ``tenant_not_allowed``, ``purpose_not_allowed``.
             InvalidInput: field ``purpose``, missing (when required) or unknown.
         """
-        role = self.check_action(principal, action)
+        role = self.check_action(principal, action, tenant=tenant)
         found = self.check_purpose(role, purpose, required=purpose_required)
         outputs = self.outputs(role, found.name if found else None, fields)
         return Decision(

@@ -19,6 +19,7 @@ from vault.keys import KeyManager
 from vault.schema import RecordSchema
 from vault.service._datakeys import DataKeys
 from vault.service._keyring import Keyring
+from vault.service._tenants import Tenants
 from vault.service.access import Access
 from vault.storage import Database, RecordRow, repo
 
@@ -42,6 +43,7 @@ class Core:
         self.audit = access.audit
         self.keyring = keyring or Keyring(db, keys)
         self.data_keys = DataKeys(self.keyring, keys)
+        self.tenants = Tenants(db, access, self.audited_write)
 
     def class_of(self, name: str) -> str:
         """The field class of a schema field."""

@@ -60,9 +60,13 @@ class RevealTx:
         if purpose is not None and not self.consented(tenant, record_id, purpose):
             raise ConsentRequired(f"no consent for purpose {purpose.name}")
 
-    def charge(self, plain_values: int) -> None:
-        """Count plain values against the role's limits (ResourceExhausted past them)."""
-        self.core.access.charge(self.conn, self.caller, self.role, plain_values)
+    def charge(self, plain_values: int, masked: int = 0, *, also: str = "") -> None:
+        """Count plain and masked values against the role's limits (ResourceExhausted past
+        them), for the caller and, under a grant, ``also`` for the grantor: a grant spends its
+        grantor's budget too, so more grantees do not add more allowance."""
+        access = self.core.access
+        for principal in dict.fromkeys(p for p in (self.caller.principal.name, also) if p):
+            access.charge(self.conn, principal, self.role, plain_values, masked)
 
     def append(self, events: Sequence[AuditEvent]) -> None:
         """The audit rows of what leaves, in this transaction."""

@@ -212,9 +212,11 @@ class TokenRevealer:
             refused = _without_consent(tx, call)
             allowed = [t for t in revealing if t not in refused]
             if call.grant is not None:
-                self._grants.use(tx.conn, call.grant)
+                self._grants.use(tx.conn, call.grant, len(allowed))
             tx.classes = sorted({rows[t].field_class for t in revealing})
-            tx.charge(sum(1 for t in allowed if decisions[t].output is Output.PLAIN))
+            grantor = call.grant.grantor if call.grant is not None else ""
+            outputs = [decisions[t].output for t in allowed]
+            tx.charge(outputs.count(Output.PLAIN), outputs.count(Output.MASKED), also=grantor)
             tx.append(
                 self._events(
                     call,

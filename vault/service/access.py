@@ -8,7 +8,7 @@ Order inside a call that can reveal (``GetRecord`` and, later, every reveal path
     access.audit.prepare(deadline)                       # audit key ready before the transaction
     with db.begin() as conn:
         access.check_consent(conn, ...)                  # FAILED_PRECONDITION, audited
-        access.charge(conn, caller, role, n_plain)       # RESOURCE_EXHAUSTED, audited
+        access.charge(conn, principal, role, n_plain)    # RESOURCE_EXHAUSTED, audited
         entries = access.audit.append(conn, events)      # fails closed: UNAVAILABLE
     access.audit.after_commit(entries)                   # JSON lines, checkpoint
     return values                                        # only now does plaintext leave
@@ -17,10 +17,12 @@ Order inside a call that can reveal (``GetRecord`` and, later, every reveal path
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.engine import Connection
 
@@ -42,6 +44,13 @@ log = logging.getLogger("vault.service.access")
 WINDOWS = (("minute", 60), ("day", 86_400))
 #: the search counters' windows (their own rows of the same table: ``s-`` + window, <= 8 chars)
 SEARCH_WINDOWS = (("s-minute", 60), ("s-day", 86_400))
+#: the masked-value counters' windows (``k-`` + window)
+MASKED_WINDOWS = (("k-minute", 60), ("k-day", 86_400))
+
+
+def printable(peer: str) -> str:
+    """A peer address fit for an audit row: printable ASCII, at most 128 characters."""
+    return "".join(c for c in peer if " " < c <= "~")[:128]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +60,57 @@ class Caller:
     principal: Principal
     purpose: str | None = None
     request_id: str = ""
+    #: the network address the call came from, as the transport saw it ("" when unknown)
+    peer: str = ""
 
     @classmethod
-    def of(cls, principal: Principal, purpose: str = "", request_id: str = "") -> Caller:
-        return cls(principal, purpose or None, request_id or uuid.uuid4().hex)
+    def of(
+        cls, principal: Principal, purpose: str = "", request_id: str = "", peer: str = ""
+    ) -> Caller:
+        return cls(principal, purpose or None, request_id or uuid.uuid4().hex, printable(peer))
+
+
+#: the audit action of the row that counts a peer's denials not written one by one
+DENIALS_SUPPRESSED = "audit.denials_suppressed"
+
+
+class DenialLimiter:
+    """A per-peer bound on audited denials, so a flood of refused calls from one address
+    cannot fill the audit log (it added about 940 rows a second before). Each peer host may
+    have ``burst`` denials audited one by one, refilled at ``rate`` a second; past that its
+    calls are still refused, but counted instead of written, and the count goes into one
+    ``audit.denials_suppressed`` row with the peer's next audited denial. Thread-safe; at most
+    ``max_peers`` hosts are remembered (least recently seen forgotten)."""
+
+    def __init__(
+        self,
+        rate: float = 20.0,
+        burst: int = 100,
+        *,
+        max_peers: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rate, self._burst, self._max = rate, float(burst), max_peers
+        self._clock = clock
+        self._peers: OrderedDict[str, list[float]] = OrderedDict()  # host -> [tokens, at, held]
+        self._lock = threading.Lock()
+
+    def admit(self, peer: str) -> tuple[bool, int]:
+        """Whether to audit this denial, and how many were held back before it (to be
+        written now, in one row, when it is audited)."""
+        host = peer.rpartition(":")[0] or peer
+        now = self._clock()
+        with self._lock:
+            state = self._peers.pop(host, None) or [self._burst, now, 0.0]
+            tokens = min(self._burst, state[0] + (now - state[1]) * self._rate)
+            if tokens >= 1:
+                held, state[:] = int(state[2]), [tokens - 1, now, 0.0]
+            else:
+                held, state[:] = -1, [tokens, now, state[2] + 1]
+            self._peers[host] = state
+            while len(self._peers) > self._max:
+                self._peers.popitem(last=False)
+        return (held >= 0, max(held, 0))
 
 
 class Access:
@@ -66,10 +122,12 @@ class Access:
         audit: AuditLog,
         *,
         clock: Callable[[], float] = time.time,
+        denials: DenialLimiter | None = None,
     ) -> None:
         self.policy = policy
         self.audit = audit
         self._clock = clock
+        self._denials = denials or DenialLimiter()
 
     # --- events ------------------------------------------------------------------------------
 
@@ -101,6 +159,7 @@ class Access:
             reason=reason,
             request_id=caller.request_id,
             on_behalf_of=on_behalf_of[:256],
+            peer=caller.peer,
         )
 
     def _known_purpose(self, purpose: str | None) -> str:
@@ -121,7 +180,8 @@ class Access:
         deadline: Deadline,
     ) -> VaultServiceError:
         """Audit a refusal and return the error to raise. If the denial cannot be audited, the
-        audit failure is what the caller gets (UNAVAILABLE): nothing passes unrecorded."""
+        audit failure is what the caller gets (UNAVAILABLE): nothing passes unrecorded. Past
+        the peer's bound (:class:`DenialLimiter`) the row is counted, not written."""
         event = self.event(
             caller,
             role,
@@ -132,9 +192,20 @@ class Access:
             outcome=DENIED,
             reason=exc.reason,
         )
-        entries = self.audit.record([event], deadline=deadline)
-        self.audit.after_commit(entries)
+        self.record_denial(event, deadline=deadline)
         return exc
+
+    def record_denial(self, event: AuditEvent, *, deadline: Deadline) -> None:
+        """Write a denial's audit row unless its peer is past its bound; with it, the count of
+        those held back since the last one written."""
+        audited, held = self._denials.admit(event.peer)
+        if not audited:
+            return
+        events = [event]
+        if held:
+            summary = replace(event, action=DENIALS_SUPPRESSED, reason=f"suppressed:{held}")
+            events.insert(0, summary)
+        self.audit.record(events, deadline=deadline)
 
     def deny_consent(
         self,
@@ -174,11 +245,12 @@ class Access:
         """The policy and role that allow ``action``; a refusal is audited and raised.
 
         Raises:
-            PermissionDenied: unknown principal or action not allowed (audited).
+            PermissionDenied: unknown principal, action not allowed, or a tenant the principal
+                may not reach (audited).
         """
         policy = self.policy.current
         try:
-            return policy, policy.check_action(caller.principal, action)
+            return policy, policy.check_action(caller.principal, action, tenant=tenant)
         except PermissionDenied as exc:
             role = self._role_name(policy, caller.principal)
             raise self.deny(
@@ -231,29 +303,42 @@ class Access:
             return True
         return purpose.name in access_repo.get_consent(conn, tenant, record_id).purposes
 
-    def charge(self, conn: Connection, caller: Caller, role: Role, plain_values: int) -> None:
-        """Count plaintext values against the role's per-minute and per-day limits, shared by
-        every replica through the database.
+    def charge(
+        self, conn: Connection, principal: str, role: Role, plain_values: int, masked: int = 0
+    ) -> None:
+        """Count the plaintext and masked values ``principal`` got against the role's
+        per-minute and per-day limits (each kind its own), shared by every replica through
+        the database.
 
         Raises:
             ResourceExhausted: a limit would be passed; the caller rolls back (nothing counted).
         """
-        if plain_values <= 0:
-            return
+        limits = role.limits
+        for kind, n, windows, caps in (
+            ("plaintext", plain_values, WINDOWS, (limits.plain_per_minute, limits.plain_per_day)),
+            ("masked", masked, MASKED_WINDOWS, (limits.masked_per_minute, limits.masked_per_day)),
+        ):
+            if n > 0:
+                self._count(conn, principal, kind, n, windows, caps)
+
+    def _count(
+        self,
+        conn: Connection,
+        principal: str,
+        kind: str,
+        n: int,
+        windows: tuple[tuple[str, int], ...],
+        caps: tuple[int | None, ...],
+    ) -> None:
         now = int(self._clock())
-        limits = {"minute": role.limits.plain_per_minute, "day": role.limits.plain_per_day}
-        for window, seconds in WINDOWS:
-            limit = limits[window]
+        for (window, seconds), limit in zip(windows, caps, strict=True):
             if limit is None:
                 continue
             start = now - now % seconds
-            total = access_repo.add_to_counter(
-                conn, caller.principal.name, window, start, plain_values
-            )
+            total = access_repo.add_to_counter(conn, principal, window, start, n)
             if total > limit:
-                raise ResourceExhausted(
-                    f"plaintext limit per {window} reached", reason="limit_exceeded"
-                )
+                per = window.rpartition("-")[2]
+                raise ResourceExhausted(f"{kind} limit per {per} reached", reason="limit_exceeded")
 
     def charge_search(self, conn: Connection, caller: Caller, role: Role) -> None:
         """Count one search (FindRecords call) against the role's ``searches_per_minute`` and
@@ -262,17 +347,8 @@ class Access:
         Raises:
             ResourceExhausted: a limit would be passed; the caller rolls back (nothing counted).
         """
-        now = int(self._clock())
-        limits = (role.limits.searches_per_minute, role.limits.searches_per_day)
-        for (window, seconds), limit in zip(SEARCH_WINDOWS, limits, strict=True):
-            if limit is None:
-                continue
-            start = now - now % seconds
-            total = access_repo.add_to_counter(conn, caller.principal.name, window, start, 1)
-            if total > limit:
-                raise ResourceExhausted(
-                    f"search limit per {window[2:]} reached", reason="limit_exceeded"
-                )
+        caps = (role.limits.searches_per_minute, role.limits.searches_per_day)
+        self._count(conn, caller.principal.name, "search", 1, SEARCH_WINDOWS, caps)
 
 
 __all__ = ["Access", "Caller", "ConsentRequired"]

@@ -120,8 +120,8 @@ class ExportService:
         ) as tx:
             tx.classes = sorted({s.field_class for s in revealed})
             tx.require_consent(tenant, record_id, purpose)
-            n_plain = sum(1 for s in revealed if decisions[s.field_name].output is Output.PLAIN)
-            tx.charge(n_plain)
+            outputs = [decisions[s.field_name].output for s in revealed]
+            tx.charge(outputs.count(Output.PLAIN), outputs.count(Output.MASKED))
             tx.append(
                 [
                     self.core.access.event(

@@ -36,12 +36,20 @@ from vault.service.validators import (
 )
 from vault.storage import repo, tokens_repo
 
-#: grants live at most a day, name at most 1,000 records and allow at most 10,000 calls
+#: grants live at most a day, name at most 1,000 records and allow at most 10,000 calls and
+#: 1,000,000 values
 MAX_GRANT_TTL: Final = 86_400
 MAX_GRANT_RECORDS: Final = 1000
 MAX_GRANT_USES: Final = 10_000
-#: refusal reasons of a reveal under a grant
+MAX_GRANT_VALUES: Final = 1_000_000
+#: the actions a grant lends: its grantor's role must hold the one a use needs
+LENT_ACTIONS: Final = frozenset({Action.TOKEN_REVEAL, Action.TEXT_REVEAL})
+#: refusal reasons of a reveal under a grant, of issuing and of revoking one
 GRANT_INVALID: Final = "grant_invalid"
+GRANTEE_NOT_ALLOWED: Final = "grantee_not_allowed"
+NOT_THE_GRANTOR: Final = "not_the_grantor"
+#: the audit action of RevokeGrant (not a policy action: revoking needs ``grant.issue``)
+GRANT_REVOKE: Final = "grant.revoke"
 OUTSIDE_GRANT: Final = "outside_grant"
 PURPOSE_NOT_ALLOWED: Final = "purpose_not_allowed"
 
@@ -58,6 +66,8 @@ class GrantRequest:
     max_uses: int
     record_ids: Sequence[str] = ()
     scope: str = ""
+    #: tokens revealed at most over all uses (0: only ``max_uses`` calls bound it)
+    max_values: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +87,13 @@ class GrantsService:
     ) -> IssuedGrant:
         """A grant letting ``request.grantee`` reveal, for ``caller``'s purpose, only tokens of
         the named records (or of the conversation scope) and classes, up to ``max_uses`` calls
-        within ``ttl_seconds``, seeing what ``caller``'s role would see. Audited (one row per
-        record named, naming the grantee as ``on_behalf_of``).
+        (and ``max_values`` tokens, when given) within ``ttl_seconds``, seeing what ``caller``'s
+        role would see. Audited (one row per record named, naming the grantee as
+        ``on_behalf_of``).
 
         Raises:
-            PermissionDenied: the role may not issue grants or use the purpose (audited).
+            PermissionDenied: the role may not issue grants, use the purpose or lend a reveal
+                it does not hold, or the grantee is no principal of the tenant (audited).
             InvalidInput: a bad field (named), including a purpose missing or unknown.
             NotFound: a named record does not exist in the tenant.
         """
@@ -102,6 +114,13 @@ class GrantsService:
         )
         assert purpose is not None
         _check_request(request)
+        try:
+            _check_parties(policy, role, tenant, request.grantee)
+        except PermissionDenied as exc:
+            raise access.deny(
+                caller, role.name, Action.GRANT_ISSUE, exc, tenant=tenant, deadline=deadline
+            ) from None
+        self.core.tenants.require(caller, role, Action.GRANT_ISSUE, tenant, deadline=deadline)
         now = datetime.now(UTC)
         grant = _new_grant(caller, role, purpose, tenant, request, now)
         with self.core.audited_write(self._events(caller, role, grant), deadline=deadline) as conn:
@@ -110,6 +129,34 @@ class GrantsService:
                     raise NotFound("record not found")
             tokens_repo.insert_grant(conn, grant, now)
         return IssuedGrant(grant.id, grant.expires_at)
+
+    def revoke(self, caller: Caller, tenant: str, grant_id: str, *, deadline: Deadline) -> bool:
+        """End a grant now: its next use is refused (``grant_invalid``). Only its grantor may,
+        while its role may still issue grants in the tenant. Audited (``grant.revoke``, naming
+        the grantee as ``on_behalf_of``). Returns False when it was revoked already.
+
+        Raises:
+            PermissionDenied: the role may not issue grants, or the caller is not the grant's
+                grantor (``not_the_grantor``; also for a grant that does not exist): audited.
+            InvalidInput: ``grant`` is not a grant id.
+        """
+        check_tenant(tenant)
+        access = self.core.access
+        _, role = access.authorize(caller, Action.GRANT_ISSUE, tenant=tenant, deadline=deadline)
+        if not matches(GRANT_RE, grant_id):
+            raise InvalidInput("grant", "is not a grant id")
+        with self.core.db.begin(write=False) as conn:
+            grant = tokens_repo.get_grant(conn, tenant, grant_id)
+        if grant is None or grant.grantor != caller.principal.name:
+            refused = PermissionDenied("not a grant of this caller", reason=NOT_THE_GRANTOR)
+            raise access.deny(
+                caller, role.name, GRANT_REVOKE, refused, tenant=tenant, deadline=deadline
+            )
+        event = access.event(
+            caller, role.name, GRANT_REVOKE, tenant=tenant, on_behalf_of=grant.grantee
+        )
+        with self.core.audited_write([event], deadline=deadline) as conn:
+            return tokens_repo.revoke_grant(conn, tenant, grant_id, datetime.now(UTC))
 
     def authority(
         self, caller: Caller, tenant: str, grant_id: str, action: Action, *, deadline: Deadline
@@ -129,8 +176,12 @@ class GrantsService:
         except PermissionDenied as exc:
             raise access.deny(caller, "", action, exc, tenant=tenant, deadline=deadline) from None
         try:
+            if not policy.reaches(caller.principal.name, tenant):
+                raise PermissionDenied(
+                    "the principal may not reach this tenant", reason="tenant_not_allowed"
+                )
             grant = self._live_grant(caller, tenant, grant_id)
-            grantor_role, purpose = _grantor_authority(policy, grant)
+            grantor_role, purpose = _grantor_authority(policy, grant, action)
         except PermissionDenied as exc:
             raise access.deny(
                 caller, agent_role, action, exc, tenant=tenant, deadline=deadline
@@ -138,13 +189,14 @@ class GrantsService:
         return policy, grantor_role, purpose, grant
 
     @staticmethod
-    def use(conn: Connection, grant: Grant) -> None:
-        """Count one use of ``grant`` in the reveal's transaction.
+    def use(conn: Connection, grant: Grant, values: int) -> None:
+        """Count one use of ``grant``, revealing ``values`` tokens, in the reveal's transaction.
 
-        Raises: PermissionDenied (``grant_invalid``) when it was used up meanwhile.
+        Raises: PermissionDenied (``grant_invalid``) when it was used up or revoked meanwhile,
+            or has fewer values left.
         """
-        if not tokens_repo.use_grant(conn, grant.id):
-            raise PermissionDenied("grant used up", reason=GRANT_INVALID)
+        if not tokens_repo.use_grant(conn, grant.id, values):
+            raise PermissionDenied("grant used up or revoked", reason=GRANT_INVALID)
 
     def _live_grant(self, caller: Caller, tenant: str, grant_id: str) -> Grant:
         grant = None
@@ -155,6 +207,8 @@ class GrantsService:
             raise PermissionDenied("no such grant for this caller", reason=GRANT_INVALID)
         if expired(grant.expires_at, datetime.now(UTC)):
             raise PermissionDenied("grant expired", reason=GRANT_INVALID)
+        if grant.revoked:
+            raise PermissionDenied("grant revoked", reason=GRANT_INVALID)
         if grant.uses >= grant.max_uses:
             raise PermissionDenied("grant used up", reason=GRANT_INVALID)
         if caller.purpose and caller.purpose != grant.purpose:
@@ -185,16 +239,19 @@ def within(grant: Grant, row: tokens_repo.StoredToken) -> bool:
     return bool(grant.scope) and row.scope == grant.scope
 
 
-def _grantor_authority(policy: Policy, grant: Grant) -> tuple[Role, Purpose]:
+def _grantor_authority(policy: Policy, grant: Grant, action: Action) -> tuple[Role, Purpose]:
     """The grantor's role and the grant's purpose, while the policy still lets that role issue
-    this grant. Raises: PermissionDenied (``grant_invalid``)."""
+    this grant and hold ``action``, the reveal it lends. Raises: PermissionDenied
+    (``grant_invalid``)."""
     grantor_role = policy.roles.get(grant.grantor_role)
     purpose = policy.purpose(grant.purpose)
     if (
         grantor_role is None
         or purpose is None
         or policy.principals.get(grant.grantor) != grantor_role.name
+        or not policy.reaches(grant.grantor, grant.tenant)
         or Action.GRANT_ISSUE not in grantor_role.actions
+        or action not in grantor_role.actions
         or grant.purpose not in grantor_role.purposes
     ):
         raise PermissionDenied("the grantor may no longer issue this grant", reason=GRANT_INVALID)
@@ -223,6 +280,25 @@ def _check_request(request: GrantRequest) -> None:
         raise InvalidInput("ttl_seconds", f"must be 1..{MAX_GRANT_TTL}")
     if not 1 <= request.max_uses <= MAX_GRANT_USES:
         raise InvalidInput("max_uses", f"must be 1..{MAX_GRANT_USES}")
+    if not 0 <= request.max_values <= MAX_GRANT_VALUES:
+        raise InvalidInput("max_values", f"must be 0..{MAX_GRANT_VALUES} (0: no bound)")
+
+
+def _check_parties(policy: Policy, role: Role, tenant: str, grantee: str) -> None:
+    """The grantor lends only what it holds, to a principal of the policy in this tenant.
+
+    Raises: PermissionDenied (``action_not_allowed``, ``grantee_not_allowed``).
+    """
+    if not LENT_ACTIONS & role.actions:
+        raise PermissionDenied(
+            "a grant lends token.reveal or text.reveal, which this role does not hold",
+            reason="action_not_allowed",
+        )
+    if not policy.reaches(grantee, tenant):
+        raise PermissionDenied(
+            "the grantee is not a principal of the policy in this tenant",
+            reason=GRANTEE_NOT_ALLOWED,
+        )
 
 
 def _new_grant(
@@ -246,6 +322,7 @@ def _new_grant(
         expires_at=now + timedelta(seconds=request.ttl_seconds),
         max_uses=request.max_uses,
         uses=0,
+        max_values=request.max_values,
     )
 
 

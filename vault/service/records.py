@@ -86,6 +86,7 @@ class RecordsService:
             caller, Action.RECORD_WRITE, tenant=tenant, deadline=deadline
         )
         canonical = self._create_input(records, batch=batch)
+        self.core.tenants.require(caller, role, Action.RECORD_WRITE, tenant, deadline=deadline)
         for _attempt in range(2):
             try:
                 return self._create(caller, role.name, tenant, records, canonical, deadline)
@@ -302,7 +303,8 @@ class RecordsService:
     ) -> None:
         """Charge the plain values and append the read's audit row (in the reveal commit)."""
         tx.classes = sorted({s.field_class for s in revealed})
-        tx.charge(sum(1 for s in revealed if decisions[s.field_name].output is Output.PLAIN))
+        outputs = [decisions[s.field_name].output for s in revealed]
+        tx.charge(outputs.count(Output.PLAIN), outputs.count(Output.MASKED))
         tx.append(
             [
                 self.core.access.event(

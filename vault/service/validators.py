@@ -13,8 +13,8 @@ import uuid
 from typing import Final
 
 from vault.errors import InvalidInput
+from vault.policy import TENANT_RE
 
-TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 IDEMPOTENCY_RE: Final = re.compile(r"[\x21-\x7e]{1,128}")
 SCOPE_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 SOURCE_RE: Final = re.compile(r"[\x20-\x7e]{1,128}")

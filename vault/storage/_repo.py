@@ -24,6 +24,7 @@ from vault.storage.models import (
     Erasure,
     Record,
     RecordValue,
+    Tenant,
     TenantKey,
 )
 
@@ -34,6 +35,7 @@ _val = cast(Table, RecordValue.__table__)
 _bi = cast(Table, BlindIndexRow.__table__)
 _er = cast(Table, Erasure.__table__)
 _edk = cast(Table, ErasedDataKey.__table__)
+_ten = cast(Table, Tenant.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,24 @@ def get_record(conn: Connection, tenant: str, record_id: str) -> RecordRow | Non
         )
     ).first()
     return RecordRow(r.id, r.tenant, r.version) if r else None
+
+
+def tenant_exists(conn: Connection, tenant: str) -> bool:
+    return conn.execute(select(_ten.c.name).where(_ten.c.name == tenant)).first() is not None
+
+
+def create_tenant(conn: Connection, tenant: str, created_by: str, now: datetime) -> bool:
+    """Create ``tenant`` unless it exists; whether this call created it."""
+    if tenant_exists(conn, tenant):
+        return False
+    conn.execute(insert(_ten).values(name=tenant, created_at=now, created_by=created_by[:256]))
+    return True
+
+
+def tenant_names(conn: Connection) -> list[tuple[str, datetime, str]]:
+    """(name, created at, created by) of every tenant, by name."""
+    rows = conn.execute(select(_ten).order_by(_ten.c.name)).all()
+    return [(r.name, r.created_at, r.created_by) for r in rows]
 
 
 def is_erased(conn: Connection, tenant: str, record_id: str) -> bool:

@@ -349,6 +349,9 @@ class GrantRow:
     expires_at: datetime
     max_uses: int
     uses: int
+    max_values: int = 0  # 0: only max_uses bounds it
+    values_used: int = 0
+    revoked: bool = False
 
 
 def _split(text: str) -> frozenset[str]:
@@ -370,6 +373,8 @@ def insert_grant(conn: Connection, row: GrantRow, now: datetime) -> None:
             expires_at=row.expires_at,
             max_uses=row.max_uses,
             uses=0,
+            max_values=row.max_values,
+            values_used=0,
             created_at=now,
         )
     )
@@ -394,16 +399,36 @@ def get_grant(conn: Connection, tenant: str, grant_id: str) -> GrantRow | None:
         expires_at=r.expires_at,
         max_uses=r.max_uses,
         uses=r.uses,
+        max_values=r.max_values,
+        values_used=r.values_used,
+        revoked=r.revoked_at is not None,
     )
 
 
-def use_grant(conn: Connection, grant_id: str) -> bool:
-    """Count one use; False when none is left (the row is locked until the transaction ends,
-    so concurrent uses cannot exceed ``max_uses``)."""
+def use_grant(conn: Connection, grant_id: str, values: int) -> bool:
+    """Count one use revealing ``values`` tokens; False when no call or not enough values are
+    left, or the grant was revoked (the row is locked until the transaction ends, so
+    concurrent uses cannot exceed the bounds)."""
     result = conn.execute(
         update(grants)
-        .where(grants.c.id == grant_id, grants.c.uses < grants.c.max_uses)
-        .values(uses=grants.c.uses + 1)
+        .where(
+            grants.c.id == grant_id,
+            grants.c.revoked_at.is_(None),
+            grants.c.uses < grants.c.max_uses,
+            (grants.c.max_values == 0) | (grants.c.values_used + values <= grants.c.max_values),
+        )
+        .values(uses=grants.c.uses + 1, values_used=grants.c.values_used + values)
+        .execution_options(preserve_rowcount=True)
+    )
+    return result.rowcount == 1
+
+
+def revoke_grant(conn: Connection, tenant: str, grant_id: str, now: datetime) -> bool:
+    """Mark a grant revoked; False when it was revoked already (or does not exist)."""
+    result = conn.execute(
+        update(grants)
+        .where(grants.c.id == grant_id, grants.c.tenant == tenant, grants.c.revoked_at.is_(None))
+        .values(revoked_at=now)
         .execution_options(preserve_rowcount=True)
     )
     return result.rowcount == 1

@@ -36,6 +36,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class Tenant(Base):
+    """A tenant the vault serves: created by an operator (``cvault tenants create``) or by a
+    write of a role with ``tenant.create``; writes to any other tenant are refused."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(TENANT), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(256))
+
+
 class TenantKey(Base):
     """A tenant key (``kind='data'``) or index key (``kind='index'``) per (tenant, class, version),
     stored only as the key server's wrapped blob."""
@@ -175,6 +186,8 @@ class AuditEventRow(Base):
     mac: Mapped[bytes] = mapped_column(LargeBinary)
     #: the granting principal when the caller used a reveal grant, else empty
     on_behalf_of: Mapped[str] = mapped_column(String(256), server_default="")
+    #: the caller's network address (empty for operator commands and older rows)
+    peer: Mapped[str] = mapped_column(String(128), server_default="")
 
 
 class AuditChainHead(Base):

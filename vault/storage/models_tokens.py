@@ -61,7 +61,8 @@ class ErasedFingerprint(Base):
 class RevealGrant(Base):
     """A short-lived, purpose-bound permission for one principal (an agent) to reveal within
     named records or a conversation scope, for named field classes, a bounded number of
-    times, with the outputs its granting principal's role would get."""
+    times (calls, and optionally values), with the outputs its granting principal's role would
+    get, until it expires or is revoked."""
 
     __tablename__ = "reveal_grants"
 
@@ -78,3 +79,8 @@ class RevealGrant(Base):
     max_uses: Mapped[int] = mapped_column(Integer)
     uses: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: when RevokeGrant ended it (None: not revoked)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    #: tokens revealed at most over all uses (0: bounded by ``max_uses`` calls only)
+    max_values: Mapped[int] = mapped_column(Integer, server_default="0")
+    values_used: Mapped[int] = mapped_column(Integer, server_default="0")

@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vault.v1 import records_pb2 as vault_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15vault/v1/tokens.proto\x12\x08vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vault/v1/records.proto\"\xa4\x01\n\x0cTokenizeItem\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x02 \x01(\t\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.vault.v1.TokenKind\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\x12\x11\n\trecord_id\x18\x06 \x01(\t\x12\x16\n\x0ekeep_last_four\x18\x07 \x01(\x08\"H\n\x0fTokenizeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.vault.v1.TokenizeItem\"\"\n\x10TokenizeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"O\n\rRevealRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\r\n\x05grant\x18\x04 \x01(\t\"\xa6\x01\n\x11IssueGrantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x12\n\nrecord_ids\x18\x03 \x03(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x15\n\rfield_classes\x18\x05 \x03(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\r\x12\x10\n\x08max_uses\x18\x08 \x01(\r\"S\n\x12IssueGrantResponse\x12\r\n\x05grant\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\rRevealedToken\x12\r\n\x05token\x18\x01 \x01(\t\x12#\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x14.vault.v1.TokenError\x12 \n\x06output\x18\x03 \x01(\x0e\x32\x10.vault.v1.Output\x12\r\n\x05value\x18\x04 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\":\n\x0eRevealResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.vault.v1.RevealedToken\"Q\n\rStreamSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"|\n\x16StreamTokenizeResponse\x12+\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.vault.v1.TokenizeResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message\"x\n\x14StreamRevealResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.vault.v1.RevealResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message\"p\n\x13TokenizeTextRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_region\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\"J\n\x08TextSpan\x12\x13\n\x0b\x66ield_class\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\t\"?\n\x0cRedactedText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05spans\x18\x02 \x03(\x0b\x32\x12.vault.v1.TextSpan\"Z\n\x14TokenizeTextResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.vault.v1.RedactedText\x12\x19\n\x11uncovered_classes\x18\x02 \x03(\t\"Q\n\x11RevealTextRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\r\n\x05grant\x18\x04 \x01(\t\"\xa2\x01\n\tTextToken\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12#\n\x05\x65rror\x18\x04 \x01(\x0e\x32\x14.vault.v1.TokenError\x12 \n\x06output\x18\x05 \x01(\x0e\x32\x10.vault.v1.Output\x12\x13\n\x0b\x66ield_class\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\",\n\x0eMalformedToken\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"t\n\x12RevealTextResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12#\n\x06tokens\x18\x02 \x03(\x0b\x32\x13.vault.v1.TextToken\x12+\n\tmalformed\x18\x03 \x03(\x0b\x32\x18.vault.v1.MalformedToken*~\n\tTokenKind\x12\x1a\n\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TOKEN_KIND_RANDOM\x10\x01\x12\x1c\n\x18TOKEN_KIND_DETERMINISTIC\x10\x02\x12 \n\x1cTOKEN_KIND_FORMAT_PRESERVING\x10\x03*\x8b\x01\n\nTokenError\x12\x1b\n\x17TOKEN_ERROR_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_ERROR_UNKNOWN\x10\x01\x12\x17\n\x13TOKEN_ERROR_EXPIRED\x10\x02\x12\x16\n\x12TOKEN_ERROR_ERASED\x10\x03\x12\x16\n\x12TOKEN_ERROR_DENIED\x10\x04\x32\xdc\x04\n\x06Tokens\x12\x41\n\x08Tokenize\x12\x19.vault.v1.TokenizeRequest\x1a\x1a.vault.v1.TokenizeResponse\x12;\n\x06Reveal\x12\x17.vault.v1.RevealRequest\x1a\x18.vault.v1.RevealResponse\x12Q\n\x0eStreamTokenize\x12\x19.vault.v1.TokenizeRequest\x1a .vault.v1.StreamTokenizeResponse(\x01\x30\x01\x12K\n\x0cStreamReveal\x12\x17.vault.v1.RevealRequest\x1a\x1e.vault.v1.StreamRevealResponse(\x01\x30\x01\x12G\n\nIssueGrant\x12\x1b.vault.v1.IssueGrantRequest\x1a\x1c.vault.v1.IssueGrantResponse\x12M\n\x0cTokenizeText\x12\x1d.vault.v1.TokenizeTextRequest\x1a\x1e.vault.v1.TokenizeTextResponse\x12G\n\nRevealText\x12\x1b.vault.v1.RevealTextRequest\x1a\x1c.vault.v1.RevealTextResponse\x12Q\n\x10StreamRevealText\x12\x1b.vault.v1.RevealTextRequest\x1a\x1c.vault.v1.RevealTextResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15vault/v1/tokens.proto\x12\x08vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vault/v1/records.proto\"\xa4\x01\n\x0cTokenizeItem\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x02 \x01(\t\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.vault.v1.TokenKind\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\x12\x11\n\trecord_id\x18\x06 \x01(\t\x12\x16\n\x0ekeep_last_four\x18\x07 \x01(\x08\"H\n\x0fTokenizeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.vault.v1.TokenizeItem\"\"\n\x10TokenizeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"O\n\rRevealRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\r\n\x05grant\x18\x04 \x01(\t\"\xba\x01\n\x11IssueGrantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x12\n\nrecord_ids\x18\x03 \x03(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x15\n\rfield_classes\x18\x05 \x03(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\r\x12\x10\n\x08max_uses\x18\x08 \x01(\r\x12\x12\n\nmax_values\x18\t \x01(\r\"3\n\x12RevokeGrantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05grant\x18\x02 \x01(\t\"&\n\x13RevokeGrantResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\"S\n\x12IssueGrantResponse\x12\r\n\x05grant\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\rRevealedToken\x12\r\n\x05token\x18\x01 \x01(\t\x12#\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x14.vault.v1.TokenError\x12 \n\x06output\x18\x03 \x01(\x0e\x32\x10.vault.v1.Output\x12\r\n\x05value\x18\x04 \x01(\t\x12\x13\n\x0b\x66ield_class\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\":\n\x0eRevealResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.vault.v1.RevealedToken\"Q\n\rStreamSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"|\n\x16StreamTokenizeResponse\x12+\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.vault.v1.TokenizeResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message\"x\n\x14StreamRevealResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.vault.v1.RevealResponseH\x00\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x17.vault.v1.StreamSummaryH\x00\x42\t\n\x07message\"p\n\x13TokenizeTextRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_region\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\"J\n\x08TextSpan\x12\x13\n\x0b\x66ield_class\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\t\"?\n\x0cRedactedText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05spans\x18\x02 \x03(\x0b\x32\x12.vault.v1.TextSpan\"Z\n\x14TokenizeTextResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.vault.v1.RedactedText\x12\x19\n\x11uncovered_classes\x18\x02 \x03(\t\"Q\n\x11RevealTextRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\r\n\x05grant\x18\x04 \x01(\t\"\xa2\x01\n\tTextToken\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12#\n\x05\x65rror\x18\x04 \x01(\x0e\x32\x14.vault.v1.TokenError\x12 \n\x06output\x18\x05 \x01(\x0e\x32\x10.vault.v1.Output\x12\x13\n\x0b\x66ield_class\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\",\n\x0eMalformedToken\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"t\n\x12RevealTextResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12#\n\x06tokens\x18\x02 \x03(\x0b\x32\x13.vault.v1.TextToken\x12+\n\tmalformed\x18\x03 \x03(\x0b\x32\x18.vault.v1.MalformedToken*~\n\tTokenKind\x12\x1a\n\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TOKEN_KIND_RANDOM\x10\x01\x12\x1c\n\x18TOKEN_KIND_DETERMINISTIC\x10\x02\x12 \n\x1cTOKEN_KIND_FORMAT_PRESERVING\x10\x03*\x8b\x01\n\nTokenError\x12\x1b\n\x17TOKEN_ERROR_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_ERROR_UNKNOWN\x10\x01\x12\x17\n\x13TOKEN_ERROR_EXPIRED\x10\x02\x12\x16\n\x12TOKEN_ERROR_ERASED\x10\x03\x12\x16\n\x12TOKEN_ERROR_DENIED\x10\x04\x32\xa8\x05\n\x06Tokens\x12\x41\n\x08Tokenize\x12\x19.vault.v1.TokenizeRequest\x1a\x1a.vault.v1.TokenizeResponse\x12;\n\x06Reveal\x12\x17.vault.v1.RevealRequest\x1a\x18.vault.v1.RevealResponse\x12Q\n\x0eStreamTokenize\x12\x19.vault.v1.TokenizeRequest\x1a .vault.v1.StreamTokenizeResponse(\x01\x30\x01\x12K\n\x0cStreamReveal\x12\x17.vault.v1.RevealRequest\x1a\x1e.vault.v1.StreamRevealResponse(\x01\x30\x01\x12G\n\nIssueGrant\x12\x1b.vault.v1.IssueGrantRequest\x1a\x1c.vault.v1.IssueGrantResponse\x12J\n\x0bRevokeGrant\x12\x1c.vault.v1.RevokeGrantRequest\x1a\x1d.vault.v1.RevokeGrantResponse\x12M\n\x0cTokenizeText\x12\x1d.vault.v1.TokenizeTextRequest\x1a\x1e.vault.v1.TokenizeTextResponse\x12G\n\nRevealText\x12\x1b.vault.v1.RevealTextRequest\x1a\x1c.vault.v1.RevealTextResponse\x12Q\n\x10StreamRevealText\x12\x1b.vault.v1.RevealTextRequest\x1a\x1c.vault.v1.RevealTextResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vault.v1.tokens_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKENKIND']._serialized_start=2010
-  _globals['_TOKENKIND']._serialized_end=2136
-  _globals['_TOKENERROR']._serialized_start=2139
-  _globals['_TOKENERROR']._serialized_end=2278
+  _globals['_TOKENKIND']._serialized_start=2123
+  _globals['_TOKENKIND']._serialized_end=2249
+  _globals['_TOKENERROR']._serialized_start=2252
+  _globals['_TOKENERROR']._serialized_end=2391
   _globals['_TOKENIZEITEM']._serialized_start=93
   _globals['_TOKENIZEITEM']._serialized_end=257
   _globals['_TOKENIZEREQUEST']._serialized_start=259
@@ -46,35 +46,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVEALREQUEST']._serialized_start=369
   _globals['_REVEALREQUEST']._serialized_end=448
   _globals['_ISSUEGRANTREQUEST']._serialized_start=451
-  _globals['_ISSUEGRANTREQUEST']._serialized_end=617
-  _globals['_ISSUEGRANTRESPONSE']._serialized_start=619
-  _globals['_ISSUEGRANTRESPONSE']._serialized_end=702
-  _globals['_REVEALEDTOKEN']._serialized_start=705
-  _globals['_REVEALEDTOKEN']._serialized_end=858
-  _globals['_REVEALRESPONSE']._serialized_start=860
-  _globals['_REVEALRESPONSE']._serialized_end=918
-  _globals['_STREAMSUMMARY']._serialized_start=920
-  _globals['_STREAMSUMMARY']._serialized_end=1001
-  _globals['_STREAMTOKENIZERESPONSE']._serialized_start=1003
-  _globals['_STREAMTOKENIZERESPONSE']._serialized_end=1127
-  _globals['_STREAMREVEALRESPONSE']._serialized_start=1129
-  _globals['_STREAMREVEALRESPONSE']._serialized_end=1249
-  _globals['_TOKENIZETEXTREQUEST']._serialized_start=1251
-  _globals['_TOKENIZETEXTREQUEST']._serialized_end=1363
-  _globals['_TEXTSPAN']._serialized_start=1365
-  _globals['_TEXTSPAN']._serialized_end=1439
-  _globals['_REDACTEDTEXT']._serialized_start=1441
-  _globals['_REDACTEDTEXT']._serialized_end=1504
-  _globals['_TOKENIZETEXTRESPONSE']._serialized_start=1506
-  _globals['_TOKENIZETEXTRESPONSE']._serialized_end=1596
-  _globals['_REVEALTEXTREQUEST']._serialized_start=1598
-  _globals['_REVEALTEXTREQUEST']._serialized_end=1679
-  _globals['_TEXTTOKEN']._serialized_start=1682
-  _globals['_TEXTTOKEN']._serialized_end=1844
-  _globals['_MALFORMEDTOKEN']._serialized_start=1846
-  _globals['_MALFORMEDTOKEN']._serialized_end=1890
-  _globals['_REVEALTEXTRESPONSE']._serialized_start=1892
-  _globals['_REVEALTEXTRESPONSE']._serialized_end=2008
-  _globals['_TOKENS']._serialized_start=2281
-  _globals['_TOKENS']._serialized_end=2885
+  _globals['_ISSUEGRANTREQUEST']._serialized_end=637
+  _globals['_REVOKEGRANTREQUEST']._serialized_start=639
+  _globals['_REVOKEGRANTREQUEST']._serialized_end=690
+  _globals['_REVOKEGRANTRESPONSE']._serialized_start=692
+  _globals['_REVOKEGRANTRESPONSE']._serialized_end=730
+  _globals['_ISSUEGRANTRESPONSE']._serialized_start=732
+  _globals['_ISSUEGRANTRESPONSE']._serialized_end=815
+  _globals['_REVEALEDTOKEN']._serialized_start=818
+  _globals['_REVEALEDTOKEN']._serialized_end=971
+  _globals['_REVEALRESPONSE']._serialized_start=973
+  _globals['_REVEALRESPONSE']._serialized_end=1031
+  _globals['_STREAMSUMMARY']._serialized_start=1033
+  _globals['_STREAMSUMMARY']._serialized_end=1114
+  _globals['_STREAMTOKENIZERESPONSE']._serialized_start=1116
+  _globals['_STREAMTOKENIZERESPONSE']._serialized_end=1240
+  _globals['_STREAMREVEALRESPONSE']._serialized_start=1242
+  _globals['_STREAMREVEALRESPONSE']._serialized_end=1362
+  _globals['_TOKENIZETEXTREQUEST']._serialized_start=1364
+  _globals['_TOKENIZETEXTREQUEST']._serialized_end=1476
+  _globals['_TEXTSPAN']._serialized_start=1478
+  _globals['_TEXTSPAN']._serialized_end=1552
+  _globals['_REDACTEDTEXT']._serialized_start=1554
+  _globals['_REDACTEDTEXT']._serialized_end=1617
+  _globals['_TOKENIZETEXTRESPONSE']._serialized_start=1619
+  _globals['_TOKENIZETEXTRESPONSE']._serialized_end=1709
+  _globals['_REVEALTEXTREQUEST']._serialized_start=1711
+  _globals['_REVEALTEXTREQUEST']._serialized_end=1792
+  _globals['_TEXTTOKEN']._serialized_start=1795
+  _globals['_TEXTTOKEN']._serialized_end=1957
+  _globals['_MALFORMEDTOKEN']._serialized_start=1959
+  _globals['_MALFORMEDTOKEN']._serialized_end=2003
+  _globals['_REVEALTEXTRESPONSE']._serialized_start=2005
+  _globals['_REVEALTEXTRESPONSE']._serialized_end=2121
+  _globals['_TOKENS']._serialized_start=2394
+  _globals['_TOKENS']._serialized_end=3074
 # @@protoc_insertion_point(module_scope)

@@ -231,6 +231,7 @@ class IssueGrantRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_USES_FIELD_NUMBER: _builtins.int
+    MAX_VALUES_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     grantee: _builtins.str
     """The principal allowed to use the grant (e.g. "apikey:dev-ai-pipeline" or a SPIFFE id)."""
@@ -238,8 +239,14 @@ class IssueGrantRequest(_message.Message):
     purpose: _builtins.str
     """The grant's purpose: the caller's, which the caller's role must allow."""
     ttl_seconds: _builtins.int
-    """1..86400 seconds; 1..10000 uses (one per Reveal or RevealText call)."""
+    """1..86400 seconds; 1..10000 uses: `max_uses` counts CALLS (one per Reveal or RevealText
+    call, whatever it reveals).
+    """
     max_uses: _builtins.int
+    max_values: _builtins.int
+    """Optional bound on VALUES: the tokens revealed over all uses (0..1000000; 0: none besides
+    `max_uses`). A call that would pass it is refused whole (`grant_invalid`).
+    """
     @_builtins.property
     def record_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Exactly one of: the records whose tokens it may reveal, or a conversation scope."""
@@ -257,14 +264,57 @@ class IssueGrantRequest(_message.Message):
         purpose: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
         max_uses: _builtins.int = ...,
+        max_values: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_classes", b"field_classes", "grantee", b"grantee", "max_uses", b"max_uses", "purpose", b"purpose", "record_ids", b"record_ids", "scope", b"scope", "tenant", b"tenant", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_classes", b"field_classes", "grantee", b"grantee", "max_uses", b"max_uses", "max_values", b"max_values", "purpose", b"purpose", "record_ids", b"record_ids", "scope", b"scope", "tenant", b"tenant", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueGrantRequest: _TypeAlias = IssueGrantRequest  # noqa: Y015
+
+@_typing.final
+class RevokeGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    grant: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        grant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeGrantRequest: _TypeAlias = RevokeGrantRequest  # noqa: Y015
+
+@_typing.final
+class RevokeGrantResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_FIELD_NUMBER: _builtins.int
+    revoked: _builtins.bool
+    """false: it was revoked already"""
+    def __init__(
+        self,
+        *,
+        revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeGrantResponse: _TypeAlias = RevokeGrantResponse  # noqa: Y015
 
 @_typing.final
 class IssueGrantResponse(_message.Message):

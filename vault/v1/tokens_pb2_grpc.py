@@ -59,6 +59,11 @@ class TokensStub:
                 request_serializer=vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.SerializeToString,
                 response_deserializer=vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.FromString,
                 _registered_method=True)
+        self.RevokeGrant = channel.unary_unary(
+                '/vault.v1.Tokens/RevokeGrant',
+                request_serializer=vault_dot_v1_dot_tokens__pb2.RevokeGrantRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_tokens__pb2.RevokeGrantResponse.FromString,
+                _registered_method=True)
         self.TokenizeText = channel.unary_unary(
                 '/vault.v1.Tokens/TokenizeText',
                 request_serializer=vault_dot_v1_dot_tokens__pb2.TokenizeTextRequest.SerializeToString,
@@ -110,7 +115,17 @@ class TokensServicer:
     def IssueGrant(self, request, context):
         """Let one principal (an agent) reveal, for the caller's purpose, only within named records
         or a conversation scope and named field classes, a bounded number of times, for a short
-        while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+        while, seeing what the caller's role would see. Needs `grant.issue`, a role that holds
+        `token.reveal` or `text.reveal` (what a grant lends), and a grantee that is a principal of
+        the policy in this tenant. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeGrant(self, request, context):
+        """End a grant now: its next use is refused (`grant_invalid`). Only its grantor may (needs
+        `grant.issue`). Audited as `grant.revoke`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +185,11 @@ def add_TokensServicer_to_server(servicer, server):
                     servicer.IssueGrant,
                     request_deserializer=vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.FromString,
                     response_serializer=vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.SerializeToString,
+            ),
+            'RevokeGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeGrant,
+                    request_deserializer=vault_dot_v1_dot_tokens__pb2.RevokeGrantRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_tokens__pb2.RevokeGrantResponse.SerializeToString,
             ),
             'TokenizeText': grpc.unary_unary_rpc_method_handler(
                     servicer.TokenizeText,
@@ -322,6 +342,33 @@ class Tokens:
             '/vault.v1.Tokens/IssueGrant',
             vault_dot_v1_dot_tokens__pb2.IssueGrantRequest.SerializeToString,
             vault_dot_v1_dot_tokens__pb2.IssueGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.Tokens/RevokeGrant',
+            vault_dot_v1_dot_tokens__pb2.RevokeGrantRequest.SerializeToString,
+            vault_dot_v1_dot_tokens__pb2.RevokeGrantResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,7 +47,13 @@ class TokensStub:
     IssueGrant: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.IssueGrantRequest, _tokens_pb2.IssueGrantResponse]
     """Let one principal (an agent) reveal, for the caller's purpose, only within named records
     or a conversation scope and named field classes, a bounded number of times, for a short
-    while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+    while, seeing what the caller's role would see. Needs `grant.issue`, a role that holds
+    `token.reveal` or `text.reveal` (what a grant lends), and a grantee that is a principal of
+    the policy in this tenant. Audited.
+    """
+    RevokeGrant: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.RevokeGrantRequest, _tokens_pb2.RevokeGrantResponse]
+    """End a grant now: its next use is refused (`grant_invalid`). Only its grantor may (needs
+    `grant.issue`). Audited as `grant.revoke`.
     """
     TokenizeText: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.TokenizeTextRequest, _tokens_pb2.TokenizeTextResponse]
     """Replace the PII spans of free texts (emails, phones, cards, IBANs, national ids, IPs; names
@@ -79,7 +85,13 @@ class TokensAsyncStub(TokensStub):
     IssueGrant: _aio.UnaryUnaryMultiCallable[_tokens_pb2.IssueGrantRequest, _tokens_pb2.IssueGrantResponse]  # type: ignore[assignment]
     """Let one principal (an agent) reveal, for the caller's purpose, only within named records
     or a conversation scope and named field classes, a bounded number of times, for a short
-    while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+    while, seeing what the caller's role would see. Needs `grant.issue`, a role that holds
+    `token.reveal` or `text.reveal` (what a grant lends), and a grantee that is a principal of
+    the policy in this tenant. Audited.
+    """
+    RevokeGrant: _aio.UnaryUnaryMultiCallable[_tokens_pb2.RevokeGrantRequest, _tokens_pb2.RevokeGrantResponse]  # type: ignore[assignment]
+    """End a grant now: its next use is refused (`grant_invalid`). Only its grantor may (needs
+    `grant.issue`). Audited as `grant.revoke`.
     """
     TokenizeText: _aio.UnaryUnaryMultiCallable[_tokens_pb2.TokenizeTextRequest, _tokens_pb2.TokenizeTextResponse]  # type: ignore[assignment]
     """Replace the PII spans of free texts (emails, phones, cards, IBANs, national ids, IPs; names
@@ -138,7 +150,19 @@ class TokensServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tokens_pb2.IssueGrantResponse, _abc.Awaitable[_tokens_pb2.IssueGrantResponse]]:
         """Let one principal (an agent) reveal, for the caller's purpose, only within named records
         or a conversation scope and named field classes, a bounded number of times, for a short
-        while, seeing what the caller's role would see. Needs `grant.issue`. Audited.
+        while, seeing what the caller's role would see. Needs `grant.issue`, a role that holds
+        `token.reveal` or `text.reveal` (what a grant lends), and a grantee that is a principal of
+        the policy in this tenant. Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeGrant(
+        self,
+        request: _tokens_pb2.RevokeGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.RevokeGrantResponse, _abc.Awaitable[_tokens_pb2.RevokeGrantResponse]]:
+        """End a grant now: its next use is refused (`grant_invalid`). Only its grantor may (needs
+        `grant.issue`). Audited as `grant.revoke`.
         """
 
     @_abc_1.abstractmethod

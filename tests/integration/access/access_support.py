@@ -83,7 +83,7 @@ def policy_text(
     extra role definitions (YAML text indented like the other roles) appended."""
     content = TEST_POLICY.read_text(encoding="utf-8")
     if principals:
-        extra = "".join(f'  "{p}": {r}\n' for p, r in principals.items())
+        extra = "".join(f'  "{p}": {{role: {r}, tenants: ["*"]}}\n' for p, r in principals.items())
         content = content.replace("principals:\n", "principals:\n" + extra, 1)
     if roles:
         content = content.rstrip("\n") + "\n\n" + roles.rstrip("\n") + "\n"

@@ -207,6 +207,7 @@ RPCS: Final = (
         streams=True,
     ),
     Rpc("IssueGrant", "Tokens", Action.GRANT_ISSUE, PurposeRule.REQUIRED),
+    Rpc("RevokeGrant", "Tokens", Action.GRANT_ISSUE, PurposeRule.NONE),
     Rpc("TokenizeText", "Tokens", Action.TOKEN_CREATE, PurposeRule.NONE, text=True),
     Rpc(
         "RevealText",
@@ -469,6 +470,15 @@ class Expect:
             1 for t in self.tokens.values() if t.output is Output.PLAIN
         )
 
+    @property
+    def masked_values(self) -> int:
+        """Masked values the call takes from the role's masked limit."""
+        if self.refusal is not None:
+            return 0
+        return sum(1 for s in self.outputs.values() if s.output is Output.MASKED) + sum(
+            1 for t in self.tokens.values() if t.output is Output.MASKED
+        )
+
     def __str__(self) -> str:
         if self.refusal is not None:
             return str(self.refusal)
@@ -684,6 +694,10 @@ def expect(role: Role, rpc: Rpc, pc: PurposeCase, target: str) -> Expect:
     if rpc.name == "IssueGrant":
         refusal = GRANT_TARGETS.get(target)
         return Expect(refusal) if refusal is not None else Expect()
+    if rpc.name == "RevokeGrant":  # the matrix revokes a grant that is not the caller's
+        return Expect(
+            Refusal(errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "not_the_grantor")
+        )
     if rpc.name == "TokenizeText":
         scope = UNOWNED_SCOPE if target == TEXT_NOT_OWNED else owned_scope(role.name, "t")
         return Expect(scope_refusal(role, TEXT_VALUES, scope))
@@ -814,6 +828,16 @@ def on_tokens_server(case: Case) -> bool:
     a minute and a day of its own (see :func:`fresh_window_clock`): each reveal call stays
     under the role's limits by itself (:func:`reveal_batches`), whatever the others took."""
     return case.rpc.service == "Tokens"
+
+
+def masked_budget(cases: Iterable[Case]) -> dict[str, int]:
+    """Masked values each role gets in one run of the cases (per database), on the server
+    with the real clock (the Tokens cases have windows of their own per call)."""
+    calls = {c.call_key: c for c in cases if not on_tokens_server(c)}
+    budget = dict.fromkeys(POLICY.roles, 0)
+    for case in calls.values():
+        budget[case.role] += case.expect.masked_values
+    return budget
 
 
 def plaintext_budget(cases: Iterable[Case]) -> dict[str, int]:

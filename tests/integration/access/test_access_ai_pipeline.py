@@ -742,13 +742,15 @@ def reveal_probes(w: World, method: MethodDescriptor) -> list[Probe]:
                 assert got == w.token_error(x.token), f"{x.token}: {got} ({x.reason})"
                 assert not x.value
 
+        # a grant lends only what its grantor holds: Reveal needs token.reveal in its role
+        lends = Action.TOKEN_REVEAL in POLICY.roles[grantors()[0]].actions
         for purpose in ("", w.grant_purpose):
             probes.append(
                 Probe(
                     f"grant:covers-nothing/purpose:{purpose or 'none'}",
                     requests(purpose, grant),
-                    OK,
-                    none_revealed,
+                    OK if lends else invalid,
+                    none_revealed if lends else lambda rs: None,
                 )
             )
     return probes
@@ -858,6 +860,14 @@ def issue_grant_probes(w: World) -> list[Probe]:
     ]
 
 
+def revoke_grant_probes(w: World) -> list[Probe]:
+    """RevokeGrant of a grant another role issued to ai-pipeline: it holds no grant.issue."""
+    grant = w.grants.get("covers-nothing", w.grants["made-up"])
+    request = tokens_pb2.RevokeGrantRequest(tenant=w.tenant, grant=grant)
+    refusal = expect(AI, RPC_BY_KEY["RevokeGrant"], NO_PURPOSE_FIELD, "record").refusal
+    return [Probe("its-own-grant", [request], Want.of(refusal), lambda rs: None)]
+
+
 def records_probes(w: World, name: str) -> list[Probe]:
     """The Records and Audit RPCs that take a record and no token: valid requests."""
     fields = dict(SAMPLE)
@@ -955,6 +965,7 @@ PROBES: Final[dict[str, Callable[[World, MethodDescriptor], list[Probe]]]] = {
     "vault.v1.Tokens.Reveal": reveal_probes,
     "vault.v1.Tokens.StreamReveal": reveal_probes,
     "vault.v1.Tokens.IssueGrant": lambda w, m: issue_grant_probes(w),
+    "vault.v1.Tokens.RevokeGrant": lambda w, m: revoke_grant_probes(w),
     "vault.v1.Tokens.TokenizeText": lambda w, m: tokenize_text_probes(w),
     "vault.v1.Tokens.RevealText": reveal_text_probes,
     "vault.v1.Tokens.StreamRevealText": reveal_text_probes,

@@ -39,12 +39,12 @@ purposes:
   testing:
     description: the limits test
 principals:
-  "apikey:limit-writer": writer
-  "apikey:limit-seq": limited
-  "apikey:limit-par": limited
+  "apikey:limit-writer": {{role: writer, tenants: ["*"]}}
+  "apikey:limit-seq": {{role: limited, tenants: ["*"]}}
+  "apikey:limit-par": {{role: limited, tenants: ["*"]}}
 roles:
   writer:
-    actions: [record.write]
+    actions: [record.write, tenant.create]
     fields:
       "*": omit
   limited:

@@ -34,7 +34,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ import pytest
 from nacl.public import PrivateKey, SealedBox
 from sqlalchemy import text
 
+from tests.integration.access.access_support import audit_rows
 from tests.integration.access.matrix_support import (
     ALL,
     BAD_ITEM,
@@ -58,6 +59,7 @@ from tests.integration.access.matrix_support import (
     ISSUED_LINKS,
     NO_FPE_CLASS,
     POLICY,
+    RECORD,
     REVEALING,
     RPC_BY_KEY,
     RPCS,
@@ -95,6 +97,7 @@ from tests.integration.access.matrix_support import (
     kinds_of,
     leaks,
     malformed_token,
+    masked_budget,
     on_tokens_server,
     other_roles_scope,
     owned_scope,
@@ -115,6 +118,7 @@ from tests.integration.access.matrix_support import (
 )
 from tests.support import (
     ADMIN_KEY,
+    OTHER_TENANT_KEY_ID,
     SAMPLE,
     SAMPLE_POLICY,
     TEST_POLICY,
@@ -122,6 +126,7 @@ from tests.support import (
     TOKENS_KEY,
     api_key_of,
     authenticator,
+    create_tenants,
     make_service,
     make_wrapper,
     sample_record,
@@ -182,11 +187,12 @@ def matrix(request: pytest.FixtureRequest, openbao: OpenBaoDevServer) -> Iterato
     )
     clients = {
         role: RecordingClient(server.address, api_key=api_key_of(role), timeout=30)
-        for role in POLICY.roles
+        for role in (*POLICY.roles, OTHER_TENANT)
     }
     try:
         writer = clients[WRITER]
-        tenant = f"mx-{uuid.uuid4().hex[:12]}"
+        tenant, scratch = f"mx-{uuid.uuid4().hex[:12]}", f"mxs-{uuid.uuid4().hex[:12]}"
+        create_tenants(db, tenant, scratch)
         plain = writer.create_record(tenant, SAMPLE)
         consented = writer.create_record(tenant, SAMPLE)
         writer.update_consent(
@@ -197,7 +203,7 @@ def matrix(request: pytest.FixtureRequest, openbao: OpenBaoDevServer) -> Iterato
             server=server,
             clients=clients,
             tenant=tenant,
-            scratch_tenant=f"mxs-{uuid.uuid4().hex[:12]}",
+            scratch_tenant=scratch,
             plain=plain,
             consented=consented,
         )
@@ -208,6 +214,9 @@ def matrix(request: pytest.FixtureRequest, openbao: OpenBaoDevServer) -> Iterato
         db.dispose()
 
 
+#: the clients' key of the sample policy's principal of another tenant (backend-service's role,
+#: tenant "other" only: api_key_of("other-backend-service") is its key)
+OTHER_TENANT = OTHER_TENANT_KEY_ID.removeprefix("dev-")
 #: Whom the matrix's IssueGrant calls name: a principal of the policy (grants are not used here).
 GRANTEE = min(p for p in POLICY.principals if p.startswith("apikey:"))
 #: Roles whose events may appear in a record's history: the sample's and the test policy's
@@ -330,7 +339,7 @@ def tokens_world(matrix: Matrix, openbao: OpenBaoDevServer) -> Iterator[TokenWor
     )
     clients = {
         role: RecordingClient(tokens_server.address, api_key=api_key_of(role), timeout=30)
-        for role in POLICY.roles
+        for role in (*POLICY.roles, OTHER_TENANT)
     }
     try:
         issued = issue_tokens(matrix, admin)
@@ -388,6 +397,9 @@ def needs_world(case: Case) -> bool:
 
 
 def perform(m: Matrix, case: Case, w: TokenWorld | None = None) -> Run:
+    if case.rpc.name == "RevokeGrant":  # a grant that is not the caller's (or does not exist)
+        client = m.clients[case.role]
+        return Run(call(client, lambda: client.revoke_grant(m.tenant, "grt_" + "A" * 22)))
     if on_tokens_server(case):
         assert w is not None
         if case.rpc.tokenizes:
@@ -1076,6 +1088,42 @@ def test_access_matrix(matrix: Matrix, case: Case, request: pytest.FixtureReques
     verify(matrix, case, perform(matrix, case, w), w)
 
 
+def other_tenant_cases() -> list[Case]:
+    """One case per RPC (and variant): a role other than the writer's (whose client the
+    cases' setup uses), well-formed input."""
+    out: dict[str, Case] = {}
+    for c in CASES:
+        if c.role != WRITER and not c.target.startswith(("bad:", "link:")):
+            out.setdefault(c.rpc.key, c)
+    return list(out.values())
+
+
+@pytest.mark.parametrize("case", other_tenant_cases(), ids=lambda c: c.rpc.key)
+def test_a_principal_of_another_tenant_is_refused_every_rpc(
+    matrix: Matrix, case: Case, request: pytest.FixtureRequest
+) -> None:
+    """The tenant dimension (issue 11): the sample's ``dev-other-backend-service`` reaches
+    tenant "other" only; each RPC it sends to the matrix's tenants is PERMISSION_DENIED
+    (``tenant_not_allowed``), audited, whatever the action. Before, a principal of tenant B
+    read tenant A's customers by naming A."""
+    w = world_for(request, [case])
+    m = replace(
+        matrix, clients={**matrix.clients, case.role: matrix.clients[OTHER_TENANT]}, exports={}
+    )
+    if w is not None:
+        w = replace(w, clients={**w.clients, case.role: w.clients[OTHER_TENANT]}, runs={})
+    run = perform(m, case, w)
+    for outcome in run.all_outcomes:
+        assert outcome.status == grpc.StatusCode.PERMISSION_DENIED, case.id
+        assert outcome.error is not None
+        assert outcome.error.reason == "tenant_not_allowed"
+    refused = audit_rows(
+        matrix.db, principal=f"apikey:{OTHER_TENANT_KEY_ID}", reason="tenant_not_allowed"
+    )
+    assert refused
+    assert all(r["outcome"] == "denied" for r in refused)
+
+
 # --- reveals and records agree ----------------------------------------------------------------
 
 
@@ -1167,6 +1215,14 @@ def test_matrix_stays_under_the_plaintext_limits() -> None:
     for role, used in plaintext_budget(CASES).items():
         limit = POLICY.roles[role].limits.plain_per_minute
         assert limit is None or used <= limit, f"{role}: {used} plaintext values > {limit}/min"
+
+
+def test_matrix_stays_under_the_masked_limits() -> None:
+    """The same for masked values, which count against limits of their own (issue 11)."""
+    for role, used in masked_budget(CASES).items():
+        limit = POLICY.roles[role].limits.masked_per_minute
+        assert limit is None or used <= limit, f"{role}: {used} masked values > {limit}/min"
+    assert any(masked_budget(CASES).values())
 
 
 def limit_plan(role_name: str) -> tuple[str, int] | None:
@@ -1315,6 +1371,8 @@ def test_matrix_covers_every_role_rpc_and_class() -> None:
                 assert set(SCOPE_TARGETS) <= {c.target for c in cases}
             elif rpc.name == "TokenizeText":
                 assert {c.target for c in cases} == {TEXT, TEXT_NOT_OWNED}
+            elif rpc.name == "RevokeGrant":
+                assert {c.target for c in cases} == {RECORD}
             elif not rpc.reveals:
                 if rpc.action in POLICY.roles[role].actions:
                     assert set(GRANT_TARGETS) <= {c.target for c in cases}, (role, rpc.key)

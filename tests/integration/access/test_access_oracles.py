@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.access.matrix_support import start_policy_server
-from tests.support import SAMPLE, SAMPLE_POLICY, api_key_of
+from tests.support import SAMPLE, SAMPLE_POLICY, api_key_of, create_tenants
 from vault import errors
 from vault.api import RunningServer
 from vault.client import TokenItem, VaultClient
@@ -68,8 +68,10 @@ def _serve(
 ) -> Iterator[Served]:
     db = Database(db_url)
     server = start_policy_server(db, openbao, policy, clock=clock)
+    tenant = f"orc-{uuid.uuid4().hex[:12]}"
+    create_tenants(db, tenant)
     try:
-        yield Served(db, server, f"orc-{uuid.uuid4().hex[:12]}")
+        yield Served(db, server, tenant)
     finally:
         server.stop(grace=0)
         db.dispose()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.access.matrix_support import start_policy_server
-from tests.support import API_KEYS, SAMPLE_POLICY
+from tests.support import API_KEYS, SAMPLE_POLICY, create_tenants
 from vault.api import RunningServer
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.storage import Database
@@ -23,11 +23,12 @@ ROLES = ("backend-service", "support-agent", "ai-pipeline", "fraud-analyst", "dp
 
 
 @pytest.fixture
-def dev_server(db_url: str, openbao: OpenBaoDevServer) -> Iterator[RunningServer]:
+def dev_server(db_url: str, openbao: OpenBaoDevServer, tenant: str) -> Iterator[RunningServer]:
     """A server under the sample policy, as ``cvault dev`` runs (the examples use its roles;
     under the test policy, test-admin's scopes overlap ai-pipeline's chat scopes)."""
     db = Database(db_url)
     server = start_policy_server(db, openbao, SAMPLE_POLICY)
+    create_tenants(db, tenant)  # as `cvault dev` creates "demo"
     yield server
     server.stop(grace=0)
     db.dispose()
@@ -66,4 +67,4 @@ def test_support_chat_example(dev_server: RunningServer, tenant: str, tmp_path: 
     assert "4111 1111 1111 1111" not in out
     assert ": unknown unknown_token" in agent_sees
     assert "not a token (altered by the model?)" in agent_sees
-    assert "gets the email masked: a•••@example.com" in out
+    assert "gets the email masked: send_receipt(to=a•••@example.com)" in out

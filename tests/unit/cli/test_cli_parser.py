@@ -14,6 +14,7 @@ COMMANDS = [
     "dev",
     "serve",
     "db",
+    "tenants",
     "keys",
     "audit",
     "tokens",

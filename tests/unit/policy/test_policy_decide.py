@@ -155,10 +155,12 @@ def test_unknown_principal_is_denied_everything(policy: Policy, principal: Princ
     assert info.value.reason == "unknown_principal"
     for action in Action:
         with pytest.raises(PermissionDenied) as info:
-            policy.check_action(principal, action)
+            policy.check_action(principal, action, tenant="demo")
         assert info.value.reason == "unknown_principal"
     with pytest.raises(PermissionDenied) as info:
-        policy.decide(principal, Action.RECORD_READ, None, FIELDS, purpose_required=False)
+        policy.decide(
+            principal, Action.RECORD_READ, None, FIELDS, purpose_required=False, tenant="demo"
+        )
     assert info.value.reason == "unknown_principal"
 
 
@@ -173,10 +175,10 @@ def test_both_principal_forms_map_to_the_role(
 @pytest.mark.parametrize(("role", "action"), list(itertools.product(sorted(ACTIONS), list(Action))))
 def test_action_matrix(policy: Policy, role: str, action: Action) -> None:
     if action in ACTIONS[role]:
-        assert policy.check_action(mtls(role), action).name == role
+        assert policy.check_action(mtls(role), action, tenant="demo").name == role
     else:
         with pytest.raises(PermissionDenied) as info:
-            policy.check_action(mtls(role), action)
+            policy.check_action(mtls(role), action, tenant="demo")
         assert info.value.reason == "action_not_allowed"
         assert role in info.value.message
 
@@ -291,7 +293,7 @@ def test_ai_pipeline_never_gets_plaintext(policy: Policy, purpose: str | None) -
     assert {d.output for d in got.values()} <= {T, X}
     for action in (Action.TOKEN_REVEAL, Action.EXPORT):
         with pytest.raises(PermissionDenied):
-            policy.check_action(mtls("ai-pipeline"), action)
+            policy.check_action(mtls("ai-pipeline"), action, tenant="demo")
 
 
 def test_ai_pipeline_is_refused_every_other_purpose(policy: Policy) -> None:
@@ -305,19 +307,28 @@ def test_ai_pipeline_is_refused_every_other_purpose(policy: Policy) -> None:
 
 
 def test_decide_reports_consent_bound_purposes(policy: Policy) -> None:
-    decision = policy.decide(mtls("backend-service"), Action.RECORD_READ, "marketing", FIELDS)
+    decision = policy.decide(
+        mtls("backend-service"), Action.RECORD_READ, "marketing", FIELDS, tenant="demo"
+    )
     assert decision.role == "backend-service"
     assert decision.needs_consent == "marketing"
     assert decision.purpose == "marketing"
     assert decision.outputs["phone"] == FieldDecision(X, FIELD_NOT_ALLOWED_FOR_PURPOSE)
-    plain = policy.decide(mtls("backend-service"), Action.RECORD_READ, "account-management", {})
+    plain = policy.decide(
+        mtls("backend-service"), Action.RECORD_READ, "account-management", {}, tenant="demo"
+    )
     assert plain.needs_consent is None
     assert plain.purpose == "account-management"
 
 
 def test_decide_without_purpose_when_not_required(policy: Policy) -> None:
     decision = policy.decide(
-        api_key("support-agent"), Action.RECORD_FIND, None, FIELDS, purpose_required=False
+        api_key("support-agent"),
+        Action.RECORD_FIND,
+        None,
+        FIELDS,
+        purpose_required=False,
+        tenant="demo",
     )
     assert decision.purpose is None
     assert decision.needs_consent is None
@@ -328,17 +339,19 @@ def test_decide_without_purpose_when_not_required(policy: Policy) -> None:
 def test_decide_checks_action_before_purpose(policy: Policy) -> None:
     # a refused action is reported as such, even with a bad purpose (which would say more)
     with pytest.raises(PermissionDenied) as info:
-        policy.decide(mtls("support-agent"), Action.RECORD_ERASE, "no-such-purpose", FIELDS)
+        policy.decide(
+            mtls("support-agent"), Action.RECORD_ERASE, "no-such-purpose", FIELDS, tenant="demo"
+        )
     assert info.value.reason == "action_not_allowed"
     with pytest.raises(InvalidInput):
-        policy.decide(mtls("support-agent"), Action.RECORD_READ, None, FIELDS)
+        policy.decide(mtls("support-agent"), Action.RECORD_READ, None, FIELDS, tenant="demo")
     with pytest.raises(PermissionDenied) as info:
-        policy.decide(mtls("support-agent"), Action.RECORD_READ, "dsar", FIELDS)
+        policy.decide(mtls("support-agent"), Action.RECORD_READ, "dsar", FIELDS, tenant="demo")
     assert info.value.reason == "purpose_not_allowed"
 
 
 def test_decision_is_read_only(policy: Policy) -> None:
-    decision = policy.decide(mtls("dpo"), Action.EXPORT, "dsar", FIELDS)
+    decision = policy.decide(mtls("dpo"), Action.EXPORT, "dsar", FIELDS, tenant="demo")
     with pytest.raises(TypeError):
         decision.outputs["email"] = FieldDecision(X)  # type: ignore[index]
 
@@ -350,4 +363,22 @@ def test_a_policy_with_no_principals_denies_everyone() -> None:
         "p.yaml",
     )
     with pytest.raises(PermissionDenied):
-        policy.check_action(mtls("r"), Action.RECORD_READ)
+        policy.check_action(mtls("r"), Action.RECORD_READ, tenant="demo")
+
+
+def test_a_principal_reaches_only_its_tenants(policy: Policy) -> None:
+    """Tenant scoping (issue 11): the sample's dev keys reach "demo", the other backend key
+    "other" only; any other tenant is tenant_not_allowed for every action, checked before the
+    action (another tenant's caller learns nothing about the role). Before, every principal
+    reached every tenant by naming it."""
+    other = api_key("other-backend-service")
+    assert policy.check_action(other, Action.RECORD_READ, tenant="other").name == "backend-service"
+    for who, tenant in ((other, "demo"), (api_key("backend-service"), "other")):
+        for action in Action:
+            with pytest.raises(PermissionDenied) as info:
+                policy.check_action(who, action, tenant=tenant)
+            assert info.value.reason == "tenant_not_allowed"
+    with pytest.raises(PermissionDenied) as info:
+        policy.check_action(other, Action.ADMIN_KEYS, tenant="other")
+    assert info.value.reason == "action_not_allowed"
+    assert policy.check_action(mtls("key-admin"), Action.ADMIN_KEYS, tenant="x").name == "key-admin"

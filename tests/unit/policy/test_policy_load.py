@@ -11,6 +11,7 @@ from vault.errors import ConfigError
 from vault.policy import (
     MAX_POLICY_BYTES,
     Action,
+    Binding,
     Limits,
     Output,
     Policy,
@@ -32,8 +33,8 @@ purposes:
   support: {}
   marketing: {consent_required: true}
 principals:
-  "spiffe://t/agent": agent
-  "apikey:agent": agent
+  "spiffe://t/agent": {role: agent, tenants: ["*"]}
+  "apikey:agent": {role: agent, tenants: ["*"]}
 roles:
   agent:
     actions: [record.read, record.find]
@@ -86,7 +87,14 @@ def test_sample_policy_loads() -> None:
     for role in ROLES:
         assert policy.principals[f"spiffe://cvault.dev/{role}"] == role
         assert policy.principals[f"apikey:dev-{role}"] == role
-    assert len(policy.principals) == 2 * len(ROLES)
+    assert policy.principals["apikey:dev-other-backend-service"] == "backend-service"
+    assert len(policy.principals) == 2 * len(ROLES) + 1
+    # two tenants: the dev keys reach "demo", the other backend key "other" only
+    assert policy.reaches("apikey:dev-backend-service", "demo")
+    assert not policy.reaches("apikey:dev-backend-service", "other")
+    assert policy.reaches("apikey:dev-other-backend-service", "other")
+    assert not policy.reaches("apikey:dev-other-backend-service", "demo")
+    assert policy.reaches("apikey:dev-key-admin", "any-tenant")
 
 
 def test_sample_ai_pipeline_is_marked_never_plaintext() -> None:
@@ -191,35 +199,63 @@ VARIANTS: list[tuple[str, str, str, str, str]] = [
     ),
     (
         "principal-unknown-role",
-        '"apikey:agent": agent',
-        '"apikey:agent": agnet  #!',
-        "principals.'apikey:agent'",
+        '"apikey:agent": {role: agent, tenants: ["*"]}',
+        '"apikey:agent": {role: agnet, tenants: ["*"]}  #!',
+        "principals.'apikey:agent'.role",
         "unknown role 'agnet' (roles: agent)",
     ),
     (
         "principal-duplicate",
-        '  "apikey:agent": agent\n',
-        '  "apikey:agent": agent\n  "spiffe://t/agent": agent  #!\n',
+        '  "apikey:agent": {role: agent, tenants: ["*"]}\n',
+        '  "apikey:agent": {role: agent, tenants: ["*"]}\n  "spiffe://t/agent": agent  #!\n',
         "principals",
         "duplicate key 'spiffe://t/agent'",
     ),
     (
         "principal-with-space",
-        '"apikey:agent": agent',
-        '"apikey:my agent": agent  #!',
+        '"apikey:agent": {role: agent, tenants: ["*"]}',
+        '"apikey:my agent": {role: agent, tenants: ["*"]}  #!',
         "principals.'apikey:my agent'",
         "without spaces",
     ),
     (
         "principal-empty-key-id",
-        '"apikey:agent": agent',
-        '"apikey:": agent  #!',
+        '"apikey:agent": {role: agent, tenants: ["*"]}',
+        '"apikey:": {role: agent, tenants: ["*"]}  #!',
         "principals.'apikey:'",
         "apikey:<key id>",
     ),
     (
+        "principal-short-form-without-tenants",
+        '"apikey:agent": {role: agent, tenants: ["*"]}',
+        '"apikey:agent": agent  #!',
+        "principals.'apikey:agent'",
+        "must be {role: <role>, tenants: [<tenant>, ...]}",
+    ),
+    (
+        "principal-without-tenants",
+        '"apikey:agent": {role: agent, tenants: ["*"]}',
+        '"apikey:agent": {role: agent}  #!',
+        "principals.'apikey:agent'.tenants",
+        "missing (required)",
+    ),
+    (
+        "principal-no-tenant",
+        '"apikey:agent": {role: agent, tenants: ["*"]}',
+        '"apikey:agent": {role: agent, tenants: []}  #!',
+        "principals.'apikey:agent'.tenants",
+        "must list at least one tenant",
+    ),
+    (
+        "principal-bad-tenant",
+        '"apikey:agent": {role: agent, tenants: ["*"]}',
+        '"apikey:agent": {role: agent, tenants: ["a b"]}  #!',
+        "principals.'apikey:agent'.tenants[0]",
+        "is not a tenant name",
+    ),
+    (
         "principals-not-a-mapping",
-        '  "spiffe://t/agent": agent\n  "apikey:agent": agent\n',
+        '  "spiffe://t/agent": {role: agent, tenants: ["*"]}\n  "apikey:agent": {role: agent, tenants: ["*"]}\n',
         '  - "spiffe://t/agent"  #!\n',
         "principals",
         "must be a mapping",
@@ -703,5 +739,5 @@ def test_policy_refuses_dangling_references() -> None:
             version=1,
             purposes={"support": Purpose("support")},
             roles={"r": role},
-            principals={"apikey:x": "nope"},
+            principals={"apikey:x": Binding("nope", frozenset({"*"}))},
         )

@@ -20,7 +20,7 @@ policy_version: {version}
 purposes:
   support: {{}}
 principals:
-  "apikey:agent": agent
+  "apikey:agent": {{role: agent, tenants: ["*"]}}
 roles:
   agent:
     actions: [record.read]

@@ -108,10 +108,11 @@ def test_the_fields_are_exported_as_the_policy_gives_the_exporter(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     original = TEST_POLICY.read_text()
-    assert original.count('  "apikey:test-tokens": test-tokens\n') == 1
+    assert original.count('  "apikey:test-tokens": {role: test-tokens, tenants: ["*"]}\n') == 1
     text = original.replace(
-        '  "apikey:test-tokens": test-tokens\n',
-        '  "apikey:test-tokens": test-tokens\n  "apikey:test-auditor": auditor\n',
+        '  "apikey:test-tokens": {role: test-tokens, tenants: ["*"]}\n',
+        '  "apikey:test-tokens": {role: test-tokens, tenants: ["*"]}\n'
+        '  "apikey:test-auditor": {role: auditor, tenants: ["*"]}\n',
     )
     policy.write_text(
         text + "\n  auditor:\n    description: exports what it may see\n"

@@ -88,6 +88,7 @@ def test_cache_max_uses_forces_unwrap_again(db: Database, wrapper: InMemoryKeyWr
 
 def test_outage_during_create_writes_nothing(db: Database, wrapper: InMemoryKeyWrapper) -> None:
     svc = service(db, wrapper)
+    svc.core.tenants.create("outage", "test", [], deadline=DL)
     wrapper.fail_with = KeyServerUnavailable
     try:
         with pytest.raises(KeyServerUnavailable):

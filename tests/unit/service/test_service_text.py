@@ -83,7 +83,7 @@ def test_a_text_without_pii_is_returned_as_is(svc: Vault, tenant: str) -> None:
 
 def test_tokenize_text_is_audited_as_token_create(svc: Vault, tenant: str) -> None:
     _redact(svc, tenant, "write to ada@example.org or call +1 415 555 2671")
-    [row] = svc.audit_rows(tenant)
+    [row] = svc.audit_rows(tenant, "token.create")
     assert (row.action, row.outcome, row.record_ref, row.field_classes) == (
         "token.create",
         "allowed",

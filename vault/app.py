@@ -35,7 +35,7 @@ from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
 from vault.service import Access, Services
 from vault.service.access import printable
-from vault.storage import Database, current_revision, head_revision, upgrade
+from vault.storage import Database, current_revision, grant_runtime_role, head_revision, upgrade
 from vault.text import NerUnavailable, ScannerSetup
 
 
@@ -258,9 +258,12 @@ def build_operator_audit_log(settings: Settings) -> AuditLog:
     )
 
 
-def upgrade_database(url: str) -> None:
-    """Migrate the database at ``url`` to the newest schema (``cvault db upgrade``)."""
+def upgrade_database(url: str, runtime_role: str = "") -> None:
+    """Migrate the database at ``url`` to the newest schema (``cvault db upgrade``), then give
+    ``runtime_role`` (PostgreSQL) the service's rights, append-only on the audit log."""
     upgrade(url)
+    if runtime_role:
+        grant_runtime_role(url, runtime_role)
 
 
 def _audit_denial(access: Access) -> Callable[[str, str], None]:

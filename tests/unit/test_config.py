@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import repo_root
+from vault.app import call_limits
 from vault.config import load_settings
 from vault.errors import ConfigError
 
@@ -55,3 +56,28 @@ def test_bad_settings_name_the_file(tmp_path: Path, text: str, message: str) -> 
         load_settings(cfg, env={})
     assert str(cfg) in str(exc.value)
     assert "s.inline" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nmax_stream = 3\n", "unknown [server] settings ['max_stream']"),
+        ('[server]\nreflection = "no"\n', "[server] reflection must be true or false"),
+        ("[server]\nmax_streams = 15\n", "max_streams must be 1..max_workers - reserved_workers"),
+        ("[server]\nreserved_workers = 0\n", "reserved_workers must be at least 1"),
+    ],
+)
+def test_bad_server_settings_stop_the_start(tmp_path: Path, text: str, message: str) -> None:
+    """The admission bounds (issue 11) are checked when the server is built from settings."""
+    cfg = tmp_path / "vault.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        call_limits(load_settings(cfg, env={}))
+    assert message in str(info.value)
+
+
+def test_server_settings_reach_the_call_limits(tmp_path: Path) -> None:
+    cfg = tmp_path / "vault.toml"
+    cfg.write_text("max_workers = 32\n[server]\nmax_streams = 20\nreflection = false\n")
+    limits = call_limits(load_settings(cfg, env={}))
+    assert (limits.max_workers, limits.max_streams, limits.reflection) == (32, 20, False)

@@ -58,9 +58,15 @@ def register(sub: Subparsers) -> None:
     db = sub.add_parser("db", help="database operations").add_subparsers(
         dest="db_command", required=True
     )
-    up = db.add_parser("upgrade", help="apply migrations")
-    up.add_argument("--database-url")
+    up = db.add_parser("upgrade", help="apply migrations (as the tables' owner)")
+    up.add_argument("--database-url", help="the owner's (migration role's) URL")
     up.add_argument("--config")
+    up.add_argument(
+        "--runtime-role",
+        default="",
+        help="PostgreSQL: create this role for `cvault serve` (if missing) and grant it the"
+        " service's rights, append-only on the audit log",
+    )
     up.set_defaults(func=cmd_db_upgrade)
 
 
@@ -239,8 +245,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     url = args.database_url or load_settings(args.config).database_url
-    _server.upgrade_database(url)
+    _server.upgrade_database(url, args.runtime_role)
     print("database is at the newest schema revision")
+    if args.runtime_role:
+        print(f"role {args.runtime_role}: granted the service's rights (audit log append-only)")
     return 0
 
 

@@ -9,6 +9,7 @@ from vault.storage import models_tokens as _models_tokens  # noqa: F401 - regist
 from vault.storage._engine import Database, make_engine, normalize_url
 from vault.storage._migrate import current_revision, head_revision, migrations_dir, upgrade
 from vault.storage._repo import NewRecord, RecordRow, StoredValue, TenantKeyRow
+from vault.storage._roles import grant_runtime_role
 
 __all__ = [
     "Database",
@@ -18,6 +19,7 @@ __all__ = [
     "TenantKeyRow",
     "access_repo",
     "current_revision",
+    "grant_runtime_role",
     "head_revision",
     "keys_repo",
     "make_engine",

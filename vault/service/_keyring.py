@@ -7,6 +7,9 @@ tenant's keys at once is resolved by the unique constraint: the loser reads the 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +27,15 @@ from vault.storage import Database, TenantKeyRow, keys_repo, repo
 
 DATA = "data"
 INDEX = "index"
+
+#: data keys wrapped under one tenant key before the next version is started. AES-GCM with
+#: random 96-bit nonces must stay under 2^32 encryptions per key (NIST SP 800-38D); this keeps
+#: a factor of four below it, whatever a crash loses of the counts.
+WRAP_LIMIT = 2**30
+#: wraps a process reserves at a time (one UPDATE of the key's counter per block)
+WRAP_BLOCK = 2**16
+
+log = logging.getLogger("vault.service.keyring")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +95,58 @@ def _below_floor(conn: Connection, rows: Sequence[Mapping[str, object]]) -> bool
 
 
 class Keyring:
-    def __init__(self, db: Database, keys: KeyManager) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyManager,
+        *,
+        wrap_limit: int = WRAP_LIMIT,
+        wrap_block: int = WRAP_BLOCK,
+    ) -> None:
         self._db = db
         self._keys = keys
+        self._wrap_limit = wrap_limit
+        self._wrap_block = wrap_block
+        self._reserved: dict[str, int] = {}  # tenant key id -> wraps left in this process
+        self._due: set[tuple[str, str]] = set()  # (tenant, class) past the limit
+        self._lock = threading.Lock()
+
+    def new_data_key(
+        self, tenant: str, owner: str, field_class: str, tk: TenantKey
+    ) -> tuple[DataKey, dict[str, object]]:
+        """:func:`new_data_key`, counted against ``tk``'s bound (:meth:`count_wraps`)."""
+        self.count_wraps(tenant, tk, 1)
+        return new_data_key(tenant, owner, field_class, tk)
+
+    def count_wraps(self, tenant: str, tk: TenantKey, n: int) -> None:
+        """Count ``n`` data keys wrapped under ``tk``. The count lives in the database (shared
+        by every process), reserved ``wrap_block`` at a time; once past ``wrap_limit`` the
+        next :meth:`current` starts a new version of the key, so no key ever nears the
+        AES-GCM bound."""
+        with self._lock:
+            left = self._reserved.get(tk.id, 0)
+            if left >= n:
+                self._reserved[tk.id] = left - n
+                return
+        block = max(self._wrap_block, n)
+        with self._db.begin() as conn:
+            total = keys_repo.add_key_uses(conn, tk.id, block)
+        with self._lock:
+            self._reserved[tk.id] = self._reserved.get(tk.id, 0) + block - n
+            if total >= self._wrap_limit:
+                self._due.add((tenant, tk.field_class))
+
+    def _rotate_due(self, tenant: str, classes: Sequence[str], *, deadline: Deadline) -> None:
+        """Start the next version of the tenant keys past their bound (see count_wraps)."""
+        for c in classes:
+            if (tenant, c) not in self._due:
+                continue
+            log.info("a tenant key reached its use bound: starting its next version")
+            # Conflict: another process started it; the newest is what current() reads
+            with contextlib.suppress(Conflict):
+                self.new_version(tenant, c, DATA, deadline=deadline)
+            with self._lock:
+                self._due.discard((tenant, c))
 
     def current(
         self, tenant: str, classes: Iterable[str], *, deadline: Deadline
@@ -94,6 +155,8 @@ class Keyring:
         wanted = sorted(set(classes))
         if not wanted:
             return {}
+        if self._due:
+            self._rotate_due(tenant, wanted, deadline=deadline)
         created: dict[tuple[str, str], TenantKey] = {}
         # Another process may create some of the same keys at the same time: the unique
         # constraint makes one insert win; the loser reads the winner's rows and creates only

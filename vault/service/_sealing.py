@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from vault import crypto
 from vault.crypto import DataKey, uuid7
 from vault.service._core import Core
-from vault.service._keyring import DATA, INDEX, TenantKey, new_data_key
+from vault.service._keyring import DATA, INDEX, TenantKey
 from vault.service._types import StoredRecord
 from vault.storage import NewRecord, tokens_repo
 
@@ -62,7 +62,9 @@ class RecordSealer:
         deks: dict[str, DataKey] = {}
         rows: list[dict[str, object]] = []
         for field_class in sorted(classes):
-            dek, row = new_data_key(tenant, record_id, field_class, tkeys[(field_class, DATA)])
+            dek, row = self._core.keyring.new_data_key(
+                tenant, record_id, field_class, tkeys[(field_class, DATA)]
+            )
             deks[field_class] = dek
             self._core.data_keys.remember(dek)
             rows.append(row)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from vault.crypto import DataKey, uuid7
 from vault.service._datakeys import DataKeys
-from vault.service._keyring import DATA, TenantKey, new_data_key
+from vault.service._keyring import DATA, Keyring, TenantKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +50,13 @@ class TokenPools:
     def __init__(
         self,
         data_keys: DataKeys,
+        keyring: Keyring,
         limits: PoolLimits | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._data_keys = data_keys
+        self._keyring = keyring
         self._limits = limits or PoolLimits()
         self._clock = clock
         self._pools: OrderedDict[tuple[str, str], Pool] = OrderedDict()
@@ -96,7 +98,7 @@ class TokenPools:
                     self._pools.move_to_end((tenant, c))
                     continue
                 pool_id = str(uuid7())
-                dek, row = new_data_key(tenant, pool_id, c, tkeys[(c, DATA)])
+                dek, row = self._keyring.new_data_key(tenant, pool_id, c, tkeys[(c, DATA)])
                 fresh = Pool(pool_id, dek, now, n)
                 out[c] = fresh
                 new.append((fresh, row))

@@ -232,6 +232,21 @@ class PoolKeyRow:
     created_at: datetime = field(compare=False)
 
 
+def add_key_uses(conn: Connection, tenant_key_id: str, n: int) -> int:
+    """Count ``n`` more data keys wrapped under a tenant key; the new total."""
+    conn.execute(update(_tk).where(_tk.c.id == tenant_key_id).values(wraps=_tk.c.wraps + n))
+    total = conn.execute(select(_tk.c.wraps).where(_tk.c.id == tenant_key_id)).scalar_one_or_none()
+    return int(total or 0)
+
+
+def add_data_key_seals(conn: Connection, per_key: Mapping[str, int]) -> int:
+    """Count values sealed under data keys (linked tokens); the largest new total."""
+    for key_id, n in sorted(per_key.items()):  # one order: no deadlock between writers
+        conn.execute(update(_dk).where(_dk.c.id == key_id).values(seals=_dk.c.seals + n))
+    totals = conn.execute(select(func.max(_dk.c.seals)).where(_dk.c.id.in_(sorted(per_key))))
+    return int(totals.scalar_one() or 0)
+
+
 def pool_key(conn: Connection, tenant: str, data_key_id: str) -> PoolKeyRow | None:
     """The live data key ``data_key_id`` of ``tenant`` when it is a token pool's (its owner is
     no record, live or erased); None otherwise."""

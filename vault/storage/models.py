@@ -61,6 +61,8 @@ class TenantKey(Base):
     version: Mapped[int] = mapped_column(Integer)
     wrapped: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: data keys wrapped under it (counted in blocks; see vault.service._keyring.WRAP_LIMIT)
+    wraps: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class Record(Base):
@@ -89,6 +91,8 @@ class DataKeyRow(Base):
     tenant_key_id: Mapped[str] = mapped_column(ForeignKey("tenant_keys.id"), index=True)
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: linked-token values sealed under it (bounded: vault.service.tokens.MAX_LINKED_SEALS)
+    seals: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class RecordValue(Base):

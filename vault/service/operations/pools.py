@@ -15,7 +15,7 @@ from vault.deadline import Deadline
 from vault.errors import Conflict, NotFound
 from vault.service._core import Core
 from vault.service._datakeys import DataKeyRef
-from vault.service._keyring import DATA, new_data_key
+from vault.service._keyring import DATA
 from vault.service._token_pools import PoolLimits
 from vault.service._token_types import token_field
 from vault.service.operations.field import KeyOpRefused
@@ -111,4 +111,4 @@ def _new_pool_key(
 ) -> tuple[DataKey, dict[str, object]]:
     """A new pool of its own (never a server's current one) for the re-sealed tokens."""
     tkeys = core.keyring.current(tenant, {field_class}, deadline=deadline)
-    return new_data_key(tenant, str(uuid7()), field_class, tkeys[(field_class, DATA)])
+    return core.keyring.new_data_key(tenant, str(uuid7()), field_class, tkeys[(field_class, DATA)])

@@ -116,6 +116,7 @@ class _TenantRun:
         if not todo:
             return None
         rewrapped = self._rewrapped(todo, current)
+        self._core.keyring.count_wraps(self._tenant, current, len(rewrapped))
         with self._core.db.begin() as conn:
             return keys_repo.replace_data_keys(conn, rewrapped)
 

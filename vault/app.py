@@ -154,12 +154,13 @@ def call_limits(settings: Settings) -> CallLimits:
 
     Raises: ConfigError naming the bound that does not fit."""
     s = settings.server
+    streams = s.max_streams or max(1, settings.max_workers // 2)
     try:
         return CallLimits(
             max_workers=settings.max_workers,
             reserved_workers=s.reserved_workers,
-            max_streams=s.max_streams,
-            max_streams_per_principal=s.max_streams_per_principal,
+            max_streams=streams,
+            max_streams_per_principal=s.max_streams_per_principal or max(1, streams // 2),
             stream_idle_seconds=s.stream_idle_seconds,
             stream_max_seconds=s.stream_max_seconds,
             reflection=s.reflection,

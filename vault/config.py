@@ -39,8 +39,8 @@ Example (``cvault serve --config vault.toml``)::
 
     [server]                          # admission (vault.api._guard): nobody takes every worker
     reserved_workers = 2              # of max_workers, kept for health checks
-    max_streams = 8                   # streaming calls at once, in total
-    max_streams_per_principal = 4
+    max_streams = 8                   # streaming calls at once (default: half of max_workers)
+    max_streams_per_principal = 4     # (default: half of max_streams)
     stream_idle_seconds = 60          # a stream whose client sends nothing is cancelled
     stream_max_seconds = 3600
     reflection = true                 # server reflection (needs no credentials)
@@ -137,8 +137,8 @@ class ServerSettings:
     """Admission bounds of the gRPC server (``[server]``; see ``vault.api.CallLimits``)."""
 
     reserved_workers: int = 2
-    max_streams: int = 8
-    max_streams_per_principal: int = 4
+    max_streams: int = 0  # 0: half of max_workers
+    max_streams_per_principal: int = 0  # 0: half of max_streams
     stream_idle_seconds: float = 60.0
     stream_max_seconds: float = 3600.0
     reflection: bool = True

@@ -512,6 +512,7 @@ def test_no_plaintext_in_logs_audit_or_errors(
             "reason",
             "request_id",
             "on_behalf_of",
+            "peer",
         }
     seqs = [e["seq"] for e in entries]
     assert seqs == sorted(seqs)

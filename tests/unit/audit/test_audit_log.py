@@ -49,6 +49,7 @@ SINK_KEYS = {
     "reason",
     "request_id",
     "on_behalf_of",
+    "peer",
 }
 
 

@@ -46,3 +46,18 @@ path "transit/decrypt/cvault-*" {
 path "transit/encrypt/cvault-*" {
   capabilities = ["update"]
 }
+
+# `cvault audit verify`: unwrap the audit key (kept when the two grants above are dropped) ...
+path "transit/decrypt/cvault-audit" {
+  capabilities = ["update"]
+}
+
+# ... and read every audit checkpoint (KV v2 at secret/, [audit] kv_path prefix) to compare the
+# chain with. Read and list only: checkpoints are write-once, nobody rewrites or deletes them.
+path "secret/data/cvault/audit/*" {
+  capabilities = ["read"]
+}
+
+path "secret/metadata/cvault/audit/*" {
+  capabilities = ["list"]
+}

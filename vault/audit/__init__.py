@@ -39,17 +39,28 @@ Denials, which have no transaction of their own, use :meth:`AuditLog.record`, wh
 :meth:`AuditLog.after_commit` itself: each entry reaches the sinks (and the checkpoint count)
 exactly once, so its result is never passed to ``after_commit`` again.
 
-**The tail, and the checkpoint.** Deleting the newest rows leaves no gap. The head table
-catches that unless it is rewritten too, so the head is also **checkpointed outside the
+**The tail, and the checkpoints.** Deleting the newest rows leaves no gap. The head table
+catches that unless it is rewritten too, so the chain is also **checkpointed outside the
 database**: every ``checkpoint_every`` rows (or ``checkpoint_max_age`` seconds) a background
 thread verifies the rows since the previous checkpoint and, only if they are intact, writes
-``{chain, seq, mac}`` to a :class:`CheckpointStore` (an OpenBao KV v2 entry,
-:class:`vault.keys.KvCheckpointStore`). ``verify`` reports a ``truncated tail`` when rows at or
-before the checkpoint are gone. **The window:** rows appended after the last checkpoint, then
-deleted together with a matching rewrite of the head row, are not detected; lower
-``checkpoint_every`` (or call :meth:`AuditLog.checkpoint_now`) to narrow it. A checkpoint
-never certifies a broken chain, so an attacker cannot launder a truncation by waiting for the
-next checkpoint.
+``{chain, seq, mac, prev}`` as a **new, write-once** document of a :class:`CheckpointStore`
+(OpenBao KV v2, :class:`vault.keys.KvCheckpointStore`: ``<kv_path>/<chain>/<seq>``, created
+with check-and-set 0). The service's key-server policy may create a checkpoint but never update
+or delete one, so even a holder of the service's own credential (who can unwrap the audit key
+and re-MAC the whole chain) cannot make an old checkpoint agree with rewritten rows. One store
+write per checkpoint; the store is read only once per process, to find the newest checkpoint.
+
+``verify`` compares the chain with **every** checkpoint of it: a row that differs from a
+checkpoint at its seq is a ``checkpoint mismatch``, rows at or before a checkpoint that are gone
+a ``truncated tail``, a checkpoint that was deleted (or that a later one names as its ``prev``
+and is gone) a ``missing checkpoint``, one that is malformed a ``bad checkpoint``. The single
+document that earlier versions overwrote at ``<kv_path>`` itself is read as one more
+checkpoint of the chain it names, so logs checkpointed before the upgrade keep verifying.
+**The window:** rows appended after the last checkpoint, then deleted together with a matching
+rewrite of the head row (or, by a holder of the service's credential, rewritten and re-MAC'd),
+are not detected; lower ``checkpoint_every`` (or call :meth:`AuditLog.checkpoint_now`) to
+narrow it. A checkpoint never certifies a broken chain, so
+an attacker cannot launder a truncation by waiting for the next checkpoint.
 
 **Sinks.** After the commit, the same entries go to each :class:`AuditSink` (e.g.
 :class:`JsonLinesSink`, :class:`StdoutSink`) as JSON lines. A sink failure is logged, never
@@ -61,9 +72,12 @@ the pseudonym (under every audit key version), newest first.
 
 from vault.audit._checkpoint import (
     CHECKPOINT_FORMAT,
+    LEGACY_FORMAT,
     Checkpoint,
     CheckpointStore,
     MemoryCheckpointStore,
+    checkpoint_document,
+    checkpoint_name,
     parse_checkpoint,
 )
 from vault.audit._errors import AuditUnavailable
@@ -79,6 +93,7 @@ from vault.audit._verify import (
     EDITED,
     HEAD_MISMATCH,
     INSERTED,
+    MISSING_CHECKPOINT,
     REORDERED,
     TRUNCATED,
     VerifyReport,
@@ -97,6 +112,8 @@ __all__ = [
     "ERROR",
     "HEAD_MISMATCH",
     "INSERTED",
+    "LEGACY_FORMAT",
+    "MISSING_CHECKPOINT",
     "OUTCOMES",
     "REORDERED",
     "TRUNCATED",
@@ -112,5 +129,7 @@ __all__ = [
     "StdoutSink",
     "VerifyReport",
     "audit_key_aad",
+    "checkpoint_document",
+    "checkpoint_name",
     "parse_checkpoint",
 ]

@@ -1,84 +1,190 @@
-"""Where the chain head is checkpointed outside the database (OpenBao KV v2 in production).
+"""Where a chain is checkpointed outside the database: write-once documents, one per checkpoint
+(OpenBao KV v2 in production), and their format.
 
-Checkpoint format (all values strings)::
+**Layout.** The checkpoint of chain ``c`` at seq ``s`` is the document named ``str(s)`` in the
+chain's folder (``<kv_path>/<c>/<s>`` in KV). It is created once and never replaced: the key
+server's policy lets the service *create* a checkpoint, never update or delete one, so whoever
+holds the service's credential can add checkpoints but cannot rewrite the ones already there.
 
-    {"format": "1", "chain": <chain>, "seq": <decimal seq>, "mac": <hex of that row's MAC>,
+**Format 2** (written now; all values strings)::
+
+    {"format": "2", "chain": <chain>, "seq": <decimal seq>, "mac": <hex of that row's MAC>,
+     "prev": <seq of the format-2 checkpoint its writer verified from; "0" for none>,
      "time": <ISO time the checkpoint was written>}
+
+``prev`` links checkpoints: a checkpoint whose ``prev`` names one that is not there shows that
+one was deleted.
+
+**Format 1** (versions before write-once checkpoints): one document at ``<kv_path>`` itself,
+overwritten at each checkpoint, the same fields without ``prev``. It is still read, as one more
+checkpoint of the chain it names (see :meth:`CheckpointStore.legacy`), and never written.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Final, Protocol
 
 from vault.deadline import Deadline
 
-CHECKPOINT_FORMAT = "1"
+CHECKPOINT_FORMAT: Final = "2"
+LEGACY_FORMAT: Final = "1"
+_SEQ_NAME = re.compile(r"[1-9][0-9]{0,18}")
 
 
 class CheckpointStore(Protocol):
-    """One small document outside the database. One store (one path) per chain.
+    """Write-once checkpoint documents, in one folder per chain.
 
     Implementations: :class:`vault.keys.KvCheckpointStore` (OpenBao/Vault KV v2) and
-    :class:`MemoryCheckpointStore` (tests and single-process development only).
+    :class:`MemoryCheckpointStore` (tests and single-process development only). Every method
+    raises :class:`~vault.errors.KeyServerUnavailable` or
+    :class:`~vault.errors.KeyServerRefused` when the store is down or refuses.
     """
 
-    def put(self, data: Mapping[str, str], *, deadline: Deadline) -> None:
-        """Replace the document.
+    def create(self, chain: str, name: str, data: Mapping[str, str], *, deadline: Deadline) -> bool:
+        """Write ``data`` as the document ``name`` of ``chain``, only if there is none yet.
 
-        Raises:
-            KeyServerUnavailable, KeyServerRefused: the store is down or refused.
+        Returns:
+            True when written; False when a document of that name exists (it is left as is).
         """
         ...
 
-    def get(self, *, deadline: Deadline) -> dict[str, str] | None:
-        """The current document, or None when none was ever written.
+    def names(self, chain: str, *, deadline: Deadline) -> list[str]:
+        """The names of ``chain``'s documents (any order; [] when there are none)."""
+        ...
 
-        Raises:
-            KeyServerUnavailable, KeyServerRefused: the store is down or refused.
-        """
+    def read(self, chain: str, name: str, *, deadline: Deadline) -> dict[str, str] | None:
+        """The document ``name`` of ``chain``; None when it is not there (or was deleted)."""
+        ...
+
+    def chains(self, *, deadline: Deadline) -> list[str]:
+        """The chains that have a folder of documents (any order)."""
+        ...
+
+    def legacy(self, *, deadline: Deadline) -> dict[str, str] | None:
+        """The single overwritten format-1 document of earlier versions; None when absent."""
+        ...
+
+    def rewritable(self, chain: str, *, deadline: Deadline) -> bool:
+        """True when the store would let this process overwrite or delete ``chain``'s
+        documents (so they are not write-once for whoever holds its credential)."""
         ...
 
 
 class MemoryCheckpointStore:
-    """A :class:`CheckpointStore` in process memory, for tests (proves nothing after a restart)."""
+    """A :class:`CheckpointStore` in process memory, for tests (proves nothing after a restart).
 
-    def __init__(self) -> None:
+    Args:
+        legacy: the format-1 document an earlier version left (tests of upgrades).
+    """
+
+    def __init__(self, legacy: Mapping[str, str] | None = None) -> None:
         self._lock = threading.Lock()
-        self._data: dict[str, str] | None = None
+        self._docs: dict[tuple[str, str], dict[str, str]] = {}
+        self._legacy = None if legacy is None else dict(legacy)
+        self._newest: dict[str, str] | None = None
+        #: documents created (refused writes to an existing name do not count)
         self.puts = 0
 
-    def put(self, data: Mapping[str, str], *, deadline: Deadline) -> None:
+    def create(self, chain: str, name: str, data: Mapping[str, str], *, deadline: Deadline) -> bool:
         with self._lock:
-            self._data = dict(data)
+            if (chain, name) in self._docs:
+                return False
+            self._docs[chain, name] = dict(data)
+            self._newest = dict(data)
             self.puts += 1
+            return True
+
+    def names(self, chain: str, *, deadline: Deadline) -> list[str]:
+        with self._lock:
+            return [name for (c, name) in self._docs if c == chain]
+
+    def read(self, chain: str, name: str, *, deadline: Deadline) -> dict[str, str] | None:
+        with self._lock:
+            doc = self._docs.get((chain, name))
+            return None if doc is None else dict(doc)
+
+    def chains(self, *, deadline: Deadline) -> list[str]:
+        with self._lock:
+            return sorted({c for (c, _) in self._docs})
+
+    def legacy(self, *, deadline: Deadline) -> dict[str, str] | None:
+        with self._lock:
+            return None if self._legacy is None else dict(self._legacy)
+
+    def rewritable(self, chain: str, *, deadline: Deadline) -> bool:
+        return False
 
     def get(self, *, deadline: Deadline) -> dict[str, str] | None:
+        """The document created last, of any chain (a test's view of "the checkpoint")."""
         with self._lock:
-            return None if self._data is None else dict(self._data)
+            return None if self._newest is None else dict(self._newest)
+
+    def replace(self, chain: str, name: str, data: Mapping[str, str] | None) -> None:
+        """Overwrite (``data``) or delete (None) a document: what the key server refuses the
+        service, for tests of what verification finds when someone with more rights did it."""
+        with self._lock:
+            if data is None:
+                self._docs.pop((chain, name), None)
+            else:
+                self._docs[chain, name] = dict(data)
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A parsed checkpoint: the row ``seq`` of ``chain`` had MAC ``mac``."""
+    """A parsed checkpoint: the row ``seq`` of ``chain`` had MAC ``mac``.
+
+    ``prev`` is the seq of the format-2 checkpoint its writer verified from (0: none); None for
+    a format-1 (legacy) checkpoint, which names no predecessor.
+    """
 
     chain: str
     seq: int
     mac: bytes
+    prev: int | None = None
+
+
+def checkpoint_name(seq: int) -> str:
+    """The document name of the checkpoint at ``seq``: the decimal seq."""
+    return str(seq)
+
+
+def seq_of_name(name: str) -> int | None:
+    """The seq a document name stands for; None when it is not a canonical checkpoint name."""
+    return int(name) if _SEQ_NAME.fullmatch(name) else None
+
+
+def checkpoint_document(checkpoint: Checkpoint, time: datetime) -> dict[str, str]:
+    """The format-2 document of ``checkpoint`` (``prev`` None is written as 0)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "chain": checkpoint.chain,
+        "seq": str(checkpoint.seq),
+        "mac": checkpoint.mac.hex(),
+        "prev": str(checkpoint.prev or 0),
+        "time": time.isoformat(),
+    }
 
 
 def parse_checkpoint(data: Mapping[str, str]) -> Checkpoint | None:
-    """The checkpoint in ``data``; None when it is not a well-formed format-1 checkpoint."""
+    """The checkpoint in ``data`` (format 2, or the legacy format 1); None when it is not a
+    well-formed one."""
     try:
-        if data.get("format") != CHECKPOINT_FORMAT:
+        version = data.get("format")
+        if version not in (CHECKPOINT_FORMAT, LEGACY_FORMAT):
             return None
         chain = data["chain"]
         seq = int(data["seq"])
         mac = bytes.fromhex(data["mac"])
+        prev = int(data["prev"]) if version == CHECKPOINT_FORMAT else None
     except (KeyError, ValueError, TypeError):
         return None
     if not isinstance(chain, str) or seq < 1 or len(mac) != 32:
         return None
-    return Checkpoint(chain, seq, mac)
+    if prev is not None and not 0 <= prev < seq:
+        return None
+    return Checkpoint(chain, seq, mac, prev)

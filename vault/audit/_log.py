@@ -8,7 +8,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from vault.audit import _store as store
-from vault.audit._checkpoint import CHECKPOINT_FORMAT, Checkpoint, CheckpointStore, parse_checkpoint
+from vault.audit._checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    checkpoint_document,
+    checkpoint_name,
+    parse_checkpoint,
+)
 from vault.audit._errors import AuditUnavailable
 from vault.audit._event import AuditEntry, AuditEvent
 from vault.audit._mac import (
@@ -29,9 +36,9 @@ from vault.audit._mac import (
     split_classes,
     utc,
 )
+from vault.audit._readback import Found, Problem, read_all, read_newest
 from vault.audit._sinks import AuditSink
 from vault.audit._verify import (
-    BAD_CHECKPOINT,
     CHECKPOINT_MISMATCH,
     TRUNCATED,
     VerifyReport,
@@ -43,6 +50,7 @@ from vault.deadline import Deadline
 from vault.errors import (
     ConfigError,
     DecryptionFailed,
+    KeyServerPermissionDenied,
     KeyServerRefused,
     KeyServerUnavailable,
 )
@@ -53,7 +61,8 @@ log = logging.getLogger("vault.audit")
 
 #: the key class of the audit key: transit key ``<prefix>-audit``
 AUDIT_KEY_CLASS = "audit"
-_CHAIN_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# also a path segment of the checkpoint store: "." and ".." are refused
+_CHAIN_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9_.-]{1,32}")
 # Connectivity failures are left to Database.begin, which maps them to DatabaseUnavailable.
 _CONNECTIVITY = (OperationalError, InterfaceError)
 _KEY_ERRORS = (KeyServerUnavailable, KeyServerRefused, DecryptionFailed)
@@ -63,6 +72,10 @@ _CREATED_KEY = "cvault.audit.created_key"
 def key_aad(key_id: str, version: int) -> bytes:
     """AAD of a wrapped audit key: a blob moved to another row or version does not unwrap."""
     return b"cvault/audit-key/v1" + lp(key_id) + lp(str(version))
+
+
+def _valid_chain(name: str) -> bool:
+    return _CHAIN_RE.fullmatch(name) is not None
 
 
 def _cache_id(key_id: str) -> str:
@@ -123,7 +136,7 @@ class AuditLog:
         checkpoint_max_age: float = 300.0,
         checkpoint_in_background: bool = True,
     ) -> None:
-        if not _CHAIN_RE.fullmatch(chain):
+        if not _valid_chain(chain):
             raise ConfigError(f"invalid audit chain name {chain!r:.40}")
         if checkpoint_every < 1 or not checkpoint_max_age > 0:
             raise ConfigError("audit checkpoint_every and checkpoint_max_age must be positive")
@@ -140,6 +153,10 @@ class AuditLog:
         self._key_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        # The newest checkpoint this process knows (read once, then the one it wrote last):
+        # the next checkpoint verifies the rows after it, with no store read.
+        self._anchor: Checkpoint | None = None
+        self._anchor_known = False
         self._pending = 0
         self._last_checkpoint = time.monotonic()
         self._retry_after = 0.0
@@ -331,6 +348,25 @@ class AuditLog:
         """
         return pseudonym(self._current_keys(None, deadline).pseudonym_key, tenant, record_id)
 
+    def row_key(self, key_id: str | None = None, *, deadline: Deadline) -> tuple[str, bytes] | None:
+        """The key of the MACs on the grant and consent rows the service trusts, derived from
+        an audit key (see ``_mac.py``), with that key's id: the current one (``key_id`` None),
+        or the one ``key_id`` names. Those rows thus rest on the audit key's wrapping by the
+        ``<prefix>-audit`` transit key, its rotation and rewrap. In steady state the current
+        key is a cache hit. None when ``key_id`` names no audit key, or one that does not unwrap.
+
+        Raises:
+            AuditUnavailable: the current audit key could not be obtained.
+            KeyServerUnavailable, KeyServerRefused: an older audit key could not be unwrapped.
+            DatabaseUnavailable: the database could not be reached.
+        """
+        current = self._current_keys(None, deadline)
+        if key_id is None or key_id == current.key_id:
+            return current.key_id, current.row_key
+        with self._db.begin(write=False) as conn:
+            older = self._key_lookup(deadline)(conn, key_id)
+        return None if older is None else (older.key_id, older.row_key)
+
     def query(
         self, tenant: str, record_id: str, *, deadline: Deadline, limit: int = 1000
     ) -> list[AuditEntry]:
@@ -365,44 +401,88 @@ class AuditLog:
         return [_entry(r) for r in rows]
 
     def verify(self, *, deadline: Deadline) -> VerifyReport:
-        """Recompute the whole chain from seq 1 and compare it with the head table and the
-        external checkpoint. Streams rows (bounded memory); safe while others append.
+        """Recompute this log's chain from seq 1 and compare it with the head table and every
+        external checkpoint of the chain. Streams rows (bounded memory); safe while others
+        append.
 
         Returns:
             The report; ``ok`` is False with the first bad seq and the problem otherwise.
 
         Raises:
-            ConfigError: the checkpoint store holds another chain's checkpoint.
             KeyServerUnavailable, KeyServerRefused: the key server or the checkpoint
                 store could not be used.
             DatabaseUnavailable: the database could not be reached.
         """
-        checkpoint, bad_checkpoint = self._read_checkpoint(deadline)
+        return self.verify_chain(self.chain, deadline=deadline)
+
+    def verify_chain(self, chain: str, *, deadline: Deadline) -> VerifyReport:
+        """:meth:`verify` for ``chain`` (e.g. another process's chain, from an operator command).
+
+        Raises:
+            ConfigError: ``chain`` is not a valid chain name.
+            KeyServerUnavailable, KeyServerRefused, DatabaseUnavailable: as for :meth:`verify`.
+        """
+        if not _valid_chain(chain):
+            raise ConfigError(f"invalid audit chain name {chain!r:.40}")
+        legacy = None if self._store is None else self._store.legacy(deadline=deadline)
+        return self._verify_chain(chain, legacy, deadline)
+
+    def verify_all(self, *, deadline: Deadline) -> list[VerifyReport]:
+        """:meth:`verify` for every chain: this log's, each one with rows or a head row in
+        the database, and each one with checkpoints in the store (a chain whose rows were all
+        deleted still has those). One report per chain, in name order.
+
+        Raises:
+            KeyServerUnavailable, KeyServerRefused, DatabaseUnavailable: as for :meth:`verify`.
+        """
+        with self._db.begin(write=False) as conn:
+            names = set(store.chains(conn))
+        names.add(self.chain)
+        legacy = None
+        if self._store is not None:
+            legacy = self._store.legacy(deadline=deadline)
+            names.update(self._store.chains(deadline=deadline))
+            named = None if legacy is None else parse_checkpoint(legacy)
+            if named is not None:
+                names.add(named.chain)
+        for name in sorted(n for n in names if not _valid_chain(n)):
+            log.warning("ignoring a checkpoint folder that is no chain name (%.40r)", name)
+        return [
+            self._verify_chain(n, legacy, deadline) for n in sorted(filter(_valid_chain, names))
+        ]
+
+    def _verify_chain(
+        self, chain: str, legacy: Mapping[str, str] | None, deadline: Deadline
+    ) -> VerifyReport:
+        found = (
+            Found(())
+            if self._store is None
+            else read_all(self._store, chain, legacy, deadline=deadline)
+        )
         keys_for = self._key_lookup(deadline)
         with self._db.begin(write=False) as conn:
             # The head is read before the rows: rows appended meanwhile only extend the chain.
-            head = store.read_head(conn, self.chain)
+            head = store.read_head(conn, chain)
             result = walk(
-                self.chain,
-                store.stream_rows(conn, self.chain),
+                chain,
+                store.stream_rows(conn, chain),
                 lambda key_id: keys_for(conn, key_id),
                 head=head,
-                checkpoint=checkpoint,
+                checkpoints=found.checkpoints,
             )
         report = result.report
-        if report.ok and bad_checkpoint:
-            report = VerifyReport(
+        if report.ok and found.problem is not None:
+            report = replace(
+                report,
                 ok=False,
-                chain=self.chain,
-                checked=report.checked,
-                last_seq=report.last_seq,
-                problem=BAD_CHECKPOINT,
-                detail="the checkpoint store holds a malformed checkpoint",
+                first_bad_seq=found.problem.seq,
+                problem=found.problem.kind,
+                detail=found.problem.detail,
             )
         if not report.ok:
             log.warning(
                 "audit chain %s failed verification at seq %s: %s",
-                self.chain,
+                chain,
                 report.first_bad_seq,
                 report.problem,
             )
@@ -410,63 +490,113 @@ class AuditLog:
 
     def checkpoint_now(self, *, deadline: Deadline) -> VerifyReport:
         """Verify the rows appended since the last checkpoint and, if they are intact, record
-        the newest one in the checkpoint store.
+        the newest one as a new write-once checkpoint: one store write, and no read but once
+        per process (the last checkpoint is remembered).
 
         Verifying first means a checkpoint never certifies a rewritten tail: if rows at or
         before the previous checkpoint were deleted, or the tail was tampered with, nothing is
-        written and the report says why (the old checkpoint stays as evidence).
+        written and the report says why (the old checkpoints stay as evidence).
 
         Returns:
             The report of the rows checked (``ok`` and ``last_seq`` = the checkpointed seq).
 
         Raises:
-            ConfigError: no checkpoint store, or it holds another chain's checkpoint.
+            ConfigError: no checkpoint store is configured.
             KeyServerUnavailable, KeyServerRefused: key server or store unusable.
             DatabaseUnavailable: the database could not be reached.
         """
         if self._store is None:
             raise ConfigError("no audit checkpoint store is configured")
         with self._checkpoint_lock:
-            previous, bad_checkpoint = self._read_checkpoint(deadline)
-            if bad_checkpoint:
-                log.error("audit checkpoint of chain %s is malformed; not replacing it", self.chain)
-                return VerifyReport(
-                    ok=False,
-                    chain=self.chain,
-                    checked=0,
-                    last_seq=0,
-                    problem=BAD_CHECKPOINT,
-                    detail="the checkpoint store holds a malformed checkpoint",
-                )
+            if not self._anchor_known:
+                found = self._newest_checkpoint(self._store, deadline)
+                if found.problem is not None:
+                    return self._not_checkpointed(self._problem_report(found.problem))
+                self._anchor = found.checkpoints[-1] if found.checkpoints else None
+                self._anchor_known = True
+            previous = self._anchor
             keys_for = self._key_lookup(deadline)
             with self._db.begin(write=False) as conn:
                 head = store.read_head(conn, self.chain)
                 result = self._walk_since(conn, previous, head, keys_for)
             report = result.report
             if not report.ok:
-                log.error(
-                    "audit chain %s failed verification at seq %s (%s); checkpoint not written",
-                    self.chain,
-                    report.first_bad_seq,
-                    report.problem,
-                )
-                return report
+                return self._not_checkpointed(report)
             if report.last_seq == 0 or (previous is not None and report.last_seq <= previous.seq):
                 return report
-            self._store.put(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "chain": self.chain,
-                    "seq": str(report.last_seq),
-                    "mac": result.last_mac.hex(),
-                    "time": datetime.now(UTC).isoformat(),
-                },
-                deadline=deadline,
-            )
-            log.info("audit chain %s checkpointed at seq %d", self.chain, report.last_seq)
+            # prev links write-once checkpoints only: a legacy one may still be overwritten
+            # by an older replica during an upgrade.
+            link = previous.seq if previous is not None and previous.prev is not None else 0
+            written = Checkpoint(self.chain, report.last_seq, result.last_mac, link)
+            if not self._create(self._store, written, deadline):
+                return self._not_checkpointed(
+                    self._problem_report(
+                        Problem(
+                            written.seq,
+                            CHECKPOINT_MISMATCH,
+                            f"a different checkpoint at seq {written.seq} is already there",
+                        )
+                    )
+                )
+            self._anchor = written
+            log.info("audit chain %s checkpointed at seq %d", self.chain, written.seq)
             return report
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _newest_checkpoint(self, checkpoints: CheckpointStore, deadline: Deadline) -> Found:
+        """Where this process's checkpoints start from (once per process), and a loud warning
+        when the store's policy is not write-once."""
+        if checkpoints.rewritable(self.chain, deadline=deadline):
+            log.error(
+                "the key-server credential may rewrite or delete the audit checkpoints of chain "
+                "%s: apply deploy/openbao/runtime-policy.hcl (create and read only)",
+                self.chain,
+            )
+        try:
+            return read_newest(checkpoints, self.chain, deadline=deadline)
+        except KeyServerPermissionDenied:
+            # A policy of the previous version (no "list"): still checkpoint, walking the whole
+            # chain once instead of from the newest checkpoint.
+            log.warning(
+                "cannot list the audit checkpoints of chain %s (apply "
+                "deploy/openbao/runtime-policy.hcl); verifying it from its first row",
+                self.chain,
+            )
+            return Found(())
+
+    def _create(
+        self, checkpoints: CheckpointStore, checkpoint: Checkpoint, deadline: Deadline
+    ) -> bool:
+        """Write ``checkpoint`` once; True also when another writer of this chain (a replica
+        sharing it) wrote the same one first."""
+        name = checkpoint_name(checkpoint.seq)
+        doc = checkpoint_document(checkpoint, datetime.now(UTC))
+        if checkpoints.create(self.chain, name, doc, deadline=deadline):
+            return True
+        there = checkpoints.read(self.chain, name, deadline=deadline)
+        found = None if there is None else parse_checkpoint(there)
+        return found is not None and hmac.compare_digest(found.mac, checkpoint.mac)
+
+    def _problem_report(self, problem: Problem) -> VerifyReport:
+        return VerifyReport(
+            ok=False,
+            chain=self.chain,
+            checked=0,
+            last_seq=0,
+            first_bad_seq=problem.seq,
+            problem=problem.kind,
+            detail=problem.detail,
+        )
+
+    def _not_checkpointed(self, report: VerifyReport) -> VerifyReport:
+        log.error(
+            "audit chain %s failed verification at seq %s (%s); checkpoint not written",
+            self.chain,
+            report.first_bad_seq,
+            report.problem,
+        )
+        return report
 
     def _walk_since(
         self,
@@ -481,7 +611,7 @@ class AuditLog:
         if previous is None:
             return walk(self.chain, store.stream_rows(conn, self.chain), lookup, head=head)
         anchor = store.row_at(conn, self.chain, previous.seq)
-        if anchor is None or anchor.mac != previous.mac:
+        if anchor is None or not hmac.compare_digest(anchor.mac, previous.mac):
             problem = TRUNCATED if anchor is None else CHECKPOINT_MISMATCH
             return WalkResult(
                 VerifyReport(
@@ -493,6 +623,7 @@ class AuditLog:
                     problem=problem,
                     detail=f"row {previous.seq} is missing or differs from the checkpoint",
                     checkpoint_seq=previous.seq,
+                    checkpoints=1,
                 ),
                 b"",
             )
@@ -504,22 +635,6 @@ class AuditLog:
             start_seq=previous.seq + 1,
             start_mac=previous.mac,
         )
-
-    def _read_checkpoint(self, deadline: Deadline) -> tuple[Checkpoint | None, bool]:
-        """(checkpoint, malformed)."""
-        if self._store is None:
-            return None, False
-        data = self._store.get(deadline=deadline)
-        if data is None:
-            return None, False
-        checkpoint = parse_checkpoint(data)
-        if checkpoint is None:
-            return None, True
-        if checkpoint.chain != self.chain:
-            raise ConfigError(
-                f"the audit checkpoint store of chain {self.chain} holds another chain's checkpoint"
-            )
-        return checkpoint, False
 
     def _key_lookup(self, deadline: Deadline) -> _KeyLookup:
         return _KeyLookup(self._keys, deadline)

@@ -1,9 +1,14 @@
 """The audit MAC and pseudonym formats (version 1), and the keys derived for them.
 
-Both keys come from the 32-byte audit key with HKDF-SHA256 (no salt, distinct ``info``)::
+Every key made from the 32-byte audit key is derived here, with HKDF-SHA256 (no salt, distinct
+``info``)::
 
     mac key       = HKDF(audit key, info="cvault/audit/mac/v1")
     pseudonym key = HKDF(audit key, info="cvault/audit/pseudonym/v1")
+    row key       = HKDF(audit key, info="cvault/rows/mac/v1")
+
+The row key is not the audit's: it MACs the grant and consent rows the service trusts
+(formats in ``vault/crypto/_row_mac.py``), handed out by :meth:`AuditLog.row_key`.
 
 Record pseudonym (``record_ref``, 32 characters, 192 bits)::
 
@@ -56,15 +61,21 @@ class AuditKeys:
     key_id: str
     mac_key: bytes = field(repr=False)
     pseudonym_key: bytes = field(repr=False)
+    row_key: bytes = field(repr=False)
 
 
 def derive(key_id: str, audit_key: bytes) -> AuditKeys:
-    """Derive the MAC and pseudonym keys from an audit key."""
+    """Derive the MAC, pseudonym and row keys from an audit key."""
 
     def one(info: bytes) -> bytes:
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(audit_key)
 
-    return AuditKeys(key_id, one(b"cvault/audit/mac/v1"), one(b"cvault/audit/pseudonym/v1"))
+    return AuditKeys(
+        key_id,
+        one(b"cvault/audit/mac/v1"),
+        one(b"cvault/audit/pseudonym/v1"),
+        one(b"cvault/rows/mac/v1"),
+    )
 
 
 def pseudonym(pseudonym_key: bytes, tenant: str, record_id: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Insert, Row, Table, bindparam, insert, select, update
+from sqlalchemy import Insert, Row, Table, bindparam, insert, select, union, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -108,6 +108,12 @@ def lock_head(conn: Connection, chain: str) -> Head:
             conn.execute(insert(heads).values(**values))
         row = conn.execute(query, {"chain": chain}).one()
     return Head(int(row.seq), bytes(row.mac))
+
+
+def chains(conn: Connection) -> list[str]:
+    """Every chain with a head row or a row of events (a head row may have been deleted)."""
+    query = union(select(heads.c.chain), select(events.c.chain).distinct())
+    return sorted(str(c) for c in conn.execute(query).scalars())
 
 
 def read_head(conn: Connection, chain: str) -> Head | None:

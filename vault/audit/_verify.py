@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,6 +26,7 @@ HEAD_MISMATCH: Final = "head mismatch"
 CHECKPOINT_MISMATCH: Final = "checkpoint mismatch"
 BAD_KEY: Final = "unreadable audit key"
 BAD_CHECKPOINT: Final = "bad checkpoint"
+MISSING_CHECKPOINT: Final = "missing checkpoint"
 
 KeysFor = Callable[[str], AuditKeys | None]
 
@@ -38,16 +39,17 @@ class VerifyReport:
     """What a verification found.
 
     Attributes:
-        ok: every row checked out, and the head and the checkpoint agree with the rows.
+        ok: every row checked out, and the head and every checkpoint agree with the rows.
         checked: rows whose MAC was verified (before the first problem).
         last_seq: the last verified seq (0 when none).
         first_bad_seq: the first row that is wrong or missing; None when ok (or when no row
             can be named, e.g. a missing head row of an empty chain).
         problem: one of ``edited``, ``deleted``, ``inserted``, ``reordered``,
             ``truncated tail``, ``head mismatch``, ``checkpoint mismatch``,
-            ``unreadable audit key``, ``bad checkpoint``; "" when ok.
+            ``unreadable audit key``, ``bad checkpoint``, ``missing checkpoint``; "" when ok.
         detail: one sentence for an operator (seqs and names only, never a value).
-        checkpoint_seq: the seq of the external checkpoint compared against, if any.
+        checkpoint_seq: the seq of the newest external checkpoint compared against, if any.
+        checkpoints: how many external checkpoints were compared against.
     """
 
     ok: bool
@@ -58,6 +60,7 @@ class VerifyReport:
     problem: str = ""
     detail: str = ""
     checkpoint_seq: int | None = None
+    checkpoints: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +118,11 @@ class _Walker:
         rows: Iterable[StoredRow],
         *,
         head: Head | None,
-        checkpoint: Checkpoint | None,
+        checkpoints: Sequence[Checkpoint],
         start_seq: int = 1,
         start_mac: bytes = ZERO_MAC,
     ) -> WalkResult:
-        ck_seq = checkpoint.seq if checkpoint is not None else None
+        pins = _Pins(checkpoints, start_seq)
         expected, prev, checked = start_seq, start_mac, 0
 
         def result(bad_seq: int | None, problem: str = "", detail: str = "") -> WalkResult:
@@ -131,7 +134,8 @@ class _Walker:
                 first_bad_seq=bad_seq,
                 problem=problem,
                 detail=detail,
-                checkpoint_seq=ck_seq,
+                checkpoint_seq=pins.newest,
+                checkpoints=pins.count,
             )
             return WalkResult(report, prev)
 
@@ -145,9 +149,11 @@ class _Walker:
             if not _eq(self.mac_at(row, row.seq, prev), row.mac):
                 problem, detail = self.classify(prev, row, it, head)
                 return result(row.seq, problem, detail)
-            if checkpoint is not None and row.seq == checkpoint.seq and row.mac != checkpoint.mac:
+            if not pins.agree(row):
                 return result(
-                    row.seq, CHECKPOINT_MISMATCH, f"row {row.seq} differs from the checkpoint"
+                    row.seq,
+                    CHECKPOINT_MISMATCH,
+                    f"row {row.seq} differs from the checkpoint at seq {row.seq}",
                 )
             if head is not None and row.seq == head.seq and row.mac != head.mac:
                 return result(row.seq, HEAD_MISMATCH, f"row {row.seq} differs from the head table")
@@ -155,28 +161,54 @@ class _Walker:
             expected += 1
             checked += 1
         last = expected - 1
-        if checkpoint is not None and checkpoint.seq > last:
+        if pins.newest is not None and pins.newest > last:
             return result(
                 last + 1,
                 TRUNCATED,
-                f"the checkpoint names row {checkpoint.seq} but the chain ends at {last}",
+                f"the checkpoint at seq {pins.newest} names a row past the chain's end at {last}",
             )
-        if head is None:
-            if last >= start_seq:
-                return result(last, HEAD_MISMATCH, "the chain has rows but no head row")
-        elif head.seq > last:
-            return result(
-                last + 1,
-                TRUNCATED,
-                f"the head table names row {head.seq} but the chain ends at {last}",
-            )
-        elif head.seq < start_seq - 1:
-            return result(
-                head.seq,
-                HEAD_MISMATCH,
-                f"the head table names row {head.seq}, behind the checkpoint",
-            )
-        return result(None)
+        bad_seq, problem, detail = _head_problem(head, last, start_seq)
+        return result(bad_seq, problem, detail)
+
+
+class _Pins:
+    """The external checkpoints a walk compares its rows against, taken in seq order."""
+
+    def __init__(self, checkpoints: Sequence[Checkpoint], start_seq: int) -> None:
+        self._todo = sorted((c for c in checkpoints if c.seq >= start_seq), key=lambda c: c.seq)
+        self._next = 0
+        self.count = len(self._todo)
+        self.newest = self._todo[-1].seq if self._todo else None
+
+    def agree(self, row: StoredRow) -> bool:
+        """False when a checkpoint at ``row.seq`` names another MAC (there may be several: a
+        legacy checkpoint can share a seq with a write-once one)."""
+        ok = True
+        while self._next < len(self._todo) and self._todo[self._next].seq <= row.seq:
+            pin = self._todo[self._next]
+            ok = ok and (pin.seq != row.seq or _eq(pin.mac, row.mac))
+            self._next += 1
+        return ok
+
+
+def _head_problem(head: Head | None, last: int, start_seq: int) -> tuple[int | None, str, str]:
+    """(bad seq, problem, detail) of the head row against a chain verified up to ``last``."""
+    if head is None:
+        if last >= start_seq:
+            return last, HEAD_MISMATCH, "the chain has rows but no head row"
+    elif head.seq > last:
+        return (
+            last + 1,
+            TRUNCATED,
+            f"the head table names row {head.seq} but the chain ends at {last}",
+        )
+    elif head.seq < start_seq - 1:
+        return (
+            head.seq,
+            HEAD_MISMATCH,
+            f"the head table names row {head.seq}, behind the checkpoint",
+        )
+    return None, "", ""
 
 
 def walk(
@@ -185,12 +217,13 @@ def walk(
     keys_for: KeysFor,
     *,
     head: Head | None,
-    checkpoint: Checkpoint | None = None,
+    checkpoints: Sequence[Checkpoint] = (),
     start_seq: int = 1,
     start_mac: bytes = ZERO_MAC,
 ) -> WalkResult:
     """Verify ``rows`` (seq order, starting at ``start_seq`` after a row whose MAC is
-    ``start_mac``) against each other, the head row read before them and the checkpoint."""
+    ``start_mac``) against each other, the head row read before them and every external
+    checkpoint (at ``start_seq`` or later; any order)."""
     return _Walker(chain, keys_for).walk(
-        rows, head=head, checkpoint=checkpoint, start_seq=start_seq, start_mac=start_mac
+        rows, head=head, checkpoints=checkpoints, start_seq=start_seq, start_mac=start_mac
     )

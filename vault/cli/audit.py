@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vault.audit import VerifyReport
 from vault.cli._common import CONFIG_HELP, Subparsers, operator, print_json, tenant
 from vault.deadline import Deadline
 
@@ -14,7 +15,12 @@ def register(sub: Subparsers) -> None:
     audit = sub.add_parser("audit", help="audit log operations").add_subparsers(
         dest="audit_command", required=True
     )
-    av = audit.add_parser("verify", help="verify the MAC chain; exit 1 naming the first bad row")
+    av = audit.add_parser(
+        "verify", help="verify every chain against its checkpoints; exit 1 naming the first bad row"
+    )
+    av.add_argument(
+        "--chain", help="verify only this chain (default: every chain in the database or in KV)"
+    )
     av.add_argument("--config", help=CONFIG_HELP)
     av.set_defaults(func=cmd_verify)
     aq = audit.add_parser("query", help="who saw this customer's data, when and why")
@@ -26,23 +32,39 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Recompute the MAC chain; exit 1 naming the first edited, deleted, inserted or reordered
-    row, or a truncated tail (against the checkpoint kept in OpenBao)."""
+    """Recompute every MAC chain (or the one named by ``--chain``) and compare each with every
+    checkpoint of it kept in OpenBao; exit 1 naming, for each chain that fails, the first
+    edited, deleted, inserted or reordered row, a truncated tail, or a checkpoint that
+    disagrees with the rows, is missing or is malformed."""
     with operator(args) as op:
-        report = op.log.verify(deadline=Deadline.after(600))
-        op.audit("admin.audit.verify", "ok" if report.ok else report.problem)
+        deadline = Deadline.after(600)
+        if args.chain:
+            reports = [op.log.verify_chain(args.chain, deadline=deadline)]
+        else:
+            reports = op.log.verify_all(deadline=deadline)
+        failed = [r for r in reports if not r.ok]
+        op.audit("admin.audit.verify", failed[0].problem if failed else "ok")
+    for report in reports:
+        _print_report(report)
+    return 1 if failed else 0
+
+
+def _print_report(report: VerifyReport) -> None:
+    """One line per chain: seqs, chain names and problem names only, never a value."""
     if report.ok:
-        print(
-            f"audit chain {report.chain}: OK, {report.checked} rows verified"
-            + (f" (checkpoint at seq {report.checkpoint_seq})" if report.checkpoint_seq else "")
+        checkpoints = (
+            f" against {report.checkpoints} checkpoint(s), the newest at seq"
+            f" {report.checkpoint_seq}"
+            if report.checkpoint_seq
+            else ""
         )
-        return 0
+        print(f"audit chain {report.chain}: OK, {report.checked} rows verified{checkpoints}")
+        return
     row = f"row seq {report.first_bad_seq}" if report.first_bad_seq is not None else "the chain"
     print(
         f"audit chain {report.chain}: FAILED at {row}: {report.problem}. {report.detail}",
         file=sys.stderr,
     )
-    return 1
 
 
 def cmd_query(args: argparse.Namespace) -> int:

@@ -118,9 +118,9 @@ def test_checkpoint_in_kv_finds_a_truncated_tail(
     for i in range(10):
         log.record([event(i)], deadline=deadline)
     assert log.checkpoint_now(deadline=deadline).ok
-    stored = kv.get(deadline=deadline)
+    stored = kv.read(chain, "10", deadline=deadline)
     assert stored is not None
-    assert (stored["chain"], stored["seq"]) == (chain, "10")
+    assert (stored["chain"], stored["seq"], stored["prev"]) == (chain, "10", "0")
     tamper(
         database,
         ("DELETE FROM audit_events WHERE chain = :c AND seq > 7", {"c": chain}),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ADMIN, KEY_PREFIX, SAMPLE, TEST_POLICY, make_wrapper
-from tests.unit.audit.audit_tamper import tamper
+from tests.unit.audit.audit_tamper import event, tamper
 from vault.audit import AuditLog
 from vault.deadline import Deadline
 from vault.keys import KeyManager, KvCheckpointStore, TokenAuth
@@ -165,3 +165,38 @@ def test_query_answers_who_saw_the_record(
     assert {e["principal"] for e in events} == {"apikey:test-admin"}
     assert events[0]["purpose"] == "testing"
     assert ids[0] not in done.stdout  # the log keeps a pseudonym, never the raw id
+
+
+def test_verify_walks_every_chain(
+    private_db: tuple[Database, str], openbao: OpenBaoDevServer, tmp_path: Path, tenant: str
+) -> None:
+    """Per-process chains share the kv_path prefix, each with its own checkpoints; the operator
+    verifies them all (or one, with --chain) whatever chain its own settings name."""
+    database, db_url = private_db
+    keys = KeyManager(make_wrapper(openbao))
+    store = KvCheckpointStore(
+        openbao.url, TokenAuth(openbao.root_token, renew=False), path=f"cvault/audit/{tenant}"
+    )
+    dl = Deadline.after(60)
+    for name in ("replica-a", "replica-b"):
+        log = AuditLog(database, keys, chain=name, checkpoint=store, checkpoint_in_background=False)
+        for i in range(4):
+            log.record([event(i)], deadline=dl)
+        assert log.checkpoint_now(deadline=dl).ok
+    cfg = _config(tmp_path, db_url, openbao, chain=tenant)
+    ok = _cvault(openbao, "audit", "verify", "--config", str(cfg))
+    assert ok.returncode == 0, ok.stderr
+    for name in ("replica-a", "replica-b"):
+        assert (
+            f"audit chain {name}: OK, 4 rows verified against 1 checkpoint(s), the newest at seq 4"
+            in ok.stdout
+        )
+    assert "audit chain main: OK" in ok.stdout
+    tamper(database, "UPDATE audit_events SET role = 'dpo' WHERE chain = 'replica-b' AND seq = 2")
+    bad = _cvault(openbao, "audit", "verify", "--config", str(cfg))
+    assert bad.returncode == 1
+    assert "audit chain replica-b: FAILED at row seq 2: edited" in bad.stderr
+    assert "audit chain replica-a: OK" in bad.stdout
+    one = _cvault(openbao, "audit", "verify", "--chain", "replica-a", "--config", str(cfg))
+    assert one.returncode == 0, one.stderr
+    assert "replica-b" not in one.stdout + one.stderr

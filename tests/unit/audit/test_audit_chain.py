@@ -417,7 +417,7 @@ def test_checkpoint_that_disagrees_is_found(
     log.checkpoint_now(deadline=deadline)
     data = store.get(deadline=deadline)
     assert data is not None
-    store.put({**data, "mac": "00" * 32}, deadline=deadline)
+    store.replace("main", str(N), {**data, "mac": "00" * 32})  # past the key server's policy
     report = log.verify(deadline=deadline)
     assert (report.first_bad_seq, report.problem) == (N, CHECKPOINT_MISMATCH)
 
@@ -426,9 +426,11 @@ def test_malformed_checkpoint_is_reported(
     log: AuditLog, store: MemoryCheckpointStore, deadline: Deadline
 ) -> None:
     fill(log, N, deadline)
-    store.put({"format": "1", "chain": "main", "seq": "many"}, deadline=deadline)
-    assert log.verify(deadline=deadline).problem == BAD_CHECKPOINT
+    store.create("main", "5", {"format": "2", "chain": "main", "seq": "many"}, deadline=deadline)
+    report = log.verify(deadline=deadline)
+    assert (report.first_bad_seq, report.problem) == (5, BAD_CHECKPOINT)
     assert log.checkpoint_now(deadline=deadline).problem == BAD_CHECKPOINT
+    assert store.names("main", deadline=deadline) == ["5"]
 
 
 def test_time_round_trips_exactly(log: AuditLog, deadline: Deadline) -> None:

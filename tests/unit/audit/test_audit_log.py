@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -423,7 +423,9 @@ def test_failing_checkpoint_store_never_fails_the_call(
     db: Database, keys: KeyManager, deadline: Deadline, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Down(MemoryCheckpointStore):
-        def put(self, data: object, *, deadline: Deadline) -> None:
+        def create(
+            self, chain: str, name: str, data: Mapping[str, str], *, deadline: Deadline
+        ) -> bool:
             raise KeyServerUnavailable("key server unavailable: secret/data/x")
 
     log = AuditLog(db, keys, checkpoint=Down(), checkpoint_every=1, checkpoint_in_background=False)
@@ -438,13 +440,21 @@ def test_checkpoint_now_without_a_store(log: AuditLog, db: Database, keys: KeyMa
         AuditLog(db, keys).checkpoint_now(deadline=Deadline.after(5))
 
 
-def test_checkpoint_of_another_chain_is_a_config_error(
+def test_each_chain_has_checkpoints_of_its_own(
     db: Database, keys: KeyManager, store: MemoryCheckpointStore, deadline: Deadline
 ) -> None:
-    AuditLog(db, keys, checkpoint=store).record([event(0)], deadline=deadline)
-    AuditLog(db, keys, checkpoint=store).checkpoint_now(deadline=deadline)
-    with pytest.raises(ConfigError, match="another chain"):
-        AuditLog(db, keys, chain="other", checkpoint=store).verify(deadline=deadline)
+    """Per-process chains share one store: each checkpoints into its own folder, and neither
+    takes the other's checkpoints for its own."""
+    a = AuditLog(db, keys, chain="replica-a", checkpoint=store, checkpoint_in_background=False)
+    b = AuditLog(db, keys, chain="replica-b", checkpoint=store, checkpoint_in_background=False)
+    for i in range(3):
+        a.record([event(i)], deadline=deadline)
+        b.record([event(i), event(i + 10)], deadline=deadline)
+    assert a.checkpoint_now(deadline=deadline).ok
+    assert b.checkpoint_now(deadline=deadline).ok
+    assert store.names("replica-a", deadline=deadline) == ["3"]
+    assert store.names("replica-b", deadline=deadline) == ["6"]
+    assert (a.verify(deadline=deadline).checkpoint_seq, b.verify(deadline=deadline).ok) == (3, True)
 
 
 @pytest.mark.parametrize("chain", ["", "a b", "x" * 33, "main;drop"])

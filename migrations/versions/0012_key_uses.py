@@ -4,7 +4,7 @@ data key has sealed (``data_keys.seals``, bounded per record key). Existing keys
 counts are a bound kept from now on, far below AES-GCM's 2^32.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-05
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -17,6 +17,7 @@ from vault.crypto._aead import (
 from vault.crypto._blind_index import blind_index
 from vault.crypto._encoding import lp, random_base62, uuid7
 from vault.crypto._fingerprint import FINGERPRINT_LABEL, value_fingerprint
+from vault.crypto._row_mac import ROW_MAC_BYTES, consent_mac, grant_mac, row_mac_matches
 from vault.crypto._surrogates import (
     KEEPS_LAST_FOUR,
     SurrogateError,
@@ -31,6 +32,7 @@ __all__ = [
     "FINGERPRINT_LABEL",
     "KEEPS_LAST_FOUR",
     "KEY_BYTES",
+    "ROW_MAC_BYTES",
     "TOKEN_DIGITS",
     "TOKEN_RE",
     "VALUE_V1",
@@ -40,12 +42,15 @@ __all__ = [
     "SurrogateUnavailableError",
     "ValueSealer",
     "blind_index",
+    "consent_mac",
     "deterministic_token",
+    "grant_mac",
     "lp",
     "new_key",
     "open_value",
     "random_base62",
     "random_token",
+    "row_mac_matches",
     "seal_value",
     "surrogate",
     "unwrap_data_key",

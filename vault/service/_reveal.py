@@ -4,7 +4,8 @@ Every path that lets a value leave (GetRecord, Reveal and StreamReveal, RevealTe
 stream, ExportCustomerData, reveals under a grant) ends in :func:`reveal_tx`::
 
     with reveal_tx(core, caller, role, action, tenant=t, record_id=r, deadline=d) as tx:
-        tx.require_consent(record_id, purpose)   # consent re-checked inside the transaction
+        tx.require_consent(record_id, purpose)   # consent re-checked inside the transaction,
+                                                 # by a row whose MAC verifies
         tx.charge(n_plain)                       # the role's limits, shared by every replica
         tx.append(events)                        # the audit rows
     # committed: only now may the values be returned
@@ -48,10 +49,11 @@ class RevealTx:
     _consent: dict[str, bool] = field(default_factory=dict)
 
     def consented(self, tenant: str, record_id: str, purpose: Purpose) -> bool:
-        """Whether the customer consents to ``purpose`` now (True when it needs no consent)."""
+        """Whether the customer consents to ``purpose`` now (True when it needs no consent), by
+        a consent row whose MAC verifies: a forged or edited one counts as none."""
         if record_id not in self._consent:
             self._consent[record_id] = self.core.access.has_consent(
-                self.conn, tenant, record_id, purpose
+                self.conn, tenant, record_id, purpose, deadline=self.deadline
             )
         return self._consent[record_id]
 

@@ -37,6 +37,7 @@ from vault.errors import (
 )
 from vault.identity import Principal
 from vault.policy import Action, Policy, PolicyHolder, Purpose, Role
+from vault.service._row_macs import RowMacs
 from vault.storage import access_repo
 
 log = logging.getLogger("vault.service.access")
@@ -126,6 +127,8 @@ class Access:
     ) -> None:
         self.policy = policy
         self.audit = audit
+        #: seals and checks the grant and consent rows (keyed by the audit key)
+        self.row_macs = RowMacs(audit)
         self._clock = clock
         self._denials = denials or DenialLimiter()
 
@@ -297,11 +300,21 @@ class Access:
 
     # --- consent and limits (inside the caller's write transaction) ---------------------------
 
-    @staticmethod
-    def has_consent(conn: Connection, tenant: str, record_id: str, purpose: Purpose) -> bool:
+    def has_consent(
+        self, conn: Connection, tenant: str, record_id: str, purpose: Purpose, *, deadline: Deadline
+    ) -> bool:
+        """Whether the customer consents to ``purpose`` (True when it needs no consent), by a
+        consent row the service wrote: one whose MAC does not verify (forged, edited, or from
+        before the MACs) counts as no consent, and is logged (:mod:`vault.service._row_macs`).
+
+        Raises: AuditUnavailable: no key to check the row with (fails closed).
+        """
         if not purpose.consent_required:
             return True
-        return purpose.name in access_repo.get_consent(conn, tenant, record_id).purposes
+        state = access_repo.get_consent(conn, tenant, record_id)
+        return purpose.name in state.purposes and self.row_macs.consent_ok(
+            state, tenant=tenant, record_id=record_id, deadline=deadline
+        )
 
     def charge(
         self, conn: Connection, principal: str, role: Role, plain_values: int, masked: int = 0

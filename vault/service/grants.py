@@ -6,6 +6,10 @@ what the grantor's role would see, and only while the grantor's role may still i
 the current policy. Issuing is audited (one row per record named, naming the grantee as
 ``on_behalf_of``); each reveal under a grant uses it once, in the reveal's own transaction
 (see :mod:`vault.service._token_reveal`).
+
+A grant row counts only with a MAC the service made when it issued it (every column but the use
+counters and the revocation; :mod:`vault.service._row_macs`): a row an insider inserted, copied
+or edited is refused like a grant that does not exist (``grant_invalid``, audited).
 """
 
 from __future__ import annotations
@@ -122,7 +126,9 @@ class GrantsService:
             ) from None
         self.core.tenants.require(caller, role, Action.GRANT_ISSUE, tenant, deadline=deadline)
         now = datetime.now(UTC)
-        grant = _new_grant(caller, role, purpose, tenant, request, now)
+        grant = access.row_macs.seal_grant(
+            _new_grant(caller, role, purpose, tenant, request, now), deadline=deadline
+        )
         with self.core.audited_write(self._events(caller, role, grant), deadline=deadline) as conn:
             for rid in sorted(grant.record_ids):
                 if repo.get_record(conn, tenant, rid) is None:
@@ -137,7 +143,8 @@ class GrantsService:
 
         Raises:
             PermissionDenied: the role may not issue grants, or the caller is not the grant's
-                grantor (``not_the_grantor``; also for a grant that does not exist): audited.
+                grantor (``not_the_grantor``; also for a grant that does not exist, or whose
+                MAC does not verify: it is refused anyway): audited.
             InvalidInput: ``grant`` is not a grant id.
         """
         check_tenant(tenant)
@@ -145,8 +152,7 @@ class GrantsService:
         _, role = access.authorize(caller, Action.GRANT_ISSUE, tenant=tenant, deadline=deadline)
         if not matches(GRANT_RE, grant_id):
             raise InvalidInput("grant", "is not a grant id")
-        with self.core.db.begin(write=False) as conn:
-            grant = tokens_repo.get_grant(conn, tenant, grant_id)
+        grant = self._stored_grant(tenant, grant_id, deadline)
         if grant is None or grant.grantor != caller.principal.name:
             refused = PermissionDenied("not a grant of this caller", reason=NOT_THE_GRANTOR)
             raise access.deny(
@@ -162,12 +168,14 @@ class GrantsService:
         self, caller: Caller, tenant: str, grant_id: str, action: Action, *, deadline: Deadline
     ) -> tuple[Policy, Role, Purpose, Grant]:
         """The policy, the granting role (whose outputs apply), the purpose and the grant, if
-        ``grant_id`` is a live grant of this tenant issued to this caller and its grantor may
-        still issue it under the current policy. Any refusal is audited.
+        ``grant_id`` is a live grant of this tenant issued to this caller, its row is as the
+        service wrote it (its MAC verifies), and its grantor may still issue it under the
+        current policy. Any refusal is audited.
 
         Raises:
             PermissionDenied: the caller has no role, or the grant is not valid for it
                 (``grant_invalid``, or ``purpose_not_allowed``): audited.
+            AuditUnavailable: no key to check the grant's MAC with (fails closed).
         """
         access = self.core.access
         policy = access.policy.current
@@ -180,7 +188,7 @@ class GrantsService:
                 raise PermissionDenied(
                     "the principal may not reach this tenant", reason="tenant_not_allowed"
                 )
-            grant = self._live_grant(caller, tenant, grant_id)
+            grant = self._live_grant(caller, tenant, grant_id, deadline)
             grantor_role, purpose = _grantor_authority(policy, grant, action)
         except PermissionDenied as exc:
             raise access.deny(
@@ -198,11 +206,18 @@ class GrantsService:
         if not tokens_repo.use_grant(conn, grant.id, values):
             raise PermissionDenied("grant used up or revoked", reason=GRANT_INVALID)
 
-    def _live_grant(self, caller: Caller, tenant: str, grant_id: str) -> Grant:
+    def _stored_grant(self, tenant: str, grant_id: str, deadline: Deadline) -> Grant | None:
+        """The grant row, if the service wrote it as it is (its MAC verifies); else None."""
+        with self.core.db.begin(write=False) as conn:
+            grant = tokens_repo.get_grant(conn, tenant, grant_id)
+        if grant is None or not self.core.access.row_macs.grant_ok(grant, deadline=deadline):
+            return None
+        return grant
+
+    def _live_grant(self, caller: Caller, tenant: str, grant_id: str, deadline: Deadline) -> Grant:
         grant = None
         if matches(GRANT_RE, grant_id):
-            with self.core.db.begin(write=False) as conn:
-                grant = tokens_repo.get_grant(conn, tenant, grant_id)
+            grant = self._stored_grant(tenant, grant_id, deadline)
         if grant is None or grant.grantee != caller.principal.name:
             raise PermissionDenied("no such grant for this caller", reason=GRANT_INVALID)
         if expired(grant.expires_at, datetime.now(UTC)):

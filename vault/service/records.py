@@ -249,7 +249,9 @@ class RecordsService:
             consented = (
                 row is None
                 or purpose is None
-                or self.core.access.has_consent(conn, tenant, record_id, purpose)
+                or self.core.access.has_consent(
+                    conn, tenant, record_id, purpose, deadline=read.deadline
+                )
             )
         if row is None:
             raise Erased("record erased") if erased else NotFound("record not found")

@@ -24,6 +24,10 @@ class ConsentState:
     purposes: frozenset[str]
     source: str
     updated_at: datetime | None
+    #: the row's MAC and the audit key its row key came from (None: written before they
+    #: existed, or a history entry, which has none)
+    mac: bytes | None = None
+    mac_key_id: str | None = None
 
 
 NO_CONSENT = ConsentState(0, frozenset(), "", None)
@@ -43,37 +47,29 @@ def get_consent(conn: Connection, tenant: str, record_id: str) -> ConsentState:
     ).first()
     if r is None:
         return NO_CONSENT
-    return ConsentState(r.version, _split(r.purposes), r.source, r.updated_at)
+    mac = None if r.mac is None else bytes(r.mac)
+    return ConsentState(r.version, _split(r.purposes), r.source, r.updated_at, mac, r.mac_key_id)
 
 
-def set_consent(
-    conn: Connection,
-    tenant: str,
-    record_id: str,
-    purposes: Iterable[str],
-    *,
-    expected_version: int,
-    source: str,
-    now: datetime,
-) -> ConsentState | None:
-    """Replace the consented purposes if still at ``expected_version``; None when it moved on."""
-    text = _join(purposes)
-    new_version = expected_version + 1
+def set_consent(conn: Connection, tenant: str, record_id: str, new: ConsentState) -> bool:
+    """Store ``new`` (its MAC too) and add it to the history, if the consent is still at the
+    version before ``new.version``; False when it moved on meanwhile."""
+    assert new.updated_at is not None
+    expected_version = new.version - 1
+    row = {
+        "version": new.version,
+        "purposes": _join(new.purposes),
+        "source": new.source,
+        "updated_at": new.updated_at,
+        "mac": new.mac,
+        "mac_key_id": new.mac_key_id,
+    }
     if expected_version == 0:
         try:
             with conn.begin_nested():
-                conn.execute(
-                    insert(_rc).values(
-                        record_id=record_id,
-                        tenant=tenant,
-                        version=1,
-                        purposes=text,
-                        source=source,
-                        updated_at=now,
-                    )
-                )
+                conn.execute(insert(_rc).values(record_id=record_id, tenant=tenant, **row))
         except IntegrityError:
-            return None
+            return False
     else:
         res = conn.execute(
             update(_rc)
@@ -82,21 +78,21 @@ def set_consent(
                 _rc.c.tenant == tenant,
                 _rc.c.version == expected_version,
             )
-            .values(version=new_version, purposes=text, source=source, updated_at=now)
+            .values(**row)
         )
         if res.rowcount != 1:
-            return None
+            return False
     conn.execute(
         insert(_ch).values(
             tenant=tenant,
             record_id=record_id,
-            version=new_version,
-            purposes=text,
-            source=source,
-            changed_at=now,
+            version=new.version,
+            purposes=row["purposes"],
+            source=new.source,
+            changed_at=new.updated_at,
         )
     )
-    return ConsentState(new_version, _split(text), source, now)
+    return True
 
 
 def consent_history(conn: Connection, tenant: str, record_id: str) -> list[ConsentState]:

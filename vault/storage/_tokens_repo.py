@@ -352,6 +352,9 @@ class GrantRow:
     max_values: int = 0  # 0: only max_uses bounds it
     values_used: int = 0
     revoked: bool = False
+    #: the row's MAC and the audit key its row key came from (None: issued before they existed)
+    mac: bytes | None = None
+    mac_key_id: str | None = None
 
 
 def _split(text: str) -> frozenset[str]:
@@ -376,6 +379,8 @@ def insert_grant(conn: Connection, row: GrantRow, now: datetime) -> None:
             max_values=row.max_values,
             values_used=0,
             created_at=now,
+            mac=row.mac,
+            mac_key_id=row.mac_key_id,
         )
     )
 
@@ -402,6 +407,8 @@ def get_grant(conn: Connection, tenant: str, grant_id: str) -> GrantRow | None:
         max_values=r.max_values,
         values_used=r.values_used,
         revoked=r.revoked_at is not None,
+        mac=None if r.mac is None else bytes(r.mac),
+        mac_key_id=r.mac_key_id,
     )
 
 

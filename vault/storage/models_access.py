@@ -1,14 +1,14 @@
 """Tables of the access layer: customer consents and shared rate-limit counters.
 
-Nothing here is a customer value: consent rows hold purpose names, and counters hold principal
-names and counts. Imported by ``models`` so that one metadata describes every table.
+Nothing here is a customer value: consent rows hold purpose names (and a MAC), and counters hold
+principal names and counts. Imported by ``models`` so that one metadata describes every table.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.storage._types import UtcDateTime
@@ -26,6 +26,11 @@ class RecordConsent(Base):
     purposes: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: HMAC of every other column (``vault.crypto.consent_mac``) under the row key of audit key
+    #: ``mac_key_id``: a row an insider wrote or edited counts as no consent. None on rows
+    #: written before migration 0011 (no consent either, until UpdateConsent replaces them).
+    mac: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    mac_key_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
 
 
 class ConsentHistory(Base):

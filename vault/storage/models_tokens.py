@@ -62,7 +62,7 @@ class RevealGrant(Base):
     """A short-lived, purpose-bound permission for one principal (an agent) to reveal within
     named records or a conversation scope, for named field classes, a bounded number of
     times (calls, and optionally values), with the outputs its granting principal's role would
-    get, until it expires or is revoked."""
+    get, until it expires or is revoked. Valid only with its MAC (``mac``)."""
 
     __tablename__ = "reveal_grants"
 
@@ -84,3 +84,8 @@ class RevealGrant(Base):
     #: tokens revealed at most over all uses (0: bounded by ``max_uses`` calls only)
     max_values: Mapped[int] = mapped_column(Integer, server_default="0")
     values_used: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: HMAC of every column a reveal decides by but the counters and ``revoked_at``
+    #: (``vault.crypto.grant_mac``), under the row key of audit key ``mac_key_id``: a row an
+    #: insider wrote or edited is refused. None on rows issued before migration 0011 (refused).
+    mac: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    mac_key_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)

@@ -79,6 +79,18 @@ class ResourceExhausted(VaultServiceError):
     reason = "resource_exhausted"
 
 
+class DeadlineExceeded(VaultServiceError):
+    """The call's deadline passed before its work was done; nothing was written."""
+
+    reason = "deadline_exceeded"
+
+
+class Cancelled(VaultServiceError):
+    """The caller cancelled the call (or the server is stopping); nothing was written."""
+
+    reason = "cancelled"
+
+
 class Unavailable(VaultServiceError):
     """A dependency is down or overloaded; retrying later may succeed. Nothing was written."""
 

@@ -109,8 +109,12 @@ def internal_error(context: grpc.ServicerContext, name: str, exc: BaseException)
 
 
 def deadline_of(context: grpc.ServicerContext) -> Deadline:
-    """The call's deadline as the service layer takes it."""
-    return Deadline.from_remaining(context.time_remaining())
+    """The call's deadline as the service layer takes it, with its cancellation: the context
+    is no longer active once the client cancelled, the deadline passed or the server stopped
+    (what :meth:`Deadline.check` asks between units of work)."""
+    return Deadline.from_remaining(
+        context.time_remaining(), cancelled=lambda: not context.is_active()
+    )
 
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")

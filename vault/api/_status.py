@@ -20,6 +20,8 @@ STATUS_OF: tuple[tuple[type[errors.VaultServiceError], grpc.StatusCode], ...] = 
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DecryptionFailed, grpc.StatusCode.DATA_LOSS),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.Cancelled, grpc.StatusCode.CANCELLED),
 )
 
 # What the SDK raises for a status (the reason code in the message picks a subclass).
@@ -32,6 +34,8 @@ ERROR_OF_STATUS: dict[grpc.StatusCode, type[errors.VaultServiceError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DATA_LOSS: errors.DecryptionFailed,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: errors.Cancelled,
 }
 REASONS: dict[str, type[errors.VaultServiceError]] = {
     "erased": errors.Erased,

@@ -159,6 +159,7 @@ class RecordsService:
                         field_classes=self.core.classes_of(list(values)),
                     )
                 )
+            deadline.check()  # cancelled or late while sealing: nothing written
             with self.core.audited_write(events, deadline=deadline) as conn:
                 repo.insert_records(conn, new_records, datetime.now(UTC))
         return [

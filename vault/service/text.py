@@ -52,6 +52,14 @@ log = logging.getLogger("vault.service.text")
 MAX_TEXTS = 1000
 #: characters of one text (and of one chunk of a stream)
 MAX_TEXT_LENGTH = DEFAULT_MAX_TEXT_LENGTH
+#: characters of all the texts of one TokenizeText call: its CPU budget. Detection takes about
+#: 2.5 s of one core for this many characters of ordinary text, and at most about 11 s for the
+#: slowest text known (a long line of address cues and IP addresses); the call stops at its
+#: deadline or cancellation between detectors in any case.
+MAX_TEXT_CHARS = 1_048_576
+#: PII spans tokenized by one TokenizeText call, in one Tokenize transaction (20,000 take about
+#: 0.7 s): twice Tokenize's own MAX_ITEMS, so that 1,000 texts of 11 values each pass whole
+MAX_TEXT_SPANS = 20_000
 #: region codes accepted for phone numbers written without a country code
 _REGION_LEN = 2
 
@@ -175,10 +183,17 @@ class TextService:
         """Each text with its PII spans replaced by tokens of ``scope`` (one Tokenize batch for
         all texts: all or nothing, audited as ``token.create``).
 
+        The call's work is bounded (:data:`MAX_TEXT_CHARS`, :data:`MAX_TEXT_SPANS`) and checks
+        ``deadline`` (and the caller's cancellation) between texts and between detectors, so
+        it stops soon after the caller stops waiting; every check comes before the one write
+        transaction, so a call stopped early has written nothing.
+
         Raises:
             PermissionDenied: the role may not create tokens (audited).
-            InvalidInput: no texts, too many, too long (``texts[i]``), a bad scope, region or
+            InvalidInput: no texts, too many, too long (``texts[i]``), too many characters in
+                all or too many spans found (``texts``), a bad scope, region or
                 ``ttl_seconds``.
+            DeadlineExceeded, Cancelled: the caller stopped waiting; nothing was written.
             Unavailable: as for Tokenize; nothing was written.
         """
         check_tenant(tenant)
@@ -187,13 +202,10 @@ class TextService:
         self.tokens.core.access.authorize(
             caller, Action.TOKEN_CREATE, tenant=tenant, deadline=deadline
         )
-        if not texts:
-            raise InvalidInput("texts", "at least one text is required")
-        if len(texts) > MAX_TEXTS:
-            raise InvalidInput("texts", f"at most {MAX_TEXTS} texts per call")
+        _check_texts(texts)
         check_scope(scope)
         check_ttl(ttl_seconds)
-        found = self._spans(texts, default_region)
+        found = self._spans(texts, default_region, deadline)
         items = [
             TokenizeItem(
                 text[s.start : s.end],
@@ -208,8 +220,13 @@ class TextService:
         ]
         if not items:
             return [RedactedText(t, ()) for t in texts]
+        deadline.check()  # the last point where stopping writes nothing
         try:
-            tokens = iter(self.tokens.tokenize(caller, tenant, items, deadline=deadline))
+            tokens = iter(
+                self.tokens.tokenize(
+                    caller, tenant, items, deadline=deadline, max_items=MAX_TEXT_SPANS
+                )
+            )
         except InvalidInput as exc:
             if exc.field.startswith("items["):
                 # a span the class refuses (too long for it): say which text, not which value
@@ -220,10 +237,16 @@ class TextService:
             for text, spans in zip(texts, found, strict=True)
         ]
 
-    def _spans(self, texts: Sequence[str], default_region: str) -> list[list[Span]]:
-        """The PII spans of each text, found by the region's scanner.
+    def _spans(
+        self, texts: Sequence[str], default_region: str, deadline: Deadline
+    ) -> list[list[Span]]:
+        """The PII spans of each text, found by the region's scanner, checking ``deadline``
+        before each text and each detector.
 
-        Raises: InvalidInput (``default_region`` unknown, ``texts[i]`` too long).
+        Raises:
+            InvalidInput: ``default_region`` unknown, more than :data:`MAX_TEXT_SPANS` spans
+                (``texts``, as soon as they are found).
+            DeadlineExceeded, Cancelled: from ``deadline``.
         """
         region = (default_region or "US").upper()
         try:
@@ -231,10 +254,15 @@ class TextService:
         except ValueError:
             raise InvalidInput("default_region", "not a known region code") from None
         found = []
-        for i, text in enumerate(texts):
-            if len(text) > scanner.max_length:
-                raise InvalidInput(f"texts[{i}]", f"longer than {scanner.max_length} characters")
-            found.append(scanner.find_spans(text))
+        total = 0
+        for text in texts:
+            spans = scanner.find_spans(text, check=deadline.check)
+            total += len(spans)
+            if total > MAX_TEXT_SPANS:
+                raise InvalidInput(
+                    "texts", f"more than {MAX_TEXT_SPANS} PII spans found (the limit per call)"
+                )
+            found.append(spans)
         return found
 
     # --- reveal ------------------------------------------------------------------------------
@@ -400,6 +428,26 @@ class TextService:
         return {r.token: r for r in results}
 
 
+def _check_texts(texts: Sequence[str]) -> None:
+    """The texts of a TokenizeText call are within its budget, checked before any is scanned.
+
+    Raises:
+        InvalidInput: no texts, more than :data:`MAX_TEXTS`, one longer than
+            :data:`MAX_TEXT_LENGTH` (``texts[i]``), more than :data:`MAX_TEXT_CHARS` in all.
+    """
+    if not texts:
+        raise InvalidInput("texts", "at least one text is required")
+    if len(texts) > MAX_TEXTS:
+        raise InvalidInput("texts", f"at most {MAX_TEXTS} texts per call")
+    for i, text in enumerate(texts):
+        if len(text) > MAX_TEXT_LENGTH:
+            raise InvalidInput(f"texts[{i}]", f"longer than {MAX_TEXT_LENGTH} characters")
+    if sum(map(len, texts)) > MAX_TEXT_CHARS:
+        raise InvalidInput(
+            "texts", f"more than {MAX_TEXT_CHARS} characters in all (the limit per call)"
+        )
+
+
 def _redacted(text: str, spans: Sequence[Span], tokens: Sequence[str]) -> RedactedText:
     """``text`` with each span replaced by its token."""
     pieces: list[str] = []
@@ -469,6 +517,10 @@ def _report(match: TokenMatch, result: RevealedToken) -> TextToken:
 
 
 __all__ = [
+    "MAX_TEXTS",
+    "MAX_TEXT_CHARS",
+    "MAX_TEXT_LENGTH",
+    "MAX_TEXT_SPANS",
     "Malformed",
     "RedactedText",
     "RevealedText",

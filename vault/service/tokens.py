@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,12 +37,12 @@ from vault import crypto
 from vault.audit import AuditEvent
 from vault.crypto import KEEPS_LAST_FOUR, DataKey, SurrogateError, SurrogateShapeError, surrogate
 from vault.deadline import Deadline
-from vault.errors import Conflict, InvalidInput, PermissionDenied
+from vault.errors import Conflict, InvalidInput, PermissionDenied, ResourceExhausted
 from vault.policy import Action, Policy, Role
 from vault.schema import DEFAULT_MAX_LENGTH, FieldClass, canonicalize
 from vault.service._core import Core, live_record
 from vault.service._datakeys import DataKeyRef
-from vault.service._keyring import DATA, INDEX, TenantKey, new_data_key
+from vault.service._keyring import DATA, INDEX, TenantKey
 from vault.service._normal import (
     UNKNOWN,
     canonical_or_none,
@@ -69,7 +70,7 @@ from vault.service._token_types import (
 from vault.service.access import Caller
 from vault.service.grants import GrantsService
 from vault.service.validators import check_record_id, check_scope, check_tenant
-from vault.storage import Database, repo, tokens_repo
+from vault.storage import Database, keys_repo, repo, tokens_repo
 from vault.storage.models_tokens import TOKEN_MAX
 
 log = logging.getLogger("vault.service.tokens")
@@ -94,16 +95,23 @@ class TokensService:
         self.core = core
         # (tenant, class) -> the current pool, least recently used first: bounded, because
         # tenants are named by callers (an evicted pool costs only a new local data key)
-        self._pools = TokenPools(core.data_keys, pools, clock=clock)
+        self._pools = TokenPools(core.data_keys, core.keyring, pools, clock=clock)
         self._revealer = TokenRevealer(core, grants)
 
     # --- tokenize ----------------------------------------------------------------------------
 
     def tokenize(
-        self, caller: Caller, tenant: str, items: Sequence[TokenizeItem], *, deadline: Deadline
+        self,
+        caller: Caller,
+        tenant: str,
+        items: Sequence[TokenizeItem],
+        *,
+        deadline: Deadline,
+        max_items: int = MAX_ITEMS,
     ) -> list[str]:
         """Tokens for ``items``, in order; all or nothing. Audited (one row per linked record
-        and one for the standalone values).
+        and one for the standalone values). ``max_items``: TokenizeText's own budget, whose
+        spans are written in one transaction too.
 
         Raises:
             PermissionDenied: the role may not create tokens, or not deterministic ones of that
@@ -119,7 +127,7 @@ class TokensService:
         policy, role = self.core.access.authorize(
             caller, Action.TOKEN_CREATE, tenant=tenant, deadline=deadline
         )
-        prepared = _prepare(items)
+        prepared = _prepare(items, max_items)
         self._check_scopes(caller, policy, role, tenant, prepared, deadline=deadline)
         self.core.tenants.require(caller, role, Action.TOKEN_CREATE, tenant, deadline=deadline)
         for _attempt in range(3):
@@ -190,6 +198,7 @@ class TokensService:
             rows.add(token, p)  # sealed outside the transaction (all but surrogates)
         new_key_rows += [row for _, row in new_pools]
         events = self._events(caller, role, tenant, prepared)
+        deadline.check()  # a call cancelled or past its deadline while sealing writes nothing
         with self.core.audited_write(events, deadline=deadline) as conn:
             self._write(conn, tenant, prepared, tokens, rows, new_key_rows)
         self._pools.install(tenant, new_pools)
@@ -240,6 +249,7 @@ class TokensService:
                 row["expires_at"] is None or row["expires_at"] > old.expires_at
             ):
                 tokens_repo.set_expiry(conn, tenant, token, row["expires_at"])
+        _count_record_seals(conn, rows.by_token.values())
         tokens_repo.insert_tokens(conn, list(rows.by_token.values()))
 
     def _keep_tokens_of_older_index_keys(
@@ -339,7 +349,7 @@ class TokensService:
                 if ref is not None:
                     out[(rid, c)] = deks[ref.id]
                     continue
-                dek, row = new_data_key(tenant, rid, c, tkeys[(c, DATA)])
+                dek, row = self.core.keyring.new_data_key(tenant, rid, c, tkeys[(c, DATA)])
                 self.core.data_keys.remember(dek)
                 new_rows.append(row)
                 out[(rid, c)] = dek
@@ -442,6 +452,26 @@ def purge_expired_tokens(db: Database, *, batch: int = 1000, dry_run: bool = Fal
         total += n
         if n < batch:
             return total
+
+
+#: values a caller may seal under one record's data key through linked tokens. A record has a
+#: handful of values; without a bound a caller could seal chosen values under one customer's
+#: key without end (AES-GCM's random nonces must stay far below 2^32 per key).
+MAX_LINKED_SEALS = 2**20
+
+
+def _count_record_seals(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Count the linked tokens sealed under each record's data key in this transaction.
+
+    Raises: ResourceExhausted (``data_key_exhausted``): a key is past its bound; nothing is
+        written (rekey the record: ``cvault keys rekey``).
+    """
+    per_key = Counter(str(r["data_key_id"]) for r in rows if r.get("record_id"))
+    if per_key and keys_repo.add_data_key_seals(conn, per_key) > MAX_LINKED_SEALS:
+        raise ResourceExhausted(
+            "a record's data key sealed its bound of linked tokens; rekey the record",
+            reason="data_key_exhausted",
+        )
 
 
 class _TokenRows:
@@ -547,13 +577,13 @@ def _surrogate(i: int, p: Prepared, attempt: int) -> str | None:
     return token
 
 
-def _prepare(items: Sequence[TokenizeItem]) -> list[Prepared]:
+def _prepare(items: Sequence[TokenizeItem], max_items: int) -> list[Prepared]:
     """Every item validated, or InvalidInput naming ``items[i].<field>`` (values never
     echoed)."""
     if not items:
         raise InvalidInput("items", "at least one item is required")
-    if len(items) > MAX_ITEMS:
-        raise InvalidInput("items", f"at most {MAX_ITEMS} items per call")
+    if len(items) > max_items:
+        raise InvalidInput("items", f"at most {max_items} items per call")
     return [_prepared(f"items[{i}]", item) for i, item in enumerate(items)]
 
 

@@ -9,10 +9,12 @@ must never carry text into a log line or traceback.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Final
 
 import phonenumbers
@@ -236,13 +238,13 @@ class PhoneDetector(_PatternDetector):
     def _more(self, text: str, found: list[Span]) -> list[Span]:
         """Numbers the matcher missed: national formats of the other regions, and possible
         (not only valid) numbers in international form or after a phone cue word."""
-        taken = [(s.start, s.end) for s in found]
+        taken = _Taken(found)
         spans: list[Span] = []
         for match in _PHONE_CANDIDATE.finditer(text):
             start, end = match.span()
             raw = match.group()
             if (
-                any(a < end and start < b for a, b in taken)
+                taken.overlaps(start, end)
                 or not 7 <= sum(c.isdigit() for c in raw) <= 15
                 or _NOT_A_PHONE.fullmatch(raw)
                 or _labelled_as_other_id(text, start)
@@ -253,6 +255,21 @@ class PhoneDetector(_PatternDetector):
             if _is_phone(raw, self.regions, cued=cued):
                 spans.append(self._span(start, end))
         return spans
+
+
+class _Taken:
+    """Spans already found, asked whether a candidate overlaps one of them in O(log n): a
+    text can hold thousands of each (comparing every pair took 1.4 s for a 64 KiB text)."""
+
+    def __init__(self, spans: Iterable[Span]) -> None:
+        ordered = sorted(spans, key=lambda s: s.end)
+        self._ends = [s.end for s in ordered]
+        # the smallest start among the spans from i on (by end)
+        self._min_start = list(accumulate(reversed([s.start for s in ordered]), min))[::-1]
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self._ends, start)  # the first span that ends after start
+        return i < len(self._ends) and self._min_start[i] < end
 
 
 def _region(region: object) -> str:

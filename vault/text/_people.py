@@ -172,8 +172,12 @@ _FR_STREET: Final = (
     r"|passage|faubourg)"
 )
 _HOUSE: Final = r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4}[A-Za-z]?)?"
+# A word takes its hyphens possessively ("*+"): "Ab-Ab-Ab" could otherwise also be read as
+# words joined by the "-" separator, 2^n ways for n hyphens, each tried when the tail after the
+# city fails (a 100-character line hung a thread). The matches are the same: a word split at a
+# hyphen ends where the whole word ends.
 _CITY: Final = (
-    rf"[{_UP}][\w'\u2019-]*(?:[ -](?:[{_UP}][\w'\u2019-]*|sur|sous|am|an|der|de|le|la|en))*"
+    rf"[{_UP}][\w'\u2019-]*+(?:[ -](?:[{_UP}][\w'\u2019-]*+|sur|sous|am|an|der|de|le|la|en))*"
 )
 _POSTCODE: Final = (
     r"(?:[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}"  # UK
@@ -200,9 +204,12 @@ _ADDRESS_RE: Final = re.compile(
     rf"){_TAIL}"
 )
 # Street first (German): Hauptstr. 5, Berliner Straße 12; only run when a street word occurs.
+# The optional first word is possessive, as in _CITY: giving back a long hyphenated word one
+# hyphen at a time, each followed by a scan for a street word, cost its length squared; the
+# street-word scan from the same start finds what a split at a hyphen would.
 _DE_ADDRESS_HINT: Final = re.compile(rf"{_DE_STREET}[ ]\d")  # over lower case
 _DE_ADDRESS_RE: Final = re.compile(
-    rf"(?<![\w.,/-])(?:[{_UP}][\w'\u2019-]*[ -])?"
+    rf"(?<![\w.,/-])(?:[{_UP}][\w'\u2019-]*+[ -])?"
     rf"(?:[{_UP}][\w'\u2019-]*?(?i:{_DE_STREET})|{_DE_STREET_WORD})[ ]{_HOUSE}{_TAIL}"
 )
 # Labels and cues, over the lower-cased text (see _lowered).
@@ -218,27 +225,56 @@ _ADDRESS_LABEL: Final = re.compile(
     r"|j'habite(?: au| à| a| dans la)?|mon adresse est|nouvelle adresse est)[ \t]+"
     r"(?=[\d\w])"
 )
-_ABBREVIATION_END: Final = re.compile(
-    r"(?:\b(?:St|Rd|Ave|Av|Apt|Dr|Blvd|Ln|Ct|Pl|Mt|Ft|Hwy|Pkwy|Sq|No|Nr|Str|str|Bd|bd|av|Ste)"
-    r"|\b[A-Z])\Z"
+#: words whose full stop does not end an inline address ("12 Main St. Springfield"), besides
+#: a lone capital ("J.")
+_ABBREVIATIONS: Final = (
+    *("St", "Rd", "Ave", "Av", "Apt", "Dr", "Blvd", "Ln", "Ct", "Pl", "Mt", "Ft", "Hwy", "Pkwy"),
+    *("Sq", "No", "Nr", "Str", "str", "Bd", "bd", "av", "Ste"),
 )
+
+
+def _not_an_abbreviation() -> str:
+    """Lookbehinds, placed after a full stop, refusing one that ends an abbreviation word: one
+    per word length (a lookbehind has a fixed width). Part of the stop pattern, so that one
+    search finds the end of an inline address, not a loop in Python over every full stop."""
+    by_length: dict[int, list[str]] = {}
+    for word in _ABBREVIATIONS:
+        by_length.setdefault(len(word), []).append(word)
+    behind = [rf"(?<!\b(?:{'|'.join(words)})\.)" for _, words in sorted(by_length.items())]
+    return "".join(behind) + r"(?<!\b[A-Z]\.)"
+
+
 # a sentence's end, a clause, or the next "Label:" on the line
 _SENTENCE_STOP: Final = re.compile(
-    r"\.(?=\s|\Z)|[;()!?]| - | and | but | und | et |[ \t][A-Za-z][\w-]*(?:[ \t][a-z]+)?[ \t]?:"
+    rf"\.{_not_an_abbreviation()}(?=\s|\Z)"
+    r"|[;()!?]| - | and | but | und | et |[ \t][A-Za-z][\w-]*(?:[ \t][a-z]+)?[ \t]?:"
 )
 _PHONE_LINE: Final = re.compile(r"[\d\s()+./-]+|.*@.*|.*https?://.*")
 _TRAILING: Final = " \t,.;:-"
+_TRAILING_RUN: Final = re.compile(r"[ \t,.;:\-]*")  # _TRAILING's characters
+_BLANKS: Final = re.compile(r"[ \t]*")
+#: longest inline address taken after a cue: the ``address`` class's length limit (vault.schema),
+#: so a longer span could not be tokenized anyway; it also keeps the search for the end linear
+#: in a line of many cues and no sentence end ("lives at 1 lives at 1 ...": 13 s for 64 KiB)
+_INLINE_MAX: Final = 1024
+#: longest signature block taken as an address
+_SIGNATURE_MAX: Final = 200
 
 
 def _inline_end(text: str, start: int) -> int:
-    """Where an inline address after a cue ends: the line's end or its sentence's end."""
-    line_end = text.find("\n", start)
-    end = len(text) if line_end == -1 else line_end
-    for stop in _SENTENCE_STOP.finditer(text, start, end):
-        if stop.group() == "." and _ABBREVIATION_END.search(text, start, stop.start()):
-            continue
-        return stop.start()
-    return end
+    """Where an inline address after a cue ends: the line's end or its sentence's end, at most
+    :data:`_INLINE_MAX` characters on."""
+    limit = min(len(text), start + _INLINE_MAX)
+    line_end = text.find("\n", start, limit)
+    end = limit if line_end == -1 else line_end
+    stop = _SENTENCE_STOP.search(text, start, end)
+    return end if stop is None else stop.start()
+
+
+def _run_end(run: re.Pattern[str], text: str, at: int) -> int:
+    """Where the run of characters ``run`` matches at ``at`` ends (``at`` if there is none)."""
+    match = run.match(text, at)
+    return at if match is None else match.end()
 
 
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
@@ -284,13 +320,21 @@ class AddressDetector:
         a digit in them, and not a lone phone number, email or URL."""
         if name_end >= len(text) or text[name_end] != "\n":
             return None
-        start = name_end + 1
-        blank = text.find("\n\n", start)
-        start, end = _trimmed(text, start, len(text) if blank == -1 else blank)
+        start = _run_end(_BLANKS, text, name_end + 1)
+        # Only the first _SIGNATURE_MAX characters can be the block; past them, up to the
+        # blank line, only trailing blanks and punctuation may follow. Looking no further
+        # keeps a text of many signatures and no blank line linear (it was quadratic: 10 s).
+        cut = start + _SIGNATURE_MAX
+        blank = text.find("\n\n", start, cut + 1)
+        if blank == -1:
+            rest = _run_end(_TRAILING_RUN, text, cut)
+            if rest < len(text) and not text.startswith("\n\n", rest):
+                return None  # longer than _SIGNATURE_MAX
+        start, end = _trimmed(text, start, min(cut, len(text)) if blank == -1 else blank)
         block = text[start:end]
         if not block or not any(c.isdigit() for c in block) or _PHONE_LINE.fullmatch(block):
             return None
-        if "@" in block or "|" in block or len(block) > 200:
+        if "@" in block or "|" in block or len(block) > _SIGNATURE_MAX:
             return None
         return start, end
 

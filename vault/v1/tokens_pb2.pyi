@@ -498,7 +498,11 @@ class TokenizeTextRequest(_message.Message):
     ttl_seconds: _builtins.int
     @_builtins.property
     def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Up to 1,000 texts of up to 65,536 characters each, tokenized in one batch."""
+        """Up to 1,000 texts of up to 65,536 characters each and 1,048,576 characters in all, holding
+        up to 20,000 PII spans in all, tokenized in one batch (one transaction: all or nothing).
+        Past a limit the call is INVALID_ARGUMENT naming `texts` (or `texts[i]`) and the limit. The
+        call stops at its deadline (DEADLINE_EXCEEDED) or when cancelled, having written nothing.
+        """
 
     def __init__(
         self,

@@ -37,6 +37,9 @@ class _Context:
     def invocation_metadata(self) -> tuple[()]:
         return ()
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
     def time_remaining(self) -> float:
         return 30.0
 

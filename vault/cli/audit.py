@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from vault.audit import VerifyReport
 from vault.cli._common import CONFIG_HELP, Subparsers, operator, print_json, tenant
 from vault.deadline import Deadline
+
+if TYPE_CHECKING:  # the audit package pulls in SQLAlchemy: not at parse time
+    from vault.audit import VerifyReport
 
 
 def register(sub: Subparsers) -> None:

@@ -197,11 +197,12 @@ def test_sigterm_stops_within_the_grace_whatever_is_in_flight(tmp_path: Path) ->
     calls: list[Any] = []
     try:
         heavy = stub.TokenizeText.future(
-            tokens_pb.TokenizeTextRequest(tenant="demo", texts=[("1 2 " * 16384)] * 100),
+            # the whole character budget of a call (16 x 65,536): seconds of detection
+            tokens_pb.TokenizeTextRequest(tenant="demo", texts=[("1 2 " * 16384)] * 16),
             metadata=metadata,
             timeout=300,
         )
-        for _ in range(4):
+        for _ in range(3):  # with the unread one: the 4 streams a principal may have at once
             call: Any = stub.StreamTokenize(open_stream(1), metadata=metadata, timeout=300)
             next(call)
             calls.append(call)

@@ -82,8 +82,9 @@ from vault.audit._checkpoint import (
 )
 from vault.audit._errors import AuditUnavailable
 from vault.audit._event import ALLOWED, DENIED, ERROR, OUTCOMES, AuditEntry, AuditEvent
-from vault.audit._log import AUDIT_KEY_CLASS, AuditLog
-from vault.audit._log import key_aad as audit_key_aad
+from vault.audit._keys import AUDIT_KEY_CLASS
+from vault.audit._keys import key_aad as audit_key_aad
+from vault.audit._log import AuditLog
 from vault.audit._sinks import AuditSink, JsonLinesSink, StdoutSink
 from vault.audit._verify import (
     BAD_CHECKPOINT,

@@ -7,7 +7,6 @@ import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from vault.audit._checkpoint import (
 )
 from vault.audit._errors import AuditUnavailable
 from vault.audit._event import AuditEntry, AuditEvent
+from vault.audit._keys import AUDIT_KEY_CLASS, AuditKeyring, KeyLookup, cache_id, key_aad
 from vault.audit._mac import (
     AuditKeys,
     RowContent,
@@ -45,41 +45,24 @@ from vault.audit._verify import (
     WalkResult,
     walk,
 )
-from vault.crypto import lp
 from vault.deadline import Deadline
 from vault.errors import (
     ConfigError,
-    DecryptionFailed,
     KeyServerPermissionDenied,
-    KeyServerRefused,
-    KeyServerUnavailable,
 )
 from vault.keys import KeyManager, WrappedRef
 from vault.storage import Database
 
 log = logging.getLogger("vault.audit")
 
-#: the key class of the audit key: transit key ``<prefix>-audit``
-AUDIT_KEY_CLASS = "audit"
 # also a path segment of the checkpoint store: "." and ".." are refused
 _CHAIN_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9_.-]{1,32}")
 # Connectivity failures are left to Database.begin, which maps them to DatabaseUnavailable.
 _CONNECTIVITY = (OperationalError, InterfaceError)
-_KEY_ERRORS = (KeyServerUnavailable, KeyServerRefused, DecryptionFailed)
-_CREATED_KEY = "cvault.audit.created_key"
-
-
-def key_aad(key_id: str, version: int) -> bytes:
-    """AAD of a wrapped audit key: a blob moved to another row or version does not unwrap."""
-    return b"cvault/audit-key/v1" + lp(key_id) + lp(str(version))
 
 
 def _valid_chain(name: str) -> bool:
     return _CHAIN_RE.fullmatch(name) is not None
-
-
-def _cache_id(key_id: str) -> str:
-    return f"audit-key:{key_id}"
 
 
 def _entry(row: store.StoredRow) -> AuditEntry:
@@ -148,9 +131,7 @@ class AuditLog:
         self._every = checkpoint_every
         self._max_age = checkpoint_max_age
         self._background = checkpoint_in_background
-        # the newest audit key row, once known to be committed (wrapped only: not secret)
-        self._key_row: store.KeyRow | None = None
-        self._key_lock = threading.Lock()
+        self._keyring = AuditKeyring(db, keys)
         self._state_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
         # The newest checkpoint this process knows (read once, then the one it wrote last):
@@ -162,7 +143,6 @@ class AuditLog:
         self._retry_after = 0.0
         self._running = False
         self._thread: threading.Thread | None = None
-        self._last_derived: tuple[str, bytes, AuditKeys] | None = None
         # PostgreSQL: the head this process expects, so an append is one round trip
         self._head_hint: store.Head | None = None
 
@@ -192,7 +172,7 @@ class AuditLog:
             AuditUnavailable: the audit key could not be obtained (key server down or refusing).
             DatabaseUnavailable: the database could not be reached.
         """
-        self._current_keys(None, deadline)
+        self._keyring.current(None, deadline)
 
     def append(
         self, conn: Connection, events: Sequence[AuditEvent], *, deadline: Deadline
@@ -218,7 +198,7 @@ class AuditLog:
             return []
         if not conn.in_transaction() or conn.info.get("write") is False:
             raise ValueError("AuditLog.append needs an open write transaction")
-        keys = self._current_keys(conn, deadline)
+        keys = self._keyring.current(conn, deadline)
         try:
             hint = self._head_hint if conn.dialect.name == "postgresql" else None
             if hint is not None:
@@ -346,7 +326,7 @@ class AuditLog:
         Raises:
             AuditUnavailable: the audit key could not be obtained.
         """
-        return pseudonym(self._current_keys(None, deadline).pseudonym_key, tenant, record_id)
+        return pseudonym(self._keyring.current(None, deadline).pseudonym_key, tenant, record_id)
 
     def row_key(self, key_id: str | None = None, *, deadline: Deadline) -> tuple[str, bytes] | None:
         """The key of the MACs on the grant and consent rows the service trusts, derived from
@@ -360,11 +340,11 @@ class AuditLog:
             KeyServerUnavailable, KeyServerRefused: an older audit key could not be unwrapped.
             DatabaseUnavailable: the database could not be reached.
         """
-        current = self._current_keys(None, deadline)
+        current = self._keyring.current(None, deadline)
         if key_id is None or key_id == current.key_id:
             return current.key_id, current.row_key
         with self._db.begin(write=False) as conn:
-            older = self._key_lookup(deadline)(conn, key_id)
+            older = self._keyring.lookup(deadline)(conn, key_id)
         return None if older is None else (older.key_id, older.row_key)
 
     def query(
@@ -387,12 +367,12 @@ class AuditLog:
             return []
         plain = self._keys.unwrap(
             AUDIT_KEY_CLASS,
-            [WrappedRef(_cache_id(r.id), r.wrapped, key_aad(r.id, r.version)) for r in key_rows],
+            [WrappedRef(cache_id(r.id), r.wrapped, key_aad(r.id, r.version)) for r in key_rows],
             deadline=deadline,
         )
         refs = sorted(
             {
-                pseudonym(derive(r.id, plain[_cache_id(r.id)]).pseudonym_key, tenant, record_id)
+                pseudonym(derive(r.id, plain[cache_id(r.id)]).pseudonym_key, tenant, record_id)
                 for r in key_rows
             }
         )
@@ -459,7 +439,7 @@ class AuditLog:
             if self._store is None
             else read_all(self._store, chain, legacy, deadline=deadline)
         )
-        keys_for = self._key_lookup(deadline)
+        keys_for = self._keyring.lookup(deadline)
         with self._db.begin(write=False) as conn:
             # The head is read before the rows: rows appended meanwhile only extend the chain.
             head = store.read_head(conn, chain)
@@ -515,7 +495,7 @@ class AuditLog:
                 self._anchor = found.checkpoints[-1] if found.checkpoints else None
                 self._anchor_known = True
             previous = self._anchor
-            keys_for = self._key_lookup(deadline)
+            keys_for = self._keyring.lookup(deadline)
             with self._db.begin(write=False) as conn:
                 head = store.read_head(conn, self.chain)
                 result = self._walk_since(conn, previous, head, keys_for)
@@ -603,7 +583,7 @@ class AuditLog:
         conn: Connection,
         previous: Checkpoint | None,
         head: store.Head | None,
-        keys_for: _KeyLookup,
+        keys_for: KeyLookup,
     ) -> WalkResult:
         def lookup(key_id: str) -> AuditKeys | None:
             return keys_for(conn, key_id)
@@ -636,113 +616,6 @@ class AuditLog:
             start_mac=previous.mac,
         )
 
-    def _key_lookup(self, deadline: Deadline) -> _KeyLookup:
-        return _KeyLookup(self._keys, deadline)
-
-    def _current_keys(self, conn: Connection | None, deadline: Deadline) -> AuditKeys:
-        row = self._key_row
-        remembered = row is not None  # decided here: another thread may reset the attribute
-        cacheable = True
-        if row is None:
-            row, cacheable = self._key_row_from_db(conn, deadline)
-        try:
-            plain = self._unwrap(row, deadline)
-        except _KEY_ERRORS as exc:
-            if not remembered:
-                raise self._key_unavailable(exc) from None
-            # The remembered wrapped form may be stale: `cvault keys rotate-field` rewraps the
-            # row and `retire` then refuses the old field-key version. Read the row again, in
-            # a transaction of its own (the caller's may predate the rewrap).
-            self._key_row = None
-            row, cacheable = self._key_row_from_db(None, deadline)
-            try:
-                plain = self._unwrap(row, deadline)
-            except _KEY_ERRORS as exc2:
-                raise self._key_unavailable(exc2) from None
-        if cacheable:
-            self._key_row = row
-        # Deriving costs two HKDFs per call; reuse the last derivation while the key manager
-        # still hands out the same key (its cache limits keep applying to the key itself).
-        last = self._last_derived
-        if last is not None and last[0] == row.id and hmac.compare_digest(last[1], plain):
-            return last[2]
-        keys = derive(row.id, plain)
-        self._last_derived = (row.id, plain, keys)
-        return keys
-
-    def _key_row_from_db(
-        self, conn: Connection | None, deadline: Deadline
-    ) -> tuple[store.KeyRow, bool]:
-        if conn is None:
-            with self._key_lock:
-                return self._key_row or self._load_or_create(deadline), True
-        return self._load_or_create_in(conn, deadline)
-
-    def _unwrap(self, row: store.KeyRow, deadline: Deadline) -> bytes:
-        return self._keys.unwrap(
-            AUDIT_KEY_CLASS,
-            [WrappedRef(_cache_id(row.id), row.wrapped, key_aad(row.id, row.version))],
-            deadline=deadline,
-        )[_cache_id(row.id)]
-
-    def _load_or_create(self, deadline: Deadline) -> store.KeyRow:
-        with self._db.begin(write=False) as conn:
-            row = store.latest_key(conn)
-        if row is not None:
-            return row
-        new, plain = self._new_key(deadline)
-        with self._db.begin(write=True) as conn:
-            inserted = store.insert_key(conn, new, datetime.now(UTC))
-        if inserted:
-            self._keys.remember(_cache_id(new.id), plain)
-            log.info("created audit key version %d", new.version)
-            return new
-        with self._db.begin(write=False) as conn:
-            row = store.latest_key(conn)
-        if row is None:
-            raise AuditUnavailable("audit key could not be created")
-        return row
-
-    def _load_or_create_in(self, conn: Connection, deadline: Deadline) -> tuple[store.KeyRow, bool]:
-        """Like :meth:`_load_or_create` inside the caller's transaction (when
-        :meth:`prepare` was not called). A key created here is not remembered until a later
-        call finds it committed."""
-        try:
-            # conn.info outlives the transaction (it belongs to the pooled DBAPI connection):
-            # the marker names the transaction that made the key.
-            this_txn = id(conn.get_transaction())
-            row = store.latest_key(conn)
-            if row is not None:
-                return row, conn.info.get(_CREATED_KEY) != (this_txn, row.id)
-            new, plain = self._new_key(deadline)
-            if store.insert_key(conn, new, datetime.now(UTC)):
-                self._keys.remember(_cache_id(new.id), plain)
-                conn.info[_CREATED_KEY] = (this_txn, new.id)
-                return new, False
-            row = store.latest_key(conn)
-        except _CONNECTIVITY:
-            raise
-        except DBAPIError as exc:
-            log.error("audit key table refused (%s)", type(exc.orig).__name__)
-            raise AuditUnavailable("audit log could not be written") from None
-        if row is None:
-            raise AuditUnavailable("audit key could not be created")
-        return row, True
-
-    def _new_key(self, deadline: Deadline) -> tuple[store.KeyRow, bytes]:
-        key_id = str(uuid.uuid4())
-        try:
-            (made,) = self._keys.new_keys(AUDIT_KEY_CLASS, [key_aad(key_id, 1)], deadline=deadline)
-        except _KEY_ERRORS as exc:
-            raise self._key_unavailable(exc) from None
-        return store.KeyRow(key_id, 1, made.wrapped), made.key
-
-    @staticmethod
-    def _key_unavailable(exc: Exception) -> AuditUnavailable:
-        reason = getattr(exc, "reason", type(exc).__name__)
-        log.warning("audit key unavailable (%s); failing closed", reason)
-        return AuditUnavailable(f"audit key unavailable ({reason})")
-
     def _checkpoint_job(self) -> None:
         try:
             report = self.checkpoint_now(deadline=Deadline.after(60.0))
@@ -762,36 +635,6 @@ class AuditLog:
         finally:
             with self._state_lock:
                 self._running = False
-
-
-class _KeyLookup:
-    """Audit keys by row id for one verification: unwrapped once each, failures remembered."""
-
-    def __init__(self, keys: KeyManager, deadline: Deadline) -> None:
-        self._keys = keys
-        self._deadline = deadline
-        self._rows: dict[str, store.KeyRow] | None = None
-        self._derived: dict[str, AuditKeys | None] = {}
-
-    def __call__(self, conn: Connection, key_id: str) -> AuditKeys | None:
-        if key_id in self._derived:
-            return self._derived[key_id]
-        if self._rows is None or key_id not in self._rows:
-            self._rows = store.all_keys(conn)
-        row = self._rows.get(key_id)
-        derived: AuditKeys | None = None
-        if row is not None:
-            try:
-                plain = self._keys.unwrap(
-                    AUDIT_KEY_CLASS,
-                    [WrappedRef(_cache_id(row.id), row.wrapped, key_aad(row.id, row.version))],
-                    deadline=self._deadline,
-                )[_cache_id(row.id)]
-                derived = derive(row.id, plain)
-            except DecryptionFailed:
-                log.error("audit key %s does not unwrap: it was tampered with", key_id)
-        self._derived[key_id] = derived
-        return derived
 
 
 def _row_dict(row: store.StoredRow) -> dict[str, Any]:

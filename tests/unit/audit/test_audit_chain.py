@@ -25,7 +25,7 @@ from vault.audit import (
     AuditLog,
     MemoryCheckpointStore,
 )
-from vault.audit._log import key_aad
+from vault.audit._keys import key_aad
 from vault.deadline import Deadline
 from vault.keys import KeyManager
 from vault.storage import Database

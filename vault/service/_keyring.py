@@ -223,12 +223,21 @@ class Keyring:
             "version": version,
             "wrapped": nk.wrapped,
             "created_at": datetime.now(UTC),
+            "wraps": self._wrap_block,  # its first block, reserved by this process
         }
         with self._db.begin() as conn:
             if not repo.insert_tenant_keys(conn, [row]):
                 raise Conflict("a tenant key version was started concurrently; retry")
         self._keys.remember(key_id, nk.key)
+        self._reserve_first_blocks([key_id])
         return TenantKey(key_id, field_class, kind, version, nk.key)
+
+    def _reserve_first_blocks(self, key_ids: Iterable[str]) -> None:
+        """Keys this process just made carry their first block of wraps in their rows (no
+        extra write before their first data keys)."""
+        with self._lock:
+            for key_id in key_ids:
+                self._reserved[key_id] = self._reserved.get(key_id, 0) + self._wrap_block
 
     def _unwrap_rows(
         self, tenant: str, rows: Iterable[TenantKeyRow], *, deadline: Deadline
@@ -286,6 +295,7 @@ class Keyring:
                         "version": version,
                         "wrapped": nk.wrapped,
                         "created_at": now,
+                        "wraps": self._wrap_block,  # its first block, reserved here
                     }
                 )
         with self._db.begin() as conn:
@@ -297,4 +307,5 @@ class Keyring:
             return {}
         for k in made.values():
             self._keys.remember(k.id, k.key)
+        self._reserve_first_blocks(k.id for k in made.values())
         return made

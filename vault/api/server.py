@@ -20,6 +20,7 @@ from vault.api._handlers import service_handler
 from vault.api.audit import AuditServicer
 from vault.api.records import RecordsServicer
 from vault.api.tokens import TokensServicer
+from vault.errors import ConfigError
 from vault.service import Services
 from vault.v1 import audit_pb2, records_pb2, tokens_pb2
 
@@ -129,6 +130,22 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
+def _bind(server: grpc.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Listen on ``listen``; the port. Raises: ConfigError when the address cannot be bound
+    (in use: no SO_REUSEPORT sharing), which ``cvault`` prints in one line."""
+    try:
+        port = (
+            server.add_secure_port(listen, credentials)
+            if credentials is not None
+            else server.add_insecure_port(listen)
+        )
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"cannot listen on {listen} (in use, or not an address of this host)")
+    return port
+
+
 def start_server(
     services: Services,
     listen: str = "127.0.0.1:0",
@@ -153,6 +170,9 @@ def start_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC sets SO_REUSEPORT by default: a second server on a busy port would start
+            # and silently take half the calls. Off, the bind fails and the start says so.
+            ("grpc.so_reuseport", 0),
         ],
     )
     server.add_generic_rpc_handlers(
@@ -175,17 +195,12 @@ def start_server(
             ),
             server,
         )
-    port = (
-        server.add_secure_port(listen, credentials)
-        if credentials is not None
-        else server.add_insecure_port(listen)
-    )
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    extra = [
-        server.add_secure_port(addr, creds) if creds is not None else server.add_insecure_port(addr)
-        for addr, creds in extra_ports
-    ]
+    try:
+        port = _bind(server, listen, credentials)
+        extra = [_bind(server, addr, creds) for addr, creds in extra_ports]
+    except ConfigError:
+        guard.close()
+        raise
     monitor = HealthMonitor(services, health_servicer, health_interval)
     server.start()
     monitor.start()

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.support import ADMIN_KEY, SAMPLE, authenticator
 from vault.api import CallLimits, RunningServer, start_server
 from vault.client import VaultClient
+from vault.errors import ConfigError
 from vault.service import RecordsService, Services
 from vault.v1 import tokens_pb2_grpc
 
@@ -136,3 +137,16 @@ def test_reflection_can_be_switched_off(records: RecordsService) -> None:
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         running.stop(grace=0)
+
+
+def test_a_second_server_on_a_busy_port_does_not_start(
+    server: RunningServer, records: RecordsService
+) -> None:
+    """gRPC's default SO_REUSEPORT let a second server bind a port in use and take half the
+    calls (issue 12's finding, found here): the second start now fails, naming the address."""
+    with pytest.raises(ConfigError, match="cannot listen"):
+        start_server(
+            Services.over(records.core),
+            server.address,
+            authenticator=authenticator(),
+        )

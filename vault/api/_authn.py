@@ -510,18 +510,30 @@ def _wrap(
 
         return wrapped
 
+    return rewrapped(handler, call, stream)
+
+
+Wrap = Callable[[Callable[[Any, grpc.ServicerContext], Any]], Any]
+
+
+def rewrapped(
+    handler: grpc.RpcMethodHandler[Any, Any], unary: Wrap, streamed: Wrap
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` rebuilt with its behavior wrapped: by ``unary`` when it returns one response,
+    by ``streamed`` when it returns a response iterator (the interceptors' one way to do it;
+    the request deserializer and response serializer are kept)."""
     kw = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(call(handler.unary_unary), **kw)
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kw)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **kw)
+        return grpc.unary_stream_rpc_method_handler(streamed(handler.unary_stream), **kw)
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(call(handler.stream_unary), **kw)
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kw)
     if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **kw)
+        return grpc.stream_stream_rpc_method_handler(streamed(handler.stream_stream), **kw)
     return handler  # pragma: no cover - grpcio handlers always have one behavior
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import grpc
 
-from vault.api._authn import current_principal
+from vault.api._authn import current_principal, rewrapped
 
 log = logging.getLogger("vault.api.guard")
 
@@ -227,19 +227,7 @@ def _wrapped(
 
         return run
 
-    kw = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kw)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(streamed(handler.unary_stream), **kw)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kw)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(streamed(handler.stream_stream), **kw)
-    return handler  # pragma: no cover - grpcio handlers always have one behavior
+    return rewrapped(handler, unary, streamed)
 
 
 class _Touching:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support import ADMIN, FIELD_CLASSES, KEY_PREFIX, make_service, sample_record
 from vault.config import load_settings
@@ -23,8 +22,6 @@ from vault.service.operations import key_status
 from vault.storage import Database, upgrade
 
 pytestmark = pytest.mark.openbao
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_auto_rotate_follows_the_schedule(bao: OpenBaoDevServer, tmp_path: Path) -> None:
@@ -83,12 +80,3 @@ def test_rotation_settings_are_checked(tmp_path: Path) -> None:
     typo.write_text("[rotation]\nfield_keys_days = 9\n")
     with pytest.raises(ConfigError, match="unknown"):
         load_settings(typo, env={})
-
-
-def test_cronjob_manifest_runs_auto_rotate() -> None:
-    job = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "auto-rotate-cronjob.yaml").read_text())
-    assert job["kind"] == "CronJob"
-    spec = job["spec"]
-    assert spec["concurrencyPolicy"] == "Forbid"
-    [container] = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert container["args"][:2] == ["keys", "auto-rotate"]

@@ -53,9 +53,11 @@ path "transit/decrypt/cvault-audit" {
 }
 
 # ... and read every audit checkpoint (KV v2 at secret/, [audit] kv_path prefix) to compare the
-# chain with. Read and list only: checkpoints are write-once, nobody rewrites or deletes them.
+# chain with. "create" without "update" (write-once, as for the service): `cvault audit
+# re-anchor` writes the first checkpoint of a new epoch after a database restore. Nobody
+# rewrites or deletes a checkpoint.
 path "secret/data/cvault/audit/*" {
-  capabilities = ["read"]
+  capabilities = ["create", "read"]
 }
 
 path "secret/metadata/cvault/audit/*" {

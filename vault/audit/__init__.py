@@ -62,9 +62,19 @@ are not detected; lower ``checkpoint_every`` (or call :meth:`AuditLog.checkpoint
 narrow it. A checkpoint never certifies a broken chain, so
 an attacker cannot launder a truncation by waiting for the next checkpoint.
 
+**After a database restore** the restored chain ends before the newest checkpoints, which
+verifies as a ``truncated tail``. :meth:`AuditLog.reanchor` (``cvault audit re-anchor``)
+records the restore as an audited row (action ``audit.reanchor``: the last checkpoint still
+matched, the restored end, the highest checkpointed seq) and starts a new checkpoint **epoch**
+(documents ``e<epoch>-<seq>``, so new seqs never collide with the write-once documents of lost
+ones). ``verify`` then leaves out only the checkpoints such a row, verified in the chain,
+accounts for, and reports each re-anchor; a truncation without one still fails. The rules are
+in ``vault/audit/_restore.py`` and ``vault/audit/_epochs.py``.
+
 **Sinks.** After the commit, the same entries go to each :class:`AuditSink` (e.g.
-:class:`JsonLinesSink`, :class:`StdoutSink`) as JSON lines. A sink failure is logged, never
-raised: the database row is the record of truth.
+:class:`JsonLinesSink`, :class:`StdoutSink`, :class:`SyslogSink`; :func:`make_sinks` builds the
+configured ones) as JSON lines. A file sink creates its file 0600 and reopens it after a
+rotation. A sink failure is logged, never raised: the database row is the record of truth.
 
 **Query.** :meth:`AuditLog.query` answers "who saw this customer's data, when and why" through
 the pseudonym (under every audit key version), newest first.
@@ -80,12 +90,14 @@ from vault.audit._checkpoint import (
     checkpoint_name,
     parse_checkpoint,
 )
-from vault.audit._errors import AuditUnavailable
+from vault.audit._epochs import REANCHOR_ACTION, Reanchor
+from vault.audit._errors import AuditUnavailable, ReanchorRefused
 from vault.audit._event import ALLOWED, DENIED, ERROR, OUTCOMES, AuditEntry, AuditEvent
 from vault.audit._keys import AUDIT_KEY_CLASS
 from vault.audit._keys import key_aad as audit_key_aad
 from vault.audit._log import AuditLog
 from vault.audit._sinks import AuditSink, JsonLinesSink, StdoutSink
+from vault.audit._syslog import SyslogSink, make_sinks
 from vault.audit._verify import (
     BAD_CHECKPOINT,
     BAD_KEY,
@@ -116,6 +128,7 @@ __all__ = [
     "LEGACY_FORMAT",
     "MISSING_CHECKPOINT",
     "OUTCOMES",
+    "REANCHOR_ACTION",
     "REORDERED",
     "TRUNCATED",
     "AuditEntry",
@@ -127,10 +140,14 @@ __all__ = [
     "CheckpointStore",
     "JsonLinesSink",
     "MemoryCheckpointStore",
+    "Reanchor",
+    "ReanchorRefused",
     "StdoutSink",
+    "SyslogSink",
     "VerifyReport",
     "audit_key_aad",
     "checkpoint_document",
     "checkpoint_name",
+    "make_sinks",
     "parse_checkpoint",
 ]

@@ -15,6 +15,13 @@ holds the service's credential can add checkpoints but cannot rewrite the ones a
 ``prev`` links checkpoints: a checkpoint whose ``prev`` names one that is not there shows that
 one was deleted.
 
+**Epochs** (after a database restore, see ``vault/audit/_restore.py``). The checkpoints written
+before any re-anchor are epoch 0, named ``<seq>`` as above. A re-anchor starts epoch ``n`` (1,
+2, ...): its checkpoints are named ``e<n>-<seq>`` in the same folder and carry
+``"epoch": "<n>"``; their ``prev`` links stay within the epoch ("0" for the epoch's first, the
+re-anchor's own). So the restored chain's next seqs never collide with the write-once documents
+of the seqs it lost, and the checkpoint writer always continues the newest epoch.
+
 **Format 1** (versions before write-once checkpoints): one document at ``<kv_path>`` itself,
 overwritten at each checkpoint, the same fields without ``prev``. It is still read, as one more
 checkpoint of the chain it names (see :meth:`CheckpointStore.legacy`), and never written.
@@ -34,6 +41,7 @@ from vault.deadline import Deadline
 CHECKPOINT_FORMAT: Final = "2"
 LEGACY_FORMAT: Final = "1"
 _SEQ_NAME = re.compile(r"[1-9][0-9]{0,18}")
+_EPOCH_NAME = re.compile(r"e([1-9][0-9]{0,8})-([1-9][0-9]{0,18})")
 
 
 class CheckpointStore(Protocol):
@@ -138,29 +146,42 @@ class MemoryCheckpointStore:
 class Checkpoint:
     """A parsed checkpoint: the row ``seq`` of ``chain`` had MAC ``mac``.
 
-    ``prev`` is the seq of the format-2 checkpoint its writer verified from (0: none); None for
-    a format-1 (legacy) checkpoint, which names no predecessor.
+    ``prev`` is the seq of the format-2 checkpoint of the same epoch its writer verified from
+    (0: none); None for a format-1 (legacy) checkpoint, which names no predecessor. ``epoch`` is
+    0 until a re-anchor after a restore starts a new one.
     """
 
     chain: str
     seq: int
     mac: bytes
     prev: int | None = None
+    epoch: int = 0
 
 
-def checkpoint_name(seq: int) -> str:
-    """The document name of the checkpoint at ``seq``: the decimal seq."""
-    return str(seq)
+def checkpoint_name(seq: int, epoch: int = 0) -> str:
+    """The document name of the checkpoint at ``seq``: the decimal seq (epoch 0), else
+    ``e<epoch>-<seq>``."""
+    return str(seq) if epoch == 0 else f"e{epoch}-{seq}"
 
 
 def seq_of_name(name: str) -> int | None:
-    """The seq a document name stands for; None when it is not a canonical checkpoint name."""
+    """The seq an epoch-0 document name stands for; None when it is no such name."""
     return int(name) if _SEQ_NAME.fullmatch(name) else None
 
 
+def parse_name(name: str) -> tuple[int, int] | None:
+    """(epoch, seq) of a checkpoint document name; None when it is not a canonical one."""
+    seq = seq_of_name(name)
+    if seq is not None:
+        return 0, seq
+    match = _EPOCH_NAME.fullmatch(name)
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
+
+
 def checkpoint_document(checkpoint: Checkpoint, time: datetime) -> dict[str, str]:
-    """The format-2 document of ``checkpoint`` (``prev`` None is written as 0)."""
-    return {
+    """The format-2 document of ``checkpoint`` (``prev`` None is written as 0; ``epoch`` only
+    when it is not 0)."""
+    doc = {
         "format": CHECKPOINT_FORMAT,
         "chain": checkpoint.chain,
         "seq": str(checkpoint.seq),
@@ -168,6 +189,9 @@ def checkpoint_document(checkpoint: Checkpoint, time: datetime) -> dict[str, str
         "prev": str(checkpoint.prev or 0),
         "time": time.isoformat(),
     }
+    if checkpoint.epoch:
+        doc["epoch"] = str(checkpoint.epoch)
+    return doc
 
 
 def parse_checkpoint(data: Mapping[str, str]) -> Checkpoint | None:
@@ -181,10 +205,11 @@ def parse_checkpoint(data: Mapping[str, str]) -> Checkpoint | None:
         seq = int(data["seq"])
         mac = bytes.fromhex(data["mac"])
         prev = int(data["prev"]) if version == CHECKPOINT_FORMAT else None
+        epoch = int(data.get("epoch", "0")) if version == CHECKPOINT_FORMAT else 0
     except (KeyError, ValueError, TypeError):
         return None
-    if not isinstance(chain, str) or seq < 1 or len(mac) != 32:
+    if not isinstance(chain, str) or seq < 1 or len(mac) != 32 or epoch < 0:
         return None
     if prev is not None and not 0 <= prev < seq:
         return None
-    return Checkpoint(chain, seq, mac, prev)
+    return Checkpoint(chain, seq, mac, prev, epoch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vault.errors import Unavailable
+from vault.errors import Unavailable, VaultServiceError
 
 
 class AuditUnavailable(Unavailable):
@@ -14,3 +14,11 @@ class AuditUnavailable(Unavailable):
     """
 
     reason = "audit_unavailable"
+
+
+class ReanchorRefused(VaultServiceError):
+    """A re-anchor was refused: the chain needs none, or something other than a restore is wrong
+    with it (a broken row, a deleted checkpoint), or it moved meanwhile. The message names seqs
+    and problems only."""
+
+    reason = "reanchor_refused"

@@ -23,6 +23,7 @@ from vault.audit._checkpoint import (
     checkpoint_name,
     parse_checkpoint,
 )
+from vault.audit._epochs import Reanchor
 from vault.audit._errors import AuditUnavailable
 from vault.audit._event import AuditEntry, AuditEvent
 from vault.audit._keys import AUDIT_KEY_CLASS, AuditKeyring, KeyLookup, cache_id, key_aad
@@ -33,10 +34,10 @@ from vault.audit._mac import (
     join_classes,
     pseudonym,
     row_mac,
-    split_classes,
     utc,
 )
 from vault.audit._readback import Found, Problem, read_all, read_newest
+from vault.audit._restore import reanchor_chain, verify_rows
 from vault.audit._sinks import AuditSink
 from vault.audit._verify import (
     CHECKPOINT_MISMATCH,
@@ -51,6 +52,7 @@ from vault.errors import (
     KeyServerPermissionDenied,
 )
 from vault.keys import KeyManager, WrappedRef
+from vault.metrics import timed_audit_append
 from vault.storage import Database
 
 log = logging.getLogger("vault.audit")
@@ -63,27 +65,6 @@ _CONNECTIVITY = (OperationalError, InterfaceError)
 
 def _valid_chain(name: str) -> bool:
     return _CHAIN_RE.fullmatch(name) is not None
-
-
-def _entry(row: store.StoredRow) -> AuditEntry:
-    c = row.content
-    return AuditEntry(
-        chain=row.chain,
-        seq=row.seq,
-        time=utc(c.time),
-        principal=c.principal,
-        role=c.role,
-        action=c.action,
-        purpose=c.purpose,
-        tenant=c.tenant,
-        record_ref=c.record_ref,
-        field_classes=split_classes(c.field_classes),
-        outcome=c.outcome,
-        reason=c.reason,
-        request_id=c.request_id,
-        on_behalf_of=c.on_behalf_of,
-        peer=c.peer,
-    )
 
 
 class AuditLog:
@@ -174,6 +155,7 @@ class AuditLog:
         """
         self._keyring.current(None, deadline)
 
+    @timed_audit_append
     def append(
         self, conn: Connection, events: Sequence[AuditEvent], *, deadline: Deadline
     ) -> list[AuditEntry]:
@@ -255,8 +237,8 @@ class AuditLog:
             )
             prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
             row = store.StoredRow(self.chain, seq, content, prev)
-            rows.append(_row_dict(row))
-            entries.append(_entry(row))
+            rows.append(store.row_dict(row))
+            entries.append(store.entry_of(row))
         return rows, entries, store.Head(seq, prev)
 
     def after_commit(self, entries: Sequence[AuditEntry]) -> None:
@@ -378,7 +360,7 @@ class AuditLog:
         )
         with self._db.begin(write=False) as conn:
             rows = store.rows_for_refs(conn, tenant, refs, limit)
-        return [_entry(r) for r in rows]
+        return [store.entry_of(r) for r in rows]
 
     def verify(self, *, deadline: Deadline) -> VerifyReport:
         """Recompute this log's chain from seq 1 and compare it with the head table and every
@@ -441,16 +423,13 @@ class AuditLog:
         )
         keys_for = self._keyring.lookup(deadline)
         with self._db.begin(write=False) as conn:
-            # The head is read before the rows: rows appended meanwhile only extend the chain.
-            head = store.read_head(conn, chain)
-            result = walk(
+            report = verify_rows(
+                conn,
                 chain,
-                store.stream_rows(conn, chain),
                 lambda key_id: keys_for(conn, key_id),
-                head=head,
-                checkpoints=found.checkpoints,
+                found,
+                with_store=self._store is not None,
             )
-        report = result.report
         if report.ok and found.problem is not None:
             report = replace(
                 report,
@@ -507,7 +486,8 @@ class AuditLog:
             # prev links write-once checkpoints only: a legacy one may still be overwritten
             # by an older replica during an upgrade.
             link = previous.seq if previous is not None and previous.prev is not None else 0
-            written = Checkpoint(self.chain, report.last_seq, result.last_mac, link)
+            epoch = 0 if previous is None else previous.epoch
+            written = Checkpoint(self.chain, report.last_seq, result.last_mac, link, epoch)
             if not self._create(self._store, written, deadline):
                 return self._not_checkpointed(
                     self._problem_report(
@@ -521,6 +501,31 @@ class AuditLog:
             self._anchor = written
             log.info("audit chain %s checkpointed at seq %d", self.chain, written.seq)
             return report
+
+    def reanchor(
+        self, event: AuditEvent, *, chain: str | None = None, deadline: Deadline
+    ) -> Reanchor:
+        """Re-anchor ``chain`` (default: this log's) after a database restore: append a
+        re-anchor row (``event``'s principal, role and reason) recording the lost range and
+        write its checkpoint in a new epoch (see ``vault/audit/_restore.py``). Run it with
+        every server stopped.
+
+        Raises:
+            ConfigError: no checkpoint store, or an invalid chain name.
+            ReanchorRefused: nothing to re-anchor, or something else is wrong with the chain.
+            KeyServerUnavailable, KeyServerRefused, DatabaseUnavailable, AuditUnavailable.
+        """
+        if self._store is None:
+            raise ConfigError("no audit checkpoint store is configured")
+        target = self
+        if chain is not None and chain != self.chain:
+            target = AuditLog(self._db, self._keys, chain=chain, checkpoint=self._store)
+        done = reanchor_chain(
+            target, self._store, self._keyring.lookup(deadline), event, deadline=deadline
+        )
+        with self._checkpoint_lock:
+            self._anchor_known = False  # the next checkpoint continues the new epoch
+        return done
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -550,7 +555,7 @@ class AuditLog:
     ) -> bool:
         """Write ``checkpoint`` once; True also when another writer of this chain (a replica
         sharing it) wrote the same one first."""
-        name = checkpoint_name(checkpoint.seq)
+        name = checkpoint_name(checkpoint.seq, checkpoint.epoch)
         doc = checkpoint_document(checkpoint, datetime.now(UTC))
         if checkpoints.create(self.chain, name, doc, deadline=deadline):
             return True
@@ -635,26 +640,3 @@ class AuditLog:
         finally:
             with self._state_lock:
                 self._running = False
-
-
-def _row_dict(row: store.StoredRow) -> dict[str, Any]:
-    c = row.content
-    return {
-        "chain": row.chain,
-        "seq": row.seq,
-        "time": c.time,
-        "principal": c.principal,
-        "role": c.role,
-        "action": c.action,
-        "purpose": c.purpose,
-        "tenant": c.tenant,
-        "record_ref": c.record_ref,
-        "field_classes": c.field_classes,
-        "outcome": c.outcome,
-        "reason": c.reason,
-        "request_id": c.request_id,
-        "on_behalf_of": c.on_behalf_of,
-        "peer": c.peer,
-        "audit_key_id": c.audit_key_id,
-        "mac": row.mac,
-    }

@@ -19,7 +19,7 @@ from vault.audit._checkpoint import (
     CheckpointStore,
     checkpoint_name,
     parse_checkpoint,
-    seq_of_name,
+    parse_name,
 )
 from vault.audit._verify import BAD_CHECKPOINT, MISSING_CHECKPOINT
 from vault.deadline import Deadline
@@ -78,19 +78,19 @@ def read_all(
 
 
 def read_newest(store: CheckpointStore, chain: str, *, deadline: Deadline) -> Found:
-    """The newest checkpoint of ``chain`` (none, or one): its newest write-once document, else
-    the legacy document when it names this chain. Two reads (the listing and one document).
+    """The newest checkpoint of ``chain`` (none, or one): its write-once document of the
+    highest seq in the newest epoch, else the legacy document when it names this chain. Two
+    reads (the listing and one document).
 
     Raises:
         KeyServerUnavailable, KeyServerRefused: the store could not be read.
     """
-    seqs, _ = _seqs(store.names(chain, deadline=deadline))
+    named, _ = _seqs(store.names(chain, deadline=deadline))
     item: Checkpoint | Problem | None
-    if seqs:
-        newest = max(seqs)
-        item = _write_once(
-            chain, newest, store.read(chain, checkpoint_name(newest), deadline=deadline)
-        )
+    if named:
+        epoch, seq = max(named)
+        doc = store.read(chain, checkpoint_name(seq, epoch), deadline=deadline)
+        item = _write_once(chain, epoch, seq, doc)
     else:
         item = _legacy_checkpoint(store.legacy(deadline=deadline))
     if isinstance(item, Problem):
@@ -110,11 +110,14 @@ def _legacy_checkpoint(data: Mapping[str, str] | None) -> Checkpoint | Problem |
 def _read_write_once(
     store: CheckpointStore, chain: str, deadline: Deadline
 ) -> list[Checkpoint | Problem]:
-    """Every write-once document of ``chain``, parsed (``READ_WORKERS`` reads at a time)."""
+    """Every write-once document of ``chain`` (every epoch), parsed (``READ_WORKERS`` reads at a
+    time)."""
     seqs, junk = _seqs(store.names(chain, deadline=deadline))
 
-    def read(seq: int) -> Checkpoint | Problem:
-        return _write_once(chain, seq, store.read(chain, checkpoint_name(seq), deadline=deadline))
+    def read(named: tuple[int, int]) -> Checkpoint | Problem:
+        epoch, seq = named
+        doc = store.read(chain, checkpoint_name(seq, epoch), deadline=deadline)
+        return _write_once(chain, epoch, seq, doc)
 
     items: list[Checkpoint | Problem] = []
     if junk:
@@ -125,30 +128,35 @@ def _read_write_once(
         return items + list(pool.map(read, seqs))
 
 
-def _seqs(names: Sequence[str]) -> tuple[list[int], int]:
-    """(seqs named, how many names are not checkpoint names)."""
-    seqs = [seq for name in names if (seq := seq_of_name(name)) is not None]
+def _seqs(names: Sequence[str]) -> tuple[list[tuple[int, int]], int]:
+    """((epoch, seq) of each checkpoint name, sorted; how many names are not checkpoint
+    names)."""
+    seqs = [named for name in names if (named := parse_name(name)) is not None]
     return sorted(seqs), len(names) - len(seqs)
 
 
-def _write_once(chain: str, seq: int, doc: Mapping[str, str] | None) -> Checkpoint | Problem:
-    """The format-2 checkpoint stored under ``seq``, or why it cannot be used."""
+def _write_once(
+    chain: str, epoch: int, seq: int, doc: Mapping[str, str] | None
+) -> Checkpoint | Problem:
+    """The format-2 checkpoint stored under ``seq`` of ``epoch``, or why it cannot be used."""
+    where = f"seq {seq}" if epoch == 0 else f"seq {seq} of epoch {epoch}"
     if doc is None:
-        return Problem(seq, MISSING_CHECKPOINT, f"the checkpoint at seq {seq} was deleted")
+        return Problem(seq, MISSING_CHECKPOINT, f"the checkpoint at {where} was deleted")
     checkpoint = parse_checkpoint(doc)
     if (
         checkpoint is None
         or checkpoint.prev is None
         or checkpoint.chain != chain
         or checkpoint.seq != seq
+        or checkpoint.epoch != epoch
     ):
-        return Problem(seq, BAD_CHECKPOINT, f"the checkpoint at seq {seq} is malformed")
+        return Problem(seq, BAD_CHECKPOINT, f"the checkpoint at {where} is malformed")
     return checkpoint
 
 
 def _broken_links(found: Sequence[Checkpoint]) -> list[Problem]:
-    """Write-once checkpoints naming a predecessor that is not among them."""
-    present = {c.seq for c in found if c.prev is not None}
+    """Write-once checkpoints naming a predecessor (of their epoch) that is not among them."""
+    present = {(c.epoch, c.seq) for c in found if c.prev is not None}
     return [
         Problem(
             c.prev,
@@ -156,5 +164,5 @@ def _broken_links(found: Sequence[Checkpoint]) -> list[Problem]:
             f"the checkpoint at seq {c.seq} follows one at seq {c.prev}, which is gone",
         )
         for c in found
-        if c.prev and c.prev not in present
+        if c.prev and (c.epoch, c.prev) not in present
     ]

@@ -13,7 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from vault.audit._mac import RowContent
+from vault.audit._event import AuditEntry
+from vault.audit._mac import RowContent, split_classes, utc
 from vault.storage.models import AuditChainHead, AuditEventRow, AuditKey
 
 events = cast(Table, AuditEventRow.__table__)
@@ -237,3 +238,59 @@ def rows_for_refs(
         .limit(limit)
     )
     return [_stored(r) for r in result]
+
+
+def rows_with_action(conn: Connection, chain: str, action: str) -> list[StoredRow]:
+    """Rows of ``chain`` with ``action`` (e.g. re-anchors), in seq order; unverified."""
+    result = conn.execute(
+        select(events)
+        .where(events.c.chain == chain, events.c.action == action)
+        .order_by(events.c.seq)
+    )
+    return [_stored(r) for r in result]
+
+
+def entry_of(row: StoredRow) -> AuditEntry:
+    """The entry a stored row gives back (its record pseudonym, never an id)."""
+    c = row.content
+    return AuditEntry(
+        chain=row.chain,
+        seq=row.seq,
+        time=utc(c.time),
+        principal=c.principal,
+        role=c.role,
+        action=c.action,
+        purpose=c.purpose,
+        tenant=c.tenant,
+        record_ref=c.record_ref,
+        field_classes=split_classes(c.field_classes),
+        outcome=c.outcome,
+        reason=c.reason,
+        request_id=c.request_id,
+        on_behalf_of=c.on_behalf_of,
+        peer=c.peer,
+    )
+
+
+def row_dict(row: StoredRow) -> dict[str, Any]:
+    """The ``audit_events`` columns of ``row``, for an insert."""
+    c = row.content
+    return {
+        "chain": row.chain,
+        "seq": row.seq,
+        "time": c.time,
+        "principal": c.principal,
+        "role": c.role,
+        "action": c.action,
+        "purpose": c.purpose,
+        "tenant": c.tenant,
+        "record_ref": c.record_ref,
+        "field_classes": c.field_classes,
+        "outcome": c.outcome,
+        "reason": c.reason,
+        "request_id": c.request_id,
+        "on_behalf_of": c.on_behalf_of,
+        "peer": c.peer,
+        "audit_key_id": c.audit_key_id,
+        "mac": row.mac,
+    }

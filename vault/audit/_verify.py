@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from vault.audit._checkpoint import Checkpoint
+from vault.audit._epochs import Reanchor
 from vault.audit._mac import ZERO_MAC, AuditKeys, row_mac
 from vault.audit._store import Head, StoredRow
 
@@ -27,6 +28,12 @@ CHECKPOINT_MISMATCH: Final = "checkpoint mismatch"
 BAD_KEY: Final = "unreadable audit key"
 BAD_CHECKPOINT: Final = "bad checkpoint"
 MISSING_CHECKPOINT: Final = "missing checkpoint"
+
+#: what a truncated tail's detail adds: the one legitimate cause, and what to do about it
+RESTORE_HINT: Final = (
+    " (if the database was restored from a backup: `cvault audit re-anchor --reason TEXT`"
+    " records the restore and re-anchors the chain)"
+)
 
 KeysFor = Callable[[str], AuditKeys | None]
 
@@ -50,6 +57,9 @@ class VerifyReport:
         detail: one sentence for an operator (seqs and names only, never a value).
         checkpoint_seq: the seq of the newest external checkpoint compared against, if any.
         checkpoints: how many external checkpoints were compared against.
+        reanchors: the re-anchors after a restore found in the chain (each explains the
+            checkpoints of rows the restore lost; see ``vault/audit/_epochs.py``).
+        excused: how many checkpoints those re-anchors account for (not compared).
     """
 
     ok: bool
@@ -61,6 +71,8 @@ class VerifyReport:
     detail: str = ""
     checkpoint_seq: int | None = None
     checkpoints: int = 0
+    reanchors: tuple[Reanchor, ...] = ()
+    excused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +177,8 @@ class _Walker:
             return result(
                 last + 1,
                 TRUNCATED,
-                f"the checkpoint at seq {pins.newest} names a row past the chain's end at {last}",
+                f"the checkpoint at seq {pins.newest} names a row past the chain's end at {last}"
+                f"{RESTORE_HINT}",
             )
         bad_seq, problem, detail = _head_problem(head, last, start_seq)
         return result(bad_seq, problem, detail)

@@ -382,3 +382,33 @@ def private_openbao() -> Iterator[OpenBaoDevServer]:
         yield server
     finally:
         server.stop()
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def bao_pids(ancestor: int) -> set[int]:
+    """The running `bao server` processes started (directly or not) by process ``ancestor``:
+    other OpenBao servers on the machine (another test run, say) are not this test's business."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"bao\x00server" not in cmd:
+                continue
+            pid = parent = int(entry.name)
+            while parent > 1:
+                parent = _parent(parent)
+                if parent == ancestor:
+                    pids.add(pid)
+                    break
+    return pids

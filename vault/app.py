@@ -3,13 +3,14 @@ authentication and the gRPC server."""
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from vault import tracing
 from vault.api import (
     ApiKeyStore,
     Authenticator,
@@ -18,7 +19,7 @@ from vault.api import (
     server_credentials,
     start_server,
 )
-from vault.audit import ALLOWED, DENIED, AuditEvent, AuditLog, AuditSink, JsonLinesSink
+from vault.audit import ALLOWED, DENIED, AuditEvent, AuditLog, make_sinks
 from vault.config import Settings, deploy_file
 from vault.deadline import Deadline
 from vault.errors import ConfigError
@@ -30,13 +31,17 @@ from vault.keys import (
     TokenAuth,
     TransitKeyWrapper,
 )
+from vault.logs import apply_settings as apply_log_format
 from vault.memory import pin_mmap_threshold
+from vault.metrics import MetricsServer, serve_metrics
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
 from vault.service import Access, Services
 from vault.service.access import printable
-from vault.storage import Database, current_revision, grant_runtime_role, head_revision, upgrade
+from vault.storage import Database, grant_runtime_role, upgrade
 from vault.text import NerUnavailable, ScannerSetup
+
+log = logging.getLogger("vault.app")
 
 
 def make_auth(settings: Settings) -> KeyServerAuth:
@@ -89,21 +94,20 @@ class App:
     services: Services
     authenticator: Authenticator
     credentials: grpc.ServerCredentials | None
+    #: the /metrics endpoint, while :meth:`serve` runs with ``[metrics] listen`` set
+    metrics_server: MetricsServer | None = None
 
     def check_ready(self) -> None:
-        """Refuse to start a server that cannot serve (STYLE 6): the database must answer and
-        be at the newest migration, and the key server must answer.
+        """Refuse to start a server that cannot reach what it needs (STYLE 6): the database
+        and the key server must answer. What can be fixed while it runs (a schema to migrate,
+        a refused credential, a policy file) leaves it NOT_SERVING instead, with a log line
+        naming the cause (:class:`~vault.api.server.HealthMonitor`), until it is fixed.
 
         Raises:
             ConfigError: with what is wrong and how to fix it.
         """
         if not self.db.ping():
             raise ConfigError("database unreachable: check database_url")
-        current, head = current_revision(self.settings.database_url), head_revision()
-        if current != head:
-            raise ConfigError(
-                f"database schema is at {current or 'nothing'}, not {head}: run `cvault db upgrade`"
-            )
         if not self.keys.healthy():
             raise ConfigError(f"key server unreachable or sealed at {self.settings.openbao.url}")
 
@@ -127,12 +131,14 @@ class App:
         *,
         plaintext: bool = False,
         extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
+        reuse_port: bool = False,
     ) -> RunningServer:
         """Start serving on ``listen`` (default: the settings'), with the settings' TLS unless
         ``plaintext`` (``cvault dev``'s loopback port; its mTLS port goes in ``extra_ports``)."""
         # before the gRPC workers allocate: freed large request buffers go back to the system
         pin_mmap_threshold()
         self.policy.start_watching()
+        self.start_observability()
         return start_server(
             self.services,
             listen or self.settings.listen,
@@ -141,9 +147,29 @@ class App:
             extra_ports=extra_ports,
             limits=call_limits(self.settings),
             health_interval=self.settings.health_interval_seconds,
+            reuse_port=reuse_port,
+            health_listen=self.settings.server.health_listen,
         )
 
+    def start_observability(self) -> None:
+        """JSON logs, tracing and the metrics endpoint as the settings ask (idempotent).
+
+        Raises: ConfigError: the metrics address cannot be bound, or the span file opened."""
+        s = self.settings
+        apply_log_format(s.logging.format)
+        if s.tracing.enabled and not tracing.enabled():
+            tracing.configure(s.tracing.exporter, s.tracing.file, s.tracing.service_name)
+        if s.metrics.listen and self.metrics_server is None:
+            self.metrics_server = serve_metrics(s.metrics.listen)
+            host = s.metrics.listen.rpartition(":")[0]
+            log.info("metrics on http://%s:%d/metrics", host, self.metrics_server.port)
+
     def close(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+        if self.settings.tracing.enabled:
+            tracing.shutdown()
         self.policy.stop()
         self.audit.close()
         self.db.dispose()
@@ -178,11 +204,11 @@ def build_app(settings: Settings) -> App:
     db = Database(settings.database_url)
     auth = make_auth(settings)
     keys = KeyManager(make_wrapper(settings, auth), settings.cache)
-    sinks: list[AuditSink] = []
-    if settings.audit.jsonl == "-":
-        sinks.append(JsonLinesSink(sys.stdout))
-    elif settings.audit.jsonl:
-        sinks.append(JsonLinesSink(settings.audit.jsonl))
+    sinks = make_sinks(
+        jsonl=settings.audit.jsonl,
+        syslog=settings.audit.syslog,
+        syslog_facility=settings.audit.syslog_facility,
+    )
     bao = settings.openbao
     checkpoint = KvCheckpointStore(
         bao.url,
@@ -244,12 +270,16 @@ def build_services(
 
 def build_operator_audit_log(settings: Settings) -> AuditLog:
     """The audit log of an operator command (its database and key manager serve the command
-    too): the settings' chain, with the operator's key-server access."""
+    too): the settings' chain, with the operator's key-server access (TLS verified against
+    ``[openbao] ca_cert``)."""
     bao = settings.openbao
     auth = make_auth(settings)
-    wrapper = TransitKeyWrapper(bao.url, auth, key_prefix=bao.key_prefix, mount=bao.mount)
+    verify = bao.ca_cert or True
+    wrapper = TransitKeyWrapper(
+        bao.url, auth, key_prefix=bao.key_prefix, mount=bao.mount, verify=verify
+    )
     checkpoint = KvCheckpointStore(
-        bao.url, auth, mount=settings.audit.kv_mount, path=settings.audit.kv_path
+        bao.url, auth, mount=settings.audit.kv_mount, path=settings.audit.kv_path, verify=verify
     )
     return AuditLog(
         Database(settings.database_url),

@@ -3,7 +3,7 @@
 Example (``cvault serve --config vault.toml``)::
 
     listen = "127.0.0.1:50051"
-    database_url = "postgresql://vault@db/vault"
+    database_url = "postgresql://vault@db/vault"   # or database_url_file (a password in it)
     schema = "schema.yaml"            # optional; the packaged default otherwise
     policy = "policy.yaml"            # who may see what: see deploy/policy/README.md
 
@@ -46,11 +46,23 @@ Example (``cvault serve --config vault.toml``)::
     reflection = true                 # server reflection (needs no credentials)
     open_streams = 2                  # reflection and health-watch streams at once
     open_idle_seconds = 10
+    drain_seconds = 5                 # SIGTERM: NOT_SERVING this long, still serving, then stop
+    health_listen = "0.0.0.0:8086"    # plaintext, grpc.health.v1 only: for kubelet probes
 
     [text]                            # TokenizeText detection (vault.text.ScannerSetup)
     ner = "none"                      # or "spacy:<package>", "presidio", "presidio:<package>"
     phone_regions = ["US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "AU", "IN"]
     recall = "standard"               # "high": strict mode, every capitalised word run
+
+    [metrics]                         # Prometheus /metrics over HTTP ("" or absent: off)
+    listen = "127.0.0.1:9464"
+
+    [tracing]                         # OpenTelemetry spans as JSON lines (vault.tracing)
+    enabled = false
+    exporter = "console"              # stderr; or "file" with file = "/var/log/cvault/spans.jsonl"
+
+    [logging]
+    format = "text"                   # or "json"; --log-format and CVAULT_LOG_FORMAT win
 
 There is no admin key setting: callers authenticate with mTLS or an API key (``[auth]``) and
 the policy maps their principal to a role. Secrets are read from files or the environment,
@@ -105,6 +117,8 @@ class AuditSettings:
     checkpoint_every: int = 1000
     kv_mount: str = "secret"
     kv_path: str = "cvault/audit/head"
+    syslog: str = ""  # "" no syslog sink, else a socket path (/dev/log) or host:port (UDP)
+    syslog_facility: str = "authpriv"
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,58 @@ class ServerSettings:
     reflection: bool = True
     open_streams: int = 2
     open_idle_seconds: float = 10.0
+    #: on SIGTERM, how long health says NOT_SERVING while calls are still served, so load
+    #: balancers stop sending new ones before the server refuses them
+    drain_seconds: float = 5.0
+    #: a plaintext port serving only grpc.health.v1 (Kubernetes' probes cannot speak mTLS);
+    #: "" = none
+    health_listen: str = ""
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: the Prometheus endpoint (``host:port``; "" = off)."""
+
+    listen: str = ""
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """``[tracing]``: OpenTelemetry spans as JSON lines to stderr (``console``) or a file."""
+
+    enabled: bool = False
+    exporter: str = "console"
+    file: str = ""
+    service_name: str = "cvault"
+
+    def __post_init__(self) -> None:
+        if self.exporter not in ("console", "file") or (self.exporter == "file" and not self.file):
+            raise ValueError("[tracing] exporter must be 'console' or 'file' (with file = <path>)")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """``[logging]``: ``format`` "text" or "json" (``--log-format``/``CVAULT_LOG_FORMAT`` win)."""
+
+    format: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.format not in ("text", "json"):
+            raise ValueError("[logging] format must be 'text' or 'json'")
+
+
+def _table(cls: type[Any], table: Mapping[str, Any], name: str, source: str) -> Any:
+    """A settings dataclass of flat scalar fields from its TOML table (types checked)."""
+    known = cls.__dataclass_fields__
+    if set(table) - set(known):
+        raise ConfigError(f"{source}: unknown [{name}] settings {sorted(set(table) - set(known))}")
+    defaults = cls()
+    for key, value in table.items():
+        if type(value) is not type(getattr(defaults, key)):
+            raise ConfigError(
+                f"{source}: [{name}] {key} must be a {type(getattr(defaults, key)).__name__}"
+            )
+    return cls(**table)
 
 
 @dataclass(frozen=True)
@@ -163,9 +229,14 @@ class Settings:
     rotation: RotationSettings = field(default_factory=RotationSettings)
     text: TextSettings = field(default_factory=TextSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
-def _read_secret(table: Mapping[str, Any], key: str, source: str) -> str:
+def _read_secret(table: Mapping[str, Any], key: str, source: str, *, inline: bool = False) -> str:
+    """``<key>_file``'s content; ``<key>`` itself only when ``inline`` is allowed (a secret
+    never sits in the TOML file)."""
     if f"{key}_file" in table:
         path = Path(str(table[f"{key}_file"]))
         try:
@@ -173,8 +244,36 @@ def _read_secret(table: Mapping[str, Any], key: str, source: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read {key}_file: {exc.strerror}") from None
     if key in table:
+        if inline:
+            return str(table[key])
         raise ConfigError(f"{source}: put {key} in a file ({key}_file) or the environment")
     return ""
+
+
+def _openbao(bao: Mapping[str, Any], env: Mapping[str, str], source: str) -> OpenBaoSettings:
+    """``[openbao]``: only the credential of the chosen ``auth`` is read (a token-auth
+    operator job has no AppRole files), and none may sit in the TOML file itself."""
+    for key in ("token", "role_id", "secret_id"):
+        if key in bao:
+            raise ConfigError(f"{source}: put {key} in a file ({key}_file) or the environment")
+    auth = env.get("CVAULT_OPENBAO_AUTH", bao.get("auth", "token"))
+
+    def secret(key: str, needed: bool) -> str:
+        if not needed:
+            return ""
+        return env.get(f"CVAULT_OPENBAO_{key.upper()}") or _read_secret(bao, key, source)
+
+    return OpenBaoSettings(
+        url=env.get("CVAULT_OPENBAO_URL", bao.get("url", OpenBaoSettings.url)),
+        key_prefix=env.get("CVAULT_KEY_PREFIX", bao.get("key_prefix", "cvault")),
+        mount=bao.get("mount", "transit"),
+        auth=auth,
+        token=secret("token", auth == "token"),
+        role_id=secret("role_id", auth == "approle"),
+        secret_id=secret("secret_id", auth == "approle"),
+        timeout_seconds=float(bao.get("timeout_seconds", 5.0)),
+        ca_cert=env.get("CVAULT_OPENBAO_CA_CERT", bao.get("ca_cert", "")),
+    )
 
 
 def _cache_limits(table: Mapping[str, Any], prefix: str, default: CacheLimits) -> CacheLimits:
@@ -191,6 +290,7 @@ _TOP = {
     "auth",
     "audit",
     "database_url",
+    "database_url_file",
     "schema",
     "health_interval_seconds",
     "max_workers",
@@ -200,6 +300,9 @@ _TOP = {
     "rotation",
     "text",
     "server",
+    "metrics",
+    "tracing",
+    "logging",
 }
 _OPENBAO = {
     "url",
@@ -218,7 +321,7 @@ _OPENBAO = {
 
 
 _AUTH = {"tls_cert_file", "tls_key_file", "client_ca_file", "require_client_auth", "api_keys"}
-_AUDIT = {"jsonl", "chain", "checkpoint_every", "kv_mount", "kv_path"}
+_AUDIT = {"jsonl", "chain", "checkpoint_every", "kv_mount", "kv_path", "syslog", "syslog_facility"}
 
 
 def _auth(table: Mapping[str, Any], source: str) -> AuthSettings:
@@ -245,6 +348,8 @@ def _audit(table: Mapping[str, Any], source: str) -> AuditSettings:
         checkpoint_every=int(table.get("checkpoint_every", 1000)),
         kv_mount=str(table.get("kv_mount", "secret")),
         kv_path=str(table.get("kv_path", "cvault/audit/head")),
+        syslog=str(table.get("syslog", "")),
+        syslog_facility=str(table.get("syslog_facility", "authpriv")),
     )
 
 
@@ -275,6 +380,8 @@ def _server(table: Mapping[str, Any], source: str) -> ServerSettings:
     values = {k: type(getattr(defaults, k))(table.get(k, getattr(defaults, k))) for k in known}
     if not isinstance(table.get("reflection", True), bool):
         raise ConfigError(f"{source}: [server] reflection must be true or false")
+    if not 0 <= values["drain_seconds"] <= 300:
+        raise ConfigError(f"{source}: [server] drain_seconds must be 0..300")
     return ServerSettings(**values)
 
 
@@ -337,22 +444,12 @@ def load_settings(
     cache = dict(data.get("cache", {}))
     defaults = CacheSettings()
     try:
-        openbao = OpenBaoSettings(
-            url=env.get("CVAULT_OPENBAO_URL", bao.get("url", OpenBaoSettings.url)),
-            key_prefix=env.get("CVAULT_KEY_PREFIX", bao.get("key_prefix", "cvault")),
-            mount=bao.get("mount", "transit"),
-            auth=env.get("CVAULT_OPENBAO_AUTH", bao.get("auth", "token")),
-            token=env.get("CVAULT_OPENBAO_TOKEN") or _read_secret(bao, "token", source),
-            role_id=env.get("CVAULT_OPENBAO_ROLE_ID") or _read_secret(bao, "role_id", source),
-            secret_id=env.get("CVAULT_OPENBAO_SECRET_ID") or _read_secret(bao, "secret_id", source),
-            timeout_seconds=float(bao.get("timeout_seconds", 5.0)),
-            ca_cert=bao.get("ca_cert", ""),
-        )
+        openbao = _openbao(bao, env, source)
         settings = Settings(
             listen=env.get("CVAULT_LISTEN", data.get("listen", Settings.listen)),
-            database_url=env.get(
-                "CVAULT_DATABASE_URL", data.get("database_url", Settings.database_url)
-            ),
+            database_url=env.get("CVAULT_DATABASE_URL")
+            or _read_secret(data, "database_url", source, inline=True)
+            or Settings.database_url,
             schema=env.get("CVAULT_SCHEMA", data.get("schema", "")),
             policy=env.get("CVAULT_POLICY", data.get("policy", "")),
             health_interval_seconds=float(data.get("health_interval_seconds", 2.0)),
@@ -370,6 +467,12 @@ def load_settings(
             rotation=_rotation(data.get("rotation", {}), source),
             text=_text(data.get("text", {}), source),
             server=_server(data.get("server", {}), source),
+            metrics=_table(MetricsSettings, data.get("metrics", {}), "metrics", source),
+            tracing=_table(TracingSettings, data.get("tracing", {}), "tracing", source),
+            logging=LoggingSettings(
+                format=env.get("CVAULT_LOG_FORMAT")
+                or _table(LoggingSettings, data.get("logging", {}), "logging", source).format
+            ),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -104,6 +104,13 @@ class KeyServerUnavailable(Unavailable):
     reason = "key_server_unavailable"
 
 
+class KeyServerTlsError(KeyServerUnavailable):
+    """The key server's TLS certificate is not trusted: a setting to fix (``[openbao]
+    ca_cert``), not an outage to wait out, so it is not retried."""
+
+    reason = "key_server_tls_error"
+
+
 class KeyServerRefused(VaultServiceError):
     """OpenBao/Vault answered and refused the request: a configuration problem, not an outage.
 

@@ -81,3 +81,14 @@ def test_server_settings_reach_the_call_limits(tmp_path: Path) -> None:
     cfg.write_text("max_workers = 32\n[server]\nmax_streams = 20\nreflection = false\n")
     limits = call_limits(load_settings(cfg, env={}))
     assert (limits.max_workers, limits.max_streams, limits.reflection) == (32, 20, False)
+
+
+def test_the_database_url_can_come_from_a_file(tmp_path: Path) -> None:
+    """Issue 12: a password in the URL need not sit in the settings file (a mounted secret)."""
+    url_file = tmp_path / "database_url"
+    url_file.write_text("postgresql://cvault:s3cret@db/cvault\n")
+    settings_file = tmp_path / "vault.toml"
+    settings_file.write_text(f'database_url_file = "{url_file}"\n')
+    assert (
+        load_settings(settings_file, env={}).database_url == "postgresql://cvault:s3cret@db/cvault"
+    )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vault.api._authn import ApiKeyStore, Authenticator, new_api_key, server_credentials
     from vault.api._guard import CallLimits
-    from vault.api._status import ERROR_OF_STATUS, REASONS, status_of
+    from vault.api._status import ERROR_DOMAIN, ERROR_OF_STATUS, REASONS, status_of
     from vault.api.records import RecordsServicer
     from vault.api.server import RunningServer, start_server
 
@@ -22,6 +22,7 @@ _EXPORTS = {
     "new_api_key": "vault.api._authn",
     "server_credentials": "vault.api._authn",
     "CallLimits": "vault.api._guard",
+    "ERROR_DOMAIN": "vault.api._status",
     "ERROR_OF_STATUS": "vault.api._status",
     "REASONS": "vault.api._status",
     "status_of": "vault.api._status",
@@ -31,6 +32,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ERROR_DOMAIN",
     "ERROR_OF_STATUS",
     "REASONS",
     "ApiKeyStore",

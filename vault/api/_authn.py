@@ -35,6 +35,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from cryptography import x509
 
+from vault.api._status import refusal_status
 from vault.errors import ConfigError, InvalidInput, Unauthenticated
 from vault.identity import (
     API_KEY_PREFIX,
@@ -477,7 +478,9 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 
 def _abort_unauthenticated(context: grpc.ServicerContext, exc: Unauthenticated) -> NoReturn:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, denial_message(exc))
+    # the text is denial_message(exc): "unauthenticated: <cause>"
+    code = grpc.StatusCode.UNAUTHENTICATED
+    context.abort_with_status(refusal_status(code, "unauthenticated", exc.reason, cause=exc.reason))
     raise AssertionError("unreachable")  # context.abort raises
 
 

@@ -23,13 +23,15 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from vault.api._authn import current_principal, rewrapped
+from vault.api._status import refusal_status
+from vault.metrics import count_limit_refusal
 
 log = logging.getLogger("vault.api.guard")
 
@@ -38,6 +40,8 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 OPEN_PREFIXES = ("/grpc.reflection.", "/grpc.health.v1.Health/")
 REFLECTION_PREFIX = "/grpc.reflection."
 BUSY = "server_busy"
+#: the reason of a call refused while the server cannot serve (a schema it does not run on)
+NOT_READY = "server_not_ready"
 TOO_MANY_STREAMS = "too_many_streams"
 
 
@@ -87,12 +91,18 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self._running = 0
         self._streams: dict[int, _Stream] = {}
         self._per_owner: Counter[str] = Counter()
+        self._unavailable = ""
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="cvault-reaper", daemon=True)
         self._reaper.start()
 
     def close(self) -> None:
         self._stop.set()
+
+    def set_unavailable(self, problems: Mapping[str, str]) -> None:
+        """Refuse authenticated calls with UNAVAILABLE while the database's schema is one this
+        server does not run on (they would fail half-way); health checks still answer."""
+        self._unavailable = problems.get("schema", "")
 
     def intercept_service(
         self,
@@ -115,6 +125,12 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         """Take a worker slot (and a stream slot): the owner key to release with, or refuse
         the call (aborts the context)."""
         owner = f"open:{context.peer()}" if unauthenticated else _principal_name()
+        unavailable = self._unavailable
+        if unavailable and not unauthenticated:
+            code = grpc.StatusCode.UNAVAILABLE
+            context.abort_with_status(
+                refusal_status(code, NOT_READY, unavailable, retryable="true")
+            )
         with self._lock:
             refusal = self._refusal(owner, streaming, unauthenticated)
             if refusal is None:
@@ -132,7 +148,10 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     self._streams[id(context)] = _Stream(context, now, now, idle)
         if refusal is not None:
             log.info("refused a call: %s", refusal)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{refusal}: try again later")
+            count_limit_refusal(refusal)
+            context.abort_with_status(
+                refusal_status(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal, "try again later")
+            )
         return owner
 
     def _refusal(self, owner: str, streaming: bool, unauthenticated: bool) -> str | None:

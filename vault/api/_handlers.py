@@ -7,7 +7,6 @@ import functools
 import logging
 import re
 import traceback
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from importlib import import_module
@@ -19,9 +18,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vault.api._authn import current_principal
 from vault.api._ranges import check_int64_ranges
-from vault.api._status import status_of, wire_message
+from vault.api._status import error_status
 from vault.deadline import Deadline
 from vault.errors import InvalidInput, VaultServiceError
+from vault.logs import current_request_id, new_request_id
 from vault.service import Caller, Output
 from vault.v1 import records_pb2 as pb
 
@@ -39,8 +39,9 @@ R = TypeVar("R")
 
 
 def abort_with(context: grpc.ServicerContext, exc: VaultServiceError) -> NoReturn:
-    context.abort(status_of(exc), wire_message(exc))
-    raise AssertionError("unreachable")  # context.abort raises
+    """Fail the call with the error's status: code, ``reason: message`` and ErrorInfo."""
+    context.abort_with_status(error_status(exc))
+    raise AssertionError("unreachable")  # context.abort_with_status raises
 
 
 class _Malformed:
@@ -95,8 +96,9 @@ def handle_errors(method: Callable[..., R]) -> Callable[..., R]:
 
 def internal_error(context: grpc.ServicerContext, name: str, exc: BaseException) -> NoReturn:
     """A bug: INTERNAL, logged with its traceback but without its message (a library's
-    message may quote a value), and an id to find the log line by."""
-    request_id = uuid.uuid4().hex[:12]
+    message may quote a value), and the call's request id (the caller's ``x-request-id``,
+    else the one the server gave the call) to find the log line by."""
+    request_id = current_request_id() or new_request_id()
     log.error(
         "internal error %s in %s: %s\n%s",
         request_id,
@@ -122,11 +124,13 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 def caller_of(context: grpc.ServicerContext, purpose: str = "") -> Caller:
     """The authenticated principal (set by the auth interceptor), the stated purpose and a
-    request id: the client's ``x-request-id`` when it is well formed, else a new one."""
+    request id: the client's ``x-request-id`` when it is well formed, else the call's own
+    (the one its log lines carry, set by :mod:`vault.api._observe`), else a new one."""
     request_id = ""
     for key, value in context.invocation_metadata():
         if key == "x-request-id" and isinstance(value, str) and REQUEST_ID_RE.fullmatch(value):
             request_id = value
+    request_id = request_id or current_request_id()
     return Caller.of(current_principal(), purpose, request_id, context.peer())
 
 

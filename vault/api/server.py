@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from vault.api._authn import Authenticator, AuthInterceptor
 from vault.api._guard import CallGuard, CallLimits
 from vault.api._handlers import service_handler
+from vault.api._observe import ObserveInterceptor
 from vault.api.audit import AuditServicer
 from vault.api.records import RecordsServicer
 from vault.api.tokens import TokensServicer
@@ -30,45 +31,96 @@ RECORDS_SERVICE = records_pb2.DESCRIPTOR.services_by_name["Records"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 TOKENS_SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["Tokens"].full_name
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: how long a health probe may take before the part it waits on counts as not answering
+PROBE_TIMEOUT = 2.0
+#: the health service that says SERVING while the process runs (liveness probes)
+LIVENESS_SERVICE = "cvault.liveness"
 #: how long past the grace a stop waits for gRPC's own shutdown before it gives up on it
 STOP_MARGIN = 2.0
 
 
 class HealthMonitor:
-    """Probes the database and the key server in the background and sets the health status.
+    """Probes what the server needs in the background and sets the health status.
 
-    NOT_SERVING while either is unreachable; SERVING again as soon as both answer, with no
-    restart. Probes are cheap (``SELECT 1`` and the key server's unauthenticated ``sys/health``)
-    and never counted against a tenant's key-server budget.
+    NOT_SERVING while any part has a problem (:meth:`Services.readiness`: the database
+    unreachable or at a schema this server does not run on, the key server unreachable, sealed
+    or refusing the credential, the policy file refused), with one log line per problem naming
+    it; SERVING again as soon as all are fine, with no restart. Probes are cheap (``SELECT`` of
+    the schema revision, the key server's unauthenticated ``sys/health``, a ``lookup-self`` at
+    most every 15 s) and never counted against a tenant's key-server budget. ``on_change``
+    receives the problems after every probe (the guard refuses calls on a schema problem).
+
+    A probe runs in a worker thread of its own: one that has not answered within ``timeout``
+    (a database that keeps its connections open and answers nothing) makes the part it waits
+    on ``not answering``, and no second probe starts until it returns.
     """
 
     def __init__(
-        self, services: Services, servicer: health.HealthServicer, interval: float
+        self,
+        services: Services,
+        servicer: health.HealthServicer,
+        interval: float,
+        on_change: Callable[[Mapping[str, str]], None] = lambda problems: None,
+        timeout: float = PROBE_TIMEOUT,
     ) -> None:
         self._services = services
+        self._timeout = timeout
+        self._worker: threading.Thread | None = None
+        self._found: dict[str, str] = {}
+        self._part = ""
         self._servicer = servicer
         self._interval = interval
+        self._on_change = on_change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cvault-health", daemon=True)
-        self.last: dict[str, bool] = {}
+        #: the problems the last probe found, by part (empty: SERVING)
+        self.last: dict[str, str] = {}
+        self._probed = False
 
     def check_now(self) -> bool:
-        state = self._services.dependencies_healthy()
-        ok = all(state.values())
-        if state != self.last:
-            log.info(
-                "dependencies: %s",
-                ", ".join(f"{k}={'up' if v else 'DOWN'}" for k, v in state.items()),
-            )
-        self.last = state
+        problems = self._probe()
+        if problems != self.last or not self._probed:
+            self._log(problems)
+        self.last, self._probed = problems, True
+        self._on_change(problems)
         status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if ok
-            else health_pb2.HealthCheckResponse.NOT_SERVING
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if problems
+            else health_pb2.HealthCheckResponse.SERVING
         )
         for name in ("", RECORDS_SERVICE, AUDIT_SERVICE, TOKENS_SERVICE):
             self._servicer.set(name, status)
-        return ok
+        return not problems
+
+    def _probe(self) -> dict[str, str]:
+        """The problems a probe finds, waiting at most ``timeout`` for it."""
+        if self._worker is None or not self._worker.is_alive():
+            self._part = "probe"
+            self._worker = threading.Thread(
+                target=self._probe_once, name="cvault-health-probe", daemon=True
+            )
+            self._worker.start()
+        self._worker.join(self._timeout)
+        if self._worker.is_alive():
+            return {self._part: f"not answering within {self._timeout:g} s"}
+        return self._found
+
+    def _probe_once(self) -> None:
+        def at(part: str) -> None:
+            self._part = part
+
+        try:
+            found = self._services.readiness(at)
+        except Exception as exc:  # a bug in a probe must not leave health as it was
+            log.error("health probe failed: %s", type(exc).__name__)
+            found = {"probe": f"failed ({type(exc).__name__})"}
+        self._found = {part: why for part, why in found.items() if why}
+
+    def _log(self, problems: Mapping[str, str]) -> None:
+        if not problems:
+            log.info("health: SERVING (database, schema, key server and policy fine)")
+        for part, why in problems.items():
+            log.error("health: NOT_SERVING: %s: %s", part, why)
 
     def start(self) -> None:
         self.check_now()
@@ -93,6 +145,9 @@ class RunningServer:
     health: health.HealthServicer
     guard: CallGuard
     extra_ports: list[int] = field(default_factory=list)
+    #: the plaintext health-only server (``health_listen``) and its port
+    probes: grpc.Server | None = None
+    probe_port: int = 0
     _stopped: bool = field(default=False)
 
     @property
@@ -110,10 +165,11 @@ class RunningServer:
             return True
         self._stopped = True
         started = time.monotonic()
-        self.monitor.stop()
+        self.drain()
         self.guard.close()
-        self.health.enter_graceful_shutdown()
         done = self.server.stop(grace).wait(grace + STOP_MARGIN)
+        if self.probes is not None:
+            self.probes.stop(0)
         took = time.monotonic() - started
         if done:
             log.info("server stopped in %.1f s", took)
@@ -125,6 +181,13 @@ class RunningServer:
                 grace,
             )
         return done
+
+    def drain(self) -> None:
+        """Say NOT_SERVING to health checks from now on while still serving calls: the first
+        step of a stop, so that load balancers move new calls elsewhere before it refuses them.
+        Idempotent."""
+        self.monitor.stop()
+        self.health.enter_graceful_shutdown()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -146,6 +209,19 @@ def _bind(server: grpc.Server, listen: str, credentials: grpc.ServerCredentials 
     return port
 
 
+def _probe_server(
+    servicer: health.HealthServicer, listen: str, reuse_port: bool
+) -> tuple[grpc.Server, int]:
+    """A plaintext server of ``grpc.health.v1`` only (the same statuses): Kubernetes' gRPC
+    probes cannot present a client certificate. Nothing else is served there."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvault-probe"),
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return server, _bind(server, listen, None)
+
+
 def start_server(
     services: Services,
     listen: str = "127.0.0.1:0",
@@ -155,24 +231,33 @@ def start_server(
     health_interval: float = 2.0,
     credentials: grpc.ServerCredentials | None = None,
     extra_ports: Sequence[tuple[str, grpc.ServerCredentials | None]] = (),
+    reuse_port: bool = False,
+    health_listen: str = "",
 ) -> RunningServer:
     """Start serving on ``listen`` (port 0 picks a free port) and return at once.
+
+    The port is this server's alone unless ``reuse_port`` (``SO_REUSEPORT``: several processes
+    on one port on purpose, the kernel spreading connections between them).
 
     Every call except health checks and reflection must authenticate (mTLS client certificate
     when ``credentials`` require one, or an API key when the authenticator has keys). Calls are
     admitted within ``limits`` (:mod:`vault.api._guard`): health checks always find a worker.
+    ``health_listen`` adds a plaintext port that serves health checks only. The health service
+    ``cvault.liveness`` says SERVING while the process runs (liveness probes), the others only
+    while it can serve (:class:`HealthMonitor`).
     """
     limits = limits or CallLimits()
     guard = CallGuard(limits)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix="cvault-rpc"),
-        interceptors=[AuthInterceptor(authenticator), guard],
+        # outermost first: request id, span and metrics cover authentication and admission
+        interceptors=[ObserveInterceptor(), AuthInterceptor(authenticator), guard],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # gRPC sets SO_REUSEPORT by default: a second server on a busy port would start
             # and silently take half the calls. Off, the bind fails and the start says so.
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
     server.add_generic_rpc_handlers(
@@ -195,14 +280,23 @@ def start_server(
             ),
             server,
         )
+    health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     try:
         port = _bind(server, listen, credentials)
         extra = [_bind(server, addr, creds) for addr, creds in extra_ports]
+        probes, probe_port = (
+            _probe_server(health_servicer, health_listen, reuse_port)
+            if health_listen
+            else (None, 0)
+        )
     except ConfigError:
         guard.close()
         raise
-    monitor = HealthMonitor(services, health_servicer, health_interval)
+    monitor = HealthMonitor(services, health_servicer, health_interval, guard.set_unavailable)
     server.start()
+    if probes is not None:
+        probes.start()
+        log.info("serving health checks (plaintext) on port %d", probe_port)
     monitor.start()
     log.info("serving vault.v1 on port %d", port)
-    return RunningServer(server, port, monitor, health_servicer, guard, extra)
+    return RunningServer(server, port, monitor, health_servicer, guard, extra, probes, probe_port)

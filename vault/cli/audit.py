@@ -1,14 +1,27 @@
-"""``cvault audit verify`` and ``cvault audit query``: the operator's view of the audit log,
-straight from the database and the key server (not through the gRPC API)."""
+"""``cvault audit verify``, ``cvault audit query`` and ``cvault audit re-anchor``: the
+operator's view of the audit log, straight from the database and the key server (not through
+the gRPC API)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
-from vault.cli._common import CONFIG_HELP, Subparsers, operator, print_json, tenant
+from vault.cli._common import (
+    CONFIG_HELP,
+    CliError,
+    Subparsers,
+    add_json_option,
+    operator,
+    print_json,
+    tenant,
+    usage_error,
+    wants_json,
+)
 from vault.deadline import Deadline
+from vault.errors import VaultServiceError
 
 if TYPE_CHECKING:  # the audit package pulls in SQLAlchemy: not at parse time
     from vault.audit import VerifyReport
@@ -25,13 +38,30 @@ def register(sub: Subparsers) -> None:
         "--chain", help="verify only this chain (default: every chain in the database or in KV)"
     )
     av.add_argument("--config", help=CONFIG_HELP)
+    add_json_option(av)
     av.set_defaults(func=cmd_verify)
     aq = audit.add_parser("query", help="who saw this customer's data, when and why")
     aq.add_argument("record_id")
     aq.add_argument("--tenant")
     aq.add_argument("--limit", type=int, default=1000)
     aq.add_argument("--config", help=CONFIG_HELP)
+    add_json_option(aq)  # its output is JSON either way
     aq.set_defaults(func=cmd_query)
+    ar = audit.add_parser(
+        "re-anchor",
+        help="after a database restore: record the restore in the chain and re-anchor it to its"
+        " checkpoints (every server stopped; exit 1 when refused)",
+    )
+    ar.add_argument(
+        "--reason",
+        required=True,
+        help="why, recorded in the chain: a ticket or incident id, at most 64 characters,"
+        " never a customer value",
+    )
+    ar.add_argument("--chain", help="the chain to re-anchor (default: the settings' chain)")
+    ar.add_argument("--config", help=CONFIG_HELP)
+    add_json_option(ar)
+    ar.set_defaults(func=cmd_reanchor)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -47,6 +77,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             reports = op.log.verify_all(deadline=deadline)
         failed = [r for r in reports if not r.ok]
         op.audit("admin.audit.verify", failed[0].problem if failed else "ok")
+    if wants_json(args):
+        print_json([dataclasses.asdict(r) for r in reports])
+        return 1 if failed else 0
     for report in reports:
         _print_report(report)
     return 1 if failed else 0
@@ -62,12 +95,40 @@ def _print_report(report: VerifyReport) -> None:
             else ""
         )
         print(f"audit chain {report.chain}: OK, {report.checked} rows verified{checkpoints}")
+        for reanchor in report.reanchors:
+            print(f"audit chain {report.chain}: {reanchor.describe()}")
         return
     row = f"row seq {report.first_bad_seq}" if report.first_bad_seq is not None else "the chain"
     print(
         f"audit chain {report.chain}: FAILED at {row}: {report.problem}. {report.detail}",
         file=sys.stderr,
     )
+
+
+def cmd_reanchor(args: argparse.Namespace) -> int:
+    """Record a database restore in the audit chain (an ``audit.reanchor`` row naming the lost
+    range, MAC'd like every row) and write its checkpoint in a new epoch, so that ``audit
+    verify`` accounts for the checkpoints of the rows the restore lost and reports it."""
+    reason = args.reason.strip()
+    if not reason or len(reason) > 64 or not reason.isprintable():
+        raise usage_error("--reason must be 1-64 printable characters")
+    with operator(args) as op:
+        try:
+            done = op.log.reanchor(
+                op.event("audit.reanchor", reason=reason),
+                chain=args.chain,
+                deadline=Deadline.after(600),
+            )
+        except VaultServiceError as exc:
+            if exc.reason != "reanchor_refused":
+                raise
+            op.audit("admin.audit.reanchor", "refused")
+            raise CliError(exc.message, reason=exc.reason) from None
+    if wants_json(args):
+        print_json(dataclasses.asdict(done))
+    else:
+        print(f"audit chain {args.chain or op.log.chain}: {done.describe()}")
+    return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:

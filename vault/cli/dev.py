@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
-import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vault.cli import _server
-from vault.cli._common import DEV_SETTINGS, FIELD_CLASSES, Subparsers, state_dir
+from vault.cli._common import (
+    DEV_SETTINGS,
+    FIELD_CLASSES,
+    Report,
+    Subparsers,
+    add_json_option,
+    state_dir,
+)
 from vault.config import (
     AuditSettings,
     AuthSettings,
@@ -25,8 +33,9 @@ from vault.config import (
     load_settings,
 )
 from vault.devcerts import DevPki, generate_dev_pki
+from vault.errors import ConfigError
 from vault.keys import ensure_kv_v2, init_field_keys, setup_approle, write_policy
-from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.keys.openbao_dev import OpenBaoDevError, OpenBaoDevServer
 
 DEV_ROLES = ("backend-service", "support-agent", "ai-pipeline", "fraud-analyst", "dpo", "key-admin")
 #: the sample policy's two tenants: every dev key reaches the first, ``dev-other-backend-service``
@@ -37,6 +46,12 @@ _OTHER_KEYS = ("other-backend-service",)
 #: how long past grace + STOP_MARGIN a stop may still take (closing the audit log, OpenBao)
 #: before the process is ended regardless
 FORCE_MARGIN = 2.0
+#: what stops ``cvault serve``; SIGHUP reloads its policy instead
+_SERVE_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: what stops ``cvault dev``: closing its terminal (SIGHUP) too, OpenBao with it
+_DEV_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+log = logging.getLogger("vault.cli")
 
 
 def register(sub: Subparsers) -> None:
@@ -53,6 +68,11 @@ def register(sub: Subparsers) -> None:
 
     s = sub.add_parser("serve", help="run the server from a settings file")
     s.add_argument("--config", help="TOML settings file")
+    s.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other processes (SO_REUSEPORT; off: a busy port is an error)",
+    )
     s.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database operations").add_subparsers(
@@ -67,6 +87,7 @@ def register(sub: Subparsers) -> None:
         help="PostgreSQL: create this role for `cvault serve` (if missing) and grant it the"
         " service's rights, append-only on the audit log",
     )
+    add_json_option(up)
     up.set_defaults(func=cmd_db_upgrade)
 
 
@@ -77,8 +98,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded default: OpenBao + SQLite + the gRPC server, all stopped on Ctrl-C."""
     state = state_dir(args)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    bao = OpenBaoDevServer(persistent_dir=state / "openbao")
-    bao.start()
+    # dies with cvault dev, and a server a crashed run left behind is stopped first
+    bao = OpenBaoDevServer(persistent_dir=state / "openbao", die_with_parent=True)
+    try:
+        bao.start()
+    except OpenBaoDevError as exc:
+        raise ConfigError(f"OpenBao did not start in {state / 'openbao'}: {exc}") from None
     try:
         _run_dev(args, state, bao)
     finally:
@@ -110,14 +135,23 @@ def _run_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) -> No
         client_ca=dev.pki.ca.cert.read_bytes(),
         require_client_auth=True,
     )
-    app.policy.install_sighup()
+    # the policy file is watched (polled); SIGHUP is the terminal closing: it stops cvault dev
+    # and its OpenBao like Ctrl-C
     # the API-key port is plaintext loopback for trying things by hand; mTLS is the real mode
     running = app.serve(plaintext=True, extra_ports=[(dev.mtls_listen, mtls)])
     mtls_address = f"127.0.0.1:{running.extra_ports[0]}"
     _write_dev_settings(state, dev, bao, running.address, mtls_address)
-    print(_dev_banner(running.address, mtls_address, state, bao, dev.policy_file), flush=True)
+    banner = _dev_banner(running.address, mtls_address, state, bao, dev.policy_file)
     grace = dev.settings.shutdown_grace_seconds
-    _serve_until_signalled("cvault dev", running, app, grace=grace, force=bao.stop)
+    _serve_until_signalled(
+        "cvault dev",
+        running,
+        app,
+        grace=grace,
+        force=bao.stop,
+        signals=_DEV_SIGNALS,
+        on_ready=lambda: print(banner, flush=True),
+    )
 
 
 def _set_up_dev(args: argparse.Namespace, state: Path, bao: OpenBaoDevServer) -> _DevSetup:
@@ -237,18 +271,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = _server.build_app(load_settings(args.config))
     app.check_ready()
     app.policy.install_sighup()  # `kill -HUP` reloads the policy (an invalid file keeps the old)
-    running = app.serve()
-    print(f"cvault: serving vault.v1 on port {running.port}", flush=True)
-    _serve_until_signalled("cvault", running, app, grace=app.settings.shutdown_grace_seconds)
+    running = app.serve(reuse_port=args.reuse_port)
+    _serve_until_signalled(
+        "cvault",
+        running,
+        app,
+        grace=app.settings.shutdown_grace_seconds,
+        drain=app.settings.server.drain_seconds,
+        on_ready=lambda: print(f"cvault: serving vault.v1 on port {running.port}", flush=True),
+    )
     return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     url = args.database_url or load_settings(args.config).database_url
     _server.upgrade_database(url, args.runtime_role)
-    print("database is at the newest schema revision")
+    out = Report(args)
+    out.line("database is at the newest schema revision")
     if args.runtime_role:
-        print(f"role {args.runtime_role}: granted the service's rights (audit log append-only)")
+        out.line(f"role {args.runtime_role}: granted the service's rights (audit log append-only)")
+    out.done({"upgraded": True, "runtime_role": args.runtime_role or None})
     return 0
 
 
@@ -258,19 +300,26 @@ def _serve_until_signalled(
     app: _server.App,
     *,
     grace: float,
+    drain: float = 0.0,
     force: Callable[[], None] = lambda: None,
+    signals: tuple[signal.Signals, ...] = _SERVE_SIGNALS,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop within ``grace`` plus a few seconds.
+    """Serve until one of ``signals`` (``on_ready`` runs once they are handled), then stop
+    in three logged steps: health says NOT_SERVING for ``drain`` seconds while calls are still
+    served (load balancers move away); new calls are refused and calls in flight get ``grace``
+    seconds; then gRPC cancels them, however they are stuck (a stream whose client never
+    reads or never half-closes).
 
-    Calls in flight get ``grace`` seconds; then gRPC cancels them, however they are stuck (a
-    stream whose client never reads or never half-closes). A second signal, or a stop still
-    running ``grace + STOP_MARGIN + FORCE_MARGIN`` seconds later, runs ``force`` (in dev:
-    stop OpenBao) and ends the process at once with status 1.
+    A second signal, or a stop still running ``drain + grace + STOP_MARGIN + FORCE_MARGIN``
+    seconds after the first, runs ``force`` (in dev: stop OpenBao) and ends the process at
+    once with status 1.
     """
     stop = threading.Event()
+    received: list[str] = []
 
     def forced(why: str) -> None:
-        print(f"{name}: {why}: stopping now", file=sys.stderr, flush=True)
+        log.error("%s: %s: stopping now", name, why)
         try:
             force()
         finally:
@@ -279,18 +328,25 @@ def _serve_until_signalled(
     def on_signal(signum: int, frame: object) -> None:
         if stop.is_set():
             forced(f"{signal.Signals(signum).name} again")
+        received.append(signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in signals:
+        signal.signal(signum, on_signal)
+    on_ready()  # says "serving" once a signal can stop it
     while not stop.wait(0.5):
         pass
-    print(f"{name}: stopping (calls in flight get {grace:g} s)", flush=True)
     watchdog = threading.Timer(
-        grace + _server.STOP_MARGIN + FORCE_MARGIN, forced, args=("the stop took too long",)
+        drain + grace + _server.STOP_MARGIN + FORCE_MARGIN,
+        forced,
+        args=("the stop took too long",),
     )
     watchdog.daemon = True
     watchdog.start()
+    log.info("%s: %s: health NOT_SERVING, draining for %g s", name, received[0], drain)
+    running.drain()
+    time.sleep(drain)
+    log.info("%s: refusing new calls; calls in flight get %g s", name, grace)
     running.stop(grace)
     app.close()
-    print(f"{name}: stopped", flush=True)
+    log.info("%s: stopped", name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import re
 import stat
@@ -29,7 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from vault.cli._common import Subparsers, add_client_parser, client, tenant
+from vault.cli._common import (
+    EXIT_LOCAL,
+    EXIT_USAGE,
+    CliError,
+    Subparsers,
+    add_client_parser,
+    client,
+    service_error,
+    tenant,
+    wants_json,
+)
 from vault.cli._formats import (
     Cell,
     FileInputError,
@@ -369,34 +380,46 @@ def _run(
         return n_rows, n_values, progress.elapsed
 
 
-def _fail(command: str, args: argparse.Namespace, problem: str) -> None:
+def _fail(command: str, args: argparse.Namespace, problem: str, reason: str) -> None:
     where = "the output on stdout is incomplete" if args.output == "-" else "OUT was not written"
-    print(f"{command}: {problem}; {where}", file=sys.stderr)
+    if wants_json(args):
+        message = json.dumps({"error": reason, "message": f"{problem}; {where}"})
+        print(message, file=sys.stderr)
+    else:
+        print(f"{command}: {problem}; {where}", file=sys.stderr)
 
 
 def _guarded(command: str, args: argparse.Namespace, body: Callable[[], int]) -> int:
-    """Exit statuses: 0 done, 1 bad input / server error / I/O error, 2 bad options."""
+    """Exit statuses: 0 done, 1 bad input / I/O error, 2 bad options, 3 server error (the
+    client's own failures, e.g. no address, go to the common error path)."""
     try:
         return body()
     except UsageError as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return 2
+        if wants_json(args):
+            print(json.dumps({"error": "usage", "message": str(exc)}), file=sys.stderr)
+        else:
+            print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except FileInputError as exc:
-        _fail(command, args, f"bad input: {exc}")
-        return 1
+        _fail(command, args, f"bad input: {exc}", "bad_input")
+        return EXIT_LOCAL
+    except CliError:
+        raise
     except VaultServiceError as exc:
-        _fail(command, args, f"server error: {exc.reason}: {exc.message}")
-        return 1
+        reason, message, status = service_error(args, exc)
+        _fail(command, args, f"server error: {reason}: {message}", reason)
+        return status
     except BrokenPipeError:
-        _fail(command, args, "the output was closed early")
-        return 1
+        _fail(command, args, "the output was closed early", "broken_pipe")
+        return EXIT_LOCAL
     except KeyboardInterrupt:
-        _fail(command, args, "interrupted")
+        _fail(command, args, "interrupted", "interrupted")
         return 130
     except OSError as exc:
         name = exc.filename if isinstance(exc.filename, str) else ""
-        _fail(command, args, f"{name + ': ' if name else ''}{exc.strerror or type(exc).__name__}")
-        return 1
+        problem = f"{name + ': ' if name else ''}{exc.strerror or type(exc).__name__}"
+        _fail(command, args, problem, "os_error")
+        return EXIT_LOCAL
 
 
 def cmd_tokenize_file(args: argparse.Namespace) -> int:

@@ -10,17 +10,25 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from vault.cli import _server
 from vault.cli._common import (
-    CONFIG_HELP,
     FIELD_CLASSES,
+    CliError,
+    KeyServer,
+    Report,
     Subparsers,
+    add_json_option,
+    add_operator_options,
     admin_token,
+    check_ca_file,
+    env_ca_cert,
     key_server,
     operator,
     operator_settings,
-    print_json,
+    remember_key_server,
+    usage_error,
 )
 from vault.cli.progress import Progress
 from vault.deadline import Deadline
@@ -39,10 +47,15 @@ def _add_field_key_parsers(keys: Subparsers) -> None:
     ki = keys.add_parser("init", help="create the transit field keys (admin token in $BAO_TOKEN)")
     ki.add_argument("--url", help="OpenBao address (default $BAO_ADDR)")
     ki.add_argument("--prefix", default="cvault")
+    ki.add_argument(
+        "--ca-cert",
+        metavar="FILE",
+        help="CA that verifies OpenBao's certificate (default $BAO_CACERT, $VAULT_CACERT)",
+    )
+    add_json_option(ki)
     ki.set_defaults(func=cmd_init)
     ks = keys.add_parser("status", help="key versions, and what depends on each (operator)")
-    ks.add_argument("--config", help=CONFIG_HELP)
-    ks.add_argument("--json", action="store_true", help="machine-readable output")
+    add_operator_options(ks)
     ks.set_defaults(func=cmd_status)
     for name, func, text in (
         ("rotate-field", cmd_rotate_field, "new field-key version, rewrap every key to it"),
@@ -53,7 +66,7 @@ def _add_field_key_parsers(keys: Subparsers) -> None:
         which = kp.add_mutually_exclusive_group()
         which.add_argument("--class", dest="field_class", help="a field class, or audit")
         which.add_argument("--all", action="store_true", help="every field class and audit")
-        kp.add_argument("--config", help=CONFIG_HELP)
+        add_operator_options(kp)
         if name == "rotate-field":
             kp.add_argument("--batch", type=int, default=200, help="keys per transaction")
             kp.add_argument("--max-per-second", type=float, default=None)
@@ -72,37 +85,36 @@ def _add_tenant_key_parsers(keys: Subparsers) -> None:
     kt.add_argument("--class", dest="field_class", help="only this field class")
     kt.add_argument("--batch", type=int, default=500, help="data keys per transaction")
     kt.add_argument("--max-per-second", type=float, default=None)
-    kt.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(kt)
     kt.set_defaults(func=cmd_rotate_tenant)
     sr = keys.add_parser(
         "shred-report", help="are erased records' keys still recoverable from backups?"
     )
     sr.add_argument("--since", default="1970-01-01", help="records erased since (YYYY-MM-DD)")
-    sr.add_argument("--json", action="store_true")
-    sr.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(sr)
     sr.set_defaults(func=cmd_shred_report)
     sp = keys.add_parser(
         "shred-pools",
         help="destroy the token-pool keys that held standalone tokens of erased records",
     )
     sp.add_argument("--since", required=True, help="erasures from this date on (YYYY-MM-DD)")
-    sp.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(sp)
     sp.set_defaults(func=cmd_shred_pools)
     rk = keys.add_parser("rekey", help="re-encrypt values under new data keys (key exposure)")
     rk.add_argument("--tenant", required=True)
     rk.add_argument("--record", help="one record (default: every record of the tenant)")
-    rk.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(rk)
     rk.set_defaults(func=cmd_rekey)
     ri = keys.add_parser("rotate-index", help="new index keys; blind indexes rebuilt under them")
     ri.add_argument("--class", dest="field_class", required=True)
     ri.add_argument("--tenant", help="one tenant (default: every tenant)")
     ri.add_argument("--batch", type=int, default=200, help="values per transaction")
-    ri.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(ri)
     ri.set_defaults(func=cmd_rotate_index)
     ar = keys.add_parser("auto-rotate", help="rotate what the [rotation] schedule says is due")
     ar.add_argument("--dry-run", action="store_true", help="only say what is due")
     ar.add_argument("--now", help="evaluate the schedule at this ISO time (default: now)")
-    ar.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(ar)
     ar.set_defaults(func=cmd_auto_rotate)
 
 
@@ -110,49 +122,69 @@ def _add_tenant_key_parsers(keys: Subparsers) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    """Create the transit field keys (admin token in $BAO_TOKEN; TLS verified against
+    ``--ca-cert``/$BAO_CACERT, else the system's roots)."""
     token = os.environ.get("BAO_TOKEN") or os.environ.get("VAULT_TOKEN") or ""
     if not token:
-        print("cvault keys init: set BAO_TOKEN (or VAULT_TOKEN) to an admin token", file=sys.stderr)
-        return 2
+        raise CliError("set BAO_TOKEN (or VAULT_TOKEN) to an admin token", reason="missing_setting")
     url = args.url or os.environ.get("BAO_ADDR") or os.environ.get("VAULT_ADDR") or ""
-    names = init_field_keys(url, token, key_prefix=args.prefix, field_classes=FIELD_CLASSES)
+    if not url:
+        raise CliError("give --url or set BAO_ADDR", reason="missing_setting")
+    ca = args.ca_cert or env_ca_cert()
+    check_ca_file(ca, "--ca-cert" if args.ca_cert else "BAO_CACERT")
+    remember_key_server(args, url, ca or True)
+    names = init_field_keys(
+        url, token, key_prefix=args.prefix, field_classes=FIELD_CLASSES, verify=ca or True
+    )
+    out = Report(args)
     for name in names:
-        print(name)
+        out.line(name)
+    out.done({"keys": names})
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Field-key versions and what is wrapped under each; tenant-key versions in use. Audited."""
     with operator(args) as op:
-        url, prefix, mount = key_server(args)
-        info = field_key_info(
-            url, admin_token(args), key_prefix=prefix, names=[*FIELD_CLASSES, "audit"], mount=mount
-        )
+        info = _key_info(key_server(args), admin_token(args), [*FIELD_CLASSES, "audit"])
         status = _server.operations.key_status(op.db, info)
         op.audit("admin.keys.status", "ok")
-    if args.json:
-        print_json(status.as_json())
-    else:
-        print(_server.operations.format_status(status))
+    out = Report(args)
+    out.line(_server.operations.format_status(status))
+    out.done(status.as_json())
     return 0
+
+
+def _key_info(ks: KeyServer, token: str, names: list[str]) -> dict[str, Any]:
+    """What the key server says of each named field key (verified as ``ks`` says)."""
+    return dict(
+        field_key_info(
+            ks.url, token, key_prefix=ks.prefix, names=names, mount=ks.mount, verify=ks.verify
+        )
+    )
+
+
+def _field_admin(ks: KeyServer, token: str) -> FieldKeyAdmin:
+    return FieldKeyAdmin(ks.url, token, key_prefix=ks.prefix, mount=ks.mount, verify=ks.verify)
 
 
 def _classes(args: argparse.Namespace) -> list[str]:
     if args.all:
         return [*FIELD_CLASSES, "audit"]
     if not args.field_class:
-        raise SystemExit("give --class CLASS or --all")
+        raise usage_error("give --class CLASS or --all")
     return [args.field_class]
 
 
 def cmd_rotate_field(args: argparse.Namespace) -> int:
     """New field-key version(s), and every wrapped key rewrapped to it by the key server."""
+    classes = _classes(args)
+    out = Report(args)
     with operator(args) as op:
-        url, prefix, mount = key_server(args)
         campaign = op.campaign("field:")
-        with FieldKeyAdmin(url, admin_token(args), key_prefix=prefix, mount=mount) as admin:
-            for c in _classes(args):
-                if _finished_before(op, f"field:{c}", campaign, c):
+        with _field_admin(key_server(args), admin_token(args)) as admin:
+            for c in classes:
+                if _finished_before(op, f"field:{c}", campaign, c, out):
                     continue
                 progress = _key_progress(f"rotate-field {c}", None)
                 report = _server.operations.rotate_field(
@@ -167,11 +199,19 @@ def cmd_rotate_field(args: argparse.Namespace) -> int:
                 progress.close()
                 what = "rotated to" if report.rotated else "resumed at"
                 converted = f" ({report.converted} converted from the earlier format)"
-                print(
+                out.line(
                     f"{c}: {what} v{report.version}; {report.rewrapped} keys rewrapped"
-                    + (converted if report.converted else "")
+                    + (converted if report.converted else ""),
+                    {
+                        "class": c,
+                        "version": report.version,
+                        "rotated": report.rotated,
+                        "rewrapped": report.rewrapped,
+                        "converted": report.converted,
+                    },
                 )
                 op.audit("admin.keys.rotate-field", f"{c} v{report.version} {report.rewrapped}")
+    out.done()
     return 0
 
 
@@ -188,22 +228,26 @@ def cmd_trim(args: argparse.Namespace) -> int:
 def _retire_or_trim(args: argparse.Namespace, *, trim: bool) -> int:
     action = "admin.keys.trim" if trim else "admin.keys.retire"
     status = 0
-    with operator(args) as op:
-        url, prefix, mount = key_server(args)
-        with FieldKeyAdmin(url, admin_token(args), key_prefix=prefix, mount=mount) as admin:
-            for c in _classes(args):
-                try:
-                    if trim:
-                        v = _server.operations.trim(op.db, admin, c)
-                        print(f"{c}: versions below v{v} deleted from the key server")
-                    else:
-                        v = _server.operations.retire(op.db, admin, c, getattr(args, "to", None))
-                        print(f"{c}: min_decryption_version is now v{v}")
-                    op.audit(action, f"{c} v{v}")
-                except _server.operations.KeyOpRefused as exc:
+    classes = _classes(args)
+    out = Report(args)
+    with operator(args) as op, _field_admin(key_server(args), admin_token(args)) as admin:
+        for c in classes:
+            try:
+                if trim:
+                    v = _server.operations.trim(op.db, admin, c)
+                    text = f"{c}: versions below v{v} deleted from the key server"
+                else:
+                    v = _server.operations.retire(op.db, admin, c, getattr(args, "to", None))
+                    text = f"{c}: min_decryption_version is now v{v}"
+                out.line(text, {"class": c, "version": v})
+                op.audit(action, f"{c} v{v}")
+            except _server.operations.KeyOpRefused as exc:
+                if not out.json:
                     print(f"cvault: refused: {exc}", file=sys.stderr)
-                    op.audit(action, f"{c} refused {exc.count}")
-                    status = 1
+                out.items.append({"class": c, "refused": str(exc), "count": exc.count})
+                op.audit(action, f"{c} refused {exc.count}")
+                status = 1
+    out.done()
     return status
 
 
@@ -212,12 +256,13 @@ def _retire_or_trim(args: argparse.Namespace, *, trim: bool) -> int:
 
 def cmd_rotate_tenant(args: argparse.Namespace) -> int:
     """New tenant-key versions; every data key re-wrapped locally; old versions destroyed."""
+    out = Report(args)
     with operator(args) as op:
         pairs = _tenant_classes(op, args)
         core = op.services().core
         campaign = op.campaign("tenant:")
         for tenant, c in pairs:
-            if _finished_before(op, f"tenant:{tenant}/{c}", campaign, f"{tenant}/{c}"):
+            if _finished_before(op, f"tenant:{tenant}/{c}", campaign, f"{tenant}/{c}", out):
                 continue
             progress = _key_progress(f"rotate-tenant {tenant}/{c}", op.count_data_keys(tenant, c))
             report = _server.operations.rotate_tenant(
@@ -231,12 +276,21 @@ def cmd_rotate_tenant(args: argparse.Namespace) -> int:
             )
             progress.close()
             what = "rotated to" if report.started else "resumed at"
-            print(
+            out.line(
                 f"{tenant}/{c}: {what} v{report.version}; {report.rewrapped} data keys re-wrapped;"
-                f" {report.destroyed} old tenant-key versions destroyed"
+                f" {report.destroyed} old tenant-key versions destroyed",
+                {
+                    "tenant": tenant,
+                    "class": c,
+                    "version": report.version,
+                    "started": report.started,
+                    "rewrapped": report.rewrapped,
+                    "destroyed": report.destroyed,
+                },
             )
             reason = f"{c} v{report.version} {report.rewrapped}"
             op.audit("admin.keys.rotate-tenant", reason, tenant=tenant)
+    out.done()
     return 0
 
 
@@ -246,16 +300,17 @@ def _tenant_classes(op: _server.Operator, args: argparse.Namespace) -> list[tupl
     if args.tenant:
         pairs = [p for p in pairs if p[0] == args.tenant]
     elif not args.all:
-        raise SystemExit("give --tenant TENANT or --all")
+        raise usage_error("give --tenant TENANT or --all")
     if args.field_class:
         pairs = [p for p in pairs if p[1] == args.field_class]
     if not pairs:
-        raise SystemExit("no tenant keys match")
+        raise CliError("no tenant keys match", reason="not_found")
     return pairs
 
 
 def cmd_rotate_index(args: argparse.Namespace) -> int:
     """A new index key per (tenant, class): blind indexes rebuilt under it, the old dropped."""
+    out = Report(args)
     with operator(args) as op:
         core = op.services().core
         pairs = [p for p in op.tenant_classes() if p[1] == args.field_class]
@@ -264,19 +319,29 @@ def cmd_rotate_index(args: argparse.Namespace) -> int:
         for tenant, c in pairs:
             r = _server.operations.rotate_index(core, tenant, c, batch=args.batch)
             what = "rotated to" if r.started else "resumed at"
-            print(
+            out.line(
                 f"{tenant}/{c}: index key {what} v{r.version}; {r.indexed} index rows made,"
-                f" {r.dropped} old rows dropped"
+                f" {r.dropped} old rows dropped",
+                {
+                    "tenant": tenant,
+                    "class": c,
+                    "version": r.version,
+                    "started": r.started,
+                    "indexed": r.indexed,
+                    "dropped": r.dropped,
+                },
             )
             reason = f"{c} v{r.version} {r.indexed}"
             op.audit("admin.keys.rotate-index", reason, tenant=tenant)
+    out.done()
     return 0
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
     """Re-encrypt a record's (or every record of a tenant's) values under new data keys."""
     if not args.tenant:
-        raise SystemExit("give --tenant (and --record, or every record of the tenant)")
+        raise usage_error("give --tenant (and --record, or every record of the tenant)")
+    out = Report(args)
     with operator(args) as op:
         core = op.services().core
         ids = [args.record] if args.record else op.record_ids(args.tenant)
@@ -285,9 +350,11 @@ def cmd_rekey(args: argparse.Namespace) -> int:
             new = _server.operations.rekey(
                 core, args.tenant, rid, events=[event], deadline=Deadline.after(60)
             )
-            print(f"{args.tenant}/{rid}: {len(new)} new data keys")
+            item = {"tenant": args.tenant, "record_id": rid, "new_data_keys": len(new)}
+            out.line(f"{args.tenant}/{rid}: {len(new)} new data keys", item)
             if n % 100 == 0:
                 print(f"  {n}/{len(ids)} records re-keyed", file=sys.stderr, flush=True)
+    out.done()
     return 0
 
 
@@ -296,15 +363,12 @@ def cmd_shred_report(args: argparse.Namespace) -> int:
     unwrapped? Audited."""
     since = _since(args.since)
     with operator(args) as op:
-        url, prefix, mount = key_server(args)
-        info = field_key_info(
-            url, admin_token(args), key_prefix=prefix, names=FIELD_CLASSES, mount=mount
-        )
+        info = _key_info(key_server(args), admin_token(args), list(FIELD_CLASSES))
         report = _server.operations.shred_report(op.db, info, since)
         done = all(s.complete for s in report)
         op.audit("admin.keys.shred-report", "complete" if done else "not yet complete")
     if args.json:
-        print_json({"complete": done, "records": [_shred_json(s) for s in report]})
+        Report(args).done({"complete": done, "records": [_shred_json(s) for s in report]})
         return 0
     for s in report:
         state = "complete" if s.complete else "not yet complete"
@@ -325,6 +389,7 @@ def cmd_shred_pools(args: argparse.Namespace) -> int:
     lines). A pool a running server may still seal under is left, with the time it can go."""
     since = _since(args.since)
     refused = 0
+    out = Report(args)
     with operator(args) as op:
         core = op.services().core
         for tenant, key_id in _server.operations.pools_to_shred(op.db, since):
@@ -334,13 +399,23 @@ def cmd_shred_pools(args: argparse.Namespace) -> int:
                     core, tenant, key_id, events=[event], deadline=Deadline.after(300)
                 )
             except _server.operations.KeyOpRefused as e:
-                print(f"{tenant}: left for now: {e}", file=sys.stderr)
+                if not out.json:
+                    print(f"{tenant}: left for now: {e}", file=sys.stderr)
+                out.items.append({"tenant": tenant, "key_id": key_id, "left": str(e)})
                 refused += 1
                 continue
-            print(
+            out.line(
                 f"{tenant}/{done.field_class}: pool key {key_id} destroyed,"
-                f" {done.tokens_resealed} live tokens re-sealed under {done.new_key_id or '-'}"
+                f" {done.tokens_resealed} live tokens re-sealed under {done.new_key_id or '-'}",
+                {
+                    "tenant": tenant,
+                    "class": done.field_class,
+                    "key_id": key_id,
+                    "tokens_resealed": done.tokens_resealed,
+                    "new_key_id": done.new_key_id,
+                },
             )
+    out.done()
     return 1 if refused else 0
 
 
@@ -348,7 +423,7 @@ def _since(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
-        raise SystemExit("--since must be a date (YYYY-MM-DD)") from None
+        raise usage_error("--since must be a date (YYYY-MM-DD)") from None
 
 
 def _shred_json(s: _server.operations.ShredStatus) -> dict[str, object]:
@@ -369,7 +444,7 @@ def cmd_auto_rotate(args: argparse.Namespace) -> int:
     try:
         now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
     except ValueError:
-        raise SystemExit("--now must be an ISO date and time") from None
+        raise usage_error("--now must be an ISO date and time") from None
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     with operator(args, settings) as op:
@@ -379,11 +454,9 @@ def cmd_auto_rotate(args: argparse.Namespace) -> int:
 
 def _auto_rotate(op: _server.Operator, args: argparse.Namespace, now: datetime) -> None:
     schedule = op.settings.rotation
-    url, prefix, mount = key_server(args)
+    ks = key_server(args)
     token = admin_token(args)
-    info = field_key_info(
-        url, token, key_prefix=prefix, names=[*FIELD_CLASSES, "audit"], mount=mount
-    )
+    info = _key_info(ks, token, [*FIELD_CLASSES, "audit"])
     due = _server.operations.due_rotations(
         op.db,
         info,
@@ -391,22 +464,29 @@ def _auto_rotate(op: _server.Operator, args: argparse.Namespace, now: datetime) 
         tenant_key_days=schedule.tenant_key_days,
         now=now,
     )
-    print(
+    out = Report(args)
+    out.line(
         f"due: {len(due.tenant_keys)} tenant keys, {len(due.field_keys)} field keys"
         + (" (dry run)" if args.dry_run else "")
     )
     for tenant, c in due.tenant_keys:
-        print(f"  tenant key {tenant}/{c}")
+        out.line(f"  tenant key {tenant}/{c}")
     for c in due.field_keys:
-        print(f"  field key {c}")
+        out.line(f"  field key {c}")
+    document = {
+        "dry_run": args.dry_run,
+        "tenant_keys": [{"tenant": t, "class": c} for t, c in due.tenant_keys],
+        "field_keys": list(due.field_keys),
+    }
     if args.dry_run:
+        out.done(document)
         return
     core = op.services().core
     for tenant, c in due.tenant_keys:
         r = _server.operations.rotate_tenant(core, tenant, c)
         reason = f"{c} v{r.version} {r.rewrapped} auto"
         op.audit("admin.keys.rotate-tenant", reason, tenant=tenant)
-    with FieldKeyAdmin(url, token, key_prefix=prefix, mount=mount) as admin:
+    with _field_admin(ks, token) as admin:
         for c in due.field_keys:
             f = _server.operations.rotate_field(op.db, admin, c)
             op.audit("admin.keys.rotate-field", f"{c} v{f.version} auto")
@@ -414,17 +494,23 @@ def _auto_rotate(op: _server.Operator, args: argparse.Namespace, now: datetime) 
                 _server.operations.retire(op.db, admin, c)
                 _server.operations.trim(op.db, admin, c)
                 op.audit("admin.keys.trim", f"{c} v{f.version} auto")
-    print("done")
+    out.line("done")
+    out.done(document)
 
 
 # --- rotation runs -------------------------------------------------------------------------------
 
 
-def _finished_before(op: _server.Operator, scope: str, campaign: str, label: str) -> bool:
+def _finished_before(
+    op: _server.Operator, scope: str, campaign: str, label: str, out: Report
+) -> bool:
     """Whether the stopped run this command carries on already finished ``scope`` (said)."""
     version = op.finished_in_campaign(scope, campaign)
     if version is not None:
-        print(f"{label}: already rotated to v{version} by the run this one carries on")
+        out.line(
+            f"{label}: already rotated to v{version} by the run this one carries on",
+            {"scope": label, "version": version, "already_rotated": True},
+        )
     return version is not None
 
 

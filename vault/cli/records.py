@@ -13,14 +13,16 @@ from pathlib import Path
 
 from vault.cli import _server
 from vault.cli._common import (
-    CONFIG_HELP,
+    Report,
     Subparsers,
     add_client_options,
     add_client_parser,
+    add_operator_options,
     client,
     operator,
     print_json,
     tenant,
+    usage_error,
 )
 
 
@@ -69,7 +71,7 @@ def _add_records_group(sub: Subparsers) -> None:
     rp.add_argument("--expired", action="store_true", help="required: purge what has expired")
     rp.add_argument("--dry-run", action="store_true", help="only count")
     rp.add_argument("--batch", type=int, default=100, help="records per transaction")
-    rp.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(rp)
     rp.set_defaults(func=cmd_records_purge)
 
 
@@ -98,16 +100,15 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"{what} must be name=value (got a field without '=')")
+            raise usage_error(f"{what} must be name=value (got a field without '=')")
         out[name] = value
     return out
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    fields = _pairs(args.fields, "fields")
     with client(args) as vc:
-        r = vc.create_record(
-            tenant(args), _pairs(args.fields, "fields"), idempotency_key=args.idempotency_key or ""
-        )
+        r = vc.create_record(tenant(args), fields, idempotency_key=args.idempotency_key or "")
     print_json({"record_id": r.record_id, "version": r.version, "tokens": dict(r.tokens)})
     return 0
 
@@ -126,12 +127,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    fields = _pairs(args.fields, "fields")
     with client(args) as vc:
         r = vc.update_record(
             tenant(args),
             args.record_id,
             expected_version=args.expected_version,
-            set_fields=_pairs(args.fields, "fields"),
+            set_fields=fields,
             clear_fields=args.clear or (),
         )
     print_json(
@@ -146,8 +148,9 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_find(args: argparse.Namespace) -> int:
+    match = _pairs(args.match, "match")
     with client(args) as vc:
-        ids = vc.find_records(tenant(args), _pairs(args.match, "match"), limit=args.limit)
+        ids = vc.find_records(tenant(args), match, limit=args.limit)
     print_json({"record_ids": ids})
     return 0
 
@@ -222,7 +225,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if args.output:
         Path(args.output).write_bytes(document)
-        print(f"{media_type}: {len(document)} bytes written to {args.output}")
+        Report(args).line(f"{media_type}: {len(document)} bytes written to {args.output}")
+        Report(args).done({"media_type": media_type, "bytes": len(document), "output": args.output})
     else:
         sys.stdout.buffer.write(document + b"\n")
     return 0
@@ -231,7 +235,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_records_purge(args: argparse.Namespace) -> int:
     """Crypto-shred what the schema's retention says is past it (records, class values)."""
     if not args.expired:
-        raise SystemExit("say --expired (what the schema's retention periods are past)")
+        raise usage_error("say --expired (what the schema's retention periods are past)")
     with operator(args) as op:
         report = _server.operations.purge_expired(
             op.services().core,
@@ -240,11 +244,13 @@ def cmd_records_purge(args: argparse.Namespace) -> int:
             batch=args.batch,
             dry_run=args.dry_run,
         )
+    out = Report(args)
     if args.dry_run:
-        print(
+        out.line(
             f"would erase {report.records} records and shred {report.values} class keys"
             " past their retention (dry run)"
         )
     else:
-        print(f"erased {report.records} records; shredded {report.values} values past retention")
+        out.line(f"erased {report.records} records; shredded {report.values} values past retention")
+    out.done({"records": report.records, "values": report.values, "dry_run": args.dry_run})
     return 0

@@ -5,10 +5,9 @@ refused (NOT_FOUND, ``tenant_unknown``). Creations are audited as ``operator:<us
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vault.cli import _server
-from vault.cli._common import CONFIG_HELP, Subparsers, operator, print_json
+from vault.cli._common import Report, Subparsers, add_operator_options, operator, usage_error
 from vault.deadline import Deadline
 from vault.errors import InvalidInput
 
@@ -19,27 +18,28 @@ def register(sub: Subparsers) -> None:
     )
     c = tenants.add_parser("create", help="create tenants (existing ones are left as they are)")
     c.add_argument("names", nargs="+", metavar="TENANT")
-    c.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(c)
     c.set_defaults(func=cmd_create)
     ls = tenants.add_parser("list", help="every tenant, when and by whom it was created")
-    ls.add_argument("--json", action="store_true")
-    ls.add_argument("--config", help=CONFIG_HELP)
+    add_operator_options(ls)
     ls.set_defaults(func=cmd_list)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
     """Create each tenant named; an existing one is reported, not an error."""
+    out = Report(args)
     with operator(args) as op:
         tenants = op.services().core.tenants
         for name in args.names:
             try:
                 _server.check_tenant(name)
             except InvalidInput:
-                print(f"cvault tenants create: not a tenant name: {name!r}", file=sys.stderr)
-                return 2
+                raise usage_error(f"tenants create: not a tenant name: {name!r}") from None
             event = op.event("admin.tenants.create", name)
             made = tenants.create(name, event.principal, [event], deadline=Deadline.after(30))
-            print(f"{name}: {'created' if made else 'exists already'}")
+            item = {"name": name, "created": made}
+            out.line(f"{name}: {'created' if made else 'exists already'}", item)
+    out.done()
     return 0
 
 
@@ -48,9 +48,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     with operator(args) as op:
         rows = op.services().core.tenants.all()
         op.audit("admin.tenants.list", f"tenants:{len(rows)}")
-    if args.json:
-        print_json([{"name": n, "created_at": t.isoformat(), "created_by": b} for n, t, b in rows])
-        return 0
+    out = Report(args)
     for name, created_at, created_by in rows:
-        print(f"{name}\t{created_at:%Y-%m-%d %H:%M}\t{created_by}")
+        item = {"name": name, "created_at": created_at.isoformat(), "created_by": created_by}
+        out.line(f"{name}\t{created_at:%Y-%m-%d %H:%M}\t{created_by}", item)
+    out.done()
     return 0

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vault import errors
@@ -160,21 +160,3 @@ def _revealed_text(r: tokens_pb.RevealTextResponse) -> RevealedText:
         ),
         tuple((m.start, m.end) for m in r.malformed),
     )
-
-
-def _reveal_text_requests(
-    tenant: str, chunks: Iterable[str], purpose: str, grant: str
-) -> Iterator[tokens_pb.RevealTextRequest]:
-    """The requests of a ``StreamRevealText``: the first names the tenant, purpose and grant
-    (alone when there is no chunk); the others carry only their chunk."""
-    first = True
-    for chunk in chunks:
-        if first:
-            yield tokens_pb.RevealTextRequest(
-                tenant=tenant, text=chunk, purpose=purpose, grant=grant
-            )
-            first = False
-        else:
-            yield tokens_pb.RevealTextRequest(text=chunk)
-    if first:
-        yield tokens_pb.RevealTextRequest(tenant=tenant, purpose=purpose, grant=grant)

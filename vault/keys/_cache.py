@@ -14,6 +14,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from vault.metrics import CacheCounter
+
 V = TypeVar("V")
 
 
@@ -45,8 +47,16 @@ class CacheStats:
 class KeyCache(Generic[V]):
     """A thread-safe LRU with age and use limits. Values are key material: never printed."""
 
-    def __init__(self, limits: CacheLimits, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        limits: CacheLimits,
+        *,
+        clock: Callable[[], float] | None = None,
+        name: str = "other",
+    ) -> None:
+        """``name``: the cache's label in the lookup metrics (``tenant_keys``, ``data_keys``)."""
         self._limits = limits
+        self._counter = CacheCounter(name)
         self._clock = clock or time.monotonic
         self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
         self._lock = threading.Lock()
@@ -65,6 +75,7 @@ class KeyCache(Generic[V]):
             entry = self._entries.get(key)
             if entry is None:
                 self.stats.misses += 1
+                self._counter.miss.inc()
                 return None
             if (
                 now - entry.born > self._limits.max_age_seconds
@@ -73,10 +84,12 @@ class KeyCache(Generic[V]):
                 del self._entries[key]
                 self.stats.evictions += 1
                 self.stats.misses += 1
+                self._counter.miss.inc()
                 return None
             entry.uses += 1
             self._entries.move_to_end(key)
             self.stats.hits += 1
+            self._counter.hit.inc()
             return entry.value
 
     def put(self, key: Hashable, value: V) -> None:

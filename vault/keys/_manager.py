@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -85,14 +86,19 @@ class CacheSettings:
     )
 
 
+#: how often the health probe asks the key server whether it still accepts the credential
+CREDENTIAL_CHECK_SECONDS = 15.0
+
+
 class KeyManager:
     """The one place that asks the key server for anything at run time."""
 
     def __init__(self, wrapper: KeyWrapper, caches: CacheSettings | None = None) -> None:
         caches = caches or CacheSettings()
         self.wrapper = wrapper
-        self.tenant_keys: KeyCache[bytes] = KeyCache(caches.tenant_keys)
-        self.data_keys: KeyCache[bytes] = KeyCache(caches.data_keys)
+        self.tenant_keys: KeyCache[bytes] = KeyCache(caches.tenant_keys, name="tenant_keys")
+        self.data_keys: KeyCache[bytes] = KeyCache(caches.data_keys, name="data_keys")
+        self._credential: tuple[float, str] = (0.0, "")
 
     def new_keys(
         self, field_class: str, associated_data: Sequence[bytes], *, deadline: Deadline
@@ -141,3 +147,19 @@ class KeyManager:
 
     def healthy(self) -> bool:
         return self.wrapper.healthy()
+
+    def key_server_problem(self) -> str:
+        """Why this server cannot use the key server ("" when it can): not reachable, sealed,
+        an untrusted certificate, or a refused credential (:meth:`credential_problem`)."""
+        return self.wrapper.reach_problem() or self.credential_problem()
+
+    def credential_problem(self, *, max_age: float = CREDENTIAL_CHECK_SECONDS) -> str:
+        """Why the key server refuses this server's credential ("" when it accepts it), asked
+        at most every ``max_age`` seconds while it is accepted (a refusal is asked again at
+        once: the health probe then sees the fix at its next round)."""
+        now = time.monotonic()
+        checked_at, problem = self._credential
+        if problem or now - checked_at >= max_age or checked_at == 0.0:
+            problem = self.wrapper.credential_problem()
+            self._credential = (now, problem)
+        return problem

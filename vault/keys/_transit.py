@@ -22,13 +22,16 @@ import hvac.adapters
 import hvac.exceptions
 import requests
 import requests.adapters
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from vault import metrics, tracing
 from vault.deadline import Deadline
 from vault.errors import (
     ConfigError,
     DecryptionFailed,
     KeyServerPermissionDenied,
     KeyServerRejected,
+    KeyServerTlsError,
     KeyServerUnavailable,
 )
 from vault.keys._auth import KeyServerAuth, KeyServerResponse, TokenRejected
@@ -75,6 +78,24 @@ _RETRYABLE_NETWORK: tuple[type[BaseException], ...] = (
     requests.exceptions.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
+
+
+def _untrusted(exc: requests.exceptions.SSLError) -> bool:
+    """Whether the TLS handshake failed on the server's certificate (not on the network)."""
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
+
+
+def _tls_error(subject: str) -> KeyServerTlsError:
+    return KeyServerTlsError(
+        f"key server certificate not trusted ({subject}): set [openbao] ca_cert to its CA"
+    )
+
+
+def _tls_error_at(url: str) -> KeyServerTlsError:
+    return KeyServerTlsError(
+        f"the key server's certificate at {url} is not trusted: set [openbao] ca_cert to its CA"
+    )
 
 
 class KeyServerHTTPError(Exception):
@@ -171,6 +192,10 @@ def call_with_retries(
                 f"key server refused the request for {subject}: "
                 f"{_describe_errors(_hvac_errors(exc))}"
             ) from None
+        except requests.exceptions.SSLError as exc:
+            if _untrusted(exc):
+                raise _tls_error(subject) from None
+            last_problem = type(exc).__name__
         except _RETRYABLE_NETWORK as exc:
             last_problem = type(exc).__name__
         log.debug("key server attempt %d for %s failed: %s", n + 1, subject, last_problem)
@@ -184,6 +209,64 @@ def call_with_retries(
         "key server unavailable for %s after %d attempt(s): %s", subject, attempts, last_problem
     )
     raise KeyServerUnavailable(f"key server unavailable: {subject}")
+
+
+#: (pattern on "<METHOD> <path>", operation label), first match wins
+_OPERATIONS = tuple(
+    (re.compile(pattern), op)
+    for pattern, op in (
+        (r"POST .*/encrypt/[^/]+$", "wrap"),
+        (r"POST .*/decrypt/[^/]+$", "unwrap"),
+        (r"POST .*/rewrap/[^/]+$", "rewrap"),
+        (r".* auth/.+/login(/.*)?$", "login"),
+        (r".* auth/token/.*", "token"),
+        (r"POST .*/keys/[^/]+/rotate$", "key_rotate"),
+        (r"POST .*/keys/[^/]+/trim$", "key_trim"),
+        (r"POST .*/keys/[^/]+/config$", "key_config"),
+        (r"\S+ sys/capabilities-self$", "capabilities"),
+        (r"\S+ sys/.*", "admin"),
+        (r"\S+ .*/keys/[^/]+$", "key_info"),
+        (r"\S+ .*/(data|metadata)/.*", "checkpoint"),
+    )
+)
+
+
+def operation_of(method: str, path: str) -> str:
+    """The metric and span name of a key-server request (a fixed set: never a path)."""
+    line = f"{method.upper()} {path}"
+    return next((op for pattern, op in _OPERATIONS if pattern.fullmatch(line)), "other")
+
+
+def observed(operation: str, call: Callable[[], _T]) -> _T:
+    """Run one key-server request (with its retries) as a child span, counted and timed by
+    operation and outcome (:mod:`vault.metrics`)."""
+    started = time.perf_counter()
+    outcome = "error"
+    with tracing.tracer("vault.keys").start_as_current_span(
+        f"keyserver {operation}",
+        kind=SpanKind.CLIENT,
+        attributes={"cvault.keyserver.operation": operation},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            result = call()
+            outcome = "ok"
+            return result
+        except KeyServerUnavailable:
+            outcome = "unavailable"
+            raise
+        except KeyServerPermissionDenied:
+            outcome = "denied"
+            raise
+        except KeyServerRejected:
+            outcome = "rejected"
+            raise
+        finally:
+            span.set_attribute("cvault.keyserver.outcome", outcome)
+            if outcome != "ok":
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            metrics.observe_key_server(operation, outcome, time.perf_counter() - started)
 
 
 def _json_body(response: requests.Response) -> dict[str, Any]:
@@ -277,7 +360,15 @@ class HttpTransport:
                 status, [str(e) for e in errors] if isinstance(errors, list) else []
             )
 
-        return call_with_retries(attempt, subject=subject, policy=self._policy, deadline=deadline)
+        try:
+            return observed(
+                operation_of(method, path),
+                lambda: call_with_retries(
+                    attempt, subject=subject, policy=self._policy, deadline=deadline
+                ),
+            )
+        except KeyServerTlsError:
+            raise _tls_error_at(self._url) from None
 
     def health(self, timeout: float) -> Mapping[str, Any] | None:
         """One unauthenticated, unaudited ``GET sys/health``; None when unreachable."""
@@ -290,6 +381,11 @@ class HttpTransport:
                 raise_exception=False,
                 timeout=timeout,
             )
+        except requests.exceptions.SSLError as exc:
+            if _untrusted(exc):
+                raise _tls_error_at(self._url) from None
+            log.debug("key server health check failed: %s", type(exc).__name__)
+            return None
         except requests.exceptions.RequestException as exc:
             log.debug("key server health check failed: %s", type(exc).__name__)
             return None
@@ -446,12 +542,19 @@ class TransitKeyWrapper:
 
     def healthy(self) -> bool:
         """True when the key server answers ``sys/health`` as initialized and unsealed."""
-        health = self._transport.health(self._health_timeout)
-        return (
-            health is not None
-            and health.get("initialized") is True
-            and health.get("sealed") is False
-        )
+        return not self.reach_problem()
+
+    def reach_problem(self) -> str:
+        """Why ``sys/health`` does not say initialized and unsealed; "" when it does."""
+        try:
+            health = self._transport.health(self._health_timeout)
+        except KeyServerTlsError as exc:
+            return exc.message
+        if health is None:
+            return "unreachable"
+        if health.get("initialized") is not True:
+            return "not initialized"
+        return "" if health.get("sealed") is False else "sealed"
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -476,23 +579,60 @@ class TransitKeyWrapper:
         key: str,
         deadline: Deadline | None,
     ) -> KeyServerResponse:
-        body = {"batch_input": batch}
+        return self._authorized("POST", path, {"batch_input": batch}, key, deadline)
+
+    def _authorized(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        subject: str,
+        deadline: Deadline | None,
+    ) -> KeyServerResponse:
+        """One request with this server's token; once more with a new token when the key
+        server rejected one it should still accept (see :class:`AppRoleAuth`)."""
+        batch = body is not None and "batch_input" in body
         try:
             token = self._auth.token(self._transport, deadline)
             try:
                 return self._transport.request(
-                    "POST", path, token=token, body=body, deadline=deadline, subject=key, batch=True
+                    method,
+                    path,
+                    token=token,
+                    body=body,
+                    deadline=deadline,
+                    subject=subject,
+                    batch=batch,
                 )
             except TokenRejected:
                 if not self._auth.token_rejected(self._transport, token, deadline):
                     raise
             token = self._auth.token(self._transport, deadline)
             return self._transport.request(
-                "POST", path, token=token, body=body, deadline=deadline, subject=key, batch=True
+                method,
+                path,
+                token=token,
+                body=body,
+                deadline=deadline,
+                subject=subject,
+                batch=batch,
             )
         except TokenRejected as exc:
             # Callers see one refusal class; TokenRejected is a transport detail.
             raise KeyServerPermissionDenied(exc.message) from None
+
+    def credential_problem(self) -> str:
+        """Why the key server refuses this server's credential; "" when it accepts it (or
+        cannot be asked: reachability is :meth:`healthy`'s part). One ``lookup-self``, after a
+        login when there is no token yet."""
+        path = "auth/token/lookup-self"
+        try:
+            self._authorized("GET", path, None, path, Deadline.after(self._health_timeout))
+        except KeyServerPermissionDenied as exc:
+            return f"credential refused: {exc.message}"
+        except KeyServerUnavailable:
+            return ""
+        return ""
 
     @staticmethod
     def _batch_results(

@@ -57,3 +57,13 @@ class KeyWrapper(Protocol):
     def healthy(self) -> bool:
         """True when the key server answers and is unsealed. Never raises."""
         ...
+
+    def reach_problem(self) -> str:
+        """Why the key server cannot be used at all ("unreachable", "sealed", an untrusted
+        certificate); "" when it answers unsealed. Never raises."""
+        ...
+
+    def credential_problem(self) -> str:
+        """Why the key server refuses this server's credential; "" when it accepts it or
+        cannot be asked. Never raises."""
+        ...

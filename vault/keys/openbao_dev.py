@@ -13,12 +13,14 @@ audit device management"), so an optional file audit device is declared in the g
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -87,6 +89,38 @@ def _audit_stanza(audit_log_path: Path | None) -> str:
     )
 
 
+#: the process id of a persistent server, in its folder: the next start stops a server that a
+#: crashed run left behind (it holds the Raft database's lock)
+_PID_FILE = "openbao.pid"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the process that started it dies,
+    however that dies (SIGKILL included). Elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop_leftover(work: Path, config: Path) -> None:
+    """Stop the server a previous run started in ``work`` if it still runs (its pid file names
+    a live process started with this config)."""
+    try:
+        pid = int((work / _PID_FILE).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if f"-config={config}".encode() not in cmdline.split(b"\0"):
+        return
+    log.warning("stopping OpenBao (pid %d) left running by a previous run in %s", pid, work)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after a grace period. Safe to call on an exited process."""
     if proc.poll() is not None:
@@ -116,8 +150,12 @@ class OpenBaoDevServer:
         persistent_dir: Path | None = None,
         binary: str | None = None,
         startup_timeout: float = 30.0,
+        die_with_parent: bool = False,
     ) -> None:
         self.audit_log_path = audit_log_path
+        #: SIGTERM the server when this process dies, even by SIGKILL (Linux; ``cvault dev``).
+        #: Only for a server started from a thread that lives as long as the process.
+        self.die_with_parent = die_with_parent
         self.persistent_dir = persistent_dir
         self._binary = binary
         self._startup_timeout = startup_timeout
@@ -228,10 +266,18 @@ class OpenBaoDevServer:
                 + _audit_stanza(self.audit_log_path)
             )
             argv = [binary, "server", f"-config={config}"]
+            _stop_leftover(work, config)
         self._log_file = open(work / "server.log", "ab")  # noqa: SIM115 (closed in stop())
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT, env=env
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
+        if self.persistent_dir is not None:
+            (work / _PID_FILE).write_text(f"{self._proc.pid}\n")
         self._finalizer = weakref.finalize(self, _terminate, self._proc)
         log.info("started OpenBao (pid %d) at %s", self._proc.pid, self.url)
 
@@ -241,6 +287,8 @@ class OpenBaoDevServer:
         if proc is not None:
             _terminate(proc)
             log.info("stopped OpenBao (pid %d)", proc.pid)
+            if self.persistent_dir is not None:
+                (self.persistent_dir / _PID_FILE).unlink(missing_ok=True)
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None

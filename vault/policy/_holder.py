@@ -50,6 +50,9 @@ class PolicyHolder:
         self._seen = fingerprint  # of the last content loaded or refused
         self._pending: _Fingerprint | None = None
         self._read_error: str | None = None
+        #: why the file in place is not the policy in force ("" when it is): health reports it
+        self.problem = ""
+        self._seen_valid = True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous_sighup: Any = None
@@ -152,8 +155,10 @@ class PolicyHolder:
         try:
             policy = parse_policy(data, self.path)
         except ConfigError as exc:
+            self._seen_valid = False
             self._log_refused(exc)
             return False
+        self._seen_valid, self.problem = True, ""
         old, self._policy = self._policy, policy
         log.info(
             "policy %s reloaded: version %d -> %d, sha256 %s",
@@ -165,6 +170,9 @@ class PolicyHolder:
         return True
 
     def _log_refused(self, exc: ConfigError) -> None:
+        self.problem = (
+            f"policy file refused, version {self._policy.version} in force: {exc.message}"
+        )
         current = self._policy
         log.error(
             "policy reload refused, keeping version %d (sha256 %s): %s",
@@ -185,6 +193,8 @@ class PolicyHolder:
             self._read_error = None
             if fingerprint == self._seen:
                 self._pending = None
+                if self._seen_valid:
+                    self.problem = ""  # readable again, and the content in force
             elif fingerprint != self._pending:
                 self._pending = fingerprint  # changed: load when the next poll sees the same
             else:

@@ -7,7 +7,7 @@ audit log, whatever serves the call.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy.engine import Connection
@@ -21,7 +21,7 @@ from vault.service._datakeys import DataKeys
 from vault.service._keyring import Keyring
 from vault.service._tenants import Tenants
 from vault.service.access import Access
-from vault.storage import Database, RecordRow, repo
+from vault.storage import Database, RecordRow, database_problem, repo
 
 
 class Core:
@@ -67,9 +67,21 @@ class Core:
                 entries = self.audit.append(conn, events, deadline=deadline)
         self.audit.after_commit(entries)
 
-    def dependencies_healthy(self) -> dict[str, bool]:
-        """Whether the database and the key server answer (for the health service)."""
-        return {"database": self.db.ping(), "key_server": self.keys.healthy()}
+    def readiness(self, on_part: Callable[[str], None] = lambda part: None) -> dict[str, str]:
+        """What keeps this process from serving, by part ("" when nothing): the database
+        (reachable), its schema (one this server runs on), the key server (reachable, unsealed,
+        accepting the credential) and the policy file (the one in force). ``on_part`` hears
+        each part before it is asked (a probe stuck on a silent dependency names it)."""
+        on_part("database")
+        database, schema = database_problem(self.db)
+        on_part("key_server")
+        key_server = self.keys.key_server_problem()
+        return {
+            "database": database,
+            "schema": schema,
+            "key_server": key_server,
+            "policy": self.access.policy.problem,
+        }
 
 
 def live_record(conn: Connection, tenant: str, record_id: str) -> RecordRow:

@@ -28,7 +28,7 @@ from vault.audit import AuditEntry, AuditEvent
 from vault.deadline import Deadline
 from vault.errors import ConsentRequired, PermissionDenied, ResourceExhausted
 from vault.policy import Action, Purpose, Role
-from vault.service.access import Caller
+from vault.service.access import LIMIT_ACTION, Caller
 
 if TYPE_CHECKING:
     from vault.service._core import Core
@@ -101,7 +101,7 @@ def reveal_tx(
     except ConsentRequired as exc:
         raise _denied(core, tx, action, exc, tenant, record_id) from None
     except ResourceExhausted as exc:
-        raise _denied(core, tx, "limit.exceeded", exc, tenant, record_id) from None
+        raise _denied(core, tx, LIMIT_ACTION, exc, tenant, record_id) from None
     assert tx is not None
     core.audit.after_commit(tx.entries)
 

@@ -36,6 +36,8 @@ from vault.errors import (
     VaultServiceError,
 )
 from vault.identity import Principal
+from vault.logs import current_method
+from vault.metrics import code_label, count_denial, count_limit_refusal
 from vault.policy import Action, Policy, PolicyHolder, Purpose, Role
 from vault.service._row_macs import RowMacs
 from vault.storage import access_repo
@@ -202,6 +204,7 @@ class Access:
         """Write a denial's audit row unless its peer is past its bound; with it, the count of
         those held back since the last one written."""
         audited, held = self._denials.admit(event.peer)
+        _observe_denial(event, audited)
         if not audited:
             return
         events = [event]
@@ -362,6 +365,29 @@ class Access:
         """
         caps = (role.limits.searches_per_minute, role.limits.searches_per_day)
         self._count(conn, caller.principal.name, "search", 1, SEARCH_WINDOWS, caps)
+
+
+#: the action of the audit rows of a call refused by a role limit (vault.service._reveal)
+LIMIT_ACTION = "limit.exceeded"
+
+
+def _observe_denial(event: AuditEvent, audited: bool) -> None:
+    """Count a denial or limit refusal by reason, and log one line: reason, action, gRPC
+    method and role (the request id comes with every line). No principal, tenant or value.
+    Past the peer's bound (not audited) the line is at DEBUG, so that a flood of refused
+    calls cannot flood the log either; the metrics count every one."""
+    reason = code_label(event.reason)
+    limited = event.action == LIMIT_ACTION
+    (count_limit_refusal if limited else count_denial)(reason)
+    log.log(
+        logging.INFO if audited else logging.DEBUG,
+        "%s: %s (action %s, method %s, role %s)",
+        "limit refusal" if limited else "denied",
+        reason,
+        event.action or "-",
+        current_method() or "-",
+        event.role or "-",
+    )
 
 
 __all__ = ["Access", "Caller", "ConsentRequired"]

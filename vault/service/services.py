@@ -6,6 +6,7 @@ is made one way only and nobody patches what it built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vault.keys import KeyManager
@@ -76,6 +77,7 @@ class Services:
             text=TextService(tokens, setup=text_setup),
         )
 
-    def dependencies_healthy(self) -> dict[str, bool]:
-        """Whether the database and the key server answer (for the health service)."""
-        return self.core.dependencies_healthy()
+    def readiness(self, on_part: Callable[[str], None] = lambda part: None) -> dict[str, str]:
+        """What keeps this process from serving, by part ("" when nothing): for the health
+        service (:meth:`Core.readiness`)."""
+        return self.core.readiness(on_part)

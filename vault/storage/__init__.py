@@ -7,7 +7,14 @@ from vault.storage import _tokens_repo as tokens_repo
 from vault.storage import models_access as _models_access  # noqa: F401 - registers its tables
 from vault.storage import models_tokens as _models_tokens  # noqa: F401 - registers its tables
 from vault.storage._engine import Database, make_engine, normalize_url
-from vault.storage._migrate import current_revision, head_revision, migrations_dir, upgrade
+from vault.storage._migrate import (
+    current_revision,
+    database_problem,
+    head_revision,
+    migrations_dir,
+    schema_problem,
+    upgrade,
+)
 from vault.storage._repo import NewRecord, RecordRow, StoredValue, TenantKeyRow
 from vault.storage._roles import grant_runtime_role
 
@@ -19,6 +26,7 @@ __all__ = [
     "TenantKeyRow",
     "access_repo",
     "current_revision",
+    "database_problem",
     "grant_runtime_role",
     "head_revision",
     "keys_repo",
@@ -26,6 +34,7 @@ __all__ = [
     "migrations_dir",
     "normalize_url",
     "repo",
+    "schema_problem",
     "tokens_repo",
     "upgrade",
 ]

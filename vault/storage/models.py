@@ -226,3 +226,13 @@ class KeyRotation(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     #: the command run (``--all``) it belongs to: a rerun after a stop skips what it finished
     campaign: Mapped[str] = mapped_column(String(36))
+
+
+class SchemaCompat(Base):
+    """One row: the oldest server revision that can run against this schema (rolling upgrades,
+    :func:`vault.storage.schema_problem`)."""
+
+    __tablename__ = "schema_compat"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    min_server: Mapped[str] = mapped_column(String(32))

@@ -49,6 +49,8 @@ class InMemoryKeyWrapper:
         self.calls: list[tuple[str, str, int]] = []
         self.fail_with: type[Exception] | None = None
         self.healthy_value = True
+        #: what :meth:`credential_problem` returns ("" = the credential is accepted)
+        self.credential_refused = ""
 
     def __repr__(self) -> str:
         return f"InMemoryKeyWrapper(classes={sorted(self._keys)!r})"
@@ -87,6 +89,12 @@ class InMemoryKeyWrapper:
 
     def healthy(self) -> bool:
         return self.healthy_value and self.fail_with is None
+
+    def reach_problem(self) -> str:
+        return "" if self.healthy() else "unreachable"
+
+    def credential_problem(self) -> str:
+        return self.credential_refused
 
     def _enter(self, op: str, field_class: str, n: int, deadline: Deadline | None) -> None:
         self.calls.append((op, field_class, n))

@@ -31,7 +31,7 @@ import itertools
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,7 +48,7 @@ from tests.support import (
 from vault import errors
 from vault.api import RunningServer, start_server
 from vault.audit import AuditLog, MemoryCheckpointStore
-from vault.client import VaultClient
+from vault.client import VaultClient, _calls
 from vault.crypto._surrogates import EMAIL_DOMAIN as SURROGATE_EMAIL_DOMAIN
 from vault.keys import KeyManager
 from vault.keys.openbao_dev import OpenBaoDevServer
@@ -940,11 +940,17 @@ class RecordingClient(VaultClient):
     last_status: grpc.StatusCode | None = None
     last_response: Any = None
 
-    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+    def _unary(self, call: _calls.Unary[Any], timeout: float | None) -> Any:
         self.last_status = None
         self.last_response = None
+        parse = call.parse
+
+        def keep(response: Any) -> Any:
+            self.last_response = response
+            return parse(response)
+
         try:
-            response = super()._call(method, request, timeout)
+            result = super()._unary(replace(call, parse=keep), timeout)
         except errors.VaultServiceError as exc:
             # The SDK raises from the grpc.RpcError (``from None`` keeps it as __context__).
             rpc_error = exc.__context__
@@ -952,18 +958,18 @@ class RecordingClient(VaultClient):
             self.last_status = rpc_error.code()
             raise
         self.last_status = grpc.StatusCode.OK
-        self.last_response = response
-        return response
+        return result
 
     def unary(self, method: str, request: Any) -> Outcome:
         """One call of a unary Tokens RPC by name (no SDK method needed): the raw response
         is the result."""
-        return call(self, lambda: self._call(getattr(self._tokens, method), request, None))
+        raw = _calls.Unary(_calls.TOKENS, method, request, lambda response: response)
+        return call(self, lambda: self._unary(raw, None))
 
     def stream(self, method: str, requests: Sequence[Any]) -> Outcome:
         """One call of a streaming Tokens RPC (``StreamTokenize``, ``StreamReveal``): every raw
         response message, and the status the stream ended with (as the SDK's error class)."""
-        stub = getattr(self._tokens, method)
+        stub = self._method(_calls.TOKENS, method)
         responses: list[Any] = []
         try:
             for response in stub(iter(requests), timeout=self._timeout, metadata=self._metadata):

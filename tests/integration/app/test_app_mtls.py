@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 
@@ -14,11 +15,12 @@ from tests.pki_support import issue, spiffe
 from vault.api._authn import channel_credentials
 from vault.app import App, build_app
 from vault.client import TokenItem, VaultClient
-from vault.config import AuthSettings, OpenBaoSettings, Settings
+from vault.config import AuthSettings, OpenBaoSettings, ServerSettings, Settings
 from vault.devcerts import DevPki, generate_dev_pki
-from vault.errors import PermissionDenied, Unauthenticated
+from vault.errors import PermissionDenied, Unauthenticated, Unavailable
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.storage import upgrade
+from vault.v1 import records_pb2, records_pb2_grpc
 
 pytestmark = pytest.mark.openbao
 
@@ -100,3 +102,40 @@ def test_a_dns_san_spelled_like_a_spiffe_id_is_a_dns_principal(app: App, pki: De
         "",
         "unknown_principal",
     )
+
+
+def test_probes_reach_health_in_plaintext_and_nothing_else(
+    openbao: OpenBaoDevServer, pki: DevPki, tmp_path: Path
+) -> None:
+    """Issue 12: Kubernetes' gRPC probes cannot speak mTLS, so on an mTLS-only server they
+    failed. ``[server] health_listen`` serves grpc.health.v1 alone in plaintext."""
+    url = f"sqlite:///{tmp_path / 'probes.db'}"
+    upgrade(url)
+    settings = Settings(
+        database_url=url,
+        openbao=OpenBaoSettings(url=openbao.url, token=openbao.root_token),
+        auth=AuthSettings(
+            tls_cert_file=str(pki.server.cert),
+            tls_key_file=str(pki.server.key),
+            client_ca_file=str(pki.ca.cert),
+        ),
+        server=ServerSettings(health_listen="127.0.0.1:0"),
+    )
+    app = build_app(settings)
+    running = app.serve("127.0.0.1:0")
+    try:
+        probe = f"127.0.0.1:{running.probe_port}"
+        with VaultClient(probe, timeout=10) as vc:
+            assert vc.health() == "SERVING"
+            assert vc.health("cvault.liveness") == "SERVING"
+        channel = grpc.insecure_channel(probe)
+        stub = records_pb2_grpc.RecordsStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetRecord(records_pb2.GetRecordRequest(tenant=TENANT, record_id="x"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        channel.close()
+        with VaultClient(running.address, timeout=10) as plain, pytest.raises(Unavailable):
+            plain.health()  # the real port stays mTLS-only
+    finally:
+        running.stop(grace=0)
+        app.close()

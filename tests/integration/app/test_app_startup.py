@@ -35,15 +35,6 @@ def test_ready_when_migrated_and_key_server_up(openbao: OpenBaoDevServer, tmp_pa
         app.close()
 
 
-def test_unmigrated_database_is_refused(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
-    app = build_app(_settings(f"sqlite:///{tmp_path / 'new.db'}", openbao.url, openbao.root_token))
-    try:
-        with pytest.raises(ConfigError, match="cvault db upgrade"):
-            app.check_ready()
-    finally:
-        app.close()
-
-
 def test_unreachable_key_server_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ok.db'}"
     upgrade(url)

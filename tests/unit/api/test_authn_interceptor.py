@@ -46,6 +46,9 @@ class FakeContext:
         self.aborted = (code, details)
         raise Aborted
 
+    def abort_with_status(self, status: grpc.Status) -> None:
+        self.abort(status.code, status.details)
+
 
 class Details:
     def __init__(self, method: str) -> None:

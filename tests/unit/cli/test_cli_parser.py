@@ -29,6 +29,7 @@ COMMANDS = [
     "export",
     "tokenize-file",
     "reveal-file",
+    "completion",
 ]
 
 

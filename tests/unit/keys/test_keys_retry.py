@@ -10,7 +10,12 @@ import pytest
 import requests
 
 from vault.deadline import Deadline
-from vault.errors import KeyServerPermissionDenied, KeyServerRejected, KeyServerUnavailable
+from vault.errors import (
+    KeyServerPermissionDenied,
+    KeyServerRejected,
+    KeyServerTlsError,
+    KeyServerUnavailable,
+)
 from vault.keys._auth import TokenRejected
 from vault.keys._transit import KeyServerHTTPError, RetryPolicy, call_with_retries
 
@@ -177,3 +182,32 @@ def test_no_sleep_past_the_deadline() -> None:
     with pytest.raises(KeyServerUnavailable):
         call_with_retries(attempt, subject="k", policy=policy, deadline=deadline)
     assert time.monotonic() - start < 0.4 + 0.2
+
+
+def test_an_untrusted_certificate_is_not_retried_and_says_so() -> None:
+    """Issue 12: a TLS verification failure was retried and reported as an outage."""
+    calls: list[float] = []
+
+    def attempt(timeout: float) -> None:
+        calls.append(timeout)
+        raise requests.exceptions.SSLError(
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
+        )
+
+    with pytest.raises(KeyServerTlsError, match="ca_cert"):
+        call_with_retries(attempt, subject="k", policy=RetryPolicy(max_attempts=5))
+    assert len(calls) == 1
+
+
+def test_other_tls_failures_are_retried_as_network_errors() -> None:
+    calls: list[float] = []
+
+    def attempt(timeout: float) -> None:
+        calls.append(timeout)
+        raise requests.exceptions.SSLError("EOF occurred in violation of protocol")
+
+    policy = RetryPolicy(max_attempts=3, base_delay=0.0)
+    with pytest.raises(KeyServerUnavailable) as raised:
+        call_with_retries(attempt, subject="k", policy=policy, sleep=lambda s: None)
+    assert not isinstance(raised.value, KeyServerTlsError)
+    assert len(calls) == 3

@@ -84,6 +84,8 @@ class CacheSettings:
     data_keys: CacheLimits = field(
         default_factory=lambda: CacheLimits(max_entries=100_000, max_age_seconds=600.0)
     )
+    #: cache the data keys that writes make (off: a bulk load leaves the read cache alone)
+    data_keys_on_write: bool = False
 
 
 #: how often the health probe asks the key server whether it still accepts the credential
@@ -98,6 +100,7 @@ class KeyManager:
         self.wrapper = wrapper
         self.tenant_keys: KeyCache[bytes] = KeyCache(caches.tenant_keys, name="tenant_keys")
         self.data_keys: KeyCache[bytes] = KeyCache(caches.data_keys, name="data_keys")
+        self.cache_data_keys_on_write = caches.data_keys_on_write
         self._credential: tuple[float, str] = (0.0, "")
 
     def new_keys(

@@ -52,6 +52,7 @@ class DataKeys:
         self._keyring = keyring
         self._cache = keys.data_keys
         self._tenant_keys = keys.tenant_keys
+        self._on_write = keys.cache_data_keys_on_write
 
     def open(
         self,
@@ -124,8 +125,16 @@ class DataKeys:
         return out
 
     def remember(self, dek: DataKey) -> None:
-        """Cache a data key just made (its row commits with the write that made it)."""
+        """Cache a data key just made that the service itself uses again (a token pool's)."""
         self._cache.put(str(dek.id), dek.key)
+
+    def made(self, dek: DataKey) -> None:
+        """A record's data key just made (its row commits with the write that made it):
+        cached only when ``[cache] data_keys_on_write`` says so. A bulk load would otherwise
+        push the read working set out of the cache, and a later read opens the key under its
+        cached tenant key in microseconds anyway."""
+        if self._on_write:
+            self._cache.put(str(dek.id), dek.key)
 
     def forget(self, ids: Iterable[str]) -> None:
         """Drop destroyed data keys from the cache (erasure, rekey, field erasure)."""

@@ -6,12 +6,13 @@ current keys; no key-server call once the tenant keys are known.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 from vault import crypto
 from vault.crypto import DataKey, uuid7
 from vault.service._core import Core
-from vault.service._keyring import DATA, INDEX, TenantKey
+from vault.service._keyring import DATA, INDEX, DataKeyMaker, TenantKey
 from vault.service._types import StoredRecord
 from vault.storage import NewRecord, tokens_repo
 
@@ -35,38 +36,62 @@ class RecordSealer:
         self._core = core
 
     def seal_new(
-        self, tenant: str, idempotency_key: str | None, values: Mapping[str, str], tkeys: TenantKeys
-    ) -> tuple[NewRecord, StoredRecord]:
-        """A new record's rows, and what CreateRecord answers for it."""
-        record_id = str(uuid7())
-        classes = {self._core.class_of(n) for n in values}
-        data_keys, dek_rows = self.new_data_keys(tenant, record_id, classes, tkeys)
-        value_rows, index_rows, tokens = self.seal_values(
-            tenant, record_id, values, data_keys, tkeys, tokens={}
-        )
-        new = NewRecord(
-            id=record_id,
-            tenant=tenant,
-            schema_version=self._core.schema.version,
-            idempotency_key=idempotency_key,
-            data_keys=dek_rows,
-            values=value_rows,
-            index_rows=index_rows,
-        )
-        return new, StoredRecord(record_id, 1, tokens)
+        self,
+        tenant: str,
+        inputs: Sequence[tuple[str | None, Mapping[str, str]]],
+        tkeys: TenantKeys,
+    ) -> list[tuple[NewRecord, StoredRecord]]:
+        """New records' rows from (idempotency key, values) pairs, and what CreateRecord
+        answers for each. The tenant-key ciphers are set up once for the whole batch, and
+        the wraps counted once per class."""
+        classes = [sorted({self._core.class_of(n) for n in values}) for _, values in inputs]
+        makers = self._makers(tenant, tkeys, Counter(c for cs in classes for c in cs))
+        out: list[tuple[NewRecord, StoredRecord]] = []
+        for (idempotency_key, values), record_classes in zip(inputs, classes, strict=True):
+            record_id = str(uuid7())
+            deks, dek_rows = self._made(record_id, record_classes, makers)
+            value_rows, index_rows, tokens = self.seal_values(
+                tenant, record_id, values, deks, tkeys, tokens={}
+            )
+            new = NewRecord(
+                id=record_id,
+                tenant=tenant,
+                schema_version=self._core.schema.version,
+                idempotency_key=idempotency_key,
+                data_keys=dek_rows,
+                values=value_rows,
+                index_rows=index_rows,
+            )
+            out.append((new, StoredRecord(record_id, 1, tokens)))
+        return out
 
     def new_data_keys(
         self, tenant: str, record_id: str, classes: set[str], tkeys: TenantKeys
     ) -> tuple[dict[str, DataKey], list[dict[str, object]]]:
-        """A new data key per class (cached), and their rows."""
+        """A new data key per class of one record, and their rows."""
+        makers = self._makers(tenant, tkeys, Counter(classes))
+        return self._made(record_id, sorted(classes), makers)
+
+    def _makers(
+        self, tenant: str, tkeys: TenantKeys, wraps: Mapping[str, int]
+    ) -> dict[str, DataKeyMaker]:
+        """A data-key maker per class, its wraps counted against the tenant key's bound."""
+        makers: dict[str, DataKeyMaker] = {}
+        for field_class, n in wraps.items():
+            tk = tkeys[(field_class, DATA)]
+            self._core.keyring.count_wraps(tenant, tk, n)
+            makers[field_class] = DataKeyMaker(tenant, tk)
+        return makers
+
+    def _made(
+        self, owner: str, classes: Sequence[str], makers: Mapping[str, DataKeyMaker]
+    ) -> tuple[dict[str, DataKey], list[dict[str, object]]]:
         deks: dict[str, DataKey] = {}
         rows: list[dict[str, object]] = []
-        for field_class in sorted(classes):
-            dek, row = self._core.keyring.new_data_key(
-                tenant, record_id, field_class, tkeys[(field_class, DATA)]
-            )
+        for field_class in classes:
+            dek, row = makers[field_class].make(owner, field_class)
             deks[field_class] = dek
-            self._core.data_keys.remember(dek)
+            self._core.data_keys.made(dek)
             rows.append(row)
         return deks, rows
 
@@ -95,7 +120,6 @@ class RecordSealer:
                 {
                     "record_id": record_id,
                     "field_name": name,
-                    "tenant": tenant,
                     "field_class": field_class,
                     "data_key_id": str(dek.id),
                     "ciphertext": crypto.seal_value(dek, tenant, record_id, name, value),
@@ -113,7 +137,6 @@ class RecordSealer:
         """The blind-index row of one field's (canonical) value under index key ``ik``."""
         form = self._core.schema.index_form(name, value, trusted=True)
         return {
-            "tenant": tenant,
             "record_id": record_id,
             "field_name": name,
             "index_key_id": ik.id,

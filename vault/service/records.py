@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from vault import crypto
@@ -87,13 +88,18 @@ class RecordsService:
         )
         canonical = self._create_input(records, batch=batch)
         self.core.tenants.require(caller, role, Action.RECORD_WRITE, tenant, deadline=deadline)
-        for _attempt in range(2):
+        keys = [r.idempotency_key for r in records]
+        for attempt in range(3):
+            # Optimistic first pass: a key is rarely reused (only by a retry), so the write
+            # goes first and the unique (tenant, idempotency key) index finds a reuse; the
+            # next passes read what exists and write the rest.
+            existing = self._existing(tenant, keys) if attempt else {}
             try:
-                return self._create(caller, role.name, tenant, records, canonical, deadline)
+                return self._create(
+                    caller, role.name, tenant, records, canonical, existing, deadline
+                )
             except IntegrityError:
-                # Another call with the same idempotency key committed first: the next pass
-                # finds it and returns its result.
-                log.info("idempotency race on create; re-reading")
+                log.info("idempotency key already used on create; re-reading")
         raise Conflict("concurrent create with the same idempotency key")
 
     def _create_input(self, records: Sequence[RecordInput], *, batch: bool) -> list[dict[str, str]]:
@@ -130,9 +136,9 @@ class RecordsService:
         tenant: str,
         records: Sequence[RecordInput],
         canonical: list[dict[str, str]],
+        existing: Mapping[str, StoredRecord],
         deadline: Deadline,
     ) -> list[StoredRecord]:
-        existing = self._existing(tenant, [r.idempotency_key for r in records])
         todo = [
             (i, values)
             for i, (rec, values) in enumerate(zip(records, canonical, strict=True))
@@ -142,12 +148,13 @@ class RecordsService:
         if todo:
             classes = {self.core.class_of(name) for _, v in todo for name in v}
             tkeys = self.core.keyring.current(tenant, classes, deadline=deadline)
+            sealed = self._sealer.seal_new(
+                tenant, [(records[i].idempotency_key, values) for i, values in todo], tkeys
+            )
             new_records: list[NewRecord] = []
             events: list[AuditEvent] = []
-            for i, values in todo:
-                new, results[i] = self._sealer.seal_new(
-                    tenant, records[i].idempotency_key, values, tkeys
-                )
+            for (i, values), (new, stored) in zip(todo, sealed, strict=True):
+                results[i] = stored
                 new_records.append(new)
                 events.append(
                     self.core.access.event(
@@ -470,12 +477,35 @@ class RecordsService:
                 field_classes=classes,
                 deadline=deadline,
             ) from None
-        conditions = self._find_conditions(tenant, values, deadline=deadline)
+        for _attempt in range(2):
+            try:
+                return self._find_in_one_transaction(
+                    caller, role, tenant, values, classes, limit, deadline
+                )
+            except _TakeGeneralPath:
+                # an index key is not cached: unwrap it (key server) outside any transaction
+                for c in classes:
+                    self.core.keyring.index_keys(tenant, c, deadline=deadline)
+        raise Conflict("index keys are being rotated; retry")
+
+    def _find_in_one_transaction(
+        self,
+        caller: Caller,
+        role: Role,
+        tenant: str,
+        values: Mapping[str, str],
+        classes: list[str],
+        limit: int,
+        deadline: Deadline,
+    ) -> list[str]:
+        """Charge, read the index keys, match and audit in ONE write transaction (index keys
+        from the cache only: :class:`_TakeGeneralPath` when one is not cached)."""
         with reveal_tx(
             self.core, caller, role, Action.RECORD_FIND, tenant=tenant, deadline=deadline
         ) as tx:
             tx.classes = classes
             self.core.access.charge_search(tx.conn, caller, role)
+            conditions = self._find_conditions(tx.conn, tenant, values)
             found = (
                 repo.find_records(tx.conn, tenant, conditions, limit or DEFAULT_FIND)
                 if conditions is not None
@@ -493,14 +523,15 @@ class RecordsService:
         return found
 
     def _find_conditions(
-        self, tenant: str, values: Mapping[str, str], *, deadline: Deadline
+        self, conn: Connection, tenant: str, values: Mapping[str, str]
     ) -> dict[str, list[bytes]] | None:
         """The blind indexes to match per field, under every index-key version; ``None`` when
         a class has no index key yet (nothing can match)."""
         conditions: dict[str, list[bytes]] = {}
         for name, value in values.items():
-            field_class = self.core.class_of(name)
-            iks = self.core.keyring.index_keys(tenant, field_class, deadline=deadline)
+            iks = self.core.keyring.cached_index_keys(conn, tenant, self.core.class_of(name))
+            if iks is None:
+                raise _TakeGeneralPath
             if not iks:
                 return None
             form = self.core.schema.index_form(name, value)

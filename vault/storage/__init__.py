@@ -6,6 +6,7 @@ from vault.storage import _repo as repo
 from vault.storage import _tokens_repo as tokens_repo
 from vault.storage import models_access as _models_access  # noqa: F401 - registers its tables
 from vault.storage import models_tokens as _models_tokens  # noqa: F401 - registers its tables
+from vault.storage._bulk import bulk_insert, db_time
 from vault.storage._engine import Database, make_engine, normalize_url
 from vault.storage._migrate import (
     current_revision,
@@ -25,8 +26,10 @@ __all__ = [
     "StoredValue",
     "TenantKeyRow",
     "access_repo",
+    "bulk_insert",
     "current_revision",
     "database_problem",
+    "db_time",
     "grant_runtime_role",
     "head_revision",
     "keys_repo",

@@ -28,7 +28,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,  # bind values (keys, digests, ids) never reach a message
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -59,9 +63,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: it cost a round trip per transaction. A connection the server
+            # dropped fails its transaction with DatabaseUnavailable (retryable; clients
+            # retry UNAVAILABLE), and the disconnect invalidates every older pooled
+            # connection, so the next transaction gets a fresh one.
+            pool_pre_ping=False,
             pool_timeout=10,
             connect_args={"connect_timeout": 5},
+            hide_parameters=True,
         )
     raise ConfigError(f"unsupported database URL scheme: {parsed.get_backend_name()}")
 

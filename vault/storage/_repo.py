@@ -17,6 +17,7 @@ from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from vault.storage._bulk import bulk_insert, db_time
 from vault.storage.models import (
     BlindIndexRow,
     DataKeyRow,
@@ -89,15 +90,33 @@ def current_tenant_keys(
     conn: Connection, tenant: str, classes: Iterable[str]
 ) -> dict[tuple[str, str], TenantKeyRow]:
     """Newest version per (class, kind) for these classes of one tenant."""
+    out: dict[tuple[str, str], TenantKeyRow] = {}
+    for r in tenant_key_rows(conn, tenant, classes):
+        k = (r.field_class, r.kind)
+        if k not in out or out[k].version < r.version:
+            out[k] = r
+    return out
+
+
+def tenant_key_rows(conn: Connection, tenant: str, classes: Iterable[str]) -> list[TenantKeyRow]:
+    """Every tenant and index key row (all versions) of these classes of one tenant: what the
+    keyring caches for Tokenize (``Keyring.cached_current``)."""
     rows = conn.execute(
         select(_tk).where(_tk.c.tenant == tenant, _tk.c.field_class.in_(sorted(set(classes))))
     ).all()
-    out: dict[tuple[str, str], TenantKeyRow] = {}
-    for r in rows:
-        k = (r.field_class, r.kind)
-        if k not in out or out[k].version < r.version:
-            out[k] = TenantKeyRow(r.id, r.tenant, r.field_class, r.kind, r.version, r.wrapped)
-    return out
+    return [TenantKeyRow(r.id, r.tenant, r.field_class, r.kind, r.version, r.wrapped) for r in rows]
+
+
+def tenant_key_ids(conn: Connection, tenant: str, classes: Iterable[str]) -> frozenset[str]:
+    """The ids of those rows: one small index read, made inside a Tokenize write transaction
+    to check that the cached keys are still the tenant's current ones."""
+    return frozenset(
+        conn.execute(
+            select(_tk.c.id).where(
+                _tk.c.tenant == tenant, _tk.c.field_class.in_(sorted(set(classes)))
+            )
+        ).scalars()
+    )
 
 
 def tenant_keys_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, TenantKeyRow]:
@@ -145,36 +164,51 @@ def records_by_idempotency_key(
     return {r.idempotency_key: r.id for r in rows}
 
 
+_REC_COLUMNS = (
+    "id",
+    "tenant",
+    "version",
+    "schema_version",
+    "idempotency_key",
+    "created_at",
+    "updated_at",
+)
+#: a record's data keys: no ``created_at`` (NULL), nothing reads a record key's age
+_DK_COLUMNS = ("id", "tenant", "record_id", "field_class", "tenant_key_id", "wrapped")
+_VAL_COLUMNS = (
+    "record_id",
+    "field_name",
+    "field_class",
+    "data_key_id",
+    "ciphertext",
+    "token",
+)
+_BI_COLUMNS = ("record_id", "field_name", "index_key_id", "digest")
+
+
 def insert_records(conn: Connection, records: Sequence[NewRecord], now: datetime) -> None:
-    """Write records with their data keys, ciphertexts and blind indexes (one transaction).
+    """Write records with their data keys, ciphertexts and blind indexes (one transaction):
+    one bulk insert per table (COPY on PostgreSQL), whatever the number of records.
 
     Raises:
         IntegrityError: an idempotency key was taken concurrently (the caller re-reads).
     """
-    conn.execute(
-        insert(_rec),
-        [
-            {
-                "id": r.id,
-                "tenant": r.tenant,
-                "version": 1,
-                "schema_version": r.schema_version,
-                "idempotency_key": r.idempotency_key,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for r in records
-        ],
+    when = db_time(conn, _rec, "created_at", now)
+    bulk_insert(
+        conn,
+        _rec,
+        _REC_COLUMNS,
+        [(r.id, r.tenant, 1, r.schema_version, r.idempotency_key, when, when) for r in records],
     )
-    data_keys = [dict(d, created_at=now) for r in records for d in r.data_keys]
-    if data_keys:
-        conn.execute(insert(_dk), data_keys)
-    values = [dict(v) for r in records for v in r.values]
-    if values:
-        conn.execute(insert(_val), values)
-    index_rows = [dict(i) for r in records for i in r.index_rows]
-    if index_rows:
-        conn.execute(insert(_bi), index_rows)
+    _bulk_rows(conn, _dk, _DK_COLUMNS, (d for r in records for d in r.data_keys))
+    _bulk_rows(conn, _val, _VAL_COLUMNS, (v for r in records for v in r.values))
+    _bulk_rows(conn, _bi, _BI_COLUMNS, (i for r in records for i in r.index_rows))
+
+
+def _bulk_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Mapping[str, object]]
+) -> None:
+    bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
 def insert_data_keys(conn: Connection, rows: Sequence[Mapping[str, object]], now: datetime) -> None:
@@ -225,7 +259,7 @@ def is_erased(conn: Connection, tenant: str, record_id: str) -> bool:
 
 def _read_record_query(with_names: bool) -> Select[Any]:
     """Built once: statement construction costs more than running it on the hot read path."""
-    on_values = and_(_val.c.record_id == _rec.c.id, _val.c.tenant == _rec.c.tenant)
+    on_values = _val.c.record_id == _rec.c.id
     if with_names:
         on_values = and_(on_values, _val.c.field_name.in_(bindparam("names", expanding=True)))
     return (
@@ -248,7 +282,7 @@ def _read_record_query(with_names: bool) -> Select[Any]:
                 and_(
                     _dk.c.id == _val.c.data_key_id,
                     _dk.c.record_id == _val.c.record_id,
-                    _dk.c.tenant == _val.c.tenant,
+                    _dk.c.tenant == _rec.c.tenant,
                     _dk.c.field_class == _val.c.field_class,
                 ),
             )
@@ -294,9 +328,9 @@ def read_record(
 
 def record_tokens(conn: Connection, tenant: str, record_id: str) -> dict[str, str]:
     rows = conn.execute(
-        select(_val.c.field_name, _val.c.token).where(
-            _val.c.tenant == tenant, _val.c.record_id == record_id
-        )
+        select(_val.c.field_name, _val.c.token)
+        .select_from(_val.join(_rec, _rec.c.id == _val.c.record_id))
+        .where(_rec.c.tenant == tenant, _val.c.record_id == record_id)
     ).all()
     return {r.field_name: r.token for r in rows}
 
@@ -338,7 +372,7 @@ def replace_values(
     """Replace the named fields' ciphertexts and blind indexes; drop the cleared fields."""
     names = sorted({str(v["field_name"]) for v in values} | set(cleared))
     if new_data_keys:
-        conn.execute(insert(_dk), [dict(d, created_at=now) for d in new_data_keys])
+        conn.execute(insert(_dk), [dict(d) for d in new_data_keys])  # record keys: no age
     if names:
         conn.execute(
             delete(_val).where(_val.c.record_id == record_id, _val.c.field_name.in_(names))
@@ -411,7 +445,8 @@ def find_records(
 
     q = (
         select(_bi.c.record_id)
-        .where(_bi.c.tenant == tenant, or_(*clauses))
+        .select_from(_bi.join(_rec, _rec.c.id == _bi.c.record_id))
+        .where(_rec.c.tenant == tenant, or_(*clauses))
         .group_by(_bi.c.record_id)
         .having(func.count(func.distinct(_bi.c.field_name)) == len(conditions))
         .order_by(_bi.c.record_id)

@@ -125,7 +125,8 @@ def _start(config: Path, log: Path, token: str) -> Replica:
         except queue.Empty:
             continue
         if line.startswith("cvault: serving vault.v1 on port "):
-            replica.address = f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
+            port = line.removeprefix("cvault: serving vault.v1 on port ").split()[0]
+            replica.address = f"127.0.0.1:{int(port)}"
             return replica
     _stop(replica)
     raise AssertionError(f"cvault serve did not start:\n{log.read_text()[-4000:]}")

@@ -241,3 +241,21 @@ def test_concurrent_first_writes_of_a_new_tenant_share_one_key_per_class(
         for k in ("data", "index")
     }
     assert len(admin_client.find_records(tenant, {"phone": values["phone"]})) == 2
+
+
+def test_a_batch_mixing_used_and_new_idempotency_keys(
+    admin_client: VaultClient, tenant: str
+) -> None:
+    """Issue 13 writes first and lets the unique index find a reused key: a batch with one
+    used key then returns that key's first record and creates only the others, once."""
+    first = admin_client.create_record(tenant, {"email": "mix0@example.com"}, idempotency_key="m-0")
+    batch = [{"email": f"mix{i}@example.com"} for i in range(3)]
+    keys = ["m-0", "m-1", "m-2"]
+    out = admin_client.batch_create_records(tenant, batch, idempotency_keys=keys)
+    assert out[0].record_id == first.record_id
+    assert out[0].tokens == first.tokens
+    again = admin_client.batch_create_records(tenant, batch, idempotency_keys=keys)
+    assert [r.record_id for r in again] == [r.record_id for r in out]
+    assert len({r.record_id for r in out}) == 3
+    for i in range(3):
+        assert len(admin_client.find_records(tenant, {"email": f"mix{i}@example.com"})) == 1

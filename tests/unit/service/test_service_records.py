@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -73,7 +74,11 @@ def test_key_server_calls_one_per_class_then_none(
 
 
 def test_cache_max_uses_forces_unwrap_again(db: Database, wrapper: InMemoryKeyWrapper) -> None:
-    tiny = CacheSettings(tenant_keys=CacheLimits(max_uses=1), data_keys=CacheLimits(max_uses=1))
+    tiny = CacheSettings(
+        tenant_keys=CacheLimits(max_uses=1),
+        data_keys=CacheLimits(max_uses=1),
+        data_keys_on_write=True,
+    )
     svc = service(db, wrapper, tiny)
     (rec,) = svc.create(ADMIN, "uses", [RecordInput({"email": "u@example.com"})], deadline=DL)
     wrapper.calls.clear()
@@ -84,6 +89,22 @@ def test_cache_max_uses_forces_unwrap_again(db: Database, wrapper: InMemoryKeyWr
     # One use per cached entry: read 1 uses the data key, read 2 re-unwraps it with the tenant
     # key (its one use), read 3 uses the new data key, read 4 must ask the key server again.
     assert unwraps == [0, 0, 0, 1]
+
+
+def test_writes_leave_the_data_key_cache_alone_unless_configured(
+    db: Database, wrapper: InMemoryKeyWrapper
+) -> None:
+    """A bulk load must not push the read working set out of the data-key cache: the keys a
+    write makes are cached only with ``[cache] data_keys_on_write``; reads still open them
+    locally under the cached tenant key."""
+    for on_write in (False, True):
+        svc = service(db, wrapper, CacheSettings(data_keys_on_write=on_write))
+        keys = svc.core.keys
+        made = svc.create(ADMIN, "lazy", [RecordInput({"email": "l@example.com"})] * 3, deadline=DL)
+        assert len(keys.data_keys) == (3 if on_write else 0)
+        wrapper.calls.clear()
+        assert svc.get(ADMIN, "lazy", made[0].record_id, deadline=DL).fields
+        assert [c for c in wrapper.calls if c[0] == "unwrap"] == []  # tenant key was cached
 
 
 def test_outage_during_create_writes_nothing(db: Database, wrapper: InMemoryKeyWrapper) -> None:
@@ -153,3 +174,45 @@ def test_two_fields_of_one_class_share_a_data_key_but_not_ciphertexts(
             svc.get(ADMIN, "two", rec.record_id, fields=["work_email"], deadline=DL)
     finally:
         db.dispose()
+
+
+def _count_transactions(svc: RecordsService) -> list[bool]:
+    """Record every transaction the service opens (True: a write transaction)."""
+    opened: list[bool] = []
+    begin = svc.core.db.begin
+
+    def counting(*, write: bool = True) -> Any:
+        opened.append(write)
+        return begin(write=write)
+
+    svc.core.db.begin = counting  # type: ignore[method-assign]
+    return opened
+
+
+def test_find_and_cold_reads_take_one_transaction(
+    db: Database, wrapper: InMemoryKeyWrapper
+) -> None:
+    """Issue 13: FindRecords opened a read transaction for the index keys and then the write
+    one; a read whose data keys are not cached took the general path (two transactions)."""
+    svc = service(db, wrapper)
+    rec, _ = svc.create(
+        ADMIN, "onetx", [RecordInput({"email": "one@example.com"})] * 2, deadline=DL
+    )
+    assert svc.find(ADMIN, "onetx", {"email": "one@example.com"}, deadline=DL)  # warms the keys
+    opened = _count_transactions(svc)
+    assert len(svc.find(ADMIN, "onetx", {"email": "one@example.com"}, deadline=DL)) == 2
+    assert opened == [True]
+    opened.clear()
+    svc.core.keys.data_keys.clear()  # cold data keys; the tenant key is still cached
+    assert svc.get(ADMIN, "onetx", rec.record_id, deadline=DL).fields
+    assert opened == [True]
+
+
+def test_find_with_cold_index_keys_still_finds(db: Database, wrapper: InMemoryKeyWrapper) -> None:
+    writer = service(db, wrapper)
+    (rec,) = writer.create(
+        ADMIN, "coldfind", [RecordInput({"email": "c@example.com"})], deadline=DL
+    )
+    fresh = service(db, wrapper)  # a new process: nothing cached
+    assert fresh.find(ADMIN, "coldfind", {"email": "c@example.com"}, deadline=DL) == [rec.record_id]
+    assert fresh.find(ADMIN, "coldfind", {"email": "x@example.com"}, deadline=DL) == []

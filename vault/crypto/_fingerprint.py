@@ -16,6 +16,7 @@ import hashlib
 import hmac
 
 from vault.crypto._encoding import lp
+from vault.crypto._tokens import KeyedHmac
 
 #: the fingerprint's domain-separation label
 FINGERPRINT_LABEL = b"cvault/vfp/v1"
@@ -26,3 +27,24 @@ def value_fingerprint(index_key: bytes, field_class: str, normalized: bytes) -> 
     return hmac.new(
         index_key, FINGERPRINT_LABEL + lp(field_class) + normalized, hashlib.sha256
     ).digest()
+
+
+class ValueFingerprints:
+    """:func:`value_fingerprint` for many values under one index key: the same bytes, with the
+    key's HMAC state and each class's prefix made once. Holds key material: never log or keep
+    it beyond the call."""
+
+    __slots__ = ("_mac", "_prefixes")
+
+    def __init__(self, index_key: bytes) -> None:
+        self._mac = KeyedHmac(index_key)
+        self._prefixes: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return "ValueFingerprints(...)"
+
+    def of(self, field_class: str, normalized: bytes) -> bytes:
+        prefix = self._prefixes.get(field_class)
+        if prefix is None:
+            prefix = self._prefixes[field_class] = FINGERPRINT_LABEL + lp(field_class)
+        return self._mac.digest(prefix + normalized)

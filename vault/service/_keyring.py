@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +49,23 @@ class TenantKey:
     key: bytes = field(repr=False)
 
 
+#: (tenant, class) entries of the current-keys cache (:meth:`Keyring.cached_current`)
+CURRENT_CACHE_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentKeys:
+    """The newest tenant (``data``) and index key of each class of one tenant, as
+    :meth:`Keyring.cached_current` gives them, with the older index-key versions still stored
+    (an index-key rotation under way) and ``stamp``: the ids of every key row of those classes
+    that they were read with, which :meth:`Keyring.still_current` compares."""
+
+    tenant: str
+    newest: dict[tuple[str, str], TenantKey]
+    older_index: dict[str, list[TenantKey]]
+    stamp: frozenset[str] = field(repr=False)
+
+
 def key_aad(tenant: str, field_class: str, kind: str, version: int, key_id: str) -> bytes:
     """AAD given to the key server with each tenant/index key: a wrapped key moved to another
     tenant, class, kind, version or row does not unwrap."""
@@ -67,19 +84,35 @@ def new_data_key(
 ) -> tuple[DataKey, dict[str, object]]:
     """A data key made locally for ``owner`` (a record, or a token pool) and its
     ``data_keys`` row, wrapped under tenant key ``tk`` (no key-server call)."""
-    dek = DataKey(uuid7(), crypto.new_key())
-    wrapped = crypto.wrap_data_key(
-        uuid.UUID(tk.id), tk.key, dek, tenant=tenant, record_id=owner, field_class=field_class
-    )
-    row: dict[str, object] = {
-        "id": str(dek.id),
-        "tenant": tenant,
-        "record_id": owner,
-        "field_class": field_class,
-        "tenant_key_id": tk.id,
-        "wrapped": wrapped,
-    }
-    return dek, row
+    return DataKeyMaker(tenant, tk).make(owner, field_class)
+
+
+class DataKeyMaker:
+    """:func:`new_data_key` for many owners of one tenant under one tenant key (a batch sets
+    the cipher up once). Holds the tenant key: never log or keep it."""
+
+    __slots__ = ("_tenant", "_tk_id", "_wrapper")
+
+    def __init__(self, tenant: str, tk: TenantKey) -> None:
+        self._tenant = tenant
+        self._tk_id = tk.id
+        self._wrapper = crypto.DataKeyWrapper(uuid.UUID(tk.id), tk.key, tenant)
+
+    def __repr__(self) -> str:
+        return "DataKeyMaker(...)"
+
+    def make(self, owner: str, field_class: str) -> tuple[DataKey, dict[str, object]]:
+        """A new data key of ``owner``'s ``field_class`` and its row."""
+        dek = DataKey(uuid7(), crypto.new_key())
+        row: dict[str, object] = {
+            "id": str(dek.id),
+            "tenant": self._tenant,
+            "record_id": owner,
+            "field_class": field_class,
+            "tenant_key_id": self._tk_id,
+            "wrapped": self._wrapper.wrap(dek, owner, field_class),
+        }
+        return dek, row
 
 
 def _below_floor(conn: Connection, rows: Sequence[Mapping[str, object]]) -> bool:
@@ -110,6 +143,10 @@ class Keyring:
         self._reserved: dict[str, int] = {}  # tenant key id -> wraps left in this process
         self._due: set[tuple[str, str]] = set()  # (tenant, class) past the limit
         self._lock = threading.Lock()
+        #: (tenant, class) -> its key rows, every version (see cached_current; their
+        #: ``wrapped`` is never used from here); least recently used first, bounded because
+        #: tenants are named by callers
+        self._rows: OrderedDict[tuple[str, str], tuple[TenantKeyRow, ...]] = OrderedDict()
 
     def new_data_key(
         self, tenant: str, owner: str, field_class: str, tk: TenantKey
@@ -128,7 +165,7 @@ class Keyring:
             if left >= n:
                 self._reserved[tk.id] = left - n
                 return
-        block = max(self._wrap_block, n)
+        block = max(self._wrap_block, n - left)  # what is left of the last block is used too
         with self._db.begin() as conn:
             total = keys_repo.add_key_uses(conn, tk.id, block)
         with self._lock:
@@ -196,6 +233,143 @@ class Keyring:
             rows = repo.index_keys(conn, tenant, field_class)
         return list(self._unwrap_rows(tenant, rows, deadline=deadline).values())
 
+    def cached_index_keys(
+        self, conn: Connection, tenant: str, field_class: str
+    ) -> list[TenantKey] | None:
+        """:meth:`index_keys` read in the caller's transaction and opened from the cache only
+        (no key-server call inside a transaction); None when one is not cached."""
+        out: list[TenantKey] = []
+        for r in repo.index_keys(conn, tenant, field_class):
+            key = self._keys.tenant_keys.get(r.id)
+            if key is None:
+                return None
+            out.append(TenantKey(r.id, r.field_class, r.kind, r.version, key))
+        return out
+
+    def cached_current(
+        self, tenant: str, classes: Iterable[str], *, deadline: Deadline
+    ) -> CurrentKeys:
+        """:meth:`current` with no read transaction in steady state, for a writer that checks
+        the keys with :meth:`still_current` inside its own write transaction (Tokenize).
+
+        The rule that keeps it correct when a rotation runs (``cvault keys rotate-tenant``,
+        ``rotate-index``, ``rotate-field``; in this process or, usually, another): each
+        (tenant, class)'s key rows are cached (all versions; bounded, least recently used out;
+        the plaintext keys stay in the key manager's cache, under its age and use limits), and
+        before anything sealed, wrapped or keyed under them is written, the writer asks
+        :meth:`still_current` in its write transaction, one query of the ids of those rows.
+        Any change of that set (a new version started, an old one destroyed or dropped)
+        evicts the entry and fails the check: the writer rolls back and starts again with
+        fresh keys. :meth:`new_version` evicts in this process at once. A rotation that
+        commits after the check (only on PostgreSQL: on SQLite the write transaction holds the
+        write lock from its start) finds the writer's rows as it finds those of any write in
+        flight: data keys are re-wrapped before an old tenant key is destroyed, and the
+        foreign key refuses a row naming a destroyed one.
+        Rotating a field key (``rotate-field``) changes no row id and needs no eviction: it
+        re-wraps the stored tenant and index keys in place, whose plaintext stays the same; a
+        key that ages out of the key manager's cache is unwrapped from its row as it is then.
+        """
+        wanted = sorted(set(classes))
+        due = [c for c in wanted if (tenant, c) in self._due]
+        if due:
+            self.current(tenant, due, deadline=deadline)  # starts the next versions, evicts
+        rows: list[TenantKeyRow] = []
+        missing: list[str] = []
+        with self._lock:
+            for c in wanted:
+                cached = self._rows.get((tenant, c))
+                if cached is None:
+                    missing.append(c)
+                else:
+                    self._rows.move_to_end((tenant, c))
+                    rows += cached
+        if missing:
+            rows += self._read_rows(tenant, missing, deadline=deadline)
+        keys = self._current_keys(tenant, rows, deadline=deadline)
+        if keys is None:  # a cached row is gone (a rotation dropped it): read them afresh
+            self.forget(tenant, wanted)
+            keys = self._current_keys(
+                tenant, self._read_rows(tenant, wanted, deadline=deadline), deadline=deadline
+            )
+        if keys is None:
+            raise Conflict("tenant keys are being rotated concurrently; retry")
+        return keys
+
+    def still_current(self, conn: Connection, keys: CurrentKeys) -> bool:
+        """Whether ``keys`` are still the tenant's current keys, read in the caller's write
+        transaction (see :meth:`cached_current`); when not, they are evicted."""
+        classes = sorted({c for c, _ in keys.newest})
+        if repo.tenant_key_ids(conn, keys.tenant, classes) == keys.stamp:
+            return True
+        self.forget(keys.tenant, classes)
+        return False
+
+    def forget(self, tenant: str, classes: Iterable[str]) -> None:
+        """Evict (tenant, class) entries of the current-keys cache."""
+        with self._lock:
+            for c in classes:
+                self._rows.pop((tenant, c), None)
+
+    def _read_rows(
+        self, tenant: str, classes: list[str], *, deadline: Deadline
+    ) -> list[TenantKeyRow]:
+        """The key rows of ``classes``, created where missing, and cached."""
+        for _attempt in range(3):
+            with self._db.begin(write=False) as conn:
+                rows = repo.tenant_key_rows(conn, tenant, classes)
+            kinds = {(r.field_class, r.kind) for r in rows}
+            if all((c, k) in kinds for c in classes for k in (DATA, INDEX)):
+                with self._lock:
+                    for c in classes:
+                        self._rows[(tenant, c)] = tuple(r for r in rows if r.field_class == c)
+                    while len(self._rows) > CURRENT_CACHE_ENTRIES:
+                        self._rows.popitem(last=False)
+                return rows
+            self.current(tenant, classes, deadline=deadline)  # creates what is missing
+        raise Conflict("tenant keys are being created concurrently; retry")
+
+    def _current_keys(
+        self, tenant: str, rows: list[TenantKeyRow], *, deadline: Deadline
+    ) -> CurrentKeys | None:
+        """The newest data and index key of each class and the older index keys (older data
+        keys are left alone); None when one of their rows is gone.
+
+        Plaintext from the key manager's cache; a key not in it (aged out) is unwrapped from
+        its row as it is now, not from the cached copy: ``rotate-field`` re-wraps rows in
+        place (same id) and may then retire the version the copy is wrapped under.
+        """
+        newest: dict[tuple[str, str], TenantKeyRow] = {}
+        for r in rows:
+            now = newest.get((r.field_class, r.kind))
+            if now is None or now.version < r.version:
+                newest[(r.field_class, r.kind)] = r
+        older = [
+            r
+            for r in rows
+            if r.kind == INDEX and r.version < newest[(r.field_class, INDEX)].version
+        ]
+        keys: dict[str, TenantKey] = {}
+        cold: list[str] = []
+        for r in (*newest.values(), *older):
+            plain = self._keys.tenant_keys.get(r.id)
+            if plain is None:
+                cold.append(r.id)
+            else:
+                keys[r.id] = TenantKey(r.id, r.field_class, r.kind, r.version, plain)
+        if cold:
+            keys |= self.by_ids(tenant, cold, deadline=deadline)
+            if any(i not in keys for i in cold):
+                return None
+        older_index: dict[str, list[TenantKey]] = {}
+        for r in older:
+            older_index.setdefault(r.field_class, []).append(keys[r.id])
+        return CurrentKeys(
+            tenant,
+            {ck: keys[r.id] for ck, r in newest.items()},
+            older_index,
+            frozenset(r.id for r in rows),
+        )
+
     def new_version(
         self, tenant: str, field_class: str, kind: str, *, deadline: Deadline
     ) -> TenantKey:
@@ -230,6 +404,7 @@ class Keyring:
                 raise Conflict("a tenant key version was started concurrently; retry")
         self._keys.remember(key_id, nk.key)
         self._reserve_first_blocks([key_id])
+        self.forget(tenant, [field_class])
         return TenantKey(key_id, field_class, kind, version, nk.key)
 
     def _reserve_first_blocks(self, key_ids: Iterable[str]) -> None:

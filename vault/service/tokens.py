@@ -14,7 +14,11 @@ and the data key id) under a data key: the linked record's key for the class whe
 names a record, so erasing the record shreds the token's value too; otherwise a key of the
 tenant's **pool** for the class (:mod:`vault.service._token_pools`), made locally and replaced
 after ``PoolLimits.max_values`` values or ``max_age`` seconds. Tokenizing makes no key-server
-call in steady state.
+call in steady state, and opens one transaction, its write: the tenant's current keys come
+from the keyring's cache and are checked in that transaction (``Keyring.cached_current``).
+The per-item work keeps no object per item beyond the row tuple it inserts: items are
+validated into lists (:class:`Batch`), and the ciphers, HMAC states and AAD prefixes are set
+up once per call and key.
 
 Reveals (by role, or under a grant of :mod:`vault.service.grants`) are made by
 :mod:`vault.service._token_reveal`, through the one reveal commit.
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,22 +38,20 @@ from sqlalchemy.exc import IntegrityError
 
 from vault import crypto
 from vault.audit import AuditEvent
-from vault.crypto import KEEPS_LAST_FOUR, DataKey, SurrogateError, SurrogateShapeError, surrogate
+from vault.crypto import DataKey, SurrogateError, SurrogateShapeError, surrogate
 from vault.deadline import Deadline
 from vault.errors import Conflict, InvalidInput, PermissionDenied, ResourceExhausted
 from vault.policy import Action, Policy, Role
-from vault.schema import DEFAULT_MAX_LENGTH, FieldClass, canonicalize
+from vault.schema import FieldClass
 from vault.service._core import Core, live_record
 from vault.service._datakeys import DataKeyRef
-from vault.service._keyring import DATA, INDEX, TenantKey
+from vault.service._keyring import DATA, INDEX, CurrentKeys, TenantKey
 from vault.service._normal import (
-    UNKNOWN,
-    canonical_or_none,
-    class_spec,
     deterministic_form,
     fingerprint,
 )
 from vault.service._reading import record_key_refs
+from vault.service._token_batch import NAME, RANDOM, Batch, prepare
 from vault.service._token_pools import Pool, PoolLimits, TokenPools
 from vault.service._token_reveal import TokenRevealer
 from vault.service._token_types import (
@@ -58,18 +59,16 @@ from vault.service._token_types import (
     FPE_CLASSES,
     MAX_ITEMS,
     MAX_TTL_SECONDS,
-    Prepared,
     RevealedToken,
     TokenError,
     TokenizeItem,
     TokenKind,
-    check_ttl,
     expired,
     token_field,
 )
 from vault.service.access import Caller
 from vault.service.grants import GrantsService
-from vault.service.validators import check_record_id, check_scope, check_tenant
+from vault.service.validators import check_tenant
 from vault.storage import Database, keys_repo, repo, tokens_repo
 from vault.storage.models_tokens import TOKEN_MAX
 
@@ -77,8 +76,13 @@ log = logging.getLogger("vault.service.tokens")
 
 #: the primary key columns of a token row (never rewritten)
 _KEY = frozenset({"tenant", "token"})
+TOKEN_COLUMNS = tokens_repo.TOKEN_COLUMNS
 #: the data key of each (linked record, class)
 RecordKeys = dict[tuple[str, str], DataKey]
+
+
+class _StaleKeys(Exception):
+    """The tenant's keys changed (a rotation) after this call took them: start again."""
 
 
 class TokensService:
@@ -113,6 +117,10 @@ class TokensService:
         and one for the standalone values). ``max_items``: TokenizeText's own budget, whose
         spans are written in one transaction too.
 
+        The tenant's current keys come from the keyring's cache and are checked inside the
+        write transaction (:meth:`Keyring.cached_current`): a call that finds them changed by
+        a rotation writes nothing and starts again with the new ones.
+
         Raises:
             PermissionDenied: the role may not create tokens, or not deterministic ones of that
                 class in that scope (``token_scope_not_allowed``, ``token_scope_shared``;
@@ -120,23 +128,27 @@ class TokensService:
             InvalidInput: a bad item (named as ``items[i].<field>``; values never echoed),
                 e.g. a value its class's validator refuses (``items[i].value``).
             NotFound, Erased: a linked record does not exist in the tenant, or was erased.
-            Conflict: surrogates kept colliding, or a concurrent call raced (retry).
+            Conflict: surrogates kept colliding, or a concurrent call or rotation raced (retry).
             Unavailable: key server, database or audit log; nothing was written.
         """
         check_tenant(tenant)
         policy, role = self.core.access.authorize(
             caller, Action.TOKEN_CREATE, tenant=tenant, deadline=deadline
         )
-        prepared = _prepare(items, max_items)
-        self._check_scopes(caller, policy, role, tenant, prepared, deadline=deadline)
+        batch = prepare(items, max_items)
+        self._check_scopes(caller, policy, role, tenant, batch, deadline=deadline)
         self.core.tenants.require(caller, role, Action.TOKEN_CREATE, tenant, deadline=deadline)
         for _attempt in range(3):
             try:
-                return self._tokenize(caller, role, tenant, prepared, deadline=deadline)
+                return self._tokenize(caller, role, tenant, batch, deadline=deadline)
             except IntegrityError:
                 # a concurrent call inserted the same deterministic token or surrogate first,
-                # or made the same record's data key: the next pass sees its rows
+                # or made the same record's data key, or a rotation destroyed the tenant-key
+                # version just used: the next pass sees the rows and keys as they are now
+                self.core.keyring.forget(tenant, batch.class_names)
                 log.info("token insert raced; retrying")
+            except _StaleKeys:
+                log.info("the tenant's keys changed (a rotation); retrying with the new ones")
         raise Conflict("concurrent tokenization; retry")
 
     def _check_scopes(
@@ -145,7 +157,7 @@ class TokensService:
         policy: Policy,
         role: Role,
         tenant: str,
-        prepared: Sequence[Prepared],
+        batch: Batch,
         *,
         deadline: Deadline,
     ) -> None:
@@ -155,13 +167,15 @@ class TokensService:
 
         Raises:
             PermissionDenied: ``token_scope_not_allowed`` or ``token_scope_shared``, naming the
-                item (``items[i]``), never its value or scope.
+                first such item (``items[i]``), never its value or scope.
         """
-        for i, p in enumerate(prepared):
-            if p.item.kind is not TokenKind.DETERMINISTIC:
+        checked: set[tuple[FieldClass, str]] = set()
+        for i in batch.det:
+            field_class, scope = batch.classes[i], batch.items[i].scope
+            if (field_class, scope) in checked:
                 continue
             try:
-                policy.check_deterministic(role, p.field_class, p.item.scope)
+                policy.check_deterministic(role, field_class, scope)
             except PermissionDenied as exc:
                 refused = PermissionDenied(f"items[{i}].scope: {exc.message}", reason=exc.reason)
                 raise self.core.access.deny(
@@ -170,37 +184,29 @@ class TokensService:
                     Action.TOKEN_CREATE,
                     refused,
                     tenant=tenant,
-                    field_classes=[p.field_class.value],
+                    field_classes=[NAME[field_class]],
                     deadline=deadline,
                 ) from None
+            checked.add((field_class, scope))
 
     def _tokenize(
-        self,
-        caller: Caller,
-        role: Role,
-        tenant: str,
-        prepared: Sequence[Prepared],
-        *,
-        deadline: Deadline,
+        self, caller: Caller, role: Role, tenant: str, batch: Batch, *, deadline: Deadline
     ) -> list[str]:
-        classes = {p.field_class.value for p in prepared}
-        tkeys = self.core.keyring.current(tenant, classes, deadline=deadline)
-        record_deks, new_key_rows = self._record_keys(tenant, prepared, tkeys, deadline=deadline)
-        counts: dict[str, int] = {}
-        for p in prepared:
-            if not p.item.record_id:
-                counts[p.field_class.value] = counts.get(p.field_class.value, 0) + 1
-        pools, new_pools = self._pools.take(tenant, counts, tkeys)
-        tokens = _minted(prepared, tkeys)
-        self._keep_tokens_of_older_index_keys(tenant, prepared, tokens, tkeys, deadline=deadline)
-        rows = _TokenRows(tenant, datetime.now(UTC), record_deks, pools, tkeys)
-        for token, p in zip(tokens, prepared, strict=True):
-            rows.add(token, p)  # sealed outside the transaction (all but surrogates)
+        keys = self.core.keyring.cached_current(tenant, batch.class_names, deadline=deadline)
+        record_deks, new_key_rows = self._record_keys(tenant, batch, keys.newest, deadline=deadline)
+        pools, new_pools = self._pools.take(tenant, batch.pool_counts(), keys.newest)
+        tokens, forms = _minted(batch, keys.newest)
+        if batch.det and keys.older_index:
+            self._keep_tokens_of_older_index_keys(tenant, batch, tokens, keys)
+        rows = _TokenRows(tenant, datetime.now(UTC), batch, keys.newest, record_deks, pools)
+        rows.add(range(len(tokens)), tokens, forms)  # sealed outside the transaction
         new_key_rows += [row for _, row in new_pools]
-        events = self._events(caller, role, tenant, prepared)
+        events = self._events(caller, role, tenant, batch)
         deadline.check()  # a call cancelled or past its deadline while sealing writes nothing
         with self.core.audited_write(events, deadline=deadline) as conn:
-            self._write(conn, tenant, prepared, tokens, rows, new_key_rows)
+            if not self.core.keyring.still_current(conn, keys):
+                raise _StaleKeys
+            self._write(conn, tenant, batch, tokens, forms, rows, new_key_rows)
         self._pools.install(tenant, new_pools)
         return tokens
 
@@ -208,8 +214,9 @@ class TokensService:
         self,
         conn: Connection,
         tenant: str,
-        prepared: Sequence[Prepared],
+        batch: Batch,
         tokens: list[str],
+        forms: list[bytes],
         rows: _TokenRows,
         new_key_rows: Sequence[Mapping[str, object]],
     ) -> None:
@@ -217,18 +224,24 @@ class TokensService:
         so in here), and the tokens; a deterministic token that exists keeps its row."""
         if new_key_rows:
             repo.insert_data_keys(conn, new_key_rows, rows.now)
-        if len(rows.by_token) < len(tokens):
-            self._draw_surrogates(conn, tenant, prepared, tokens)
-            for token, p in zip(tokens, prepared, strict=True):
-                rows.add(token, p)
-        det = [
-            t
-            for t, p in zip(tokens, prepared, strict=True)
-            if p.item.kind is TokenKind.DETERMINISTIC
-        ]
-        existing = tokens_repo.read_tokens(conn, tenant, det) if det else {}
-        for token, old in existing.items():
-            row = rows.by_token.pop(token)
+        if batch.fpe:
+            self._draw_surrogates(conn, tenant, batch, tokens)
+            rows.add(batch.fpe, tokens, forms)
+        if batch.det:
+            self._keep_existing(conn, tenant, [tokens[i] for i in batch.det], rows)
+        if batch.linked:
+            _count_record_seals(conn, rows.by_token.values())
+        tokens_repo.insert_tokens(conn, list(rows.by_token.values()))
+
+    @staticmethod
+    def _keep_existing(conn: Connection, tenant: str, det: list[str], rows: _TokenRows) -> None:
+        """Deterministic tokens issued before keep their rows (updated as need be, and left
+        out of the insert); one look-up by primary key, the full rows only of those found."""
+        found = tokens_repo.existing_tokens(conn, tenant, det)
+        if not found:
+            return
+        for token, old in tokens_repo.read_tokens(conn, tenant, sorted(found)).items():
+            row = dict(zip(TOKEN_COLUMNS, rows.by_token.pop(token), strict=True))
             if (
                 old.dek_erased
                 or old.value_erased
@@ -249,36 +262,17 @@ class TokensService:
                 row["expires_at"] is None or row["expires_at"] > old.expires_at
             ):
                 tokens_repo.set_expiry(conn, tenant, token, row["expires_at"])
-        _count_record_seals(conn, rows.by_token.values())
-        tokens_repo.insert_tokens(conn, list(rows.by_token.values()))
 
     def _keep_tokens_of_older_index_keys(
-        self,
-        tenant: str,
-        prepared: Sequence[Prepared],
-        tokens: list[str],
-        tkeys: Mapping[tuple[str, str], TenantKey],
-        *,
-        deadline: Deadline,
+        self, tenant: str, batch: Batch, tokens: list[str], keys: CurrentKeys
     ) -> None:
         """While an index key is being rotated (``cvault keys rotate-index``), a value already
         tokenized under the older version keeps its token: joins on tokens do not break
-        mid-rotation. Costs nothing when a class has one index-key version."""
-        det = [i for i, p in enumerate(prepared) if p.item.kind is TokenKind.DETERMINISTIC]
-        if not det:
-            return
-        older: dict[str, list[TenantKey]] = {}
-        for c in {prepared[i].field_class.value for i in det}:
-            keys = self.core.keyring.index_keys(tenant, c, deadline=deadline)
-            newest = tkeys[(c, INDEX)].version
-            older[c] = [k for k in keys if k.version < newest]
-        if not any(older.values()):
-            return
+        mid-rotation. Called only while a class has older index-key versions."""
         candidates: dict[str, int] = {}
-        for i in det:
-            p = prepared[i]
-            for k in older[p.field_class.value]:
-                candidates.setdefault(_deterministic(p, k), i)
+        for i in batch.det:
+            for k in keys.older_index.get(NAME[batch.classes[i]], ()):
+                candidates.setdefault(_deterministic(batch, i, k), i)
         if not candidates:
             return
         with self.core.db.begin(write=False) as conn:
@@ -287,12 +281,10 @@ class TokensService:
             tokens[candidates[alt]] = alt
 
     @staticmethod
-    def _draw_surrogates(
-        conn: Connection, tenant: str, prepared: Sequence[Prepared], tokens: list[str]
-    ) -> None:
+    def _draw_surrogates(conn: Connection, tenant: str, batch: Batch, tokens: list[str]) -> None:
         """Fill in format-preserving tokens, redrawing any that exist in the tenant already
         (or twice in this call)."""
-        todo = [i for i, p in enumerate(prepared) if p.item.kind is TokenKind.FORMAT_PRESERVING]
+        todo = list(batch.fpe)
         taken: set[str] = set()
         for attempt in range(FPE_ATTEMPTS):
             if not todo:
@@ -300,7 +292,7 @@ class TokensService:
             drawn: dict[int, str] = {}
             retry: list[int] = []
             for i in todo:
-                token = _surrogate(i, prepared[i], attempt)
+                token = _surrogate(batch, i, attempt)
                 if token is None:
                     retry.append(i)  # no acceptable draw this time: try a wider attempt
                 else:
@@ -319,22 +311,22 @@ class TokensService:
     def _record_keys(
         self,
         tenant: str,
-        prepared: Sequence[Prepared],
+        batch: Batch,
         tkeys: Mapping[tuple[str, str], TenantKey],
         *,
         deadline: Deadline,
     ) -> tuple[RecordKeys, list[dict[str, object]]]:
         """The data key of each (linked record, class), through the one data-key path, and
-        rows for the ones to create (made locally, cached at once).
+        rows for the ones to create (made locally).
 
         Raises: NotFound, Erased (a linked record is not live in the tenant).
         """
-        wanted: dict[str, set[str]] = {}
-        for p in prepared:
-            if p.item.record_id:
-                wanted.setdefault(p.item.record_id, set()).add(p.field_class.value)
-        if not wanted:
+        if not batch.linked:
             return {}, []
+        wanted: dict[str, set[str]] = {}
+        for i, item in enumerate(batch.items):
+            if item.record_id:
+                wanted.setdefault(item.record_id, set()).add(NAME[batch.classes[i]])
         with self.core.db.begin(write=False) as conn:
             existing = {rid: self._live_record_keys(conn, tenant, rid) for rid in sorted(wanted)}
         refs = [existing[rid][c] for rid, cs in wanted.items() for c in cs if c in existing[rid]]
@@ -350,7 +342,7 @@ class TokensService:
                     out[(rid, c)] = deks[ref.id]
                     continue
                 dek, row = self.core.keyring.new_data_key(tenant, rid, c, tkeys[(c, DATA)])
-                self.core.data_keys.remember(dek)
+                self.core.data_keys.made(dek)
                 new_rows.append(row)
                 out[(rid, c)] = dek
         return out, new_rows
@@ -369,12 +361,13 @@ class TokensService:
                 now |= {r.id: r for r in record_key_refs(rid, keys).values()}
         return [now.get(r.id, r) for r in cold]
 
-    def _events(
-        self, caller: Caller, role: Role, tenant: str, prepared: Sequence[Prepared]
-    ) -> list[AuditEvent]:
+    def _events(self, caller: Caller, role: Role, tenant: str, batch: Batch) -> list[AuditEvent]:
         by_record: dict[str | None, set[str]] = {}
-        for p in prepared:
-            by_record.setdefault(p.item.record_id or None, set()).add(p.field_class.value)
+        if batch.linked:
+            for i, item in enumerate(batch.items):
+                by_record.setdefault(item.record_id or None, set()).add(NAME[batch.classes[i]])
+        else:
+            by_record[None] = set(batch.class_names)
         return [
             self.core.access.event(
                 caller,
@@ -459,14 +452,17 @@ def purge_expired_tokens(db: Database, *, batch: int = 1000, dry_run: bool = Fal
 #: key without end (AES-GCM's random nonces must stay far below 2^32 per key).
 MAX_LINKED_SEALS = 2**20
 
+#: positions in a token row (tokens_repo.TOKEN_COLUMNS)
+_RECORD, _DATA_KEY = TOKEN_COLUMNS.index("record_id"), TOKEN_COLUMNS.index("data_key_id")
 
-def _count_record_seals(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+
+def _count_record_seals(conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Count the linked tokens sealed under each record's data key in this transaction.
 
     Raises: ResourceExhausted (``data_key_exhausted``): a key is past its bound; nothing is
         written (rekey the record: ``cvault keys rekey``).
     """
-    per_key = Counter(str(r["data_key_id"]) for r in rows if r.get("record_id"))
+    per_key = Counter(str(r[_DATA_KEY]) for r in rows if r[_RECORD])
     if per_key and keys_repo.add_data_key_seals(conn, per_key) > MAX_LINKED_SEALS:
         raise ResourceExhausted(
             "a record's data key sealed its bound of linked tokens; rekey the record",
@@ -475,180 +471,146 @@ def _count_record_seals(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> 
 
 
 class _TokenRows:
-    """The token rows of one tokenize call, their values sealed (CPU work: done outside the
-    transaction for every token known before it, i.e. all but surrogates)."""
+    """The token rows of one tokenize call (tuples in ``TOKEN_COLUMNS`` order), their values
+    sealed: CPU work, done outside the transaction for every token known before it (all but
+    surrogates). The ciphers, HMAC states and expiry times are set up once per call."""
 
     def __init__(
         self,
         tenant: str,
         now: datetime,
+        batch: Batch,
+        tkeys: Mapping[tuple[str, str], TenantKey],
         record_deks: RecordKeys,
         pools: Mapping[str, Pool],
-        tkeys: Mapping[tuple[str, str], TenantKey],
     ) -> None:
         self.tenant = tenant
         self.now = now
-        self._record_deks = record_deks
-        self._pools = pools
-        self._tkeys = tkeys
-        self._sealers: dict[uuid.UUID, crypto.ValueSealer] = {}
-        #: token -> row; a repeated deterministic token once
-        self.by_token: dict[str, dict[str, Any]] = {}
-
-    def add(self, token: str, p: Prepared) -> None:
-        """The row of ``token`` (not yet drawn: ``""``, skipped; already added: kept)."""
-        if not token or token in self.by_token:
-            return
-        if p.item.record_id:
-            owner = p.item.record_id
-            dek = self._record_deks[(p.item.record_id, p.field_class.value)]
-        else:
-            pool = self._pools[p.field_class.value]
-            owner, dek = pool.pool_id, pool.dek
-        sealer = self._sealers.get(dek.id)
-        if sealer is None:
-            sealer = self._sealers[dek.id] = crypto.ValueSealer(dek)
-        ttl = p.item.ttl_seconds
-        ik = self._tkeys[(p.field_class.value, INDEX)]
-        self.by_token[token] = {
-            "tenant": self.tenant,
-            "token": token,
-            "field_class": p.field_class.value,
-            "kind": p.item.kind.value,
-            "scope": p.item.scope,
-            "record_id": p.item.record_id or None,
-            "data_key_id": str(dek.id),
-            "ciphertext": sealer.seal(self.tenant, owner, token_field(token), p.item.value),
-            "expires_at": self.now + timedelta(seconds=ttl) if ttl else None,
-            "created_at": self.now,
-            "fingerprint": _fingerprint(p, ik.key),
-            "fingerprint_key_id": ik.id,
+        self._batch = batch
+        #: class -> its index key, and fingerprints under it
+        self._index = {
+            c: (tkeys[(c, INDEX)], crypto.ValueFingerprints(tkeys[(c, INDEX)].key))
+            for c in batch.class_names
         }
+        #: class -> (sealer under its pool's key, the key's id) for standalone values
+        self._pools = {
+            c: (crypto.OwnerSealer(p.dek, tenant, p.pool_id), str(p.dek.id))
+            for c, p in pools.items()
+        }
+        self._record_deks = record_deks
+        self._records: dict[tuple[str, str], tuple[crypto.OwnerSealer, str]] = {}
+        self._expiry: dict[int, datetime | None] = {0: None}
+        #: token -> row; a repeated deterministic token once
+        self.by_token: dict[str, tuple[Any, ...]] = {}
+
+    def add(self, positions: Iterable[int], tokens: list[str], forms: list[bytes]) -> None:
+        """The rows of the items at ``positions`` (not yet drawn: ``""``, skipped; already
+        added: kept)."""
+        batch, by_token, tenant, now = self._batch, self.by_token, self.tenant, self.now
+        items, classes, kinds = batch.items, batch.classes, batch.kinds
+        for i in positions:
+            token = tokens[i]
+            if not token or token in by_token:
+                continue
+            item = items[i]
+            c = NAME[classes[i]]
+            record_id = item.record_id
+            sealer, dek_id = self._record(record_id, c) if record_id else self._pools[c]
+            index_key, fingerprints = self._index[c]
+            fp = (
+                # a text span: on the class's form when the value parses for the class
+                fingerprint(index_key.key, classes[i], item.value)
+                if item.exact
+                else fingerprints.of(c, forms[i])
+            )
+            ttl = item.ttl_seconds
+            by_token[token] = (
+                tenant,
+                token,
+                c,
+                kinds[i],
+                item.scope,
+                record_id or None,
+                dek_id,
+                sealer.seal(token_field(token), item.value),
+                self._expiry[ttl] if ttl in self._expiry else self._expires(ttl),
+                now,
+                fp,
+                index_key.id,
+            )
+
+    def _record(self, record_id: str, c: str) -> tuple[crypto.OwnerSealer, str]:
+        sealer = self._records.get((record_id, c))
+        if sealer is None:
+            dek = self._record_deks[(record_id, c)]
+            sealer = self._records[(record_id, c)] = (
+                crypto.OwnerSealer(dek, self.tenant, record_id),
+                str(dek.id),
+            )
+        return sealer
+
+    def _expires(self, ttl: int) -> datetime:
+        at = self._expiry[ttl] = self.now + timedelta(seconds=ttl)
+        return at
 
 
-def _fingerprint(p: Prepared, index_key: bytes) -> bytes:
-    """The item's value fingerprint under the current index key (every kind: an erasure finds
-    every token of a value by it), on the canonical form :func:`_prepared` already made. Spans
-    of free text (exact) too are fingerprinted on the class's form when the value parses for
-    the class: computed here, as they were not validated."""
-    return fingerprint(
-        index_key, p.field_class, p.item.value, UNKNOWN if p.item.exact else p.canonical
-    )
+def _minted(
+    batch: Batch, tkeys: Mapping[tuple[str, str], TenantKey]
+) -> tuple[list[str], list[bytes]]:
+    """The token of each item (``""`` for surrogates: drawn against the table, later) and its
+    value's normalized form (what deterministic tokens and fingerprints are keyed on; ``b""``
+    where it is computed later, for text spans)."""
+    items, classes, kinds, canonical = batch.items, batch.classes, batch.kinds, batch.canonical
+    n = len(items)
+    forms = [
+        b"" if items[i].exact else deterministic_form(classes[i], items[i].value, canonical[i])
+        for i in range(n)
+    ]
+    tokens = [""] * n
+    randoms: dict[str, list[int]] = {}
+    for i, kind in enumerate(kinds):
+        if kind is RANDOM:
+            randoms.setdefault(NAME[classes[i]], []).append(i)
+    for c, positions in randoms.items():
+        for i, token in zip(positions, crypto.random_tokens(c, len(positions)), strict=True):
+            tokens[i] = token
+    minters = {c: crypto.DeterministicTokens(tkeys[(c, INDEX)].key) for c in batch.class_names}
+    for i in batch.det:
+        item = items[i]
+        c = NAME[classes[i]]
+        normalized = item.value.encode("utf-8") if item.exact else forms[i]
+        tokens[i] = minters[c].token(c, item.scope, normalized, exact=item.exact)
+    return tokens, forms
 
 
-def _minted(prepared: Sequence[Prepared], tkeys: Mapping[tuple[str, str], TenantKey]) -> list[str]:
-    """The token of each item; ``""`` for surrogates (drawn against the table, later)."""
-    tokens: list[str] = []
-    for p in prepared:
-        if p.item.kind is TokenKind.DETERMINISTIC:
-            tokens.append(_deterministic(p, tkeys[(p.field_class.value, INDEX)]))
-        elif p.item.kind is TokenKind.FORMAT_PRESERVING:
-            tokens.append("")
-        else:
-            tokens.append(crypto.random_token(p.field_class.value))
-    return tokens
-
-
-def _deterministic(p: Prepared, index_key: TenantKey) -> str:
-    """The deterministic token of an item under one index-key version."""
+def _deterministic(batch: Batch, i: int, index_key: TenantKey) -> str:
+    """The deterministic token of item ``i`` under one index-key version."""
+    item, field_class = batch.items[i], batch.classes[i]
     normalized = (
-        p.item.value.encode("utf-8")
-        if p.item.exact
-        else deterministic_form(p.field_class, p.item.value, p.canonical)
+        item.value.encode("utf-8")
+        if item.exact
+        else deterministic_form(field_class, item.value, batch.canonical[i])
     )
     return crypto.deterministic_token(
-        index_key.key, p.field_class.value, p.item.scope, normalized, exact=p.item.exact
+        index_key.key, NAME[field_class], item.scope, normalized, exact=item.exact
     )
 
 
-def _surrogate(i: int, p: Prepared, attempt: int) -> str | None:
+def _surrogate(batch: Batch, i: int, attempt: int) -> str | None:
     """One draw of item ``i``'s surrogate (None: no acceptable draw at this attempt)."""
-    assert p.canonical is not None
+    item, field_class, canonical = batch.items[i], batch.classes[i], batch.canonical[i]
+    assert canonical is not None
     try:
         token = surrogate(
-            p.field_class.value, p.canonical, attempt=attempt, keep_last_four=p.item.keep_last_four
+            NAME[field_class], canonical, attempt=attempt, keep_last_four=item.keep_last_four
         )
     except SurrogateShapeError:
-        raise InvalidInput(f"items[{i}].value", f"not a valid {p.field_class.value}") from None
+        raise InvalidInput(f"items[{i}].value", f"not a valid {NAME[field_class]}") from None
     except SurrogateError:
         return None
     if len(token) > TOKEN_MAX:
         raise InvalidInput(f"items[{i}].value", "too long for a surrogate")
     return token
-
-
-def _prepare(items: Sequence[TokenizeItem], max_items: int) -> list[Prepared]:
-    """Every item validated, or InvalidInput naming ``items[i].<field>`` (values never
-    echoed)."""
-    if not items:
-        raise InvalidInput("items", "at least one item is required")
-    if len(items) > max_items:
-        raise InvalidInput("items", f"at most {max_items} items per call")
-    return [_prepared(f"items[{i}]", item) for i, item in enumerate(items)]
-
-
-def _prepared(where: str, item: TokenizeItem) -> Prepared:
-    try:
-        field_class = FieldClass(item.field_class)
-    except ValueError:
-        raise InvalidInput(f"{where}.field_class", "unknown field class") from None
-    value = item.value
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{where}.value", "must be a non-empty string")
-    limit = DEFAULT_MAX_LENGTH[field_class]
-    if len(value) > limit:
-        raise InvalidInput(f"{where}.value", f"longer than {limit} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{where}.value", "is not valid unicode") from None
-    check_scope(item.scope, f"{where}.scope")
-    check_ttl(item.ttl_seconds, f"{where}.ttl_seconds")
-    if item.record_id:
-        check_record_id(item.record_id, f"{where}.record_id")
-    if item.kind is TokenKind.FORMAT_PRESERVING:
-        _check_surrogate_item(where, item, field_class)
-    # Spans found in free text (exact, from TokenizeText) are tokenized as found: a detector
-    # also takes what the class's validator would not (a phone number that is only possible,
-    # a date written 03/29/1972: 833 of the 9,058 spans of the text corpus), and refusing one
-    # would fail the whole call. Their canonical form is left to the fingerprint.
-    canonical = None if item.exact else _validated(f"{where}.value", field_class, value)
-    if item.kind is TokenKind.FORMAT_PRESERVING and canonical is None:
-        raise InvalidInput(f"{where}.value", f"not a valid {field_class.value}")
-    return Prepared(item, field_class, canonical)
-
-
-def _validated(field: str, field_class: FieldClass, value: str) -> str | None:
-    """The value's canonical form, validated as a record field of its class is (the same
-    validator): every kind of token, so ``phone="hello"`` is refused. Free text is not
-    validated (None when it has no canonical form, e.g. control characters).
-
-    The canonical form is what deterministic tokens, surrogates and every fingerprint are made
-    of, so validating costs a random batch nothing more, except for plain ASCII emails (whose
-    fingerprint alone could skip the parser).
-
-    Raises:
-        InvalidInput: naming ``field``, with the validator's problem (never the value).
-    """
-    if field_class is FieldClass.FREE_TEXT:
-        return canonical_or_none(field_class, value)
-    try:
-        return canonicalize(class_spec(field_class), value)
-    except InvalidInput as exc:
-        problem = exc.problem
-    # raised outside the except block: nothing chained (the validators' own rule)
-    raise InvalidInput(field, problem)
-
-
-def _check_surrogate_item(where: str, item: TokenizeItem, field_class: FieldClass) -> None:
-    """The class and options of a format-preserving item (its value is validated after)."""
-    if field_class not in FPE_CLASSES:
-        raise InvalidInput(f"{where}.kind", f"no format-preserving tokens for {field_class.value}")
-    if item.keep_last_four and field_class.value not in KEEPS_LAST_FOUR:
-        raise InvalidInput(
-            f"{where}.keep_last_four",
-            f"format-preserving {field_class.value} tokens keep no last four",
-        )
 
 
 __all__ = [

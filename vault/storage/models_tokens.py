@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vault.storage._types import UtcDateTime
+from vault.storage._types import UtcDateTime, uuid_id
 from vault.storage.models import ID, TENANT, Base
 
 #: longest token string: a format-preserving surrogate is as long as its value
@@ -34,8 +34,9 @@ class TokenRow(Base):
     field_class: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(24))
     scope: Mapped[str] = mapped_column(String(64))
-    record_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
-    data_key_id: Mapped[str] = mapped_column(String(ID))
+    #: ``uuid`` on PostgreSQL since migration 0014 (``uuid_id``), text on SQLite
+    record_id: Mapped[str | None] = mapped_column(uuid_id(), nullable=True)
+    data_key_id: Mapped[str] = mapped_column(uuid_id())
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -126,3 +126,28 @@ def test_tokenize_text_keeps_spans_the_strict_validator_refuses(svc: Vault, tena
     assert token_classes == ["phone", "phone", "date_of_birth", "free_text"]
     revealed = svc.texts.reveal_text(ADMIN, tenant, redacted.text, deadline=DL)
     assert revealed.text == text
+
+
+def test_an_item_never_shows_its_value() -> None:
+    item = TokenizeItem("ada.secret@example.com", "email", TokenKind.DETERMINISTIC, scope="s")
+    for shown in (repr(item), str(item), f"{item}", repr([item])):
+        assert "ada.secret" not in shown
+        assert "email" in shown
+
+
+def test_a_bad_item_deep_in_a_batch_is_named_by_its_position(svc: Vault, tenant: str) -> None:
+    items = [TokenizeItem(f"u{i}@example.org", "email") for i in range(50)]
+    bad = [
+        (TokenizeItem("x@example.org", "nope"), "items[37].field_class"),
+        (TokenizeItem("", "email"), "items[37].value"),
+        (TokenizeItem("x@example.org", "email", scope="bad scope!"), "items[37].scope"),
+        (TokenizeItem("x@example.org", "email", ttl_seconds=-1), "items[37].ttl_seconds"),
+        (TokenizeItem("x@example.org", "email", record_id="nope"), "items[37].record_id"),
+        (TokenizeItem("not an email", "email"), "items[37].value"),
+        (TokenizeItem("x", "address", TokenKind.FORMAT_PRESERVING), "items[37].kind"),
+    ]
+    for item, field in bad:
+        with pytest.raises(InvalidInput) as caught:
+            svc.tokens.tokenize(ADMIN, tenant, [*items[:37], item, *items[38:]], deadline=DL)
+        assert caught.value.field == field
+        assert item.value not in str(caught.value) or not item.value

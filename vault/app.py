@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -19,7 +19,15 @@ from vault.api import (
     server_credentials,
     start_server,
 )
-from vault.audit import ALLOWED, DENIED, AuditEvent, AuditLog, make_sinks
+from vault.audit import (
+    ALLOWED,
+    DENIED,
+    AuditEvent,
+    AuditLog,
+    make_sinks,
+    operator_chain,
+    server_chain,
+)
 from vault.config import Settings, deploy_file
 from vault.deadline import Deadline
 from vault.errors import ConfigError
@@ -220,7 +228,7 @@ def build_app(settings: Settings) -> App:
     audit = AuditLog(
         db,
         keys,
-        chain=settings.audit.chain,
+        chain=_chain(settings.audit.chain, "chain", server_chain),
         sinks=sinks,
         checkpoint=checkpoint,
         checkpoint_every=settings.audit.checkpoint_every,
@@ -270,8 +278,9 @@ def build_services(
 
 def build_operator_audit_log(settings: Settings) -> AuditLog:
     """The audit log of an operator command (its database and key manager serve the command
-    too): the settings' chain, with the operator's key-server access (TLS verified against
-    ``[openbao] ca_cert``)."""
+    too), with the operator's key-server access (TLS verified against ``[openbao] ca_cert``).
+    Its own rows go to the operator chain (``[audit] operator_chain``, default ``ops_<host>``),
+    never to a server's: a command never waits for a server's chain head, nor a server for it."""
     bao = settings.openbao
     auth = make_auth(settings)
     verify = bao.ca_cert or True
@@ -284,9 +293,36 @@ def build_operator_audit_log(settings: Settings) -> AuditLog:
     return AuditLog(
         Database(settings.database_url),
         KeyManager(wrapper),
-        chain=settings.audit.chain,
+        chain=_chain(settings.audit.operator_chain, "operator_chain", operator_chain),
         checkpoint=checkpoint,
     )
+
+
+def _chain(configured: str, setting: str, pick: Callable[[str], str]) -> str:
+    """The chain ``pick`` makes of ``[audit] <setting>``; ConfigError naming the setting."""
+    try:
+        return pick(configured)
+    except ValueError as exc:
+        raise ConfigError(f"[audit] {setting}: {exc}") from None
+
+
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """The settings of worker ``index`` of ``cvault serve --workers N``: its own audit chain
+    (``[audit] chain`` or the host's name, then ``-w<index>``) and, when ``[metrics] listen``
+    names a port, that port plus ``index`` (Prometheus scrapes each worker; port 0 stays 0).
+    The gRPC and health ports are shared (SO_REUSEPORT).
+
+    Raises:
+        ConfigError: an invalid chain name, or a metrics port that would pass 65535.
+    """
+    chain = _chain(settings.audit.chain, "chain", lambda c: server_chain(c, worker=index))
+    metrics = settings.metrics
+    host, sep, port = metrics.listen.rpartition(":")
+    if sep and port.isdigit() and int(port) > 0:
+        if int(port) + index > 65535:
+            raise ConfigError(f"[metrics] listen: port {port} + worker {index} passes 65535")
+        metrics = replace(metrics, listen=f"{host}:{int(port) + index}")
+    return replace(settings, audit=replace(settings.audit, chain=chain), metrics=metrics)
 
 
 def upgrade_database(url: str, runtime_role: str = "") -> None:

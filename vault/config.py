@@ -26,6 +26,7 @@ Example (``cvault serve --config vault.toml``)::
     data_keys_max_entries = 100000
     data_keys_max_age_seconds = 600
     data_keys_max_uses = 1000000
+    data_keys_on_write = false        # cache the data keys a write makes (bulk loads: no)
 
     [auth]                            # mTLS: the principal is the client certificate's SAN
     tls_cert_file = "/etc/cvault/tls/server.pem"
@@ -113,7 +114,11 @@ class AuthSettings:
 @dataclass(frozen=True)
 class AuditSettings:
     jsonl: str = ""  # "" no second sink, "-" stdout, else a file path
-    chain: str = "main"
+    # "": one chain per server process, named from the host (vault.audit.server_chain); with
+    # `cvault serve --workers N` each worker appends "-w<i>"
+    chain: str = ""
+    # the chain operator commands append their own rows to ("": ops_<host>)
+    operator_chain: str = ""
     checkpoint_every: int = 1000
     kv_mount: str = "secret"
     kv_path: str = "cvault/audit/head"
@@ -276,6 +281,14 @@ def _openbao(bao: Mapping[str, Any], env: Mapping[str, str], source: str) -> Ope
     )
 
 
+def _flag(table: Mapping[str, Any], name: str, source: str) -> bool:
+    """A true/false setting (absent: false); anything else is refused, not guessed."""
+    value = table.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {name} must be true or false")
+    return value
+
+
 def _cache_limits(table: Mapping[str, Any], prefix: str, default: CacheLimits) -> CacheLimits:
     return CacheLimits(
         max_entries=int(table.get(f"{prefix}_max_entries", default.max_entries)),
@@ -321,7 +334,16 @@ _OPENBAO = {
 
 
 _AUTH = {"tls_cert_file", "tls_key_file", "client_ca_file", "require_client_auth", "api_keys"}
-_AUDIT = {"jsonl", "chain", "checkpoint_every", "kv_mount", "kv_path", "syslog", "syslog_facility"}
+_AUDIT = {
+    "jsonl",
+    "chain",
+    "operator_chain",
+    "checkpoint_every",
+    "kv_mount",
+    "kv_path",
+    "syslog",
+    "syslog_facility",
+}
 
 
 def _auth(table: Mapping[str, Any], source: str) -> AuthSettings:
@@ -339,12 +361,13 @@ def _auth(table: Mapping[str, Any], source: str) -> AuthSettings:
     )
 
 
-def _audit(table: Mapping[str, Any], source: str) -> AuditSettings:
+def _audit(table: Mapping[str, Any], source: str, env: Mapping[str, str]) -> AuditSettings:
     if set(table) - _AUDIT:
         raise ConfigError(f"{source}: unknown [audit] settings {sorted(set(table) - _AUDIT)}")
     return AuditSettings(
         jsonl=str(table.get("jsonl", "")),
-        chain=str(table.get("chain", "main")),
+        chain=env.get("CVAULT_AUDIT_CHAIN") or str(table.get("chain", "")),
+        operator_chain=str(table.get("operator_chain", "")),
         checkpoint_every=int(table.get("checkpoint_every", 1000)),
         kv_mount=str(table.get("kv_mount", "secret")),
         kv_path=str(table.get("kv_path", "cvault/audit/head")),
@@ -461,9 +484,10 @@ def load_settings(
             cache=CacheSettings(
                 tenant_keys=_cache_limits(cache, "tenant_keys", defaults.tenant_keys),
                 data_keys=_cache_limits(cache, "data_keys", defaults.data_keys),
+                data_keys_on_write=_flag(cache, "data_keys_on_write", source),
             ),
             auth=_auth(data.get("auth", {}), source),
-            audit=_audit(data.get("audit", {}), source),
+            audit=_audit(data.get("audit", {}), source, env),
             rotation=_rotation(data.get("rotation", {}), source),
             text=_text(data.get("text", {}), source),
             server=_server(data.get("server", {}), source),

@@ -23,7 +23,15 @@ chain, and each waits for the previous one's commit: append last, right before t
 On PostgreSQL the process first tries the head it last wrote: one statement moves the head only
 if it is still that one (``UPDATE ... WHERE seq = :old AND mac = :old``, which takes the same
 row lock) and inserts the row in the same round trip; if another appender came first, nothing
-is written and the locking path runs.
+is written, the head that appender left is tried next (twice more at most), and then the
+locking path runs (lock, then rows and head in one more statement). Only the MACs are computed
+while the lock is held.
+
+**One chain per process.** Appenders of one chain wait for each other's commit, so each server
+process appends to a chain of its own by default (``[audit] chain``, else named from the host;
+``-w<i>`` per worker of ``cvault serve --workers``), and operator commands to ``ops_<host>``:
+see ``vault/audit/_chains.py``. Each chain is ordered by its seq; there is no order across
+chains but their rows' times.
 If the key cannot be had or the insert is refused, :class:`AuditUnavailable` (an
 ``Unavailable``: gRPC UNAVAILABLE) is raised and the caller's transaction rolls back, so the
 call fails and nothing is revealed. The service does::
@@ -42,7 +50,9 @@ exactly once, so its result is never passed to ``after_commit`` again.
 **The tail, and the checkpoints.** Deleting the newest rows leaves no gap. The head table
 catches that unless it is rewritten too, so the chain is also **checkpointed outside the
 database**: every ``checkpoint_every`` rows (or ``checkpoint_max_age`` seconds) a background
-thread verifies the rows since the previous checkpoint and, only if they are intact, writes
+thread verifies the rows since the newest one it verified (incrementally: rows this process
+appended itself from there, up to the head the database has, are not read back; see
+:meth:`AuditLog.checkpoint_now`) and, only if they are intact, writes
 ``{chain, seq, mac, prev}`` as a **new, write-once** document of a :class:`CheckpointStore`
 (OpenBao KV v2, :class:`vault.keys.KvCheckpointStore`: ``<kv_path>/<chain>/<seq>``, created
 with check-and-set 0). The service's key-server policy may create a checkpoint but never update
@@ -80,6 +90,7 @@ rotation. A sink failure is logged, never raised: the database row is the record
 the pseudonym (under every audit key version), newest first.
 """
 
+from vault.audit._chains import operator_chain, server_chain, valid_chain
 from vault.audit._checkpoint import (
     CHECKPOINT_FORMAT,
     LEGACY_FORMAT,
@@ -149,5 +160,8 @@ __all__ = [
     "checkpoint_document",
     "checkpoint_name",
     "make_sinks",
+    "operator_chain",
     "parse_checkpoint",
+    "server_chain",
+    "valid_chain",
 ]

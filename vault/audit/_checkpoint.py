@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Protocol
 
@@ -156,6 +156,9 @@ class Checkpoint:
     mac: bytes
     prev: int | None = None
     epoch: int = 0
+    #: when its writer says it wrote it (ISO 8601, as stored; "" when absent or malformed):
+    #: for an operator's report only, never compared
+    written: str = field(default="", compare=False)
 
 
 def checkpoint_name(seq: int, epoch: int = 0) -> str:
@@ -212,4 +215,15 @@ def parse_checkpoint(data: Mapping[str, str]) -> Checkpoint | None:
         return None
     if prev is not None and not 0 <= prev < seq:
         return None
-    return Checkpoint(chain, seq, mac, prev, epoch)
+    return Checkpoint(chain, seq, mac, prev, epoch, _written(data.get("time")))
+
+
+def _written(value: object) -> str:
+    """``value`` when it is an ISO 8601 time (a checkpoint's ``time``), else ""."""
+    if not isinstance(value, str) or len(value) > 40:
+        return ""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return ""
+    return value

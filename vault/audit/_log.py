@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from vault.audit import _store as store
+from vault.audit._chains import valid_chain
 from vault.audit._checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -26,21 +25,23 @@ from vault.audit._checkpoint import (
 from vault.audit._epochs import Reanchor
 from vault.audit._errors import AuditUnavailable
 from vault.audit._event import AuditEntry, AuditEvent
-from vault.audit._keys import AUDIT_KEY_CLASS, AuditKeyring, KeyLookup, cache_id, key_aad
+from vault.audit._inspect import chain_names, query_events, verify_one
+from vault.audit._keys import AuditKeyring, KeyLookup
 from vault.audit._mac import (
+    ZERO_MAC,
     AuditKeys,
     RowContent,
-    derive,
     join_classes,
     pseudonym,
     row_mac,
     utc,
 )
-from vault.audit._readback import Found, Problem, read_all, read_newest
-from vault.audit._restore import reanchor_chain, verify_rows
+from vault.audit._readback import Found, Problem, read_newest
+from vault.audit._restore import reanchor_chain
 from vault.audit._sinks import AuditSink
 from vault.audit._verify import (
     CHECKPOINT_MISMATCH,
+    RESTORE_HINT,
     TRUNCATED,
     VerifyReport,
     WalkResult,
@@ -51,20 +52,19 @@ from vault.errors import (
     ConfigError,
     KeyServerPermissionDenied,
 )
-from vault.keys import KeyManager, WrappedRef
+from vault.keys import KeyManager
 from vault.metrics import timed_audit_append
 from vault.storage import Database
 
 log = logging.getLogger("vault.audit")
 
-# also a path segment of the checkpoint store: "." and ".." are refused
-_CHAIN_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9_.-]{1,32}")
 # Connectivity failures are left to Database.begin, which maps them to DatabaseUnavailable.
 _CONNECTIVITY = (OperationalError, InterfaceError)
-
-
-def _valid_chain(name: str) -> bool:
-    return _CHAIN_RE.fullmatch(name) is not None
+#: PostgreSQL: appends tried against the head another appender of this process just wrote,
+#: before taking the head's lock (each try that fails has waited for that appender's commit)
+_HINT_TRIES = 3
+#: appends remembered for the checkpoint at least (see AuditLog._appended)
+_APPENDED_MIN = 10_000
 
 
 class AuditLog:
@@ -100,7 +100,7 @@ class AuditLog:
         checkpoint_max_age: float = 300.0,
         checkpoint_in_background: bool = True,
     ) -> None:
-        if not _valid_chain(chain):
+        if not valid_chain(chain):
             raise ConfigError(f"invalid audit chain name {chain!r:.40}")
         if checkpoint_every < 1 or not checkpoint_max_age > 0:
             raise ConfigError("audit checkpoint_every and checkpoint_max_age must be positive")
@@ -126,6 +126,15 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         # PostgreSQL: the head this process expects, so an append is one round trip
         self._head_hint: store.Head | None = None
+        # The newest row of the chain this process has verified (by a walk, or as the end of
+        # its own appends from a verified row); None: start from the last checkpoint.
+        # Guarded by _checkpoint_lock.
+        self._verified: store.Head | None = None
+        # What this process appended: (seq, mac) the rows chain from -> the head they made.
+        # Rolled-back appends stay in it too: a checkpoint only follows it to the head the
+        # database has (see _vouched). Guarded by _state_lock; cleared when it passes the limit.
+        self._appended: dict[tuple[int, bytes], store.Head] = {}
+        self._appended_limit = max(_APPENDED_MIN, 4 * checkpoint_every)
 
     def __repr__(self) -> str:
         return f"AuditLog(chain={self.chain!r}, sinks={len(self._sinks)})"
@@ -181,20 +190,21 @@ class AuditLog:
         if not conn.in_transaction() or conn.info.get("write") is False:
             raise ValueError("AuditLog.append needs an open write transaction")
         keys = self._keyring.current(conn, deadline)
+        # Everything but the MACs is made before the head's lock is taken: the lock is held
+        # from the statement that takes it until the caller's commit, by every appender in turn.
+        contents = [self._content(keys, event) for event in events]
         try:
-            hint = self._head_hint if conn.dialect.name == "postgresql" else None
-            if hint is not None:
-                rows, entries, head = self._chain_rows(keys, hint, events)
-                if not store.advance_head(conn, self.chain, hint, head, rows):
-                    hint = None  # another appender moved the head: lock it and chain again
-            if hint is None:
+            postgres = conn.dialect.name == "postgresql"
+            done = self._append_at_hint(conn, keys, contents) if postgres else None
+            if done is None:
                 start = store.lock_head(conn, self.chain)
-                rows, entries, head = self._chain_rows(keys, start, events)
-                store.insert_events(conn, rows)
-                store.set_head(conn, self.chain, head)
+                entries, head = self._write_locked(conn, keys, start, contents, postgres)
+            else:
+                start, entries, head = done
             # A guess for the next append, right unless this transaction rolls back or another
             # appender comes first (advance_head then refuses and the locking path runs).
             self._head_hint = head
+            self._remember(start, head)
         except _CONNECTIVITY:
             raise
         except DBAPIError as exc:
@@ -206,35 +216,82 @@ class AuditLog:
             raise AuditUnavailable("audit log could not be written") from None
         return entries
 
+    def _append_at_hint(
+        self, conn: Connection, keys: AuditKeys, contents: Sequence[RowContent]
+    ) -> tuple[store.Head, list[AuditEntry], store.Head] | None:
+        """PostgreSQL: write the rows after the head this process expects, in one round trip
+        (see :func:`store.advance_head`), trying again while another appender of this process
+        keeps moving it; None when the locking path must run. (start, entries, new head)."""
+        tried: store.Head | None = None
+        for _ in range(_HINT_TRIES):
+            hint = self._head_hint
+            if hint is None or hint == tried:
+                return None  # no guess, or the same one that failed (a rolled-back append)
+            rows, entries, head = self._chain_rows(keys, hint, contents)
+            if store.advance_head(conn, self.chain, hint, head, rows):
+                return hint, entries, head
+            tried = hint  # it waited for that appender's commit: its head is the next guess
+        return None
+
+    def _write_locked(
+        self,
+        conn: Connection,
+        keys: AuditKeys,
+        start: store.Head,
+        contents: Sequence[RowContent],
+        postgres: bool,
+    ) -> tuple[list[AuditEntry], store.Head]:
+        """Write the rows after ``start``, the head this transaction holds locked: on
+        PostgreSQL in one more round trip (rows and head together), else two statements."""
+        rows, entries, head = self._chain_rows(keys, start, contents)
+        if not postgres:
+            store.insert_events(conn, rows)
+            store.set_head(conn, self.chain, head)
+        elif not store.advance_head(conn, self.chain, start, head, rows):
+            # cannot happen while the lock is held: the head row changed under it
+            log.error("audit chain %s: the locked head moved; failing the call", self.chain)
+            raise AuditUnavailable("audit log could not be written")
+        return entries, head
+
+    def _remember(self, start: store.Head, head: store.Head) -> None:
+        """Note an append from ``start`` to ``head`` (committed or not: see _vouched)."""
+        with self._state_lock:
+            if len(self._appended) >= self._appended_limit:
+                self._appended.clear()  # checkpoints failing for long: they will read instead
+            self._appended[start.seq, start.mac] = head
+
+    def _content(self, keys: AuditKeys, event: AuditEvent) -> RowContent:
+        """What a row of ``event`` holds besides its chain, seq and MAC."""
+        return RowContent(
+            time=utc(event.time),
+            principal=event.principal,
+            role=event.role,
+            action=event.action,
+            purpose=event.purpose,
+            tenant=event.tenant,
+            record_ref=(
+                None
+                if event.record_id is None
+                else pseudonym(keys.pseudonym_key, event.tenant, event.record_id)
+            ),
+            field_classes=join_classes(event.field_classes),
+            outcome=event.outcome,
+            reason=event.reason,
+            request_id=event.request_id,
+            audit_key_id=keys.key_id,
+            on_behalf_of=event.on_behalf_of,
+            peer=event.peer,
+        )
+
     def _chain_rows(
-        self, keys: AuditKeys, start: store.Head, events: Sequence[AuditEvent]
+        self, keys: AuditKeys, start: store.Head, contents: Sequence[RowContent]
     ) -> tuple[list[dict[str, Any]], list[AuditEntry], store.Head]:
-        """The rows for ``events`` chained after ``start``, their entries, and the new head."""
+        """The rows of ``contents`` chained after ``start``, their entries, and the new head."""
         rows: list[dict[str, Any]] = []
         entries: list[AuditEntry] = []
         prev, seq = start.mac, start.seq
-        for event in events:
+        for content in contents:
             seq += 1
-            content = RowContent(
-                time=utc(event.time),
-                principal=event.principal,
-                role=event.role,
-                action=event.action,
-                purpose=event.purpose,
-                tenant=event.tenant,
-                record_ref=(
-                    None
-                    if event.record_id is None
-                    else pseudonym(keys.pseudonym_key, event.tenant, event.record_id)
-                ),
-                field_classes=join_classes(event.field_classes),
-                outcome=event.outcome,
-                reason=event.reason,
-                request_id=event.request_id,
-                audit_key_id=keys.key_id,
-                on_behalf_of=event.on_behalf_of,
-                peer=event.peer,
-            )
             prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
             row = store.StoredRow(self.chain, seq, content, prev)
             rows.append(store.row_dict(row))
@@ -336,39 +393,16 @@ class AuditLog:
         first, found by its pseudonym under every audit key version.
 
         Raises:
-            ValueError: ``limit`` is not in 1..10000.
-            KeyServerUnavailable, KeyServerRefused: an audit key could not be unwrapped.
-            DecryptionFailed: a wrapped audit key was tampered with.
-            DatabaseUnavailable: the database could not be reached.
+            ValueError: ``limit`` is not in 1..10000. DatabaseUnavailable.
+            KeyServerUnavailable, KeyServerRefused, DecryptionFailed: an audit key could not
+                be unwrapped, or was tampered with.
         """
-        if not 1 <= limit <= 10_000:
-            raise ValueError("limit must be between 1 and 10000")
-        with self._db.begin(write=False) as conn:
-            key_rows = list(store.all_keys(conn).values())
-        if not key_rows:
-            return []
-        plain = self._keys.unwrap(
-            AUDIT_KEY_CLASS,
-            [WrappedRef(cache_id(r.id), r.wrapped, key_aad(r.id, r.version)) for r in key_rows],
-            deadline=deadline,
-        )
-        refs = sorted(
-            {
-                pseudonym(derive(r.id, plain[cache_id(r.id)]).pseudonym_key, tenant, record_id)
-                for r in key_rows
-            }
-        )
-        with self._db.begin(write=False) as conn:
-            rows = store.rows_for_refs(conn, tenant, refs, limit)
-        return [store.entry_of(r) for r in rows]
+        return query_events(self._db, self._keys, tenant, record_id, deadline=deadline, limit=limit)
 
     def verify(self, *, deadline: Deadline) -> VerifyReport:
         """Recompute this log's chain from seq 1 and compare it with the head table and every
-        external checkpoint of the chain. Streams rows (bounded memory); safe while others
-        append.
-
-        Returns:
-            The report; ``ok`` is False with the first bad seq and the problem otherwise.
+        external checkpoint of the chain (streamed: bounded memory; safe while others append).
+        The report's ``ok`` is False with the first bad seq and the problem otherwise.
 
         Raises:
             KeyServerUnavailable, KeyServerRefused: the key server or the checkpoint
@@ -384,7 +418,7 @@ class AuditLog:
             ConfigError: ``chain`` is not a valid chain name.
             KeyServerUnavailable, KeyServerRefused, DatabaseUnavailable: as for :meth:`verify`.
         """
-        if not _valid_chain(chain):
+        if not valid_chain(chain):
             raise ConfigError(f"invalid audit chain name {chain!r:.40}")
         legacy = None if self._store is None else self._store.legacy(deadline=deadline)
         return self._verify_chain(chain, legacy, deadline)
@@ -397,64 +431,37 @@ class AuditLog:
         Raises:
             KeyServerUnavailable, KeyServerRefused, DatabaseUnavailable: as for :meth:`verify`.
         """
-        with self._db.begin(write=False) as conn:
-            names = set(store.chains(conn))
-        names.add(self.chain)
-        legacy = None
-        if self._store is not None:
-            legacy = self._store.legacy(deadline=deadline)
-            names.update(self._store.chains(deadline=deadline))
-            named = None if legacy is None else parse_checkpoint(legacy)
-            if named is not None:
-                names.add(named.chain)
-        for name in sorted(n for n in names if not _valid_chain(n)):
-            log.warning("ignoring a checkpoint folder that is no chain name (%.40r)", name)
-        return [
-            self._verify_chain(n, legacy, deadline) for n in sorted(filter(_valid_chain, names))
-        ]
+        names, legacy = chain_names(self._db, self._store, self.chain, deadline=deadline)
+        return [self._verify_chain(n, legacy, deadline) for n in names]
 
     def _verify_chain(
         self, chain: str, legacy: Mapping[str, str] | None, deadline: Deadline
     ) -> VerifyReport:
-        found = (
-            Found(())
-            if self._store is None
-            else read_all(self._store, chain, legacy, deadline=deadline)
-        )
-        keys_for = self._keyring.lookup(deadline)
-        with self._db.begin(write=False) as conn:
-            report = verify_rows(
-                conn,
-                chain,
-                lambda key_id: keys_for(conn, key_id),
-                found,
-                with_store=self._store is not None,
-            )
-        if report.ok and found.problem is not None:
-            report = replace(
-                report,
-                ok=False,
-                first_bad_seq=found.problem.seq,
-                problem=found.problem.kind,
-                detail=found.problem.detail,
-            )
-        if not report.ok:
-            log.warning(
-                "audit chain %s failed verification at seq %s: %s",
-                chain,
-                report.first_bad_seq,
-                report.problem,
-            )
-        return report
+        lookup = self._keyring.lookup(deadline)
+        return verify_one(self._db, self._store, lookup, chain, legacy, deadline=deadline)
 
     def checkpoint_now(self, *, deadline: Deadline) -> VerifyReport:
-        """Verify the rows appended since the last checkpoint and, if they are intact, record
-        the newest one as a new write-once checkpoint: one store write, and no read but once
-        per process (the last checkpoint is remembered).
+        """Verify the rows appended since the newest row this process verified and, if they
+        are intact, record the newest one as a new write-once checkpoint: one store write, and
+        no store read but once per process (the last checkpoint is remembered).
 
-        Verifying first means a checkpoint never certifies a rewritten tail: if rows at or
-        before the previous checkpoint were deleted, or the tail was tampered with, nothing is
-        written and the report says why (the old checkpoints stay as evidence).
+        What a checkpoint records is always a head that was verified, incrementally:
+
+        - when every row since the newest verified one was appended by this process (its own
+          chain, the default), from that row, up to the head the head table names, the rows
+          are not read again: this process made their MACs itself, chained from a verified
+          row, and the head row and the row at its seq both still have that MAC (a few point
+          reads instead of re-reading and re-MACing ``checkpoint_every`` rows);
+        - otherwise (another writer of the chain, or a new process) the rows after the newest
+          verified one are read back and their MACs recomputed, as ``verify`` does;
+        - what was verified is kept even when the store write fails, so a retry reads nothing
+          twice.
+
+        Either way nothing is written, and the report says why, when the row of the previous
+        checkpoint or the newest verified row is gone or differs (a truncation, or a rewrite),
+        or a row read back fails: a checkpoint never certifies a rewritten tail. A row edited
+        after this process appended it, and not read back, is not certified either: the
+        checkpoint keeps the MACs as appended, so ``verify`` names that row.
 
         Returns:
             The report of the rows checked (``ok`` and ``last_seq`` = the checkpointed seq).
@@ -473,14 +480,15 @@ class AuditLog:
                     return self._not_checkpointed(self._problem_report(found.problem))
                 self._anchor = found.checkpoints[-1] if found.checkpoints else None
                 self._anchor_known = True
+                self._verified = None
             previous = self._anchor
             keys_for = self._keyring.lookup(deadline)
             with self._db.begin(write=False) as conn:
-                head = store.read_head(conn, self.chain)
-                result = self._walk_since(conn, previous, head, keys_for)
+                result = self._verify_since(conn, previous, keys_for)
             report = result.report
             if not report.ok:
                 return self._not_checkpointed(report)
+            self._keep_verified(store.Head(report.last_seq, result.last_mac))
             if report.last_seq == 0 or (previous is not None and report.last_seq <= previous.seq):
                 return report
             # prev links write-once checkpoints only: a legacy one may still be overwritten
@@ -525,6 +533,7 @@ class AuditLog:
         )
         with self._checkpoint_lock:
             self._anchor_known = False  # the next checkpoint continues the new epoch
+            self._verified = None
         return done
 
     # --- internals ---------------------------------------------------------------------------
@@ -583,42 +592,91 @@ class AuditLog:
         )
         return report
 
-    def _walk_since(
-        self,
-        conn: Connection,
-        previous: Checkpoint | None,
-        head: store.Head | None,
-        keys_for: KeyLookup,
+    def _verify_since(
+        self, conn: Connection, previous: Checkpoint | None, keys_for: KeyLookup
     ) -> WalkResult:
+        """The rows after the newest verified one (or ``previous``, the last checkpoint), and
+        the head table, verified as :meth:`checkpoint_now` describes."""
+        # The head is read before the rows: rows appended meanwhile only extend the chain.
+        head = store.read_head(conn, self.chain)
+        base = store.Head(0, ZERO_MAC)
+        if previous is not None:
+            base = store.Head(previous.seq, previous.mac)
+        if previous is not None and not self._row_is(conn, base):
+            anchor = store.row_at(conn, self.chain, previous.seq)
+            return self._broken(
+                previous.seq,
+                TRUNCATED if anchor is None else CHECKPOINT_MISMATCH,
+                f"row {previous.seq} is missing or differs from the checkpoint",
+                checkpoint_seq=previous.seq,
+            )
+        start = self._verified
+        if start is None or start.seq < base.seq:
+            start = base
+        elif start.seq > base.seq and not self._row_is(conn, start):
+            return self._broken(
+                start.seq,
+                TRUNCATED,
+                f"row {start.seq}, verified earlier by this process, is missing or differs"
+                f"{RESTORE_HINT}",
+            )
+        if head is not None and self._vouched(start, head) and self._row_is(conn, head):
+            report = VerifyReport(
+                ok=True, chain=self.chain, checked=head.seq - start.seq, last_seq=head.seq
+            )
+            return WalkResult(report, head.mac)
+
         def lookup(key_id: str) -> AuditKeys | None:
             return keys_for(conn, key_id)
 
-        if previous is None:
-            return walk(self.chain, store.stream_rows(conn, self.chain), lookup, head=head)
-        anchor = store.row_at(conn, self.chain, previous.seq)
-        if anchor is None or not hmac.compare_digest(anchor.mac, previous.mac):
-            problem = TRUNCATED if anchor is None else CHECKPOINT_MISMATCH
-            return WalkResult(
-                VerifyReport(
-                    ok=False,
-                    chain=self.chain,
-                    checked=0,
-                    last_seq=0,
-                    first_bad_seq=previous.seq,
-                    problem=problem,
-                    detail=f"row {previous.seq} is missing or differs from the checkpoint",
-                    checkpoint_seq=previous.seq,
-                    checkpoints=1,
-                ),
-                b"",
-            )
+        rows = store.stream_rows(conn, self.chain, after_seq=start.seq)
         return walk(
-            self.chain,
-            store.stream_rows(conn, self.chain, after_seq=previous.seq),
-            lookup,
-            head=head,
-            start_seq=previous.seq + 1,
-            start_mac=previous.mac,
+            self.chain, rows, lookup, head=head, start_seq=start.seq + 1, start_mac=start.mac
+        )
+
+    def _row_is(self, conn: Connection, head: store.Head) -> bool:
+        """True when the chain's row at ``head.seq`` is there with ``head.mac``."""
+        row = store.row_at(conn, self.chain, head.seq)
+        return row is not None and hmac.compare_digest(row.mac, head.mac)
+
+    def _vouched(self, start: store.Head, head: store.Head) -> bool:
+        """True when this process's own appends lead from ``start`` exactly to ``head`` (the
+        head table's): every row between was made by this process, chained from ``start``. An
+        append that rolled back, or one another writer's rows overtook, leads elsewhere."""
+        pos = start
+        with self._state_lock:
+            while pos.seq < head.seq:
+                nxt = self._appended.get((pos.seq, pos.mac))
+                if nxt is None or nxt.seq <= pos.seq:
+                    return False
+                pos = nxt
+        return pos == head
+
+    def _keep_verified(self, head: store.Head) -> None:
+        """Remember ``head`` as verified, and forget the appends before it."""
+        if self._verified is not None and head.seq < self._verified.seq:
+            return
+        self._verified = head
+        with self._state_lock:
+            for key in [k for k in self._appended if k[0] < head.seq]:
+                del self._appended[key]
+
+    def _broken(
+        self, seq: int, problem: str, detail: str, *, checkpoint_seq: int | None = None
+    ) -> WalkResult:
+        return WalkResult(
+            VerifyReport(
+                ok=False,
+                chain=self.chain,
+                checked=0,
+                last_seq=0,
+                first_bad_seq=seq,
+                problem=problem,
+                detail=detail,
+                checkpoint_seq=checkpoint_seq,
+                checkpoints=0 if checkpoint_seq is None else 1,
+            ),
+            b"",
         )
 
     def _checkpoint_job(self) -> None:

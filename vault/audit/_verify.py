@@ -47,7 +47,9 @@ class VerifyReport:
 
     Attributes:
         ok: every row checked out, and the head and every checkpoint agree with the rows.
-        checked: rows whose MAC was verified (before the first problem).
+        checked: rows whose MAC was verified (before the first problem); in a report of
+            :meth:`AuditLog.checkpoint_now`, also rows the process appended itself from a
+            verified row, which it does not read back.
         last_seq: the last verified seq (0 when none).
         first_bad_seq: the first row that is wrong or missing; None when ok (or when no row
             can be named, e.g. a missing head row of an empty chain).
@@ -56,6 +58,7 @@ class VerifyReport:
             ``unreadable audit key``, ``bad checkpoint``, ``missing checkpoint``; "" when ok.
         detail: one sentence for an operator (seqs and names only, never a value).
         checkpoint_seq: the seq of the newest external checkpoint compared against, if any.
+        checkpoint_time: when that checkpoint was written, as it says (ISO 8601; "" unknown).
         checkpoints: how many external checkpoints were compared against.
         reanchors: the re-anchors after a restore found in the chain (each explains the
             checkpoints of rows the restore lost; see ``vault/audit/_epochs.py``).
@@ -71,6 +74,7 @@ class VerifyReport:
     detail: str = ""
     checkpoint_seq: int | None = None
     checkpoints: int = 0
+    checkpoint_time: str = ""
     reanchors: tuple[Reanchor, ...] = ()
     excused: int = 0
 
@@ -148,6 +152,7 @@ class _Walker:
                 detail=detail,
                 checkpoint_seq=pins.newest,
                 checkpoints=pins.count,
+                checkpoint_time=pins.newest_time,
             )
             return WalkResult(report, prev)
 
@@ -192,6 +197,7 @@ class _Pins:
         self._next = 0
         self.count = len(self._todo)
         self.newest = self._todo[-1].seq if self._todo else None
+        self.newest_time = max((c.written for c in self._todo if c.seq == self.newest), default="")
 
     def agree(self, row: StoredRow) -> bool:
         """False when a checkpoint at ``row.seq`` names another MAC (there may be several: a

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vault.api import RunningServer, new_api_key, server_credentials
     from vault.api.server import STOP_MARGIN
-    from vault.app import App, build_app, upgrade_database
+    from vault.app import App, build_app, upgrade_database, worker_settings
     from vault.cli._operations import Operator
     from vault.service import operations
     from vault.service.tokens import purge_expired_tokens
@@ -37,6 +37,7 @@ _NAMES = {
     "Operator": "vault.cli._operations",
     "purge_expired_tokens": "vault.service.tokens",
     "upgrade_database": "vault.app",
+    "worker_settings": "vault.app",
 }
 #: name -> a module used as a whole
 _MODULES = {"operations": "vault.service.operations"}
@@ -53,6 +54,7 @@ __all__ = [
     "purge_expired_tokens",
     "server_credentials",
     "upgrade_database",
+    "worker_settings",
 ]
 
 

@@ -58,7 +58,11 @@ def register(sub: Subparsers) -> None:
         help="why, recorded in the chain: a ticket or incident id, at most 64 characters,"
         " never a customer value",
     )
-    ar.add_argument("--chain", help="the chain to re-anchor (default: the settings' chain)")
+    ar.add_argument(
+        "--chain",
+        help="the chain to re-anchor (`cvault audit verify` names each; default: [audit] chain"
+        " when the settings name one)",
+    )
     ar.add_argument("--config", help=CONFIG_HELP)
     add_json_option(ar)
     ar.set_defaults(func=cmd_reanchor)
@@ -78,22 +82,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
         failed = [r for r in reports if not r.ok]
         op.audit("admin.audit.verify", failed[0].problem if failed else "ok")
     if wants_json(args):
-        print_json([dataclasses.asdict(r) for r in reports])
+        print_json([_report_json(r) for r in reports])
         return 1 if failed else 0
     for report in reports:
         _print_report(report)
     return 1 if failed else 0
 
 
+def _after_checkpoint(report: VerifyReport) -> int:
+    """Rows after the chain's newest checkpoint: what a truncation with a rewritten head
+    could still remove unnoticed (see ``vault/audit/__init__.py``, "the window")."""
+    return max(0, report.last_seq - (report.checkpoint_seq or 0))
+
+
+def _report_json(report: VerifyReport) -> dict[str, object]:
+    return {**dataclasses.asdict(report), "rows_after_checkpoint": _after_checkpoint(report)}
+
+
 def _print_report(report: VerifyReport) -> None:
-    """One line per chain: seqs, chain names and problem names only, never a value."""
+    """One line per chain: its rows, its newest checkpoint and the rows after it; seqs, chain
+    names and problem names only, never a value."""
     if report.ok:
-        checkpoints = (
-            f" against {report.checkpoints} checkpoint(s), the newest at seq"
-            f" {report.checkpoint_seq}"
-            if report.checkpoint_seq
-            else ""
-        )
+        if report.checkpoint_seq:
+            written = f" (written {report.checkpoint_time})" if report.checkpoint_time else ""
+            checkpoints = (
+                f" against {report.checkpoints} checkpoint(s), the newest at seq"
+                f" {report.checkpoint_seq}{written}; {_after_checkpoint(report)} rows after it"
+            )
+        else:
+            checkpoints = "; no checkpoint yet"
         print(f"audit chain {report.chain}: OK, {report.checked} rows verified{checkpoints}")
         for reanchor in report.reanchors:
             print(f"audit chain {report.chain}: {reanchor.describe()}")
@@ -113,11 +130,17 @@ def cmd_reanchor(args: argparse.Namespace) -> int:
     if not reason or len(reason) > 64 or not reason.isprintable():
         raise usage_error("--reason must be 1-64 printable characters")
     with operator(args) as op:
+        # Each server process has a chain of its own: the one to re-anchor is named, or the
+        # one the settings give every server.
+        chain = args.chain or op.settings.audit.chain
+        if not chain:
+            raise usage_error(
+                "name the chain to re-anchor with --chain (`cvault audit verify` lists each"
+                " chain and whether it needs one)"
+            )
         try:
             done = op.log.reanchor(
-                op.event("audit.reanchor", reason=reason),
-                chain=args.chain,
-                deadline=Deadline.after(600),
+                op.event("audit.reanchor", reason=reason), chain=chain, deadline=Deadline.after(600)
             )
         except VaultServiceError as exc:
             if exc.reason != "reanchor_refused":
@@ -127,7 +150,7 @@ def cmd_reanchor(args: argparse.Namespace) -> int:
     if wants_json(args):
         print_json(dataclasses.asdict(done))
     else:
-        print(f"audit chain {args.chain or op.log.chain}: {done.describe()}")
+        print(f"audit chain {chain}: {done.describe()}")
     return 0
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vault.cli import _server
+from vault.cli import _server, _workers
 from vault.cli._common import (
     DEV_SETTINGS,
     FIELD_CLASSES,
@@ -73,6 +73,16 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="share the port with other processes (SO_REUSEPORT; off: a busy port is an error)",
     )
+    s.add_argument(
+        "--workers",
+        type=_workers.worker_count,
+        default=1,
+        help="serve from N processes on the one port (SO_REUSEPORT), each with its own audit"
+        " chain and caches; metrics on [metrics] listen's port + i (default 1)",
+    )
+    # a worker of `--workers N`: started by the supervising cvault serve only
+    s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--supervisor", type=int, default=0, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database operations").add_subparsers(
@@ -268,17 +278,33 @@ def _dev_banner(
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    app = _server.build_app(load_settings(args.config))
+    settings = load_settings(args.config)
+    worker = args.worker_index
+    if args.workers > 1 and worker is None:  # the supervisor of `--workers N`
+        for i in range(args.workers):
+            _server.worker_settings(settings, i)  # a bad chain or metrics port: fail here
+        stop = settings.server.drain_seconds + settings.shutdown_grace_seconds
+        return _workers.run(args, settings, stop + _server.STOP_MARGIN + FORCE_MARGIN)
+    name = "cvault"
+    if worker is not None:
+        _workers.die_with_supervisor(args.supervisor)
+        settings = _server.worker_settings(settings, worker)
+        name = f"cvault worker {worker}"
+    app = _server.build_app(settings)
     app.check_ready()
     app.policy.install_sighup()  # `kill -HUP` reloads the policy (an invalid file keeps the old)
-    running = app.serve(reuse_port=args.reuse_port)
+    running = app.serve(reuse_port=args.reuse_port or worker is not None)
     _serve_until_signalled(
-        "cvault",
+        name,
         running,
         app,
         grace=app.settings.shutdown_grace_seconds,
         drain=app.settings.server.drain_seconds,
-        on_ready=lambda: print(f"cvault: serving vault.v1 on port {running.port}", flush=True),
+        on_ready=lambda: print(
+            f"{name}: serving vault.v1 on port {running.port} (audit chain {app.audit.chain})",
+            flush=True,
+        ),
+        same_stop=0.0 if worker is None else _workers.SAME_STOP,
     )
     return 0
 
@@ -304,6 +330,7 @@ def _serve_until_signalled(
     force: Callable[[], None] = lambda: None,
     signals: tuple[signal.Signals, ...] = _SERVE_SIGNALS,
     on_ready: Callable[[], None] = lambda: None,
+    same_stop: float = 0.0,
 ) -> None:
     """Serve until one of ``signals`` (``on_ready`` runs once they are handled), then stop
     in three logged steps: health says NOT_SERVING for ``drain`` seconds while calls are still
@@ -313,10 +340,13 @@ def _serve_until_signalled(
 
     A second signal, or a stop still running ``drain + grace + STOP_MARGIN + FORCE_MARGIN``
     seconds after the first, runs ``force`` (in dev: stop OpenBao) and ends the process at
-    once with status 1.
+    once with status 1. A signal within ``same_stop`` seconds of the first is the same stop (a
+    worker of ``--workers`` hears it from its supervisor and from a process manager that
+    signals every process of the service).
     """
     stop = threading.Event()
     received: list[str] = []
+    first = [0.0]
 
     def forced(why: str) -> None:
         log.error("%s: %s: stopping now", name, why)
@@ -327,8 +357,11 @@ def _serve_until_signalled(
 
     def on_signal(signum: int, frame: object) -> None:
         if stop.is_set():
+            if time.monotonic() - first[0] < same_stop:
+                return
             forced(f"{signal.Signals(signum).name} again")
         received.append(signal.Signals(signum).name)
+        first[0] = time.monotonic()
         stop.set()
 
     for signum in signals:

@@ -141,7 +141,7 @@ def test_restore_a_dump_re_anchor_and_verify(
     service.stop()
     ok = cvault(admin_token, "audit", "verify", "--chain", chain, *config)
     assert ok.returncode == 0, ok.stderr
-    assert "the newest at seq 22" in ok.stdout  # (verify audited itself: row 23)
+    assert "the newest at seq 22" in ok.stdout  # (verify audits itself in ops_<host>)
 
     # the disaster, and the runbook: restore, migrate, verify, re-anchor, verify
     restore(url, dump)
@@ -157,16 +157,16 @@ def test_restore_a_dump_re_anchor_and_verify(
         admin_token, "audit", "re-anchor", "--reason", REASON, "--chain", chain, *config
     )
     assert anchored.returncode == 0, anchored.stderr
-    # rows 1-12 restored, and row 13 is verify's own audit row from just now
-    assert "re-anchored at seq 14 (checkpoint epoch 1)" in anchored.stdout
-    assert "restored chain ended at seq 13" in anchored.stdout
+    # rows 1-12 restored; the operator commands' own rows go to their chain, not this one
+    assert "re-anchored at seq 13 (checkpoint epoch 1)" in anchored.stdout
+    assert "restored chain ended at seq 12" in anchored.stdout
     assert "after seq 10 up to seq 22" in anchored.stdout
     assert REASON in anchored.stdout
 
     passed = cvault(admin_token, "audit", "verify", "--chain", chain, *config)
     assert passed.returncode == 0, passed.stderr
     assert f"audit chain {chain}: OK" in passed.stdout
-    assert "re-anchored at seq 14" in passed.stdout
+    assert "re-anchored at seq 13" in passed.stdout
     assert "by operator:" in passed.stdout
     again = cvault(admin_token, "audit", "re-anchor", "--reason", REASON, "--chain", chain, *config)
     assert again.returncode == 1  # nothing left to re-anchor

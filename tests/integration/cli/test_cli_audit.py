@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import ADMIN, KEY_PREFIX, SAMPLE, TEST_POLICY, make_wrapper
 from tests.unit.audit.audit_tamper import event, tamper
-from vault.audit import AuditLog
+from vault.audit import AuditLog, operator_chain
 from vault.deadline import Deadline
 from vault.keys import KeyManager, KvCheckpointStore, TokenAuth
 from vault.keys.openbao_dev import OpenBaoDevServer
@@ -191,7 +191,8 @@ def test_verify_walks_every_chain(
             f"audit chain {name}: OK, 4 rows verified against 1 checkpoint(s), the newest at seq 4"
             in ok.stdout
         )
-    assert "audit chain main: OK" in ok.stdout
+    # the operator's own rows (this verify's) go to its chain, never to a server's
+    assert f"audit chain {operator_chain()}: OK" in ok.stdout
     tamper(database, "UPDATE audit_events SET role = 'dpo' WHERE chain = 'replica-b' AND seq = 2")
     bad = _cvault(openbao, "audit", "verify", "--config", str(cfg))
     assert bad.returncode == 1

@@ -296,17 +296,39 @@ def test_truncation_is_not_laundered_by_later_checkpoints(
     assert (report.first_bad_seq, report.problem) == (N, CHECKPOINT_MISMATCH)
 
 
-def test_checkpoint_refuses_a_tampered_tail(
-    log: AuditLog, db: Database, store: MemoryCheckpointStore, deadline: Deadline
+def test_checkpoint_refuses_a_tampered_tail_it_reads_back(
+    log: AuditLog,
+    db: Database,
+    keys: KeyManager,
+    store: MemoryCheckpointStore,
+    deadline: Deadline,
 ) -> None:
+    """Rows another writer of the chain appended are read back before they are checkpointed."""
     fill(log, N, deadline)
     log.checkpoint_now(deadline=deadline)
     fill(log, 5, deadline)
     tamper(db, f"UPDATE audit_events SET purpose = 'x' WHERE seq = {N + 2}")
     before = store.get(deadline=deadline)
-    report = log.checkpoint_now(deadline=deadline)
+    other = AuditLog(db, keys, checkpoint=store, checkpoint_in_background=False)
+    report = other.checkpoint_now(deadline=deadline)
     assert (report.ok, report.first_bad_seq, report.problem) == (False, N + 2, EDITED)
     assert store.get(deadline=deadline) == before
+
+
+def test_a_tail_edited_after_its_append_is_not_certified(
+    log: AuditLog, db: Database, store: MemoryCheckpointStore, deadline: Deadline
+) -> None:
+    """The process's own rows are not read back: the checkpoint keeps the MACs as appended,
+    so the edited row does not agree with it and verify names it."""
+    fill(log, N, deadline)
+    log.checkpoint_now(deadline=deadline)
+    fill(log, 5, deadline)
+    appended = mac_of(db, N + 5)
+    tamper(db, f"UPDATE audit_events SET purpose = 'x' WHERE seq = {N + 2}")
+    assert log.checkpoint_now(deadline=deadline).ok
+    assert store.get(deadline=deadline)["mac"] == appended.hex()  # type: ignore[index]
+    report = log.verify(deadline=deadline)
+    assert (report.ok, report.first_bad_seq, report.problem) == (False, N + 2, EDITED)
 
 
 def test_checkpoint_only_moves_forward(

@@ -98,6 +98,31 @@ def test_a_file_replaced_by_another_is_followed(tmp_path: Path) -> None:
         sink.close()
 
 
+def test_a_batch_is_one_write_so_processes_sharing_the_file_never_interleave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers of ``cvault serve --workers`` may share one file: each batch is a single
+    write(2) on the O_APPEND descriptor, however large (a buffered stream promises no such
+    thing past its buffer's size)."""
+    path = tmp_path / "audit.jsonl"
+    sink = JsonLinesSink(path)
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting(fd: int, data: bytes | memoryview) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting)
+    batch = [entry(i % 60) for i in range(200)]  # about 60 KB
+    sink.write(batch)
+    sink.write([entry(1)])
+    sink.close()
+    assert len(writes) == 2
+    assert writes[0] > 8192
+    assert seqs(path) == [e.seq for e in batch] + [1]
+
+
 def test_a_closed_sink_refuses_writes(tmp_path: Path) -> None:
     sink = JsonLinesSink(tmp_path / "audit.jsonl")
     sink.close()

@@ -7,6 +7,12 @@ there are no assertions, and a missed target never changes the exit status.
 
     .venv/bin/python benchmarks/records.py            # full run (a few minutes at most)
     .venv/bin/python benchmarks/records.py --quick    # smoke test (well under 30 s)
+    .venv/bin/python benchmarks/records.py --postgres # the same on PostgreSQL
+    .venv/bin/python benchmarks/records.py --postgres --scale 100000   # storage per record
+
+With ``--postgres`` the database is one of the script's own on the PostgreSQL server at
+``--postgres-url`` (default: CVAULT_TEST_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/
+test), created at the start and dropped at the end.
 
 Measured in one run:
 
@@ -19,6 +25,11 @@ Measured in one run:
 5. OpenBao requests per 1,000 records, from the OpenBao audit log: creating the first and the
    next 1,000 records of a new tenant, reading them back, and reading them back again from a
    fresh service (cold key caches, same database).
+
+``--scale N`` measures storage instead: N records written through BatchCreateRecords, then the
+size of every table with its indexes (``pg_table_size``, ``pg_indexes_size`` and
+``pg_total_relation_size`` after ``VACUUM ANALYZE`` on PostgreSQL; SQLite's ``dbstat``) and the
+bytes per record, against the target of at most 3.5 KB per 5-field record.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hvac
+from sqlalchemy import func, select, table, text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -46,10 +58,18 @@ from benchmarks._common import (  # noqa: E402
     load_average,
     machine_context,
     percentile,
+    postgres_database,
+    postgres_reachable,
     raise_interrupt,
     verdict,
 )
-from tests.support import ADMIN_KEY, TEST_PURPOSE, authenticator, sample_record  # noqa: E402
+from tests.support import (  # noqa: E402
+    ADMIN_KEY,
+    POSTGRES_URL,
+    TEST_PURPOSE,
+    authenticator,
+    sample_record,
+)
 from tests.support import make_service as make_test_service  # noqa: E402
 from vault.api import RunningServer, start_server  # noqa: E402
 from vault.client import VaultClient  # noqa: E402
@@ -80,6 +100,7 @@ FIELD_CLASS_OF = {
 }
 BATCH_TARGET = 50.0  # batch records/s at least this many times the naive records/s
 GET_TARGET = 3.0  # GetRecord p50 at most this many times the health-check p50
+STORAGE_TARGET = 3.5 * 1024  # bytes per 5-field record, every table and index included
 CLIENT_TIMEOUT = 60.0
 
 
@@ -93,6 +114,10 @@ class Params:
     warmup: int
     audit_block: int
     seed: int
+    postgres: bool = False
+    postgres_url: str = POSTGRES_URL
+    #: records written for the storage measurement (None: the throughput/latency run)
+    scale: int | None = None
 
 
 @dataclass
@@ -107,6 +132,7 @@ class Results:
     get_ms: list[float] = field(default_factory=list)
     health_ms: list[float] = field(default_factory=list)
     audit: list[tuple[str, int, int, int]] = field(default_factory=list)  # label, n, all, transit
+    storage: list[TableSize] = field(default_factory=list)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -323,6 +349,155 @@ def bench_audit(
     record(f"read {n:,} back (fresh service, cold caches)")
 
 
+# --- storage (--scale) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """One table on disk: its rows, heap (with TOAST and the free-space and visibility maps on
+    PostgreSQL) and indexes, in bytes."""
+
+    name: str
+    rows: int
+    heap: int
+    indexes: int
+
+    @property
+    def total(self) -> int:
+        return self.heap + self.indexes
+
+
+def write_scale(client: VaultClient, tenant: str, numbers: Numbering, p: Params) -> float:
+    """Write ``p.scale`` records through BatchCreateRecords; the seconds it took."""
+    assert p.scale is not None
+    written, shown = 0, 0
+    t0 = time.perf_counter()
+    while written < p.scale:
+        count = min(p.batch_size, p.scale - written)
+        client.batch_create_records(tenant, records_for(numbers.take(count), count))
+        written += count
+        if written - shown >= max(p.scale // 10, p.batch_size) or written == p.scale:
+            shown = written
+            elapsed = time.perf_counter() - t0
+            print(f"    {written:>9,} records  {elapsed:7.1f} s  ({written / elapsed:,.0f}/s)")
+    return time.perf_counter() - t0
+
+
+_PG_SIZES = text(
+    "SELECT c.relname AS name, pg_table_size(c.oid) AS heap, pg_indexes_size(c.oid) AS indexes"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() ORDER BY c.relname"
+)
+# dbstat: every b-tree page by the table or index it belongs to (sqlite_schema is the catalog)
+_SQLITE_SIZES = text(
+    "SELECT coalesce(m.tbl_name, d.name) AS name,"
+    " sum(CASE WHEN m.type = 'index' THEN 0 ELSE d.pgsize END) AS heap,"
+    " sum(CASE WHEN m.type = 'index' THEN d.pgsize ELSE 0 END) AS indexes"
+    " FROM dbstat d LEFT JOIN sqlite_schema m ON m.name = d.name"
+    " GROUP BY coalesce(m.tbl_name, d.name) ORDER BY 1"
+)
+
+
+def table_sizes(db: Database) -> list[TableSize]:
+    """Every table's size and row count: after VACUUM ANALYZE on PostgreSQL (the state
+    autovacuum keeps a live database in); on SQLite as ``dbstat`` sees the pages (the WAL's
+    included)."""
+    with db.engine.connect() as conn:
+        if db.dialect == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
+            sizes = conn.execute(_PG_SIZES).all()
+        else:
+            sizes = conn.execute(_SQLITE_SIZES).all()
+        out: list[TableSize] = []
+        for r in sizes:
+            name = str(r.name)
+            rows = 0
+            if name != "sqlite_schema":  # the catalog: not a table one can count
+                rows = conn.execute(select(func.count()).select_from(table(name))).scalar_one()
+            out.append(TableSize(name, int(rows), int(r.heap), int(r.indexes)))
+    return sorted(out, key=lambda t: (-t.total, t.name))
+
+
+def sqlite_pages(db: Database) -> int:
+    """The SQLite database's size in bytes (page count x page size, the WAL's pages included)."""
+    with db.engine.connect() as conn:
+        count = conn.execute(text("PRAGMA page_count")).scalar_one()
+        size = conn.execute(text("PRAGMA page_size")).scalar_one()
+    return int(count) * int(size)
+
+
+def print_sizes(sizes: Sequence[TableSize], records: int, backend: str) -> None:
+    print(
+        f"  {'table':<24} {'rows':>10} {'rows/rec':>8} {'heap':>13} {'indexes':>13}"
+        f" {'total':>13} {'bytes/record':>12}"
+    )
+    for t in sizes:
+        print(
+            f"  {t.name:<24} {t.rows:>10,} {t.rows / records:>8.2f} {t.heap:>13,}"
+            f" {t.indexes:>13,} {t.total:>13,} {t.total / records:>12,.1f}"
+        )
+    heap, indexes = sum(t.heap for t in sizes), sum(t.indexes for t in sizes)
+    total = heap + indexes
+    print(
+        f"  {'all tables':<24} {'':>10} {'':>8} {heap:>13,} {indexes:>13,} {total:>13,}"
+        f" {total / records:>12,.1f}"
+    )
+    per = total / records
+    target = (
+        f"target <= {STORAGE_TARGET / 1024:.1f} KB: {verdict(per <= STORAGE_TARGET)}"
+        if backend == "PostgreSQL"
+        else "for information (the target is PostgreSQL's)"
+    )
+    print(
+        f"  {backend}: {per:,.0f} bytes per 5-field record ({per / 1024:.2f} KB) at"
+        f" {records:,} records; {target}"
+    )
+
+
+def bench_storage(client: VaultClient, db: Database, numbers: Numbering, p: Params) -> None:
+    assert p.scale is not None
+    empty = sum(t.total for t in table_sizes(db))
+    print(
+        f"  empty schema: {empty:,} bytes; writing {p.scale:,} records in batches of"
+        f" {p.batch_size:,}"
+    )
+    seconds = write_scale(client, new_tenant("scale"), numbers, p)
+    print(f"  written in {seconds:.1f} s ({p.scale / seconds:,.0f} records/s)\n")
+    backend = "PostgreSQL" if db.dialect == "postgresql" else "SQLite"
+    sizes = table_sizes(db)
+    RESULTS.storage = list(sizes)
+    print_sizes(sizes, p.scale, backend)
+    if db.dialect == "sqlite":
+        size = sqlite_pages(db)
+        print(f"  SQLite database: {size:,} bytes ({size / p.scale:,.1f} per record)")
+
+
+def storage_table(p: Params) -> list[str]:
+    assert p.scale is not None
+    n = p.scale
+    rows = [
+        "| Table | Rows/record | Heap | Indexes | Total | Bytes/record |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in RESULTS.storage:
+        rows.append(
+            f"| {t.name} | {t.rows / n:.2f} | {t.heap:,} | {t.indexes:,} | {t.total:,}"
+            f" | {t.total / n:,.1f} |"
+        )
+    total = sum(t.total for t in RESULTS.storage)
+    target = (
+        f"target <= {STORAGE_TARGET:,.0f}: {verdict(total / n <= STORAGE_TARGET)}"
+        if p.postgres
+        else "SQLite, for information"
+    )
+    rows.append(
+        f"| **all tables** ({n:,} records) | | {sum(t.heap for t in RESULTS.storage):,}"
+        f" | {sum(t.indexes for t in RESULTS.storage):,} | {total:,} | **{total / n:,.1f}**"
+        f" ({target}) |"
+    )
+    return rows
+
+
 RESULTS = Results()
 
 
@@ -394,7 +569,27 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         "--audit-block", type=int, default=None, help="records per audit step (1,000)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed for the read order")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run on PostgreSQL (a database of this run's own, dropped at the end), not SQLite",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=POSTGRES_URL,
+        help="the PostgreSQL server for --postgres (default: CVAULT_TEST_POSTGRES_URL, else"
+        " postgresql://postgres@127.0.0.1:5432/test)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure storage instead: write N records, report bytes per record per table",
+    )
     args = parser.parse_args(argv)
+    if args.scale is not None and args.scale < 1:
+        parser.error("--scale must be at least 1")
     quick = bool(args.quick)
     batch_size = max(1, min(int(args.batch_size), 1000))
     records = args.records if args.records is not None else (1000 if quick else 10_000)
@@ -415,7 +610,21 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         warmup=min(100, max(10, reads // 10)) if quick else 100,
         audit_block=audit,
         seed=int(args.seed),
+        postgres=bool(args.postgres),
+        postgres_url=str(args.postgres_url),
+        scale=args.scale,
     )
+
+
+@contextlib.contextmanager
+def database_url(p: Params, tmp: Path) -> Iterator[str]:
+    """A SQLite file in ``tmp``, or with ``--postgres`` a PostgreSQL database of this run's own
+    (created here, dropped on the way out)."""
+    if p.postgres:
+        with postgres_database(p.postgres_url) as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp / 'vault.db'}"
 
 
 def run(p: Params) -> None:
@@ -430,31 +639,43 @@ def run(p: Params) -> None:
         init_field_keys(
             openbao.url, openbao.root_token, key_prefix=KEY_PREFIX, field_classes=FIELD_CLASSES
         )
-        url = f"sqlite:///{tmp / 'vault.db'}"
+        url = stack.enter_context(database_url(p, tmp))
         upgrade(url)
         db = Database(url)
         stack.callback(db.dispose)
         server = stack.enter_context(grpc_server(make_service(db, openbao)))
         client = stack.enter_context(admin_client(server.address))
+        where = (
+            f"PostgreSQL database {url.rpartition('/')[2]}" if p.postgres else f"SQLite {url[10:]}"
+        )
         print(
-            f"  OpenBao dev server {openbao.url}, SQLite {tmp / 'vault.db'},"
+            f"  OpenBao dev server {openbao.url}, {where},"
             f" gRPC {server.address}  ({time.perf_counter() - t0:.1f} s)"
         )
         print(f"  health: {client.health()}")
-
-        tenant = new_tenant("main")
-        print("\n1-2. writes (sequential, one client)")
-        ids = bench_single(client, tenant, numbers, p)
-        ids += bench_batch(client, tenant, numbers, p)
-        print("\n3. naive writes: one OpenBao transit encrypt call per value, sequential")
-        bench_naive(openbao, numbers, p)
-        print("\n4. read latency (sequential, test-admin role: values decrypted and audited)")
-        bench_reads(client, tenant, ids, p)
-        print("\n5. OpenBao requests, from its audit log")
-        bench_audit(client, db, openbao, numbers, p)
-        print("\ntargets")
-        print_targets()
+        if p.scale is not None:
+            print("\nstorage: bytes per record")
+            bench_storage(client, db, numbers, p)
+        else:
+            run_throughput(client, db, openbao, numbers, p)
         print("\nteardown")
+
+
+def run_throughput(
+    client: VaultClient, db: Database, openbao: OpenBaoDevServer, numbers: Numbering, p: Params
+) -> None:
+    tenant = new_tenant("main")
+    print("\n1-2. writes (sequential, one client)")
+    ids = bench_single(client, tenant, numbers, p)
+    ids += bench_batch(client, tenant, numbers, p)
+    print("\n3. naive writes: one OpenBao transit encrypt call per value, sequential")
+    bench_naive(openbao, numbers, p)
+    print("\n4. read latency (sequential, test-admin role: values decrypted and audited)")
+    bench_reads(client, tenant, ids, p)
+    print("\n5. OpenBao requests, from its audit log")
+    bench_audit(client, db, openbao, numbers, p)
+    print("\ntargets")
+    print_targets()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -463,17 +684,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("customer-vault records benchmark")
     for line in machine_context():
         print(f"  {line}")
-    print(
-        f"  params     single={p.single} batch={p.batches}x{p.batch_size} naive={p.naive}"
-        f" ({p.naive * len(FIELD_CLASS_OF)} calls) reads={p.reads} (+{p.warmup} warm-up)"
-        f" audit-block={p.audit_block} fields/record={len(FIELD_CLASS_OF)}"
-        f" ({', '.join(FIELD_CLASS_OF)})"
-    )
+    if p.postgres and (why := postgres_reachable(p.postgres_url)) is not None:
+        print(f"  PostgreSQL not reachable at --postgres-url ({why})")
+        return 2
+    if p.scale is not None:
+        print(
+            f"  params     storage: {p.scale:,} records in batches of {p.batch_size:,},"
+            f" fields/record={len(FIELD_CLASS_OF)} ({', '.join(FIELD_CLASS_OF)}),"
+            f" {'PostgreSQL' if p.postgres else 'SQLite'}"
+        )
+    else:
+        print(
+            f"  params     single={p.single} batch={p.batches}x{p.batch_size} naive={p.naive}"
+            f" ({p.naive * len(FIELD_CLASS_OF)} calls) reads={p.reads} (+{p.warmup} warm-up)"
+            f" audit-block={p.audit_block} fields/record={len(FIELD_CLASS_OF)}"
+            f" ({', '.join(FIELD_CLASS_OF)}) database={'PostgreSQL' if p.postgres else 'SQLite'}"
+        )
     started = time.perf_counter()
     try:
         run(p)
     except KeyboardInterrupt:
-        print("\ninterrupted: stopped the servers and removed the temporary directory")
+        print("\ninterrupted: stopped the servers, removed the temporary files and database")
         return 130
     print(f"  cleaned up; total wall time {time.perf_counter() - started:.1f} s")
     print(f"  load avg at the end: {load_average()}")
@@ -481,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in machine_context():
         print(f"{line}  ")
     print()
-    print("\n".join(summary_table(p)))
+    print("\n".join(storage_table(p) if p.scale is not None else summary_table(p)))
     return 0
 
 

@@ -2,9 +2,12 @@
 
 from vault.crypto._aead import (
     DEK_V1,
+    DEK_V2,
     KEY_BYTES,
     VALUE_V1,
+    VALUE_V2,
     DataKey,
+    DataKeyWrapper,
     ValueSealer,
     new_key,
     open_value,
@@ -16,7 +19,7 @@ from vault.crypto._aead import (
 )
 from vault.crypto._blind_index import blind_index
 from vault.crypto._encoding import lp, random_base62, uuid7
-from vault.crypto._fingerprint import FINGERPRINT_LABEL, value_fingerprint
+from vault.crypto._fingerprint import FINGERPRINT_LABEL, ValueFingerprints, value_fingerprint
 from vault.crypto._row_mac import ROW_MAC_BYTES, consent_mac, grant_mac, row_mac_matches
 from vault.crypto._surrogates import (
     KEEPS_LAST_FOUR,
@@ -25,10 +28,19 @@ from vault.crypto._surrogates import (
     SurrogateUnavailableError,
     surrogate,
 )
-from vault.crypto._tokens import TOKEN_DIGITS, TOKEN_RE, deterministic_token, random_token
+from vault.crypto._tokens import (
+    TOKEN_DIGITS,
+    TOKEN_RE,
+    DeterministicTokens,
+    OwnerSealer,
+    deterministic_token,
+    random_token,
+    random_tokens,
+)
 
 __all__ = [
     "DEK_V1",
+    "DEK_V2",
     "FINGERPRINT_LABEL",
     "KEEPS_LAST_FOUR",
     "KEY_BYTES",
@@ -36,10 +48,15 @@ __all__ = [
     "TOKEN_DIGITS",
     "TOKEN_RE",
     "VALUE_V1",
+    "VALUE_V2",
     "DataKey",
+    "DataKeyWrapper",
+    "DeterministicTokens",
+    "OwnerSealer",
     "SurrogateError",
     "SurrogateShapeError",
     "SurrogateUnavailableError",
+    "ValueFingerprints",
     "ValueSealer",
     "blind_index",
     "consent_mac",
@@ -50,6 +67,7 @@ __all__ = [
     "open_value",
     "random_base62",
     "random_token",
+    "random_tokens",
     "row_mac_matches",
     "seal_value",
     "surrogate",

@@ -13,6 +13,7 @@ from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, u
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from vault.storage._types import is_uuid_id
 from vault.storage.models import (
     AuditKey,
     BlindIndexRow,
@@ -242,7 +243,9 @@ def add_key_uses(conn: Connection, tenant_key_id: str, n: int) -> int:
 def add_data_key_seals(conn: Connection, per_key: Mapping[str, int]) -> int:
     """Count values sealed under data keys (linked tokens); the largest new total."""
     for key_id, n in sorted(per_key.items()):  # one order: no deadlock between writers
-        conn.execute(update(_dk).where(_dk.c.id == key_id).values(seals=_dk.c.seals + n))
+        conn.execute(
+            update(_dk).where(_dk.c.id == key_id).values(seals=func.coalesce(_dk.c.seals, 0) + n)
+        )
     totals = conn.execute(select(func.max(_dk.c.seals)).where(_dk.c.id.in_(sorted(per_key))))
     return int(totals.scalar_one() or 0)
 
@@ -250,6 +253,8 @@ def add_data_key_seals(conn: Connection, per_key: Mapping[str, int]) -> int:
 def pool_key(conn: Connection, tenant: str, data_key_id: str) -> PoolKeyRow | None:
     """The live data key ``data_key_id`` of ``tenant`` when it is a token pool's (its owner is
     no record, live or erased); None otherwise."""
+    if not is_uuid_id(data_key_id):
+        return None
     r = conn.execute(
         select(_dk).where(
             _dk.c.id == data_key_id,
@@ -258,7 +263,7 @@ def pool_key(conn: Connection, tenant: str, data_key_id: str) -> PoolKeyRow | No
             _dk.c.record_id.not_in(select(_er.c.record_id)),
         )
     ).first()
-    if r is None:
+    if r is None or r.created_at is None:  # a record's key (no age): not a pool's
         return None
     return PoolKeyRow(r.record_id, r.field_class, r.tenant_key_id, bytes(r.wrapped), r.created_at)
 
@@ -305,7 +310,7 @@ def unindexed_values(
     """(record id, field name) of stored values of these fields with no blind-index row under
     ``index_key_id`` yet."""
     has = (
-        select(_bi.c.id)
+        select(_bi.c.record_id)
         .where(
             _bi.c.record_id == _val.c.record_id,
             _bi.c.field_name == _val.c.field_name,
@@ -315,7 +320,8 @@ def unindexed_values(
     )
     rows = conn.execute(
         select(_val.c.record_id, _val.c.field_name)
-        .where(_val.c.tenant == tenant, _val.c.field_name.in_(list(names)), ~has)
+        .select_from(_val.join(_rec, _rec.c.id == _val.c.record_id))
+        .where(_rec.c.tenant == tenant, _val.c.field_name.in_(list(names)), ~has)
         .order_by(_val.c.record_id)
         .limit(limit)
     ).all()

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from vault.storage._types import UtcDateTime
+from vault.storage._types import UtcDateTime, uuid_id
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -29,6 +29,7 @@ NAMING = {
 }
 
 TENANT = 64
+#: width of a UUID id where it is text (SQLite); ``uuid_id()`` columns are ``uuid`` on PostgreSQL
 ID = 36
 
 
@@ -54,7 +55,7 @@ class TenantKey(Base):
     __tablename__ = "tenant_keys"
     __table_args__ = (UniqueConstraint("tenant", "field_class", "kind", "version"),)
 
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(TENANT))
     field_class: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(8))
@@ -69,8 +70,8 @@ class Record(Base):
     __tablename__ = "records"
     __table_args__ = (UniqueConstraint("tenant", "idempotency_key"),)
 
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(TENANT), index=True)
+    id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
     version: Mapped[int] = mapped_column(BigInteger)
     schema_version: Mapped[int] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -84,45 +85,54 @@ class DataKeyRow(Base):
     __tablename__ = "data_keys"
     __table_args__ = (UniqueConstraint("record_id", "field_class"),)
 
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(TENANT))
-    record_id: Mapped[str] = mapped_column(String(ID))
+    #: the record, or the token pool, whose key it is
+    record_id: Mapped[str] = mapped_column(uuid_id())
     field_class: Mapped[str] = mapped_column(String(32))
-    tenant_key_id: Mapped[str] = mapped_column(ForeignKey("tenant_keys.id"), index=True)
+    tenant_key_id: Mapped[str] = mapped_column(uuid_id(), ForeignKey("tenant_keys.id"), index=True)
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    #: linked-token values sealed under it (bounded: vault.service.tokens.MAX_LINKED_SEALS)
-    seals: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    #: a token pool's key's birth (its age bounds its use); NULL for a record's key
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    #: linked-token values sealed under it (bounded: vault.service.tokens.MAX_LINKED_SEALS);
+    #: NULL until the first one (0)
+    seals: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RecordValue(Base):
-    """One sealed field value of a record, with the record-scoped token that stands for it."""
+    """One sealed field value of a record, with the record-scoped token that stands for it.
+
+    Only the primary key is indexed: every query naming ``data_key_id`` names the record too,
+    and a record token is read with its record, never looked up (it is 130 random bits, so no
+    unique index guards it either; migration 0014).
+    """
 
     __tablename__ = "record_values"
 
-    record_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    record_id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
     field_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(TENANT))
     field_class: Mapped[str] = mapped_column(String(32))
-    data_key_id: Mapped[str] = mapped_column(String(ID), index=True)
+    data_key_id: Mapped[str] = mapped_column(uuid_id())
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
-    token: Mapped[str] = mapped_column(String(64), unique=True)
+    token: Mapped[str] = mapped_column(String(64))
 
 
 class BlindIndexRow(Base):
-    """Keyed digest of a searchable value; never plaintext, never an unkeyed hash."""
+    """Keyed digest of a searchable value; never plaintext, never an unkeyed hash.
+
+    One row per (record, field, index-key version). Searches find rows by ``digest`` alone (a
+    hash index on PostgreSQL): the digest is keyed per tenant and class, so tenant and field
+    are checked on the few rows found, not kept in the index.
+    """
 
     __tablename__ = "blind_index"
-    __table_args__ = (
-        Index("ix_blind_index_lookup", "tenant", "field_name", "digest"),
-        UniqueConstraint("record_id", "field_name", "index_key_id"),
-    )
+    __table_args__ = (Index("ix_blind_index_digest", "digest", postgresql_using="hash"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(TENANT))
-    record_id: Mapped[str] = mapped_column(String(ID))
-    field_name: Mapped[str] = mapped_column(String(64))
-    index_key_id: Mapped[str] = mapped_column(ForeignKey("tenant_keys.id"))
+    record_id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
+    field_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    index_key_id: Mapped[str] = mapped_column(
+        uuid_id(), ForeignKey("tenant_keys.id"), primary_key=True
+    )
     digest: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -131,7 +141,7 @@ class Erasure(Base):
 
     __tablename__ = "erasures"
 
-    record_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    record_id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(TENANT))
     erased_at: Mapped[datetime] = mapped_column(UtcDateTime())
     data_key_ids: Mapped[str] = mapped_column(Text)
@@ -146,8 +156,8 @@ class ErasedDataKey(Base):
 
     __tablename__ = "erased_data_keys"
 
-    data_key_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
-    record_id: Mapped[str] = mapped_column(String(ID), index=True)
+    data_key_id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
+    record_id: Mapped[str] = mapped_column(uuid_id(), index=True)
     tenant: Mapped[str] = mapped_column(String(TENANT))
     erased_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -158,7 +168,7 @@ class AuditKey(Base):
     __tablename__ = "audit_keys"
     __table_args__ = (UniqueConstraint("version"),)
 
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    id: Mapped[str] = mapped_column(uuid_id(), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     wrapped: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -186,7 +196,7 @@ class AuditEventRow(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(64))
     request_id: Mapped[str] = mapped_column(String(128))
-    audit_key_id: Mapped[str] = mapped_column(ForeignKey("audit_keys.id"))
+    audit_key_id: Mapped[str] = mapped_column(uuid_id(), ForeignKey("audit_keys.id"))
     mac: Mapped[bytes] = mapped_column(LargeBinary)
     #: the granting principal when the caller used a reveal grant, else empty
     on_behalf_of: Mapped[str] = mapped_column(String(256), server_default="")

@@ -213,7 +213,9 @@ def test_audit_key_unreachable_fails_reveals_closed(
         tenant_key_ids = {
             str(r[0])
             for r in conn.execute(
-                text("SELECT tenant_key_id FROM data_keys WHERE record_id = :r").bindparams(r=rid)
+                # an untyped parameter: record_id is uuid on PostgreSQL, not VARCHAR
+                text("SELECT tenant_key_id FROM data_keys WHERE record_id = :r"),
+                {"r": rid},
             )
         }
     assert tenant_key_ids

@@ -220,17 +220,18 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
 
 def _tamper(db: Database, record_id: str, field: str) -> None:
     with db.engine.begin() as conn:
+        # untyped parameters: record_id is uuid on PostgreSQL, not VARCHAR
         old = conn.execute(
-            text(
-                "SELECT ciphertext FROM record_values WHERE record_id = :r AND field_name = :f"
-            ).bindparams(r=record_id, f=field)
+            text("SELECT ciphertext FROM record_values WHERE record_id = :r AND field_name = :f"),
+            {"r": record_id, "f": field},
         ).scalar_one()
         changed = bytearray(old)
         changed[-1] ^= 0x01
         conn.execute(
             text(
                 "UPDATE record_values SET ciphertext = :c WHERE record_id = :r AND field_name = :f"
-            ).bindparams(c=bytes(changed), r=record_id, f=field)
+            ),
+            {"c": bytes(changed), "r": record_id, "f": field},
         )
 
 

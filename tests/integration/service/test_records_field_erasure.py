@@ -46,9 +46,11 @@ def svc(database: Database, openbao: OpenBaoDevServer) -> RecordsService:
 
 
 def _rows(db: Database, table: str, record_id: str) -> list[dict[str, Any]]:
+    """The rows as the service sees them: ids as strings (PostgreSQL hands raw uuid columns
+    back as UUID objects)."""
     with db.engine.connect() as conn:
         return [
-            dict(r._mapping)
+            {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in r._mapping.items()}
             for r in conn.execute(
                 text(f"SELECT * FROM {table} WHERE record_id = :r"), {"r": record_id}
             )
@@ -65,8 +67,8 @@ def _restore_values(db: Database, rows: list[dict[str, Any]]) -> None:
             )
             conn.execute(
                 text(
-                    "INSERT INTO record_values (record_id, field_name, tenant, field_class, "
-                    "data_key_id, ciphertext, token) VALUES (:record_id, :field_name, :tenant, "
+                    "INSERT INTO record_values (record_id, field_name, field_class, "
+                    "data_key_id, ciphertext, token) VALUES (:record_id, :field_name, "
                     ":field_class, :data_key_id, :ciphertext, :token)"
                 ),
                 row,

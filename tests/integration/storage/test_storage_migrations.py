@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,19 +20,22 @@ def test_migrated_schema_matches_models(database: Database, db_url: str) -> None
 
 
 def test_tombstoned_data_key_cannot_be_written_back(database: Database) -> None:
+    # ids are UUIDs: PostgreSQL stores them as uuid (migration 0014)
+    dk, rec, other, no_key = (str(uuid.uuid4()) for _ in range(4))
     with database.engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO erased_data_keys (data_key_id, record_id, tenant, erased_at) "
-                "VALUES ('dk-guard-test', 'rec-guard-test', 't', CURRENT_TIMESTAMP)"
-            )
+                "VALUES (:dk, :rec, 't', CURRENT_TIMESTAMP)"
+            ),
+            {"dk": dk, "rec": rec},
         )
     with pytest.raises(Exception, match="record erased"), database.engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO data_keys (id, tenant, record_id, field_class, tenant_key_id, "
-                "wrapped, created_at) VALUES ('dk-guard-test', 't', 'rec-other', 'email', "
-                "'no-such-key', :w, CURRENT_TIMESTAMP)"
+                "wrapped, created_at) VALUES (:dk, 't', :other, 'email', :tk, :w, "
+                "CURRENT_TIMESTAMP)"
             ),
-            {"w": b"x"},
+            {"dk": dk, "other": other, "tk": no_key, "w": b"x"},
         )

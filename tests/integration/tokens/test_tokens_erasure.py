@@ -7,6 +7,7 @@ only the linked tokens were erased: the others kept revealing the value."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ PHONE = "+442079460958"
 def _token_rows(db: Database, tenant: str) -> dict[str, dict[str, Any]]:
     with db.engine.connect() as conn:
         rows = conn.execute(text("SELECT * FROM tokens WHERE tenant = :t"), {"t": tenant})
-        return {r.token: dict(r._mapping) for r in rows}
+        # ids as strings, as the service sees them (raw uuid columns come back as UUID objects)
+        return {
+            r.token: {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in r._mapping.items()}
+            for r in rows
+        }
 
 
 def _database_bytes(db: Database) -> bytes:

@@ -141,3 +141,91 @@ def test_random_tokens_shape_and_uniqueness() -> None:
     tokens = {crypto.random_token("email") for _ in range(1000)}
     assert len(tokens) == 1000
     assert all(crypto.TOKEN_RE.fullmatch(t) for t in tokens)
+
+
+# Frozen vectors of format version 2 (written since migration 0014): no key id in the bytes.
+VALUE_V2 = bytes.fromhex(
+    "026465666768696a6b6c6d6e6f097fbf46358620fb52033c8dfa87f66e44a812f4a3b87d20f1ccdc0cf58bc86d"
+)
+DEK_V2 = bytes.fromhex(
+    "02c8c9cacbcccdcecfd0d1d2d3a548ace1b753a4c5569689e6ee750bdb81d5216dc5e76ee645ec3fe1d56e7ba7"
+    "cba1b8c6aefd5a37dfceea3fc7f5f935"
+)
+
+
+def test_frozen_vectors_v2_open() -> None:
+    dek = DataKey(DEK_ID, KEY)
+    assert crypto.open_value(dek, TENANT, RECORD, "full_name", VALUE_V2) == "Ada Lovelace ✓"
+    unwrapped = crypto.unwrap_data_key(
+        TK_ID, TK, DEK_ID, DEK_V2, tenant=TENANT, record_id=RECORD, field_class="name"
+    )
+    assert unwrapped.key == KEY
+
+
+def test_writers_use_version_2_without_the_key_ids() -> None:
+    dek = DataKey(DEK_ID, KEY)
+    ct = crypto.seal_value(dek, TENANT, RECORD, "full_name", "Ada")
+    assert ct[0] == crypto.VALUE_V2
+    assert len(ct) == 1 + 12 + 3 + 16
+    assert DEK_ID.bytes not in ct
+    pooled = crypto.OwnerSealer(dek, TENANT, RECORD).seal("full_name", "Ada")
+    assert crypto.open_value(dek, TENANT, RECORD, "full_name", pooled) == "Ada"
+    wrapped = crypto.wrap_data_key(
+        TK_ID, TK, dek, tenant=TENANT, record_id=RECORD, field_class="name"
+    )
+    assert wrapped[0] == crypto.DEK_V2
+    assert len(wrapped) == 61
+    assert TK_ID.bytes not in wrapped
+
+
+@pytest.mark.parametrize(
+    ("dek_id", "tenant", "record", "field"),
+    [
+        (uuid.uuid4(), TENANT, RECORD, "full_name"),  # the row names another data key
+        (DEK_ID, "other", RECORD, "full_name"),
+        (DEK_ID, TENANT, "x", "full_name"),
+        (DEK_ID, TENANT, RECORD, "email"),
+    ],
+)
+def test_value_v2_elsewhere_fails(dek_id: uuid.UUID, tenant: str, record: str, field: str) -> None:
+    with pytest.raises(DecryptionFailed):
+        crypto.open_value(DataKey(dek_id, KEY), tenant, record, field, VALUE_V2)
+
+
+@pytest.mark.parametrize(
+    ("tk_id", "kwargs"),
+    [
+        (uuid.uuid4(), {"tenant": TENANT, "record_id": RECORD, "field_class": "name"}),
+        (TK_ID, {"tenant": "other", "record_id": RECORD, "field_class": "name"}),
+        (TK_ID, {"tenant": TENANT, "record_id": "x", "field_class": "name"}),
+        (TK_ID, {"tenant": TENANT, "record_id": RECORD, "field_class": "email"}),
+    ],
+)
+def test_wrapped_dek_v2_elsewhere_fails(tk_id: uuid.UUID, kwargs: dict[str, str]) -> None:
+    with pytest.raises(DecryptionFailed):
+        crypto.unwrap_data_key(tk_id, TK, DEK_ID, DEK_V2, **kwargs)
+    with pytest.raises(DecryptionFailed):  # the same bytes as another data key's
+        crypto.unwrap_data_key(TK_ID, TK, uuid.uuid4(), DEK_V2, **{**kwargs, "tenant": TENANT})
+
+
+@pytest.mark.parametrize("position", range(len(DEK_V2)))
+def test_v2_flipped_byte_fails(position: int) -> None:
+    value, wrapped = bytearray(VALUE_V2), bytearray(DEK_V2)
+    value[min(position, len(value) - 1)] ^= 0x80
+    wrapped[position] ^= 0x80
+    with pytest.raises(DecryptionFailed):
+        crypto.open_value(DataKey(DEK_ID, KEY), TENANT, RECORD, "full_name", bytes(value))
+    with pytest.raises(DecryptionFailed):
+        crypto.unwrap_data_key(
+            TK_ID, TK, DEK_ID, bytes(wrapped), tenant=TENANT, record_id=RECORD, field_class="name"
+        )
+
+
+@pytest.mark.parametrize("length", [0, 1, 13, 28, len(VALUE_V2) - 1])
+def test_truncated_v2_fails(length: int) -> None:
+    with pytest.raises(DecryptionFailed):
+        crypto.open_value(DataKey(DEK_ID, KEY), TENANT, RECORD, "full_name", VALUE_V2[:length])
+    with pytest.raises(DecryptionFailed):
+        crypto.unwrap_data_key(
+            TK_ID, TK, DEK_ID, DEK_V2[:length], tenant=TENANT, record_id=RECORD, field_class="name"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 import uuid
@@ -35,10 +36,29 @@ def uuid7() -> uuid.UUID:
 
     Used for record and data-key ids so that B-tree inserts land at the right edge of the
     primary-key indexes instead of on random pages (far fewer pages written per batch). The
-    time it carries is no more than a record's created_at; tokens stay fully random.
+    time it carries is no more than a record's created_at; tokens stay fully random. Built as
+    one integer (a batch write makes six per record: the ``uuid.UUID`` constructor's checks
+    were a tenth of its sealing time).
     """
     ms = time.time_ns() // 1_000_000
-    raw = bytearray(ms.to_bytes(6, "big") + secrets.token_bytes(10))
-    raw[6] = 0x70 | (raw[6] & 0x0F)
-    raw[8] = 0x80 | (raw[8] & 0x3F)
-    return uuid.UUID(bytes=bytes(raw))
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, of which 74 are used
+    value = (
+        (ms & _MS_MASK) << 80
+        | _VERSION_7
+        | ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
+        | _VARIANT_RFC
+        | (rand & _RAND_B_MASK)  # rand_b: 62 bits
+    )
+    out = _new_uuid(uuid.UUID)
+    _set_attr(out, "int", value)
+    _set_attr(out, "is_safe", uuid.SafeUUID.unknown)
+    return out
+
+
+_MS_MASK = (1 << 48) - 1
+_VERSION_7 = 0x7 << 76
+_VARIANT_RFC = 0b10 << 62
+_RAND_B_MASK = (1 << 62) - 1
+# uuid.UUID is immutable (__setattr__ refuses): its own constructor sets its two slots so
+_new_uuid = object.__new__
+_set_attr = object.__setattr__

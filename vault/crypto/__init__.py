@@ -34,6 +34,7 @@ from vault.crypto._tokens import (
     DeterministicTokens,
     OwnerSealer,
     deterministic_token,
+    owner_aad_of,
     random_token,
     random_tokens,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "lp",
     "new_key",
     "open_value",
+    "owner_aad_of",
     "random_base62",
     "random_token",
     "random_tokens",

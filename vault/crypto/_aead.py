@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from vault.crypto._encoding import lp
+from vault.crypto._encoding import lp, uuid7_id
 from vault.errors import DecryptionFailed
 
 VALUE_V1 = 1
@@ -72,6 +72,7 @@ _HEADER_V2 = 1 + _NONCE
 MAX_VALUE_CIPHERTEXT = _HEADER + 4 * 65_536 + _TAG
 _WRAPPED_DEK_LEN = _HEADER + KEY_BYTES + _TAG
 _WRAPPED_DEK_V2_LEN = _HEADER_V2 + KEY_BYTES + _TAG
+_DEK_V2_BYTE = bytes([DEK_V2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +181,13 @@ class DataKeyWrapper:
     and the fixed parts are set up once): the same format and AAD, byte for byte. Holds the
     tenant key: never log or keep it."""
 
-    __slots__ = ("_aes", "_tenant", "_tk_id")
+    __slots__ = ("_aes", "_classes", "_tenant", "_tk_id")
 
     def __init__(self, tenant_key_id: uuid.UUID, tenant_key: bytes, tenant: str) -> None:
         self._aes = AESGCM(tenant_key)
         self._tk_id = tenant_key_id.bytes
         self._tenant = lp(tenant)
+        self._classes: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return "DataKeyWrapper(...)"
@@ -194,6 +196,19 @@ class DataKeyWrapper:
         nonce = os.urandom(_NONCE)
         aad = _dek_aad_v2(dek.id.bytes, self._tk_id, self._tenant, record_id, field_class)
         return bytes([DEK_V2]) + nonce + self._aes.encrypt(nonce, dek.key, aad)
+
+    def new_key(self, owner_lp: bytes, field_class: str) -> tuple[DataKey, str, bytes]:
+        """A new data key (UUIDv7 id) of the owner whose ``lp(owner id)`` is ``owner_lp``: the
+        key, its id as text, and the key wrapped as :meth:`wrap` wraps it, byte for byte (the
+        parts a batch write repeats are encoded once)."""
+        dek_id, text, raw = uuid7_id()
+        key = os.urandom(KEY_BYTES)
+        class_lp = self._classes.get(field_class)
+        if class_lp is None:
+            class_lp = self._classes[field_class] = lp(field_class)
+        aad = b"cvault/dek/v2" + raw + self._tk_id + self._tenant + owner_lp + class_lp
+        nonce = os.urandom(_NONCE)
+        return DataKey(dek_id, key), text, _DEK_V2_BYTE + nonce + self._aes.encrypt(nonce, key, aad)
 
 
 def wrapped_dek_tenant_key_id(wrapped: bytes) -> uuid.UUID | None:

@@ -14,6 +14,4 @@ from vault.crypto._encoding import lp
 
 
 def blind_index(index_key: bytes, field_name: str, normalized: bytes) -> bytes:
-    return hmac.new(
-        index_key, b"cvault/bidx/v1" + lp(field_name) + normalized, hashlib.sha256
-    ).digest()
+    return hmac.digest(index_key, b"cvault/bidx/v1" + lp(field_name) + normalized, hashlib.sha256)

@@ -148,6 +148,14 @@ class DeterministicTokens:
         return fixed[1] + _digits(self._mac.digest(fixed[0] + normalized))
 
 
+_VALUE_V2_BYTE = bytes([VALUE_V2])
+
+
+def owner_aad_of(tenant: str, owner: str) -> bytes:
+    """The part of a value's AAD fixed by its tenant and owner (record or token pool)."""
+    return b"cvault/value/v2" + lp(tenant) + lp(owner)
+
+
 class OwnerSealer:
     """Seals many values under one data key for one tenant and key owner (a record or a token
     pool), each bound to its own field name: byte for byte the value ciphertext of
@@ -158,11 +166,15 @@ class OwnerSealer:
 
     __slots__ = ("_aad", "_encrypt", "_header", "_id")
 
-    def __init__(self, dek: DataKey, tenant: str, owner: str) -> None:
+    def __init__(
+        self, dek: DataKey, tenant: str, owner: str, *, owner_aad: bytes | None = None
+    ) -> None:
+        """``owner_aad``: :func:`owner_aad` of (tenant, owner), when the caller made it for
+        several keys of one owner."""
         self._encrypt = AESGCM(dek.key).encrypt
         self._id = dek.id.bytes
-        self._header = bytes([VALUE_V2])
-        self._aad = b"cvault/value/v2" + lp(tenant) + lp(owner)
+        self._header = _VALUE_V2_BYTE
+        self._aad = owner_aad or owner_aad_of(tenant, owner)
 
     def __repr__(self) -> str:
         return "OwnerSealer(...)"

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Connection
 
 from vault import crypto
-from vault.crypto import DataKey, lp, uuid7
+from vault.crypto import DataKey, lp
 from vault.deadline import Deadline
 from vault.errors import Conflict, DecryptionFailed
 from vault.keys import KeyManager, WrappedRef, wrapped_version
-from vault.storage import Database, TenantKeyRow, keys_repo, repo
+from vault.storage import Database, NewDataKey, TenantKeyRow, keys_repo, repo
 
 DATA = "data"
 INDEX = "index"
@@ -81,7 +81,7 @@ def key_aad(tenant: str, field_class: str, kind: str, version: int, key_id: str)
 
 def new_data_key(
     tenant: str, owner: str, field_class: str, tk: TenantKey
-) -> tuple[DataKey, dict[str, object]]:
+) -> tuple[DataKey, NewDataKey]:
     """A data key made locally for ``owner`` (a record, or a token pool) and its
     ``data_keys`` row, wrapped under tenant key ``tk`` (no key-server call)."""
     return DataKeyMaker(tenant, tk).make(owner, field_class)
@@ -101,18 +101,13 @@ class DataKeyMaker:
     def __repr__(self) -> str:
         return "DataKeyMaker(...)"
 
-    def make(self, owner: str, field_class: str) -> tuple[DataKey, dict[str, object]]:
-        """A new data key of ``owner``'s ``field_class`` and its row."""
-        dek = DataKey(uuid7(), crypto.new_key())
-        row: dict[str, object] = {
-            "id": str(dek.id),
-            "tenant": self._tenant,
-            "record_id": owner,
-            "field_class": field_class,
-            "tenant_key_id": self._tk_id,
-            "wrapped": self._wrapper.wrap(dek, owner, field_class),
-        }
-        return dek, row
+    def make(
+        self, owner: str, field_class: str, owner_lp: bytes | None = None
+    ) -> tuple[DataKey, NewDataKey]:
+        """A new data key of ``owner``'s ``field_class`` and its row (``owner_lp``:
+        ``lp(owner)`` when the caller has it already)."""
+        dek, dek_id, wrapped = self._wrapper.new_key(owner_lp or crypto.lp(owner), field_class)
+        return dek, NewDataKey(dek_id, self._tenant, owner, field_class, self._tk_id, wrapped)
 
 
 def _below_floor(conn: Connection, rows: Sequence[Mapping[str, object]]) -> bool:
@@ -150,7 +145,7 @@ class Keyring:
 
     def new_data_key(
         self, tenant: str, owner: str, field_class: str, tk: TenantKey
-    ) -> tuple[DataKey, dict[str, object]]:
+    ) -> tuple[DataKey, NewDataKey]:
         """:func:`new_data_key`, counted against ``tk``'s bound (:meth:`count_wraps`)."""
         self.count_wraps(tenant, tk, 1)
         return new_data_key(tenant, owner, field_class, tk)

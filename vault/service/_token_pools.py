@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from vault.crypto import DataKey, uuid7
 from vault.service._datakeys import DataKeys
 from vault.service._keyring import DATA, Keyring, TenantKey
+from vault.storage import NewDataKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class Pool:
 
 
 #: a pool just made, with its ``data_keys`` row (inserted by the tokenize transaction)
-NewPool = tuple[Pool, dict[str, object]]
+NewPool = tuple[Pool, NewDataKey]
 
 
 class TokenPools:
@@ -109,7 +110,7 @@ class TokenPools:
         with self._lock:
             for pool, row in new:
                 self._data_keys.remember(pool.dek)
-                key = (tenant, str(row["field_class"]))
+                key = (tenant, row.field_class)
                 self._pools[key] = pool
                 self._pools.move_to_end(key)
             while len(self._pools) > self._limits.max_entries:

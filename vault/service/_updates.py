@@ -33,16 +33,16 @@ from vault.service._sealing import RecordSealer, seal_linked
 from vault.service._types import StoredRecord
 from vault.service.access import Caller
 from vault.service.validators import check_record_id, check_tenant
-from vault.storage import StoredValue, repo, tokens_repo
+from vault.storage import NewDataKey, NewIndex, NewValue, StoredValue, repo, tokens_repo
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
     """What one UpdateRecord (or a rekey) writes, made before its transaction."""
 
-    new_dek_rows: list[dict[str, object]]
-    value_rows: list[dict[str, object]]
-    index_rows: list[dict[str, object]]
+    new_dek_rows: list[NewDataKey]
+    value_rows: list[NewValue]
+    index_rows: list[NewIndex]
     #: linked tokens moved to a new data key: (token, new data key id, new ciphertext)
     resealed: list[tuple[tokens_repo.LinkedToken, str, bytes]]
     #: data keys destroyed (tombstoned) with the values they held

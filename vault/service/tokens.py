@@ -69,7 +69,7 @@ from vault.service._token_types import (
 from vault.service.access import Caller
 from vault.service.grants import GrantsService
 from vault.service.validators import check_tenant
-from vault.storage import Database, keys_repo, repo, tokens_repo
+from vault.storage import Database, NewDataKey, keys_repo, repo, tokens_repo
 from vault.storage.models_tokens import TOKEN_MAX
 
 log = logging.getLogger("vault.service.tokens")
@@ -218,7 +218,7 @@ class TokensService:
         tokens: list[str],
         forms: list[bytes],
         rows: _TokenRows,
-        new_key_rows: Sequence[Mapping[str, object]],
+        new_key_rows: Sequence[NewDataKey],
     ) -> None:
         """The tokenize transaction's rows: new data keys, surrogates (drawn against the table,
         so in here), and the tokens; a deterministic token that exists keeps its row."""
@@ -315,7 +315,7 @@ class TokensService:
         tkeys: Mapping[tuple[str, str], TenantKey],
         *,
         deadline: Deadline,
-    ) -> tuple[RecordKeys, list[dict[str, object]]]:
+    ) -> tuple[RecordKeys, list[NewDataKey]]:
         """The data key of each (linked record, class), through the one data-key path, and
         rows for the ones to create (made locally).
 
@@ -334,7 +334,7 @@ class TokensService:
             tenant, refs, deadline=deadline, reread=lambda cold: self._reread(tenant, cold)
         )
         out: RecordKeys = {}
-        new_rows: list[dict[str, object]] = []
+        new_rows: list[NewDataKey] = []
         for rid, classes in wanted.items():
             for c in sorted(classes):
                 ref = existing[rid].get(c)

@@ -16,12 +16,23 @@ from vault.storage._migrate import (
     schema_problem,
     upgrade,
 )
-from vault.storage._repo import NewRecord, RecordRow, StoredValue, TenantKeyRow
+from vault.storage._repo import (
+    NewDataKey,
+    NewIndex,
+    NewRecord,
+    NewValue,
+    RecordRow,
+    StoredValue,
+    TenantKeyRow,
+)
 from vault.storage._roles import grant_runtime_role
 
 __all__ = [
     "Database",
+    "NewDataKey",
+    "NewIndex",
     "NewRecord",
+    "NewValue",
     "RecordRow",
     "StoredValue",
     "TenantKeyRow",

@@ -13,6 +13,7 @@ from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, u
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from vault.storage._repo import NewIndex
 from vault.storage._types import is_uuid_id
 from vault.storage.models import (
     AuditKey,
@@ -328,13 +329,13 @@ def unindexed_values(
     return [(r.record_id, r.field_name) for r in rows]
 
 
-def add_index_rows(conn: Connection, rows: Sequence[Mapping[str, object]]) -> int:
+def add_index_rows(conn: Connection, rows: Sequence[NewIndex]) -> int:
     """Insert blind-index rows one by one, skipping any that a concurrent writer already made."""
     n = 0
     for row in rows:
         try:
             with conn.begin_nested():
-                conn.execute(insert(_bi), dict(row))
+                conn.execute(insert(_bi), row._asdict())
             n += 1
         except IntegrityError:
             pass

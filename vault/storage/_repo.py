@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -70,6 +70,38 @@ class StoredValue:
     dek_erased: bool
 
 
+class NewDataKey(NamedTuple):
+    """A new ``data_keys`` row (a record's or a token pool's data key), in column order: a
+    batch write hands these tuples to the bulk insert as they are."""
+
+    id: str
+    tenant: str
+    record_id: str
+    field_class: str
+    tenant_key_id: str
+    wrapped: bytes
+
+
+class NewValue(NamedTuple):
+    """A new ``record_values`` row, in column order."""
+
+    record_id: str
+    field_name: str
+    field_class: str
+    data_key_id: str
+    ciphertext: bytes
+    token: str
+
+
+class NewIndex(NamedTuple):
+    """A new ``blind_index`` row, in column order."""
+
+    record_id: str
+    field_name: str
+    index_key_id: str
+    digest: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class NewRecord:
     """Everything one created record writes, sealed before the transaction opens."""
@@ -78,9 +110,9 @@ class NewRecord:
     tenant: str
     schema_version: int
     idempotency_key: str | None
-    data_keys: Sequence[Mapping[str, object]]
-    values: Sequence[Mapping[str, object]]
-    index_rows: Sequence[Mapping[str, object]]
+    data_keys: Sequence[NewDataKey]
+    values: Sequence[NewValue]
+    index_rows: Sequence[NewIndex]
 
 
 # --- tenant and index keys -------------------------------------------------------------------
@@ -174,16 +206,6 @@ _REC_COLUMNS = (
     "updated_at",
 )
 #: a record's data keys: no ``created_at`` (NULL), nothing reads a record key's age
-_DK_COLUMNS = ("id", "tenant", "record_id", "field_class", "tenant_key_id", "wrapped")
-_VAL_COLUMNS = (
-    "record_id",
-    "field_name",
-    "field_class",
-    "data_key_id",
-    "ciphertext",
-    "token",
-)
-_BI_COLUMNS = ("record_id", "field_name", "index_key_id", "digest")
 
 
 def insert_records(conn: Connection, records: Sequence[NewRecord], now: datetime) -> None:
@@ -200,25 +222,19 @@ def insert_records(conn: Connection, records: Sequence[NewRecord], now: datetime
         _REC_COLUMNS,
         [(r.id, r.tenant, 1, r.schema_version, r.idempotency_key, when, when) for r in records],
     )
-    _bulk_rows(conn, _dk, _DK_COLUMNS, (d for r in records for d in r.data_keys))
-    _bulk_rows(conn, _val, _VAL_COLUMNS, (v for r in records for v in r.values))
-    _bulk_rows(conn, _bi, _BI_COLUMNS, (i for r in records for i in r.index_rows))
+    bulk_insert(conn, _dk, NewDataKey._fields, [d for r in records for d in r.data_keys])
+    bulk_insert(conn, _val, NewValue._fields, [v for r in records for v in r.values])
+    bulk_insert(conn, _bi, NewIndex._fields, [i for r in records for i in r.index_rows])
 
 
-def _bulk_rows(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Mapping[str, object]]
-) -> None:
-    bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
-
-
-def insert_data_keys(conn: Connection, rows: Sequence[Mapping[str, object]], now: datetime) -> None:
+def insert_data_keys(conn: Connection, rows: Sequence[NewDataKey], now: datetime) -> None:
     """Data keys made outside a record write (token pools, a linked record's new class).
 
     Raises:
         IntegrityError: a data key for that (record, class) was made concurrently.
     """
     if rows:
-        conn.execute(insert(_dk), [dict(r, created_at=now) for r in rows])
+        conn.execute(insert(_dk), [dict(r._asdict(), created_at=now) for r in rows])
 
 
 def get_record(conn: Connection, tenant: str, record_id: str) -> RecordRow | None:
@@ -363,25 +379,25 @@ def replace_values(
     conn: Connection,
     record_id: str,
     *,
-    new_data_keys: Sequence[Mapping[str, object]],
-    values: Sequence[Mapping[str, object]],
-    index_rows: Sequence[Mapping[str, object]],
+    new_data_keys: Sequence[NewDataKey],
+    values: Sequence[NewValue],
+    index_rows: Sequence[NewIndex],
     cleared: Sequence[str],
     now: datetime,
 ) -> None:
     """Replace the named fields' ciphertexts and blind indexes; drop the cleared fields."""
-    names = sorted({str(v["field_name"]) for v in values} | set(cleared))
+    names = sorted({v.field_name for v in values} | set(cleared))
     if new_data_keys:
-        conn.execute(insert(_dk), [dict(d) for d in new_data_keys])  # record keys: no age
+        conn.execute(insert(_dk), [d._asdict() for d in new_data_keys])  # record keys: no age
     if names:
         conn.execute(
             delete(_val).where(_val.c.record_id == record_id, _val.c.field_name.in_(names))
         )
         conn.execute(delete(_bi).where(_bi.c.record_id == record_id, _bi.c.field_name.in_(names)))
     if values:
-        conn.execute(insert(_val), [dict(v) for v in values])
+        conn.execute(insert(_val), [v._asdict() for v in values])
     if index_rows:
-        conn.execute(insert(_bi), [dict(i) for i in index_rows])
+        conn.execute(insert(_bi), [i._asdict() for i in index_rows])
 
 
 def erase_record(

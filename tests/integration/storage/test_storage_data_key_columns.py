@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert, select
 
-from vault.storage import Database, NewRecord, keys_repo, repo
+from vault.storage import Database, NewDataKey, NewRecord, keys_repo, repo
 from vault.storage.models import DataKeyRow, TenantKey
 
 
@@ -16,14 +16,7 @@ def test_a_record_key_has_no_age_and_counts_seals_from_zero(database: Database) 
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     now = datetime.now(UTC)
     rid, dek, tk = (str(uuid.uuid4()) for _ in range(3))
-    key_row = {
-        "id": dek,
-        "tenant": tenant,
-        "record_id": rid,
-        "field_class": "email",
-        "tenant_key_id": tk,
-        "wrapped": b"\x01" * 77,
-    }
+    key_row = NewDataKey(dek, tenant, rid, "email", tk, b"\x01" * 77)
     record = NewRecord(rid, tenant, 1, None, data_keys=[key_row], values=[], index_rows=[])
     with database.begin() as conn:
         conn.execute(

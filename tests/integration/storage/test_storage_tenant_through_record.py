@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert
 
-from vault.storage import Database, NewRecord, keys_repo, repo
+from vault.storage import Database, NewIndex, NewRecord, NewValue, keys_repo, repo
 from vault.storage.models import TenantKey
 
 DIGEST = b"\x07" * 32
@@ -26,19 +26,8 @@ def _stored(database: Database, tenant: str) -> tuple[str, str]:
         schema_version=1,
         idempotency_key=None,
         data_keys=[],
-        values=[
-            {
-                "record_id": rid,
-                "field_name": "email",
-                "field_class": "email",
-                "data_key_id": dek,
-                "ciphertext": b"\x01" * 40,
-                "token": "tok_" + uuid.uuid4().hex,
-            }
-        ],
-        index_rows=[
-            {"record_id": rid, "field_name": "email", "index_key_id": ik, "digest": DIGEST}
-        ],
+        values=[NewValue(rid, "email", "email", dek, b"\x01" * 40, "tok_" + uuid.uuid4().hex)],
+        index_rows=[NewIndex(rid, "email", ik, DIGEST)],
     )
     with database.begin() as conn:
         conn.execute(

@@ -12,7 +12,7 @@ from vault.service._keyring import INDEX, TenantKey
 from vault.service._reading import RecordReader
 from vault.service._sealing import RecordSealer
 from vault.service.operations.fingerprints import fingerprint_tokens
-from vault.storage import keys_repo, repo
+from vault.storage import NewIndex, keys_repo, repo
 
 #: rounds of indexing and the drop check (see rotate_index)
 _PASSES = 5
@@ -36,7 +36,7 @@ def index_rows(
     ik: TenantKey,
     *,
     deadline: Deadline,
-) -> list[dict[str, object]]:
+) -> list[NewIndex]:
     """Blind-index rows of these fields of a record under index key ``ik`` (computed from the
     decrypted values, which stay here); none when the record is gone."""
     with core.db.begin(write=False) as conn:
@@ -45,7 +45,7 @@ def index_rows(
         return []
     plain = RecordReader(core).open(tenant, record_id, stored, deadline=deadline)
     sealer = RecordSealer(core)
-    return [sealer.index_row(tenant, record_id, n, v, ik) for n, v in plain.items()]
+    return [sealer.index_row(record_id, n, v, ik) for n, v in plain.items()]
 
 
 def rotate_index(
@@ -154,11 +154,11 @@ class _Indexer:
             if between_batches is not None:
                 between_batches()
 
-    def _rows(self, todo: Sequence[tuple[str, str]]) -> list[dict[str, object]]:
+    def _rows(self, todo: Sequence[tuple[str, str]]) -> list[NewIndex]:
         by_record: dict[str, list[str]] = {}
         for rid, name in todo:
             by_record.setdefault(rid, []).append(name)
-        rows: list[dict[str, object]] = []
+        rows: list[NewIndex] = []
         for rid, fields in by_record.items():
             rows += index_rows(
                 self._core, self._tenant, rid, fields, self._ik, deadline=self._deadline()

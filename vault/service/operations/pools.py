@@ -19,7 +19,7 @@ from vault.service._keyring import DATA
 from vault.service._token_pools import PoolLimits
 from vault.service._token_types import token_field
 from vault.service.operations.field import KeyOpRefused
-from vault.storage import Database, keys_repo, repo, tokens_repo
+from vault.storage import Database, NewDataKey, keys_repo, repo, tokens_repo
 
 #: how long after a pool's age limit a running server may still commit a Tokenize that chose
 #: the pool just before it aged out (a call's longest deadline, with room)
@@ -75,25 +75,25 @@ def shred_pool(
     ref = DataKeyRef(data_key_id, key.pool_id, key.field_class, key.tenant_key_id, key.wrapped)
     old = core.data_keys.open(tenant, [ref], deadline=deadline, cache=False)[data_key_id]
     resealed: list[tuple[tokens_repo.LinkedToken, bytes]] = []
-    new_row: list[dict[str, object]] = []
+    new_row: list[NewDataKey] = []
     if live:
         new, row = _new_pool_key(core, tenant, key.field_class, deadline)
         new_row.append(row)
         for r in live:
             field = token_field(r.token)
             value = crypto.open_value(old, tenant, key.pool_id, field, r.ciphertext)
-            sealed = crypto.seal_value(new, tenant, str(row["record_id"]), field, value)
+            sealed = crypto.seal_value(new, tenant, row.record_id, field, value)
             resealed.append(
                 (tokens_repo.LinkedToken(r.token, r.field_class, data_key_id, r.ciphertext), sealed)
             )
     with core.audited_write(events, deadline=deadline) as conn:
         repo.insert_data_keys(conn, new_row, now)
         for linked, sealed in resealed:
-            if not tokens_repo.reseal_token(conn, tenant, linked, str(new_row[0]["id"]), sealed):
+            if not tokens_repo.reseal_token(conn, tenant, linked, new_row[0].id, sealed):
                 raise Conflict("a token of the pool changed while it was re-sealed; run again")
         repo.destroy_data_keys(conn, tenant, key.pool_id, [data_key_id], now)
     core.data_keys.forget([data_key_id])
-    new_id = str(new_row[0]["id"]) if new_row else None
+    new_id = new_row[0].id if new_row else None
     return PoolShred(tenant, key.field_class, data_key_id, new_id, len(resealed))
 
 
@@ -108,7 +108,7 @@ def pools_to_shred(db: Database, since: datetime) -> list[tuple[str, str]]:
 
 def _new_pool_key(
     core: Core, tenant: str, field_class: str, deadline: Deadline
-) -> tuple[DataKey, dict[str, object]]:
+) -> tuple[DataKey, NewDataKey]:
     """A new pool of its own (never a server's current one) for the re-sealed tokens."""
     tkeys = core.keyring.current(tenant, {field_class}, deadline=deadline)
     return core.keyring.new_data_key(tenant, str(uuid7()), field_class, tkeys[(field_class, DATA)])

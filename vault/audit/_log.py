@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -30,10 +29,10 @@ from vault.audit._keys import AuditKeyring, KeyLookup
 from vault.audit._mac import (
     ZERO_MAC,
     AuditKeys,
+    ChainMacer,
     RowContent,
     join_classes,
     pseudonym,
-    row_mac,
     utc,
 )
 from vault.audit._readback import Found, Problem, read_newest
@@ -285,16 +284,16 @@ class AuditLog:
 
     def _chain_rows(
         self, keys: AuditKeys, start: store.Head, contents: Sequence[RowContent]
-    ) -> tuple[list[dict[str, Any]], list[AuditEntry], store.Head]:
+    ) -> tuple[list[store.StoredRow], list[AuditEntry], store.Head]:
         """The rows of ``contents`` chained after ``start``, their entries, and the new head."""
-        rows: list[dict[str, Any]] = []
+        rows: list[store.StoredRow] = []
         entries: list[AuditEntry] = []
-        prev, seq = start.mac, start.seq
+        prev, seq, macer = start.mac, start.seq, ChainMacer(keys.mac_key, self.chain)
         for content in contents:
             seq += 1
-            prev = row_mac(keys.mac_key, prev, self.chain, seq, content)
+            prev = macer.mac(prev, seq, content)
             row = store.StoredRow(self.chain, seq, content, prev)
-            rows.append(store.row_dict(row))
+            rows.append(row)
             entries.append(store.entry_of(row))
         return rows, entries, store.Head(seq, prev)
 

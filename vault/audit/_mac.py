@@ -126,6 +126,44 @@ class RowContent:
     peer: str = ""
 
 
+class ChainMacer:
+    """:func:`row_mac` for the many rows of one append, byte for byte: the parts of the
+    message that rows share (a batch's thousand rows differ only in seq, record and classes)
+    are encoded once. Holds the MAC key: never log or keep it beyond the append."""
+
+    __slots__ = ("_before", "_chain", "_key", "_lp")
+
+    def __init__(self, mac_key: bytes, chain: str) -> None:
+        self._key = mac_key
+        self._chain = lp(chain)
+        self._lp: dict[str, bytes] = {}
+        self._before: dict[tuple[datetime, str, str, str, str, str], bytes] = {}
+
+    def mac(self, prev_mac: bytes, seq: int, row: RowContent) -> bytes:
+        enc = self._lp.get
+        head = (row.time, row.principal, row.role, row.action, row.purpose, row.tenant)
+        before = self._before.get(head)
+        if before is None:
+            before = self._before[head] = micros(row.time).to_bytes(8, "big", signed=True) + (
+                b"".join(lp(s) for s in head[1:])
+            )
+        tail = [row.field_classes, row.outcome, row.reason, row.request_id, row.audit_key_id]
+        message = b"".join(
+            (
+                _MAC_TAG,
+                prev_mac,
+                self._chain,
+                seq.to_bytes(8, "big"),
+                before,
+                b"\x00" if row.record_ref is None else b"\x01" + lp(row.record_ref),
+                *(enc(s) or self._lp.setdefault(s, lp(s)) for s in tail),
+                b"\x01" + lp(row.on_behalf_of) if row.on_behalf_of else b"",
+                b"\x02" + lp(row.peer) if row.peer else b"",
+            )
+        )
+        return hmac.digest(self._key, message, hashlib.sha256)
+
+
 def row_mac(mac_key: bytes, prev_mac: bytes, chain: str, seq: int, row: RowContent) -> bytes:
     """The MAC of a row at ``(chain, seq)`` following a row whose MAC is ``prev_mac``."""
     ref = b"\x00" if row.record_ref is None else b"\x01" + lp(row.record_ref)

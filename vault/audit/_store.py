@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -155,7 +155,7 @@ _ADVANCE_AND_INSERT = _advance_and_insert()
 
 
 def advance_head(
-    conn: Connection, chain: str, expected: Head, new: Head, rows: Sequence[Mapping[str, Any]]
+    conn: Connection, chain: str, expected: Head, new: Head, rows: Sequence[StoredRow]
 ) -> bool:
     """Move ``chain``'s head from ``expected`` to ``new`` and insert ``rows`` (which chain
     from ``expected`` up to ``new``), if the head is still ``expected``; False (nothing
@@ -164,7 +164,7 @@ def advance_head(
     Without taking the head's lock first: the UPDATE takes it, and if a concurrent appender
     holds it, waits for that one to end and then re-checks ``expected`` against the head it
     committed (READ COMMITTED), so a stale ``expected`` never forks the chain."""
-    params: dict[str, Any] = {f"e_{k}": v for k, v in rows[0].items()}
+    params: dict[str, Any] = {f"e_{k}": v for k, v in row_dict(rows[0]).items()}
     params.update(
         h_chain=chain,
         h_old_seq=expected.seq,
@@ -182,19 +182,66 @@ def advance_head(
 # --- events ----------------------------------------------------------------------------------
 
 
-_EVENT_COLUMNS = tuple(c.name for c in events.c)
+#: the columns of :func:`row_values`, in its order
+_EVENT_COLUMNS = (
+    "chain",
+    "seq",
+    "time",
+    "principal",
+    "role",
+    "action",
+    "purpose",
+    "tenant",
+    "record_ref",
+    "field_classes",
+    "outcome",
+    "reason",
+    "request_id",
+    "on_behalf_of",
+    "peer",
+    "audit_key_id",
+    "mac",
+)
 
 
-def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert event rows in one bulk insert (COPY on PostgreSQL): a batch write's thousand
-    audit rows are one statement's work, not a thousand."""
-    times = {row["time"]: db_time(conn, events, "time", row["time"]) for row in rows}
-    bulk_insert(
-        conn,
-        events,
-        _EVENT_COLUMNS,
-        [tuple(times[r["time"]] if c == "time" else r[c] for c in _EVENT_COLUMNS) for r in rows],
+def row_values(row: StoredRow, time: Any) -> tuple[Any, ...]:
+    """The ``audit_events`` columns of ``row`` in ``_EVENT_COLUMNS`` order, its time given as
+    the driver takes it."""
+    c = row.content
+    return (
+        row.chain,
+        row.seq,
+        time,
+        c.principal,
+        c.role,
+        c.action,
+        c.purpose,
+        c.tenant,
+        c.record_ref,
+        c.field_classes,
+        c.outcome,
+        c.reason,
+        c.request_id,
+        c.on_behalf_of,
+        c.peer,
+        c.audit_key_id,
+        row.mac,
     )
+
+
+def insert_events(conn: Connection, rows: Sequence[StoredRow]) -> None:
+    """Insert event rows in one bulk insert (COPY on PostgreSQL): a batch write's thousand
+    audit rows are one statement's work, not a thousand. Rows of one call share their time,
+    converted for the driver once."""
+    times: dict[datetime, Any] = {}
+    values: list[tuple[Any, ...]] = []
+    for row in rows:
+        at = row.content.time
+        stamp = times.get(at)
+        if stamp is None:
+            stamp = times[at] = db_time(conn, events, "time", at)
+        values.append(row_values(row, stamp))
+    bulk_insert(conn, events, _EVENT_COLUMNS, values)
 
 
 def _stored(row: Row[Any]) -> StoredRow:
@@ -287,23 +334,4 @@ def entry_of(row: StoredRow) -> AuditEntry:
 
 def row_dict(row: StoredRow) -> dict[str, Any]:
     """The ``audit_events`` columns of ``row``, for an insert."""
-    c = row.content
-    return {
-        "chain": row.chain,
-        "seq": row.seq,
-        "time": c.time,
-        "principal": c.principal,
-        "role": c.role,
-        "action": c.action,
-        "purpose": c.purpose,
-        "tenant": c.tenant,
-        "record_ref": c.record_ref,
-        "field_classes": c.field_classes,
-        "outcome": c.outcome,
-        "reason": c.reason,
-        "request_id": c.request_id,
-        "on_behalf_of": c.on_behalf_of,
-        "peer": c.peer,
-        "audit_key_id": c.audit_key_id,
-        "mac": row.mac,
-    }
+    return dict(zip(_EVENT_COLUMNS, row_values(row, row.content.time), strict=True))

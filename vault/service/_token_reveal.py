@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vault import crypto
-from vault.audit import AuditEvent
+from vault.audit import ALLOWED, DENIED, AuditEvent
 from vault.deadline import Deadline
 from vault.errors import ConsentRequired, DecryptionFailed, InvalidInput
 from vault.policy import Action, FieldDecision, Output, Policy, Purpose, Role, mask
@@ -249,7 +249,8 @@ class TokenRevealer:
                         field_classes=sorted(classes),
                         on_behalf_of=grant.grantor if grant is not None else "",
                         purpose=grant.purpose if grant is not None else None,
-                        **({"outcome": "denied", "reason": refusal} if refusal else {}),
+                        outcome=DENIED if refusal else ALLOWED,
+                        reason=refusal or "",
                     )
                 )
         return events

@@ -23,6 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 
@@ -149,7 +150,10 @@ class Access:
         reason: str = "",
         purpose: str | None = None,
         on_behalf_of: str = "",
+        at: datetime | None = None,
     ) -> AuditEvent:
+        """The audit event of ``caller``'s call; ``at``: its time when several events share
+        one (a batch's rows, written in one transaction), else now."""
         chosen = purpose if purpose is not None else caller.purpose
         return AuditEvent(
             action=str(action),
@@ -165,6 +169,7 @@ class Access:
             request_id=caller.request_id,
             on_behalf_of=on_behalf_of[:256],
             peer=caller.peer,
+            time=at or datetime.now(UTC),
         )
 
     def _known_purpose(self, purpose: str | None) -> str:

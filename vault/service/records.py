@@ -153,7 +153,8 @@ class RecordsService:
             )
             new_records: list[NewRecord] = []
             events: list[AuditEvent] = []
-            for (i, values), (new, stored) in zip(todo, sealed, strict=True):
+            now = datetime.now(UTC)
+            for (i, _), (new, stored) in zip(todo, sealed, strict=True):
                 results[i] = stored
                 new_records.append(new)
                 events.append(
@@ -163,12 +164,13 @@ class RecordsService:
                         Action.RECORD_WRITE,
                         tenant=tenant,
                         record_id=new.id,
-                        field_classes=self.core.classes_of(list(values)),
+                        field_classes=[d.field_class for d in new.data_keys],  # sorted
+                        at=now,
                     )
                 )
             deadline.check()  # cancelled or late while sealing: nothing written
             with self.core.audited_write(events, deadline=deadline) as conn:
-                repo.insert_records(conn, new_records, datetime.now(UTC))
+                repo.insert_records(conn, new_records, now)
         return [
             results[i] if i in results else existing[str(rec.idempotency_key)]
             for i, rec in enumerate(records)

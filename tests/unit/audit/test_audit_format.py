@@ -156,3 +156,48 @@ def test_on_behalf_of_is_appended_only_when_set() -> None:
     expected = hmac.digest(bytes.fromhex(MAC_KEY), message, hashlib.sha256)
     assert row_mac(key, bytes.fromhex(MAC1), "main", 2, row) == expected
     assert row_mac(key, bytes.fromhex(MAC1), "main", 2, ROW2).hex() == MAC2
+
+
+def test_stored_row_values_name_every_column_of_the_table_once() -> None:
+    """Bulk inserts write ``row_values`` by ``_EVENT_COLUMNS`` (issue 13): a column added to the
+    table but not there would be left NULL, or shift every value after it."""
+    from vault.audit import _store
+
+    columns = [c.name for c in _store.events.c]
+    assert sorted(_store._EVENT_COLUMNS) == sorted(columns)
+    row = _store.StoredRow("main", 2, ROW2, bytes.fromhex(MAC2))
+    stored = _store.row_dict(row)
+    assert stored["mac"] == bytes.fromhex(MAC2)
+    assert stored["seq"] == 2
+    assert {k: stored[k] for k in ("principal", "tenant", "outcome", "reason")} == {
+        "principal": ROW2.principal,
+        "tenant": ROW2.tenant,
+        "outcome": ROW2.outcome,
+        "reason": ROW2.reason,
+    }
+
+
+def test_the_chain_macer_gives_row_mac_byte_for_byte() -> None:
+    """An append MACs its rows with ``ChainMacer`` (shared parts encoded once, issue 13): every
+    row, whatever repeats or differs, gets the MAC of the format's reference function."""
+    from datetime import timedelta
+
+    from vault.audit._mac import ChainMacer
+
+    key = bytes.fromhex(MAC_KEY)
+    rows = [
+        ROW1,
+        ROW2,
+        replace(ROW1, on_behalf_of="apikey:alice"),
+        replace(ROW1, peer="ipv4:10.0.0.7:5123"),
+        replace(ROW1, record_ref="x" * 32, time=TIME + timedelta(microseconds=1)),
+        replace(ROW2, tenant="other", principal="é"),
+        replace(ROW1, field_classes="email,phone", reason="", request_id=""),
+        ROW1,
+    ]
+    macer = ChainMacer(key, "host-a-w1")
+    prev_ref = prev = ZERO_MAC
+    for seq, row in enumerate(rows, start=1):
+        prev_ref = row_mac(key, prev_ref, "host-a-w1", seq, row)
+        prev = macer.mac(prev, seq, row)
+        assert prev == prev_ref

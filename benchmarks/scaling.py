@@ -316,12 +316,15 @@ def serve_skipped(config: str) -> int:
     from vault.api import start_server
     from vault.app import build_app, build_services, call_limits
     from vault.config import load_settings
+    from vault.memory import pin_mmap_threshold, tune_gc
 
     settings = load_settings(config)
     app = build_app(settings)
     app.check_ready()
     skipped = SkippedAuditLog(app.db, app.keys)
     services = build_services(settings, skipped, schema=app.schema, policy=app.policy)
+    pin_mmap_threshold()  # the process settings App.serve makes
+    tune_gc()
     running = start_server(
         services, settings.listen, authenticator=app.authenticator, limits=call_limits(settings)
     )

@@ -40,7 +40,7 @@ from vault.keys import (
     TransitKeyWrapper,
 )
 from vault.logs import apply_settings as apply_log_format
-from vault.memory import pin_mmap_threshold
+from vault.memory import pin_mmap_threshold, tune_gc
 from vault.metrics import MetricsServer, serve_metrics
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
@@ -145,6 +145,7 @@ class App:
         ``plaintext`` (``cvault dev``'s loopback port; its mTLS port goes in ``extra_ports``)."""
         # before the gRPC workers allocate: freed large request buffers go back to the system
         pin_mmap_threshold()
+        tune_gc()
         self.policy.start_watching()
         self.start_observability()
         return start_server(

@@ -4,6 +4,7 @@ own setting is left alone; ``App.serve`` pins it before the gRPC server starts."
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import vault.app as app_module
 from vault.app import App
 from vault.config import Settings
-from vault.memory import operator_chose_threshold, pin_mmap_threshold
+from vault.memory import GC_YOUNG_THRESHOLD, operator_chose_threshold, pin_mmap_threshold, tune_gc
 
 glibc_only = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc"
@@ -93,6 +94,7 @@ def test_serve_pins_the_threshold_before_the_server_starts(monkeypatch: pytest.M
         calls.append("start_server")
 
     monkeypatch.setattr(app_module, "pin_mmap_threshold", pin)
+    monkeypatch.setattr(app_module, "tune_gc", lambda: calls.append("gc"))
     monkeypatch.setattr(app_module, "start_server", start_server)
     stub = SimpleNamespace(
         policy=SimpleNamespace(start_watching=lambda: None),
@@ -103,4 +105,20 @@ def test_serve_pins_the_threshold_before_the_server_starts(monkeypatch: pytest.M
         credentials=None,
     )
     App.serve(stub)  # type: ignore[arg-type]
-    assert calls == ["pin", "start_server"]
+    assert calls == ["pin", "gc", "start_server"]
+
+
+def test_tune_gc_raises_the_young_threshold_and_never_lowers_it() -> None:
+    """A server collects its young generation every 20,000 allocations, not every 700
+    (issue 13); a higher setting of the operator's stays."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 10, 10)
+        gc.set_threshold(50_000, 10, 10)
+        tune_gc()
+        assert gc.get_threshold() == (50_000, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -7,7 +7,8 @@ per input item, one result per response); ``stub`` names the service's stub of t
 
 from __future__ import annotations
 
-import uuid
+import base64
+import os
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -129,7 +130,7 @@ def retry_delay(exc: VaultServiceError, attempt: int, retries: int, backoff: flo
 def new_idempotency_key() -> str:
     """The key a create carries when the caller gave none: a retry of the same call (gRPC's
     retry after a lost answer) then returns the first result instead of a second record."""
-    return f"sdk-{uuid.uuid4().hex}"
+    return "sdk-" + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
 
 
 def _created(r: Any) -> CreatedRecord:

@@ -181,7 +181,8 @@ class AuditEventRow(Base):
     """
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_lookup", "tenant", "record_ref"),)
+    # the data-subject report's lookup (it names the tenant too); a hash index on PostgreSQL
+    __table_args__ = (Index("ix_audit_events_ref", "record_ref", postgresql_using="hash"),)
 
     chain: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

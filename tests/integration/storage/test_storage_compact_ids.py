@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from vault.api import start_server
 from vault.client import TokenItem, VaultClient
 from vault.keys.openbao_dev import OpenBaoDevServer
 from vault.service import Services
-from vault.storage import Database, current_revision, normalize_url, upgrade
+from vault.storage import Database, current_revision, normalize_url
 from vault.storage._migrate import alembic_config
 
 #: tables whose rows the round trip compares (every table 0014 changes)
@@ -45,18 +44,6 @@ TABLES = (
     "audit_keys",
     "audit_events",
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def own_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated database of this test's own (these tests migrate it down and up)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'vault.db'}"
-        upgrade(url)
-        yield url
-    else:
-        with private_postgres() as url:
-            yield url
 
 
 def _up(url: str, revision: str = "head") -> None:

@@ -5,9 +5,7 @@ back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ from sqlalchemy import create_engine, text
 from tests.support import private_postgres
 from vault.audit import _store as audit_store
 from vault.audit._mac import RowContent
-from vault.storage import Database, normalize_url, upgrade
+from vault.storage import Database, normalize_url
 from vault.storage._migrate import alembic_config
 
 RIGHT_GROWING = {
@@ -28,18 +26,6 @@ RIGHT_GROWING = {
     "pk_blind_index",
     "pk_audit_events",
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def own_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated database of this test's own (migrated down and up)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'vault.db'}"
-        upgrade(url)
-        yield url
-    else:
-        with private_postgres() as url:
-            yield url
 
 
 def _sql(url: str, statement: str) -> list[dict[str, Any]]:

@@ -29,11 +29,12 @@ checkpoint of the chain it names (see :meth:`CheckpointStore.legacy`), and never
 
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from vault.deadline import Deadline
@@ -227,3 +228,15 @@ def _written(value: object) -> str:
     except ValueError:
         return ""
     return value
+
+
+def create_once(store: CheckpointStore, checkpoint: Checkpoint, *, deadline: Deadline) -> bool:
+    """Write ``checkpoint`` once; True also when another writer of its chain (a replica sharing
+    it) wrote the same one first, False when a different one is there."""
+    name = checkpoint_name(checkpoint.seq, checkpoint.epoch)
+    doc = checkpoint_document(checkpoint, datetime.now(UTC))
+    if store.create(checkpoint.chain, name, doc, deadline=deadline):
+        return True
+    there = store.read(checkpoint.chain, name, deadline=deadline)
+    found = None if there is None else parse_checkpoint(there)
+    return found is not None and hmac.compare_digest(found.mac, checkpoint.mac)

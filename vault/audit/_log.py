@@ -7,20 +7,13 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from vault.audit import _store as store
 from vault.audit._chains import valid_chain
-from vault.audit._checkpoint import (
-    Checkpoint,
-    CheckpointStore,
-    checkpoint_document,
-    checkpoint_name,
-    parse_checkpoint,
-)
+from vault.audit._checkpoint import Checkpoint, CheckpointStore, create_once
 from vault.audit._epochs import Reanchor
 from vault.audit._errors import AuditUnavailable
 from vault.audit._event import AuditEntry, AuditEvent
@@ -47,10 +40,7 @@ from vault.audit._verify import (
     walk,
 )
 from vault.deadline import Deadline
-from vault.errors import (
-    ConfigError,
-    KeyServerPermissionDenied,
-)
+from vault.errors import ConfigError, KeyServerPermissionDenied
 from vault.keys import KeyManager
 from vault.metrics import timed_audit_append
 from vault.storage import Database
@@ -350,11 +340,19 @@ class AuditLog:
         return entries
 
     def close(self, timeout: float = 30.0) -> None:
-        """Wait for a background checkpoint in progress (if any) to end."""
+        """Wait for a background checkpoint in progress (if any), then checkpoint the rows
+        appended since (a normal stop or SIGTERM leaves no tail that only the next start
+        would cover). A failure is logged, not raised: those rows stay verifiable."""
         with self._state_lock:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+        with self._state_lock:
+            final = self._store is not None and self._pending > 0 and not self._running
+            if final:
+                self._pending, self._running = 0, True
+        if final:
+            self._checkpoint_job(min(timeout, 10.0))
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -446,15 +444,12 @@ class AuditLog:
 
         What a checkpoint records is always a head that was verified, incrementally:
 
-        - when every row since the newest verified one was appended by this process (its own
-          chain, the default), from that row, up to the head the head table names, the rows
-          are not read again: this process made their MACs itself, chained from a verified
-          row, and the head row and the row at its seq both still have that MAC (a few point
-          reads instead of re-reading and re-MACing ``checkpoint_every`` rows);
-        - otherwise (another writer of the chain, or a new process) the rows after the newest
-          verified one are read back and their MACs recomputed, as ``verify`` does;
-        - what was verified is kept even when the store write fails, so a retry reads nothing
-          twice.
+        - rows this process appended itself (its own chain, the default), chained from a
+          verified row up to the head the head table names, are not read again: a few point
+          reads check the head row and the row at its seq still have the MAC it made;
+        - otherwise (another writer, or a new process) the rows after the newest verified one
+          are read back and their MACs recomputed, as ``verify`` does;
+        - what was verified is kept when the store write fails: a retry reads nothing twice.
 
         Either way nothing is written, and the report says why, when the row of the previous
         checkpoint or the newest verified row is gone or differs (a truncation, or a rewrite),
@@ -495,7 +490,7 @@ class AuditLog:
             link = previous.seq if previous is not None and previous.prev is not None else 0
             epoch = 0 if previous is None else previous.epoch
             written = Checkpoint(self.chain, report.last_seq, result.last_mac, link, epoch)
-            if not self._create(self._store, written, deadline):
+            if not create_once(self._store, written, deadline=deadline):
                 return self._not_checkpointed(
                     self._problem_report(
                         Problem(
@@ -557,19 +552,6 @@ class AuditLog:
                 self.chain,
             )
             return Found(())
-
-    def _create(
-        self, checkpoints: CheckpointStore, checkpoint: Checkpoint, deadline: Deadline
-    ) -> bool:
-        """Write ``checkpoint`` once; True also when another writer of this chain (a replica
-        sharing it) wrote the same one first."""
-        name = checkpoint_name(checkpoint.seq, checkpoint.epoch)
-        doc = checkpoint_document(checkpoint, datetime.now(UTC))
-        if checkpoints.create(self.chain, name, doc, deadline=deadline):
-            return True
-        there = checkpoints.read(self.chain, name, deadline=deadline)
-        found = None if there is None else parse_checkpoint(there)
-        return found is not None and hmac.compare_digest(found.mac, checkpoint.mac)
 
     def _problem_report(self, problem: Problem) -> VerifyReport:
         return VerifyReport(
@@ -678,9 +660,9 @@ class AuditLog:
             b"",
         )
 
-    def _checkpoint_job(self) -> None:
+    def _checkpoint_job(self, seconds: float = 60.0) -> None:
         try:
-            report = self.checkpoint_now(deadline=Deadline.after(60.0))
+            report = self.checkpoint_now(deadline=Deadline.after(seconds))
             if not report.ok:
                 with self._state_lock:
                     # A broken chain stays broken: do not re-walk it on every commit.

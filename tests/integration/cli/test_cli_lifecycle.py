@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -218,6 +220,41 @@ def test_sigterm_says_not_serving_while_it_drains_then_stops(
     drained = out.index("cvault: SIGTERM: health NOT_SERVING, draining for 3 s")
     refused = out.index("cvault: refusing new calls; calls in flight get")
     assert drained < refused < out.index("cvault: stopped")
+
+
+def test_sigterm_writes_a_final_audit_checkpoint(openbao: OpenBaoDevServer, tmp_path: Path) -> None:
+    """The rows a server appended since its last checkpoint are checkpointed when it stops:
+    ``audit verify`` then finds no row of its chain after the newest checkpoint."""
+    port = _free_port()
+    config = _serve_config(tmp_path, openbao, port, drain=0)
+    kv = f"cvault/test-stop/{uuid.uuid4().hex[:12]}"
+    config.write_text(config.read_text() + f'[audit]\nchain = "stopping"\nkv_path = "{kv}"\n')
+    proc = _start_serve(config, openbao)
+    try:
+        with VaultClient(f"127.0.0.1:{port}", api_key=ADMIN_KEY, timeout=5) as vc:
+            for i in range(3):
+                vc.find_records("demo", {"email": f"stop{i}@example.com"})
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    env = dict(os.environ, CVAULT_OPENBAO_TOKEN=openbao.root_token)
+    verify = subprocess.run(
+        [*CVAULT, "audit", "verify", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=repo_root(),
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    (served,) = [r for r in json.loads(verify.stdout) if r["chain"] == "stopping"]
+    assert served["last_seq"] >= 3
+    assert served["checkpoint_seq"] == served["last_seq"]
+    assert served["rows_after_checkpoint"] == 0
 
 
 def test_a_busy_port_is_an_error_unless_shared_on_purpose(

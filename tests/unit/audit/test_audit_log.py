@@ -457,6 +457,38 @@ def test_each_chain_has_checkpoints_of_its_own(
     assert (a.verify(deadline=deadline).checkpoint_seq, b.verify(deadline=deadline).ok) == (3, True)
 
 
+def test_close_checkpoints_the_tail(
+    db: Database, keys: KeyManager, store: MemoryCheckpointStore, deadline: Deadline
+) -> None:
+    """A stop (SIGTERM or normal) leaves no rows that only the next start would checkpoint;
+    a second close with nothing appended since writes nothing more."""
+    log = AuditLog(db, keys, checkpoint=store, checkpoint_in_background=False)
+    for i in range(3):
+        log.record([event(i)], deadline=deadline)
+    assert store.puts == 0  # under checkpoint_every and checkpoint_max_age
+    log.close()
+    assert store.names("main", deadline=deadline) == ["3"]
+    log.close()
+    assert store.puts == 1
+    assert log.verify(deadline=deadline).checkpoint_seq == 3
+
+
+def test_close_with_the_store_down_logs_and_returns(
+    db: Database, keys: KeyManager, deadline: Deadline, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down(MemoryCheckpointStore):
+        def create(
+            self, chain: str, name: str, data: Mapping[str, str], *, deadline: Deadline
+        ) -> bool:
+            raise KeyServerUnavailable()
+
+    log = AuditLog(db, keys, checkpoint=Down(), checkpoint_in_background=False)
+    log.record([event(0)], deadline=deadline)
+    with caplog.at_level(logging.WARNING, logger="vault.audit"):
+        log.close()
+    assert "audit checkpoint of chain main failed" in caplog.text
+
+
 @pytest.mark.parametrize("chain", ["", "a b", "x" * 33, "main;drop"])
 def test_bad_chain_names_are_refused(db: Database, keys: KeyManager, chain: str) -> None:
     with pytest.raises(ConfigError):

@@ -242,7 +242,9 @@ class TcpProxy:
     """A loopback TCP proxy that can be cut and restored, to make a dependency unreachable.
 
     ``cut()`` closes the listener and every open connection (clients then get "connection
-    refused"); ``restore()`` listens again on the same port.
+    refused"); ``restore()`` listens again on the same port. ``partition()`` holds every byte
+    both ways instead (connections are accepted and stay open, nothing answers: packets
+    dropped, as a black-holed host looks); ``heal()`` lets them through.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -255,6 +257,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
 
     @property
@@ -287,10 +291,10 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -314,7 +318,14 @@ class TcpProxy:
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
 
+    def partition(self) -> None:
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
+        self._flowing.set()
         self.cut()
 
 

@@ -27,6 +27,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     gc_collector,
     generate_latest,
@@ -96,6 +97,12 @@ LIMIT_REFUSALS = Counter(
     "cvault_limit_refusals_total",
     "Calls refused by a limit (role limits, admission: server_busy, too_many_streams), by reason",
     ("reason",),
+    registry=REGISTRY,
+)
+DEGRADED_GAUGE = Gauge(
+    "cvault_health_degraded",
+    "1 while health finds a part degraded but still serving (the key server not answering "
+    "while cached keys serve), else 0",
     registry=REGISTRY,
 )
 

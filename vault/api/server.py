@@ -22,7 +22,8 @@ from vault.api.audit import AuditServicer
 from vault.api.records import RecordsServicer
 from vault.api.tokens import TokensServicer
 from vault.errors import ConfigError
-from vault.service import Services
+from vault.metrics import DEGRADED_GAUGE
+from vault.service import DEGRADED, Services
 from vault.v1 import audit_pb2, records_pb2, tokens_pb2
 
 log = logging.getLogger("vault.api.server")
@@ -43,12 +44,16 @@ class HealthMonitor:
     """Probes what the server needs in the background and sets the health status.
 
     NOT_SERVING while any part has a problem (:meth:`Services.readiness`: the database
-    unreachable or at a schema this server does not run on, the key server unreachable, sealed
-    or refusing the credential, the policy file refused), with one log line per problem naming
-    it; SERVING again as soon as all are fine, with no restart. Probes are cheap (``SELECT`` of
-    the schema revision, the key server's unauthenticated ``sys/health``, a ``lookup-self`` at
-    most every 15 s) and never counted against a tenant's key-server budget. ``on_change``
-    receives the problems after every probe (the guard refuses calls on a schema problem).
+    unreachable or at a schema this server does not run on, the key server unreachable or
+    sealed with no cached key left, or refusing the credential, the policy file refused), with
+    one log line per problem naming it; SERVING again as soon as all are fine, with no restart.
+    A key server that does not answer while cached keys still serve is *degraded*: a warning
+    line and ``cvault_health_degraded`` = 1, and SERVING all the same (a load balancer would
+    otherwise take every replica out at once for an outage callers do not feel). Probes are
+    cheap (``SELECT`` of the schema revision, the key server's unauthenticated ``sys/health``,
+    a ``lookup-self`` at most every 15 s) and never counted against a tenant's key-server
+    budget. ``on_change`` receives the problems after every probe (the guard refuses calls on a
+    schema problem).
 
     A probe runs in a worker thread of its own: one that has not answered within ``timeout``
     (a database that keeps its connections open and answers nothing) makes the part it waits
@@ -75,13 +80,18 @@ class HealthMonitor:
         self._thread = threading.Thread(target=self._run, name="cvault-health", daemon=True)
         #: the problems the last probe found, by part (empty: SERVING)
         self.last: dict[str, str] = {}
+        #: what the last probe found degraded ("" when nothing); SERVING all the same
+        self.degraded = ""
         self._probed = False
 
     def check_now(self) -> bool:
-        problems = self._probe()
+        problems = dict(self._probe())
+        degraded = problems.pop(DEGRADED, "")
+        if degraded != self.degraded:
+            self._log_degraded(degraded)
         if problems != self.last or not self._probed:
             self._log(problems)
-        self.last, self._probed = problems, True
+        self.last, self._probed, self.degraded = problems, True, degraded
         self._on_change(problems)
         status = (
             health_pb2.HealthCheckResponse.NOT_SERVING
@@ -121,6 +131,14 @@ class HealthMonitor:
             log.info("health: SERVING (database, schema, key server and policy fine)")
         for part, why in problems.items():
             log.error("health: NOT_SERVING: %s: %s", part, why)
+
+    @staticmethod
+    def _log_degraded(degraded: str) -> None:
+        DEGRADED_GAUGE.set(1 if degraded else 0)
+        if degraded:
+            log.warning("health: degraded, still SERVING: %s", degraded)
+        else:
+            log.info("health: no longer degraded")
 
     def start(self) -> None:
         self.check_now()

@@ -100,6 +100,17 @@ class KeyCache(Generic[V]):
                 self._entries.popitem(last=False)
                 self.stats.evictions += 1
 
+    def serves(self) -> bool:
+        """True while some entry is still usable (not too old, not used up): what lets this
+        process go on serving without the key server."""
+        now = self._clock()
+        limits = self._limits
+        with self._lock:
+            return any(
+                now - e.born <= limits.max_age_seconds and e.uses < limits.max_uses
+                for e in self._entries.values()
+            )
+
     def discard(self, key: Hashable) -> None:
         with self._lock:
             self._entries.pop(key, None)

@@ -151,10 +151,15 @@ class KeyManager:
     def healthy(self) -> bool:
         return self.wrapper.healthy()
 
-    def key_server_problem(self) -> str:
-        """Why this server cannot use the key server ("" when it can): not reachable, sealed,
-        an untrusted certificate, or a refused credential (:meth:`credential_problem`)."""
-        return self.wrapper.reach_problem() or self.credential_problem()
+    def key_server_state(self) -> tuple[str, str]:
+        """(problem, degraded) for readiness, "" where there is none. The key server not
+        answering (unreachable, sealed, a TLS failure) is only *degraded* while cached tenant
+        keys still serve (calls that need the key server fail UNAVAILABLE, the rest go on); a
+        problem once none is left, and a refused credential always (it does not heal)."""
+        reach = self.wrapper.reach_problem()
+        if reach and self.tenant_keys.serves():
+            return "", f"{reach}; serving from cached keys"
+        return reach or self.credential_problem(), ""
 
     def credential_problem(self, *, max_age: float = CREDENTIAL_CHECK_SECONDS) -> str:
         """Why the key server refuses this server's credential ("" when it accepts it), asked

@@ -302,6 +302,11 @@ class HttpTransport:
     ) -> None:
         self._url = url
         self._policy = policy
+        # While the last health check found the key server not answering (see health()):
+        # one short attempt, so a call that needs it fails UNAVAILABLE in about a second
+        # rather than waiting out its deadline on a black-holed host.
+        self._unreachable = False
+        self._while_unreachable = RetryPolicy(max_attempts=1, timeout=min(1.0, policy.timeout))
         session = requests.Session()
         session.verify = verify
         # The default pool keeps 10 connections; the gRPC thread pool may run more calls at once.
@@ -348,6 +353,7 @@ class HttpTransport:
                 timeout=timeout,
             )
             status = int(response.status_code)
+            self._unreachable = False
             parsed = _json_body(response)
             if (
                 200 <= status < 300
@@ -360,18 +366,25 @@ class HttpTransport:
                 status, [str(e) for e in errors] if isinstance(errors, list) else []
             )
 
+        policy = self._while_unreachable if self._unreachable else self._policy
         try:
             return observed(
                 operation_of(method, path),
                 lambda: call_with_retries(
-                    attempt, subject=subject, policy=self._policy, deadline=deadline
+                    attempt, subject=subject, policy=policy, deadline=deadline
                 ),
             )
         except KeyServerTlsError:
             raise _tls_error_at(self._url) from None
 
     def health(self, timeout: float) -> Mapping[str, Any] | None:
-        """One unauthenticated, unaudited ``GET sys/health``; None when unreachable."""
+        """One unauthenticated, unaudited ``GET sys/health``; None when unreachable (and the
+        requests that follow make one short attempt until the key server answers again)."""
+        found = self._health(timeout)
+        self._unreachable = found is None
+        return found
+
+    def _health(self, timeout: float) -> Mapping[str, Any] | None:
         try:
             response = self._adapter.request(
                 "GET",

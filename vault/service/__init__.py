@@ -10,7 +10,7 @@
   :class:`~vault.service._core.Core`, and the request validators (``validators``).
 """
 
-from vault.service._core import Core
+from vault.service._core import DEGRADED, Core
 from vault.service._keyring import Keyring, TenantKey
 from vault.service._types import (
     ConsentView,
@@ -27,6 +27,7 @@ from vault.service.records import RecordsService
 from vault.service.services import Services
 
 __all__ = [
+    "DEGRADED",
     "Access",
     "Caller",
     "ConsentView",

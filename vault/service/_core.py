@@ -23,6 +23,10 @@ from vault.service._tenants import Tenants
 from vault.service.access import Access
 from vault.storage import Database, RecordRow, database_problem, repo
 
+#: the readiness entry that names what is degraded: logged and counted, but not a problem
+#: (health stays SERVING; see Core.readiness)
+DEGRADED = "degraded"
+
 
 class Core:
     """The shared parts of the service layer. Thread-safe."""
@@ -71,16 +75,21 @@ class Core:
         """What keeps this process from serving, by part ("" when nothing): the database
         (reachable), its schema (one this server runs on), the key server (reachable, unsealed,
         accepting the credential) and the policy file (the one in force). ``on_part`` hears
-        each part before it is asked (a probe stuck on a silent dependency names it)."""
+        each part before it is asked (a probe stuck on a silent dependency names it).
+
+        The entry :data:`DEGRADED` names what works only in part without being a reason to
+        stop serving: a key server that does not answer while cached keys still serve
+        (:meth:`~vault.keys.KeyManager.key_server_state`)."""
         on_part("database")
         database, schema = database_problem(self.db)
         on_part("key_server")
-        key_server = self.keys.key_server_problem()
+        key_server, degraded = self.keys.key_server_state()
         return {
             "database": database,
             "schema": schema,
             "key_server": key_server,
             "policy": self.access.policy.problem,
+            DEGRADED: f"key_server: {degraded}" if degraded else "",
         }
 
 

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import ADMIN_KEY, API_KEYS, SAMPLE_POLICY, TEST_POLICY
+from tests.support import (
+    ADMIN_KEY,
+    API_KEYS,
+    SAMPLE_POLICY,
+    TEST_POLICY,
+    TEST_PURPOSE,
+    TcpProxy,
+    sample_record,
+)
 from vault.api import RunningServer
 from vault.app import App, build_app
 from vault.client import VaultClient
@@ -27,6 +35,7 @@ from vault.config import AuthSettings, OpenBaoSettings, Settings, deploy_file
 from vault.errors import Unavailable
 from vault.keys import setup_approle, write_policy
 from vault.keys.openbao_dev import OpenBaoDevServer
+from vault.metrics import REGISTRY
 from vault.storage import head_revision, upgrade
 
 pytestmark = [pytest.mark.openbao, pytest.mark.slow]
@@ -193,3 +202,56 @@ def test_a_newer_incompatible_schema_is_not_serving(
     _pretend_newer_migration(url, "9999")
     _wait_for(address, "NOT_SERVING")
     assert _logged(caplog, "NOT_SERVING", "schema", "newer than this server", "9999")
+
+
+def _degraded() -> float | None:
+    return REGISTRY.get_sample_value("cvault_health_degraded")
+
+
+def test_a_black_holed_key_server_degrades_but_serves_while_keys_are_cached(
+    openbao: OpenBaoDevServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15: with OpenBao unreachable every replica turned NOT_SERVING at once although
+    reads kept working from the caches (a load balancer would take the whole service out).
+    Now: degraded (a warning, ``cvault_health_degraded`` 1) and SERVING while cached keys
+    serve; a call that needs the key server fails UNAVAILABLE; NOT_SERVING once no cached key
+    is left; SERVING and not degraded after the heal."""
+    host, _, port = openbao.url.removeprefix("http://").partition(":")
+    proxy = TcpProxy(host, int(port))
+    url = f"sqlite:///{tmp_path / 'degraded.db'}"
+    upgrade(url)
+    bao = OpenBaoSettings(url=f"http://{proxy.address}", token=openbao.root_token)
+    app = build_app(_settings(url, bao))
+    running = app.serve("127.0.0.1:0")
+    caplog.set_level(logging.INFO, logger="vault.api.server")
+    try:
+        with VaultClient(
+            running.address, api_key=ADMIN_KEY, purpose=TEST_PURPOSE, timeout=20
+        ) as vc:
+            _wait_for(running.address, "SERVING")
+            created = vc.create_record("demo", sample_record(1))
+            proxy.partition()  # packets dropped: connections open, nothing answers
+            held = time.monotonic() + 4.0  # many probe rounds (every 0.2 s)
+            while time.monotonic() < held:
+                assert _health(running.address) == "SERVING"
+                time.sleep(0.2)
+            assert _degraded() == 1.0
+            assert any(
+                r.levelno == logging.WARNING and "degraded, still SERVING" in r.getMessage()
+                for r in caplog.records
+            )
+            assert vc.get_record("demo", created.record_id).fields["email"].output == "plain"
+            app.services.core.keys.tenant_keys.clear()  # caches gone (aged out, say)
+            app.services.core.keys.data_keys.clear()
+            with pytest.raises(Unavailable):
+                vc.get_record("demo", created.record_id, timeout=8)
+            _wait_for(running.address, "NOT_SERVING")
+            assert _logged(caplog, "NOT_SERVING", "key_server", "unreachable")
+            proxy.heal()
+            _wait_for(running.address, "SERVING")
+            assert _degraded() == 0.0
+            assert vc.get_record("demo", created.record_id).fields["email"].output == "plain"
+    finally:
+        proxy.close()
+        running.stop(0.5)
+        app.close()

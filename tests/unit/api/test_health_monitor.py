@@ -12,7 +12,8 @@ from typing import Any, cast
 from grpc_health.v1 import health, health_pb2
 
 from vault.api.server import HealthMonitor
-from vault.service import Services
+from vault.metrics import REGISTRY
+from vault.service import DEGRADED, Services
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -71,3 +72,20 @@ def test_a_probe_that_raises_is_not_serving() -> None:
     monitor = HealthMonitor(cast(Services, Broken()), servicer, interval=60, timeout=1.0)
     assert not monitor.check_now()
     assert monitor.last == {"probe": "failed (RuntimeError)"}
+
+
+def test_degraded_is_serving_logged_and_counted_not_a_problem() -> None:
+    class Degraded:
+        def readiness(self, on_part: Callable[[str], None] = lambda part: None) -> dict[str, str]:
+            return {"database": "", "key_server": "", DEGRADED: "key_server: unreachable"}
+
+    seen: list[dict[str, str]] = []
+    servicer = health.HealthServicer()
+    monitor = HealthMonitor(
+        cast(Services, Degraded()), servicer, interval=60, on_change=lambda p: seen.append(dict(p))
+    )
+    assert monitor.check_now()
+    assert _status(servicer) == SERVING
+    assert monitor.degraded == "key_server: unreachable"
+    assert REGISTRY.get_sample_value("cvault_health_degraded") == 1.0
+    assert seen == [{}]  # the guard hears no problem: calls are not refused

@@ -32,7 +32,13 @@ import shtab
 
 from vault import errors, logs
 from vault.cli import audit, dev, files, keys, records, tenants, tokens
-from vault.cli._common import EXIT_LOCAL, CliError, report_error, service_error
+from vault.cli._common import (
+    EXIT_LOCAL,
+    CliError,
+    report_error,
+    service_error,
+    unexpected_error,
+)
 
 #: what ``cvault --help`` says under its usage
 DESCRIPTION = (
@@ -79,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     p.add_argument("--state-dir", help="dev state folder (default .cvault or $CVAULT_STATE_DIR)")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an unexpected error, also print where it happened (the traceback's frames;"
+        " never a message, SQL parameter or value)",
+    )
     p.add_argument(
         "--log-format",
         choices=logs.FORMATS,
@@ -138,4 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = exc.filename if isinstance(exc.filename, str) else ""
         problem = exc.strerror or type(exc).__name__
         report_error(args, "os_error", f"{name + ': ' if name else ''}{problem}")
+        return EXIT_LOCAL
+    except Exception as exc:  # a bug or a database refusal: one line, never its message
+        report_error(args, "internal_error", unexpected_error(exc, debug=args.debug))
         return EXIT_LOCAL

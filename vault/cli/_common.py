@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -97,6 +98,21 @@ def report_error(args: argparse.Namespace, reason: str, message: str) -> None:
         print(json.dumps({"error": reason, "message": message}), file=sys.stderr)
     else:
         print(f"cvault: {reason}: {message}", file=sys.stderr)
+
+
+def unexpected_error(exc: BaseException, *, debug: bool) -> str:
+    """The one line an unexpected error gets: its kind (and, for the database's refusal, the
+    driver's error class), never its message: a database error's message carries the SQL
+    statement and may carry values (a constraint's DETAIL names the key). With ``debug``, the
+    traceback's frames go to stderr first, again without any message."""
+    if debug:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        print(f"Traceback (most recent call last):\n{frames}{type(exc).__name__}", file=sys.stderr)
+    kind = type(exc).__name__
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        return f"the database refused a statement ({kind}: {type(orig).__name__}); see --debug"
+    return f"unexpected {kind}; see --debug, and please report it"
 
 
 class Report:

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import sqlalchemy.exc
 
 from vault.cli import EPILOG, build_parser, main
 from vault.cli._common import EXIT_LOCAL, EXIT_SERVER, EXIT_USAGE
@@ -187,3 +188,33 @@ def test_no_address_is_a_local_error(
     monkeypatch.setenv("CVAULT_API_KEY", "cvk_test_x")
     assert main(["get", "r"]) == EXIT_LOCAL
     assert "no server address" in capsys.readouterr().err
+
+
+def _database_refusal(args: argparse.Namespace) -> int:
+    """A database refusal as SQLAlchemy raises it: the statement, and a driver message whose
+    DETAIL names a key (what a constraint's message does)."""
+    orig = RuntimeError("duplicate key: DETAIL: Key (id)=(6a1f-secret-id) already exists")
+    raise sqlalchemy.exc.IntegrityError(
+        "UPDATE data_keys SET wrapped=:w WHERE id=:id", {"w": b"\x01wrapped", "id": "6a1f"}, orig
+    )
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_is_one_line_without_its_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], debug: bool
+) -> None:
+    """Issue 15: a rotation stopped on a database refusal printed SQLAlchemy's traceback, with
+    the statement and its bind parameters. Now one line names the cause; ``--debug`` adds the
+    traceback's frames, never a message or parameter."""
+    monkeypatch.setattr("vault.cli.keys.cmd_status", _database_refusal)
+    status = main([*(["--debug"] if debug else []), "keys", "status"])
+    out, err = capsys.readouterr()
+    assert status == EXIT_LOCAL
+    lines = [line for line in err.splitlines() if line.startswith("cvault:")]
+    assert lines == [
+        "cvault: internal_error: the database refused a statement"
+        " (IntegrityError: RuntimeError); see --debug"
+    ]
+    for leaked in ("secret-id", "6a1f", "wrapped", "UPDATE", "DETAIL"):
+        assert leaked not in out + err
+    assert ("Traceback" in err) is debug

@@ -30,7 +30,8 @@ class TokenItem:
 @dataclass(frozen=True, slots=True)
 class RevealedToken:
     """One token of a reveal: ``error`` is empty or ``unknown``/``expired``/``erased``/
-    ``denied``; else ``output`` (``plain``/``masked``/``token``/``omit``) and ``value``."""
+    ``denied``/``decryption_failed`` (its stored value or key is damaged; the other tokens are
+    answered); else ``output`` (``plain``/``masked``/``token``/``omit``) and ``value``."""
 
     token: str
     error: str
@@ -95,6 +96,7 @@ _TOKEN_ERRORS = {
     tokens_pb.TOKEN_ERROR_EXPIRED: "expired",
     tokens_pb.TOKEN_ERROR_ERASED: "erased",
     tokens_pb.TOKEN_ERROR_DENIED: "denied",
+    tokens_pb.TOKEN_ERROR_DECRYPTION_FAILED: "decryption_failed",
 }
 
 

@@ -11,7 +11,9 @@ rotation) opens data keys here, so the rules live in one place:
   wrapped under the new version) and the keys are opened once more.
 
 :meth:`DataKeys.open_local` is the variant for a read that must not leave its transaction: it
-never calls the key server, and says so (None) when it would have to.
+never calls the key server, and says so (None) when it would have to. :meth:`DataKeys.open_each`
+is the variant for a batch answered per item (Reveal): a data key that does not open is named
+instead of failing the keys opened beside it.
 """
 
 from __future__ import annotations
@@ -70,14 +72,47 @@ class DataKeys:
             DecryptionFailed: a key row is missing, or a key does not authenticate.
             KeyServerUnavailable: a tenant key had to be unwrapped and could not be.
         """
-        out, cold = self._cached(refs)
+        return self._open(tenant, refs, deadline=deadline, reread=reread, cache=cache)
+
+    def open_each(
+        self,
+        tenant: str,
+        refs: Iterable[DataKeyRef],
+        *,
+        deadline: Deadline,
+        reread: Reread | None = None,
+    ) -> tuple[dict[str, DataKey], set[str]]:
+        """:meth:`open` for a batch answered per item: the data keys that opened by id, and
+        the ids of those that did not (the key row gone without a tombstone, or the wrapped key
+        not authenticating under its tenant key), which fail only the items that use them.
+
+        Raises:
+            DecryptionFailed: a tenant key does not authenticate or is not the tenant's (every
+                data key under it would fail: the key hierarchy itself is damaged).
+            KeyServerUnavailable: a tenant key had to be unwrapped and could not be.
+        """
+        failed: set[str] = set()
+        out = self._open(tenant, refs, deadline=deadline, reread=reread, failed=failed)
+        return out, failed
+
+    def _open(
+        self,
+        tenant: str,
+        refs: Iterable[DataKeyRef],
+        *,
+        deadline: Deadline,
+        reread: Reread | None,
+        cache: bool = True,
+        failed: set[str] | None = None,
+    ) -> dict[str, DataKey]:
+        out, cold = self._cached(refs, failed)
         if not cold:
             return out
         tks = self._keyring.by_ids(tenant, _tenant_key_ids(cold), deadline=deadline)
         if _tenant_key_ids(cold) - set(tks) and reread is not None:
             cold = list(reread(cold))  # re-wrapped under a new version since they were read
             tks = self._keyring.by_ids(tenant, _tenant_key_ids(cold), deadline=deadline)
-        return out | self.unwrap_under(tenant, cold, tks, cache=cache)
+        return out | self.unwrap_under(tenant, cold, tks, cache=cache, failed=failed)
 
     def open_local(self, tenant: str, refs: Iterable[DataKeyRef]) -> dict[str, DataKey] | None:
         """The data keys of ``refs`` without any key-server call or database read: cached, or
@@ -101,24 +136,21 @@ class DataKeys:
         tenant_keys: Mapping[str, TenantKey],
         *,
         cache: bool = True,
+        failed: set[str] | None = None,
     ) -> dict[str, DataKey]:
         """Unwrap ``refs`` under these tenant keys (the only data-key unwrap of the service).
         The AAD binds each key to its id, tenant, owner and class, so a key moved to another
-        record, tenant or class fails here."""
+        record, tenant or class fails here: DecryptionFailed, or with ``failed`` its id added
+        there and the others unwrapped."""
         out: dict[str, DataKey] = {}
         for ref in refs:
-            tk = tenant_keys.get(ref.tenant_key_id or "")
-            if tk is None or ref.wrapped is None:
-                raise DecryptionFailed()
-            dek = crypto.unwrap_data_key(
-                uuid.UUID(tk.id),
-                tk.key,
-                uuid.UUID(ref.id),
-                ref.wrapped,
-                tenant=tenant,
-                record_id=ref.owner,
-                field_class=ref.field_class,
-            )
+            try:
+                dek = _unwrap(tenant, ref, tenant_keys.get(ref.tenant_key_id or ""))
+            except DecryptionFailed:
+                if failed is None:
+                    raise
+                failed.add(ref.id)
+                continue
             out[ref.id] = dek
             if cache:
                 self._cache.put(ref.id, dek.key)
@@ -141,7 +173,9 @@ class DataKeys:
         for i in ids:
             self._cache.discard(i)
 
-    def _cached(self, refs: Iterable[DataKeyRef]) -> tuple[dict[str, DataKey], list[DataKeyRef]]:
+    def _cached(
+        self, refs: Iterable[DataKeyRef], failed: set[str] | None = None
+    ) -> tuple[dict[str, DataKey], list[DataKeyRef]]:
         out: dict[str, DataKey] = {}
         cold: dict[str, DataKeyRef] = {}
         for ref in refs:
@@ -151,10 +185,27 @@ class DataKeys:
             if key is not None:
                 out[ref.id] = DataKey(uuid.UUID(ref.id), key)
             elif ref.wrapped is None or ref.tenant_key_id is None:
-                raise DecryptionFailed()  # the key row is gone without a tombstone: tampering
+                if failed is None:
+                    raise DecryptionFailed()  # the key row is gone without a tombstone: tampering
+                failed.add(ref.id)
             else:
                 cold[ref.id] = ref
         return out, list(cold.values())
+
+
+def _unwrap(tenant: str, ref: DataKeyRef, tk: TenantKey | None) -> DataKey:
+    """Raises DecryptionFailed (no tenant key or wrapped form, or it does not authenticate)."""
+    if tk is None or ref.wrapped is None:
+        raise DecryptionFailed()
+    return crypto.unwrap_data_key(
+        uuid.UUID(tk.id),
+        tk.key,
+        uuid.UUID(ref.id),
+        ref.wrapped,
+        tenant=tenant,
+        record_id=ref.owner,
+        field_class=ref.field_class,
+    )
 
 
 def _tenant_key_ids(refs: Iterable[DataKeyRef]) -> set[str]:

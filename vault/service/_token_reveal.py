@@ -5,17 +5,26 @@ A reveal is looked up only in the tenant the call names, checked against the rol
 the token's class and the stated purpose (and the record's consent for a consent-bound
 purpose), counted against the role's limits and audited in one transaction
 (:func:`~vault.service._reveal.reveal_tx`) before any value leaves. Problems with single tokens
-(unknown, expired, erased, denied) are reported per token.
+(unknown, expired, erased, denied, and a stored value or data key that does not authenticate)
+are reported per token.
+
+A token whose value or data key does not authenticate (damaged or tampered at rest) is answered
+``decryption_failed`` and audited in the same reveal transaction as an integrity event (outcome
+``error``, reason ``decryption_failed``); it is not counted as revealed, and the other tokens are
+answered. What a whole call still fails for: a tenant key that does not authenticate (every data
+key under it would fail: the key hierarchy is damaged, not one value), the key server, the
+database or the audit log (nothing may leave unrecorded).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vault import crypto
-from vault.audit import ALLOWED, DENIED, AuditEvent
+from vault.audit import ALLOWED, DENIED, ERROR, AuditEvent
 from vault.deadline import Deadline
 from vault.errors import ConsentRequired, DecryptionFailed, InvalidInput
 from vault.policy import Action, FieldDecision, Output, Policy, Purpose, Role, mask
@@ -38,6 +47,8 @@ from vault.service.validators import check_tenant
 from vault.storage import tokens_repo
 from vault.storage.models_tokens import TOKEN_MAX
 
+log = logging.getLogger("vault.service.tokens")
+
 Row = tokens_repo.StoredToken
 Grant = tokens_repo.GrantRow
 
@@ -59,6 +70,8 @@ class _Call:
     decisions: Mapping[str, FieldDecision]
     #: the tokens refused as outside the grant
     outside: Mapping[str, Row]
+    #: the tokens whose value or data key did not authenticate (audited as integrity events)
+    damaged: Mapping[str, Row]
 
 
 class TokenRevealer:
@@ -97,11 +110,36 @@ class TokenRevealer:
             {t: FieldClass(r.field_class) for t, r in decide.items()},
         )
         revealing = {t: r for t, r in decide.items() if decisions[t].output in REVEALING}
-        plain = self.open(tenant, revealing, deadline=deadline)
+        plain, failed = self.open(tenant, revealing, deadline=deadline)
+        damaged = {t: decide.pop(t) for t in sorted(failed)}
+        for t, r in damaged.items():
+            results[t] = RevealedToken(
+                t, TokenError.DECRYPTION_FAILED, field_class=r.field_class, reason=_DAMAGED
+            )
         for t, r in decide.items():
             results[t] = _result(t, r, decisions[t], plain)
+        if damaged:
+            # logged before the commit, which may still refuse the call (a limit, a grant):
+            # counts only, never a value nor a token (the audit rows name their records)
+            log.warning(
+                "reveal in tenant %s: %d of %d tokens did not decrypt (a stored value or data"
+                " key is damaged or was tampered with): answered decryption_failed",
+                tenant,
+                len(damaged),
+                len(tokens),
+            )
         call = _Call(
-            caller, role, purpose, tenant, action, grant, deadline, decide, decisions, outside
+            caller,
+            role,
+            purpose,
+            tenant,
+            action,
+            grant,
+            deadline,
+            decide,
+            decisions,
+            outside,
+            damaged,
         )
         for t in self._commit(call):
             results[t] = RevealedToken(
@@ -116,13 +154,22 @@ class TokenRevealer:
         check_tenant(tenant)
         self._authority(caller, tenant, grant_id, action, deadline=deadline)
 
-    def open(self, tenant: str, rows: Mapping[str, Row], *, deadline: Deadline) -> dict[str, str]:
+    def open(
+        self, tenant: str, rows: Mapping[str, Row], *, deadline: Deadline
+    ) -> tuple[dict[str, str], set[str]]:
         """The plain values of these token rows, their data keys through the one data-key
-        path (re-reading the rows when a tenant-key rotation re-wrapped their keys meanwhile).
+        path (re-reading the rows when a tenant-key rotation re-wrapped their keys meanwhile),
+        and the tokens that did not open: the value or its data key does not authenticate, the
+        key row is gone without a tombstone, or the key belongs to another owner. Those fail
+        only themselves.
 
-        Raises: DecryptionFailed (a key or value does not authenticate, a key row is missing).
+        Raises:
+            DecryptionFailed: a tenant key does not authenticate or is another tenant's (the
+                key hierarchy is damaged: every token under it would fail).
+            Unavailable: key server or database.
         """
-        current = dict(rows)
+        failed = {t for t, r in rows.items() if r.wrapped_dek is None or _misowned(r)}
+        current = {t: r for t, r in rows.items() if t not in failed}
 
         def reread(cold: Sequence[DataKeyRef]) -> list[DataKeyRef]:
             ids = {ref.id for ref in cold}
@@ -132,18 +179,22 @@ class TokenRevealer:
             fresh = [current[t] for t in affected]
             return list({r.data_key_id: _key_ref(r) for r in fresh}.values())
 
-        deks = self._core.data_keys.open(
+        # a data key that does not open is absent from ``deks``: its tokens fail, not the call
+        deks, _ = self._core.data_keys.open_each(
             tenant, [_key_ref(r) for r in current.values()], deadline=deadline, reread=reread
         )
         out: dict[str, str] = {}
         for t, r in current.items():
-            owner = r.record_id or r.key_owner
-            if owner is None or (r.record_id is not None and r.key_owner != r.record_id):
-                raise DecryptionFailed()
-            out[t] = crypto.open_value(
-                deks[r.data_key_id], tenant, owner, token_field(t), r.ciphertext
-            )
-        return out
+            dek = deks.get(r.data_key_id)
+            owner = r.record_id or r.key_owner  # a row re-read after a rotation: checked again
+            if dek is None or owner is None or _misowned(r):
+                failed.add(t)
+                continue
+            try:
+                out[t] = crypto.open_value(dek, tenant, owner, token_field(t), r.ciphertext)
+            except DecryptionFailed:
+                failed.add(t)
+        return out, failed
 
     def _authority(
         self, caller: Caller, tenant: str, grant_id: str, action: Action, *, deadline: Deadline
@@ -168,10 +219,8 @@ class TokenRevealer:
         self, tenant: str, tokens: Sequence[str], results: dict[str, RevealedToken]
     ) -> dict[str, Row]:
         """The rows of the tokens that can be decided on; the others' results (unknown,
-        expired, erased) put in ``results``.
-
-        Raises: DecryptionFailed (a key row is gone without a tombstone: tampering).
-        """
+        expired, erased) put in ``results``. A row whose data key row is gone without a
+        tombstone (tampering) is decided on: :meth:`open` fails that token alone."""
         lookup = [t for t in tokens if isinstance(t, str) and 0 < len(t) <= TOKEN_MAX]
         now = datetime.now(UTC)
         with self._core.db.begin(write=False) as conn:
@@ -189,8 +238,6 @@ class TokenRevealer:
                 results[t] = RevealedToken(
                     t, TokenError.ERASED, field_class=row.field_class, reason="erased"
                 )
-            elif row.wrapped_dek is None:
-                raise DecryptionFailed()
             else:
                 decide[t] = row
         return decide
@@ -220,21 +267,29 @@ class TokenRevealer:
             tx.append(
                 self._events(
                     call,
-                    [(allowed, ""), (refused, _NO_CONSENT), (sorted(call.outside), OUTSIDE_GRANT)],
+                    [
+                        (allowed, ALLOWED, ""),
+                        (refused, DENIED, _NO_CONSENT),
+                        (sorted(call.outside), DENIED, OUTSIDE_GRANT),
+                        (sorted(call.damaged), ERROR, _DAMAGED),
+                    ],
                 )
             )
         return refused
 
-    def _events(self, call: _Call, groups: Sequence[tuple[Sequence[str], str]]) -> list[AuditEvent]:
-        """Per group of tokens (revealed: reason ``""``; refused: the reason), one row per record
-        and one for standalone tokens. Under a grant the row names the agent (principal and its
-        own role) and, as ``on_behalf_of``, the granting principal."""
+    def _events(
+        self, call: _Call, groups: Sequence[tuple[Sequence[str], str, str]]
+    ) -> list[AuditEvent]:
+        """Per group of tokens (revealed: ``allowed``, reason ``""``; refused: ``denied`` and
+        the reason; not decrypted: ``error``, ``decryption_failed``, an integrity event), one
+        row per record and one for standalone tokens. Under a grant the row names the agent
+        (principal and its own role) and, as ``on_behalf_of``, the granting principal."""
         access = self._core.access
-        rows = {**call.rows, **call.outside}
+        rows = {**call.rows, **call.outside, **call.damaged}
         grant = call.grant
         role_name = call.role.name if grant is None else access.role_name(call.caller)
         events: list[AuditEvent] = []
-        for outcome_tokens, refusal in groups:
+        for outcome_tokens, outcome, reason in groups:
             by_record: dict[str | None, set[str]] = {}
             for t in outcome_tokens:
                 by_record.setdefault(rows[t].record_id, set()).add(rows[t].field_class)
@@ -249,14 +304,15 @@ class TokenRevealer:
                         field_classes=sorted(classes),
                         on_behalf_of=grant.grantor if grant is not None else "",
                         purpose=grant.purpose if grant is not None else None,
-                        outcome=DENIED if refusal else ALLOWED,
-                        reason=refusal or "",
+                        outcome=outcome,
+                        reason=reason,
                     )
                 )
         return events
 
 
 _NO_CONSENT = ConsentRequired.reason
+_DAMAGED = DecryptionFailed.reason
 
 
 def _without_consent(tx: RevealTx, call: _Call) -> list[str]:
@@ -301,6 +357,11 @@ def _result(
     else:
         value = ""
     return RevealedToken(token, None, decision.output, value, row.field_class, decision.reason)
+
+
+def _misowned(row: Row) -> bool:
+    """Whether a linked token's data key belongs to another owner than its record (moved)."""
+    return row.record_id is not None and row.key_owner != row.record_id
 
 
 def _key_ref(row: Row) -> DataKeyRef:

@@ -48,6 +48,9 @@ class TokenError(StrEnum):
     EXPIRED = "expired"
     ERASED = "erased"
     DENIED = "denied"
+    #: its stored value or its data key does not authenticate (damaged or tampered at rest):
+    #: audited as an integrity event, and the other tokens of the call are still answered
+    DECRYPTION_FAILED = "decryption_failed"
 
 
 class TokenizeItem(NamedTuple):

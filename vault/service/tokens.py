@@ -395,9 +395,11 @@ class TokensService:
         """Each token as the policy gives this role for the stated purpose, in order.
 
         Per token, never failing the others: unknown (not issued in this tenant), expired,
-        erased (its record was crypto-shredded), or denied (``consent_required``, or
-        ``outside_grant``; audited). The audit rows and the plaintext count commit before any
-        value is returned.
+        erased (its record was crypto-shredded), denied (``consent_required``, or
+        ``outside_grant``; audited), or decryption_failed (its stored value or its data key
+        does not authenticate: damaged or tampered at rest; audited as an integrity event,
+        outcome ``error``, and not counted as revealed). The audit rows and the plaintext count
+        commit before any value is returned.
 
         With ``grant_id``, the caller reveals under a grant issued to it (see
         :meth:`vault.service.grants.GrantsService.issue`) instead of its own role: only tokens
@@ -410,7 +412,8 @@ class TokensService:
                 caller (unknown, expired, used up, another principal's): audited.
             InvalidInput: no tokens, too many, or the purpose missing or unknown.
             ResourceExhausted: the role's plaintext limit (audited); nothing revealed.
-            DecryptionFailed: a stored value or key did not authenticate (tampering).
+            DecryptionFailed: a tenant key did not authenticate or is another tenant's (the
+                key hierarchy is damaged: every token under it would fail); nothing revealed.
             Unavailable: key server, database or audit log; nothing revealed.
         """
         return self._revealer.reveal(

@@ -77,6 +77,10 @@ class _TokenErrorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenError
     """its record was erased: the value is crypto-shredded"""
     TOKEN_ERROR_DENIED: _TokenError.ValueType  # 4
     """refused for this caller (reason says why, e.g. consent_required)"""
+    TOKEN_ERROR_DECRYPTION_FAILED: _TokenError.ValueType  # 5
+    """Its stored value or its data key did not authenticate (damaged or tampered at rest; reason
+    decryption_failed, audited with outcome error): the other tokens of the call are answered.
+    """
 
 class TokenError(_TokenError, metaclass=_TokenErrorEnumTypeWrapper):
     """Why one token was not revealed."""
@@ -91,6 +95,10 @@ TOKEN_ERROR_ERASED: TokenError.ValueType  # 3
 """its record was erased: the value is crypto-shredded"""
 TOKEN_ERROR_DENIED: TokenError.ValueType  # 4
 """refused for this caller (reason says why, e.g. consent_required)"""
+TOKEN_ERROR_DECRYPTION_FAILED: TokenError.ValueType  # 5
+"""Its stored value or its data key did not authenticate (damaged or tampered at rest; reason
+decryption_failed, audited with outcome error): the other tokens of the call are answered.
+"""
 Global___TokenError: _TypeAlias = TokenError  # noqa: Y015
 
 @_typing.final

@@ -7,12 +7,27 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Exists,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from vault.storage._bulk import bulk_insert
 from vault.storage._repo import NewIndex
 from vault.storage._types import is_uuid_id
 from vault.storage.models import (
@@ -305,41 +320,227 @@ def newest_tenant_keys(conn: Connection) -> dict[tuple[str, str], datetime]:
     return {(r.tenant, r.field_class): r.newest for r in rows}
 
 
-def unindexed_values(
-    conn: Connection, tenant: str, names: Sequence[str], index_key_id: str, limit: int
-) -> list[tuple[str, str]]:
-    """(record id, field name) of stored values of these fields with no blind-index row under
-    ``index_key_id`` yet."""
-    has = (
+def _indexed_under(index_key_id: object) -> Exists:
+    """Whether the outer ``record_values`` row has a blind-index row under this key: a probe of
+    the primary key per value. ``OFFSET 0`` keeps PostgreSQL from turning it into an anti-join
+    planned from the table's statistics, which know nothing of a new index key's rows: it
+    chose a nested loop over a sequential scan of ``blind_index``, quadratic in the values."""
+    return (
         select(_bi.c.record_id)
         .where(
             _bi.c.record_id == _val.c.record_id,
             _bi.c.field_name == _val.c.field_name,
             _bi.c.index_key_id == index_key_id,
         )
+        .offset(0)
         .exists()
     )
-    rows = conn.execute(
+
+
+def _unindexed(tenant: str, names: Sequence[str], index_key_id: str) -> Select[Any]:
+    return (
         select(_val.c.record_id, _val.c.field_name)
         .select_from(_val.join(_rec, _rec.c.id == _val.c.record_id))
-        .where(_rec.c.tenant == tenant, _val.c.field_name.in_(list(names)), ~has)
-        .order_by(_val.c.record_id)
-        .limit(limit)
+        .where(
+            _rec.c.tenant == tenant,
+            _val.c.field_name.in_(list(names)),
+            ~_indexed_under(index_key_id),
+        )
+    )
+
+
+def unindexed_values(
+    conn: Connection, tenant: str, names: Sequence[str], index_key_id: str, limit: int
+) -> list[tuple[str, str]]:
+    """(record id, field name) of stored values of these fields with no blind-index row under
+    ``index_key_id`` yet (from the start: what the drop check asks)."""
+    rows = conn.execute(
+        _unindexed(tenant, names, index_key_id).order_by(_val.c.record_id).limit(limit)
     ).all()
     return [(r.record_id, r.field_name) for r in rows]
 
 
+def count_unindexed_values(
+    conn: Connection, tenant: str, names: Sequence[str], index_key_id: str
+) -> int:
+    """How many values :func:`unindexed_values` would list without a limit (for progress)."""
+    inner = _unindexed(tenant, names, index_key_id).subquery()
+    return int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class ValueToIndex:
+    """A stored value with no blind-index row under the index key being built, joined with its
+    data-key row (``wrapped_dek`` None: the row is gone or belongs elsewhere) and whether its
+    key or its record was erased."""
+
+    record_id: str
+    field_name: str
+    field_class: str
+    ciphertext: bytes = field(repr=False)
+    data_key_id: str
+    wrapped_dek: bytes | None = field(repr=False)
+    tenant_key_id: str | None
+    erased: bool
+
+
+def _values_to_index_query(after: bool, sqlite: bool = False) -> Select[Any]:
+    """Built once (statement construction costs more than running it, batch after batch): the
+    next ``limit`` values of a tenant's fields in primary-key order not indexed under ``ik``,
+    then their data-key rows joined as ``repo.read_record`` joins them. The batch is chosen in
+    a subquery (a LIMIT the planner keeps), so the joins run on its rows only, and both scans
+    start at the cursor (``records.id`` bounded too), not at the first record. SQLite (no
+    statistics) would rather scan the tenant's every record through the ``tenant`` index and
+    sort them, each batch: there the tenant is compared as an expression no index serves."""
+    tenant = _rec.c.tenant.concat("") if sqlite else _rec.c.tenant
+    where = [
+        tenant == bindparam("tenant"),
+        _val.c.field_name.in_(bindparam("names", expanding=True)),
+        ~_indexed_under(bindparam("ik")),
+    ]
+    if after:
+        cursor = bindparam("after_record", type_=_val.c.record_id.type)
+        where += [
+            tuple_(_val.c.record_id, _val.c.field_name) > tuple_(cursor, bindparam("after_name")),
+            _rec.c.id >= cursor,
+        ]
+    batch = (
+        select(_val.c.record_id, _val.c.field_name, _rec.c.tenant)
+        .select_from(_val.join(_rec, _rec.c.id == _val.c.record_id))
+        .where(*where)
+        .order_by(_val.c.record_id, _val.c.field_name)
+        .limit(bindparam("limit"))
+        .subquery("batch")
+    )
+    return (
+        select(
+            _val.c.record_id,
+            _val.c.field_name,
+            _val.c.field_class,
+            _val.c.ciphertext,
+            _val.c.data_key_id,
+            _dk.c.wrapped,
+            _dk.c.tenant_key_id,
+            _edk.c.data_key_id.label("erased_key"),
+            _er.c.record_id.label("erased_record"),
+        )
+        .select_from(
+            batch.join(
+                _val,
+                and_(
+                    _val.c.record_id == batch.c.record_id,
+                    _val.c.field_name == batch.c.field_name,
+                ),
+            )
+            .outerjoin(
+                _dk,
+                and_(
+                    _dk.c.id == _val.c.data_key_id,
+                    _dk.c.record_id == _val.c.record_id,
+                    _dk.c.tenant == batch.c.tenant,
+                    _dk.c.field_class == _val.c.field_class,
+                ),
+            )
+            .outerjoin(_edk, _edk.c.data_key_id == _val.c.data_key_id)
+            .outerjoin(_er, _er.c.record_id == batch.c.record_id)
+        )
+        .order_by(_val.c.record_id, _val.c.field_name)
+    )
+
+
+_VALUES_TO_INDEX_FIRST = _values_to_index_query(after=False)
+_VALUES_TO_INDEX_AFTER = _values_to_index_query(after=True)
+_VALUES_TO_INDEX_AFTER_SQLITE = _values_to_index_query(after=True, sqlite=True)
+
+
+def values_to_index(
+    conn: Connection,
+    tenant: str,
+    names: Sequence[str],
+    index_key_id: str,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> list[ValueToIndex]:
+    """Up to ``limit`` stored values of these fields with no blind-index row under
+    ``index_key_id``, after ``after`` (record id, field name) in primary-key order, each with
+    what opening it needs: one query a batch, and a batch starts where the last one ended
+    (keyset pagination: no rescan of the rows done before)."""
+    params: dict[str, object] = {
+        "tenant": tenant,
+        "names": list(names),
+        "ik": index_key_id,
+        "limit": limit,
+    }
+    statement = _VALUES_TO_INDEX_FIRST
+    if after is not None:
+        statement = (
+            _VALUES_TO_INDEX_AFTER
+            if conn.dialect.name == "postgresql"
+            else _VALUES_TO_INDEX_AFTER_SQLITE
+        )
+        params |= {"after_record": after[0], "after_name": after[1]}
+    return [
+        ValueToIndex(
+            r.record_id,
+            r.field_name,
+            r.field_class,
+            bytes(r.ciphertext),
+            r.data_key_id,
+            None if r.wrapped is None else bytes(r.wrapped),
+            r.tenant_key_id,
+            r.erased_key is not None or r.erased_record is not None,
+        )
+        for r in conn.execute(statement, params)
+    ]
+
+
+def live_data_keys(
+    conn: Connection, tenant: str, ids: Sequence[str]
+) -> dict[str, tuple[str, bytes]]:
+    """data key id -> (tenant key id, wrapped key) of these data keys of ``tenant`` as they
+    are now and not tombstoned (re-read after a tenant-key rotation re-wrapped them)."""
+    out: dict[str, tuple[str, bytes]] = {}
+    wanted = sorted(set(ids))
+    for i in range(0, len(wanted), 500):
+        rows = conn.execute(
+            select(_dk.c.id, _dk.c.tenant_key_id, _dk.c.wrapped)
+            .select_from(_dk.outerjoin(_edk, _edk.c.data_key_id == _dk.c.id))
+            .where(
+                _dk.c.id.in_(wanted[i : i + 500]),
+                _dk.c.tenant == tenant,
+                _edk.c.data_key_id.is_(None),
+            )
+        )
+        out.update((r.id, (r.tenant_key_id, bytes(r.wrapped))) for r in rows)
+    return out
+
+
+#: the rows returned are the ones inserted (an executemany of it goes out as a few multi-row
+#: statements: SQLAlchemy's insertmanyvalues)
+_INSERT_INDEX_PG = postgresql.insert(_bi).on_conflict_do_nothing().returning(_bi.c.record_id)
+_INSERT_INDEX_SQLITE = (
+    f"INSERT INTO {_bi.name} ({', '.join(NewIndex._fields)}) VALUES (?, ?, ?, ?)"  # noqa: S608
+    " ON CONFLICT DO NOTHING"
+)
+
+
 def add_index_rows(conn: Connection, rows: Sequence[NewIndex]) -> int:
-    """Insert blind-index rows one by one, skipping any that a concurrent writer already made."""
-    n = 0
-    for row in rows:
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(_bi), row._asdict())
-            n += 1
-        except IntegrityError:
-            pass
-    return n
+    """Insert blind-index rows in bulk, skipping any that a concurrent writer already made.
+    Returns how many were inserted.
+
+    PostgreSQL: one COPY (``bulk_insert``) in a savepoint; only when a row already exists does
+    the batch go again as ``INSERT .. ON CONFLICT DO NOTHING`` (multi-row statements). SQLite:
+    one tuple ``executemany`` of ``INSERT .. ON CONFLICT DO NOTHING`` (its rowcount sums)."""
+    if not rows:
+        return 0
+    if conn.dialect.name != "postgresql":
+        return int(conn.exec_driver_sql(_INSERT_INDEX_SQLITE, list(rows)).rowcount)
+    try:
+        with conn.begin_nested():
+            bulk_insert(conn, _bi, NewIndex._fields, rows)
+        return len(rows)
+    except IntegrityError:
+        return len(conn.execute(_INSERT_INDEX_PG, [r._asdict() for r in rows]).all())
 
 
 def index_rows_under(conn: Connection, index_key_ids: Sequence[str]) -> int:

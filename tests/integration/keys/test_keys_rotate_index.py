@@ -1,9 +1,11 @@
 """rotate-index: FindRecords and deterministic tokens keep answering while a new index key
-replaces the old one (checked between the rotation's batches), and after it."""
+replaces the old one (checked between the rotation's batches), and after it; the command shows
+its progress."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +95,8 @@ def test_find_and_deterministic_tokens_keep_working(
     assert (
         "acme/phone: index key rotated to v2; 8 index rows made, 8 old rows dropped" in done.stdout
     )
+    # progress on stderr, in counts only: rows made of rows to make
+    assert re.search(r"^  rotate-index acme/phone: 8/8 rows, [0-9]+ rows/s$", done.stderr, re.M)
     for rec, s in zip(recs, stored, strict=True):
         assert svc.find(ADMIN, "acme", {"phone": rec["phone"]}, deadline=_dl()) == [s.record_id]
     db.dispose()

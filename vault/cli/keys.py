@@ -85,6 +85,12 @@ def _add_tenant_key_parsers(keys: Subparsers) -> None:
     kt.add_argument("--class", dest="field_class", help="only this field class")
     kt.add_argument("--batch", type=int, default=500, help="data keys per transaction")
     kt.add_argument("--max-per-second", type=float, default=None)
+    kt.add_argument(
+        "--purge-erased",
+        action="store_true",
+        help="delete the data-key rows of erased records a restored backup brought back"
+        " (default: skip and count them; their old tenant-key version then stays)",
+    )
     add_operator_options(kt)
     kt.set_defaults(func=cmd_rotate_tenant)
     sr = keys.add_parser(
@@ -273,6 +279,7 @@ def cmd_rotate_tenant(args: argparse.Namespace) -> int:
                 max_per_second=args.max_per_second,
                 progress=progress.update,
                 campaign=campaign,
+                purge_erased=args.purge_erased,
             )
             progress.close()
             what = "rotated to" if report.started else "resumed at"
@@ -286,12 +293,27 @@ def cmd_rotate_tenant(args: argparse.Namespace) -> int:
                     "started": report.started,
                     "rewrapped": report.rewrapped,
                     "destroyed": report.destroyed,
+                    "erased_rows": report.erased,
+                    "erased_rows_deleted": report.purged and report.erased > 0,
                 },
             )
+            if report.erased:
+                out.line(_erased_rows_line(tenant, c, report.erased, purged=report.purged))
             reason = f"{c} v{report.version} {report.rewrapped}"
             op.audit("admin.keys.rotate-tenant", reason, tenant=tenant)
     out.done()
     return 0
+
+
+def _erased_rows_line(tenant: str, field_class: str, count: int, *, purged: bool) -> str:
+    """What rotate-tenant did with rows of erased records a restored backup brought back."""
+    if purged:
+        return f"{tenant}/{field_class}: {count} data-key rows of erased records deleted"
+    return (
+        f"{tenant}/{field_class}: {count} data-key rows of erased records skipped (restored from"
+        " a backup?); their old tenant-key version stays until they are gone: run again with"
+        " --purge-erased to delete them"
+    )
 
 
 def _tenant_classes(op: _server.Operator, args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vault.storage._bulk import bulk_insert
 from vault.storage._repo import NewIndex
+from vault.storage._restored import erased_data_key
 from vault.storage._types import is_uuid_id
 from vault.storage.models import (
     AuditKey,
@@ -141,12 +142,14 @@ def data_keys_under(
     conn: Connection, tenant_key_ids: Sequence[str], limit: int
 ) -> list[DataKeyToRewrap]:
     """Up to ``limit`` data keys wrapped by any of these tenant keys (the index on
-    ``tenant_key_id`` finds them; progress needs no order: a re-wrapped key leaves the set)."""
+    ``tenant_key_id`` finds them; progress needs no order: a re-wrapped key leaves the set),
+    leaving out rows of erased records a restore brought back (never re-wrapped: see
+    :mod:`vault.storage._restored`)."""
     if not tenant_key_ids:
         return []
     rows = conn.execute(
         select(_dk.c.id, _dk.c.record_id, _dk.c.tenant_key_id, _dk.c.wrapped)
-        .where(_dk.c.tenant_key_id.in_(list(tenant_key_ids)))
+        .where(_dk.c.tenant_key_id.in_(list(tenant_key_ids)), ~erased_data_key())
         .limit(limit)
     ).all()
     return [DataKeyToRewrap(r.id, r.record_id, r.tenant_key_id, bytes(r.wrapped)) for r in rows]

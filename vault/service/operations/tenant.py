@@ -17,7 +17,7 @@ from vault.service._core import Core
 from vault.service._datakeys import DataKeyRef
 from vault.service._keyring import DATA, TenantKey
 from vault.service.operations._pace import Pace
-from vault.storage import keys_repo
+from vault.storage import keys_repo, restored
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,10 @@ class TenantRotationReport:
     started: bool  # False: a previous run was resumed
     rewrapped: int
     destroyed: int  # older tenant-key rows deleted
+    #: data-key rows of erased records under the old versions (a restored backup): left out
+    #: of the re-wrap (their old version then stays), or deleted when ``purged``
+    erased: int = 0
+    purged: bool = False
 
 
 def rotate_tenant(
@@ -42,6 +46,7 @@ def rotate_tenant(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     campaign: str = "",
+    purge_erased: bool = False,
 ) -> TenantRotationReport:
     """A new tenant-key version for (tenant, class), every data key of it re-wrapped under
     the new version locally (AES-GCM: no key-server call per data key; one to unwrap each old
@@ -52,11 +57,17 @@ def rotate_tenant(
     keys are still under an older version, no new version is started. Data keys written by the
     service meanwhile under an old version (it read the key list just before) are picked up by
     the loop, and an old version's row is only destroyed once nothing references it.
+
+    Rows of erased records that a restored backup brought back (see
+    :mod:`vault.storage._restored`) are never re-wrapped (the service refuses to write them):
+    they are counted in the report and skipped, so their old version stays (``shred-report``
+    says so), or with ``purge_erased`` deleted first, as the erasure did.
     """
     if batch < 1:
         raise ValueError("batch must be positive")
     run = _TenantRun(core, tenant, field_class, deadline_seconds)
     current, started = run.start(campaign)
+    erased = run.erased_rows(purge=purge_erased)
     pace = Pace(max_per_second, clock=clock, sleep=sleep)
     done = 0
     while (rewrapped := run.rewrap_batch(current, batch)) is not None:
@@ -65,7 +76,9 @@ def rotate_tenant(
             progress(done)
         pace.wait(done)
     destroyed = run.finish(current)
-    return TenantRotationReport(tenant, field_class, current.version, started, done, destroyed)
+    return TenantRotationReport(
+        tenant, field_class, current.version, started, done, destroyed, erased, purge_erased
+    )
 
 
 class _TenantRun:
@@ -107,6 +120,15 @@ class _TenantRun:
                 keys_repo.start_run(conn, self.scope, current.version, datetime.now(UTC), campaign)
             self._old_ids = self._older(current.version)
         return current, started
+
+    def erased_rows(self, *, purge: bool) -> int:
+        """How many data-key rows of erased records the old versions wrap; deleted if
+        ``purge``."""
+        with self._core.db.begin(write=purge) as conn:
+            rows = restored.erased_rows_under(conn, self._old_ids)
+            if purge:
+                restored.purge_erased(conn, rows)
+        return len(rows)
 
     def rewrap_batch(self, current: TenantKey, batch: int) -> int | None:
         """Re-wrap up to ``batch`` data keys still under an old version: how many rows were

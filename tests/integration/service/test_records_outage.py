@@ -1,5 +1,6 @@
 """Fail closed: with OpenBao or PostgreSQL unreachable, calls fail UNAVAILABLE, nothing is
-written, health says NOT_SERVING; the service recovers by itself once they are back."""
+written, health says NOT_SERVING (for OpenBao: once no cached key serves; degraded but
+SERVING while they do, issue 15); the service recovers by itself once they are back."""
 
 from __future__ import annotations
 
@@ -69,7 +70,9 @@ def test_key_server_outage_fails_closed_and_recovers(
             assert vc.health() == "SERVING"
 
             bao_proxy.cut()
-            assert _wait_for(lambda: vc.health() == "NOT_SERVING")
+            # issue 15: while its cached keys serve, the replica is degraded, not taken out
+            time.sleep(0.5)  # several probe rounds
+            assert vc.health() == "SERVING"
             rows = _counts(database)
             # a new tenant needs new keys from the key server
             with pytest.raises(Unavailable) as exc:

@@ -45,6 +45,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -183,7 +184,7 @@ def bench_old(run: Run, svc: RecordsService, tenant: str, p: Params) -> None:
             done += _old_add_index_rows(conn, rows)
     run.old = (done, time.perf_counter() - t0)
     with core.db.begin() as conn:  # not measured: the new rotation starts from one version
-        keys_repo.drop_index_keys(conn, [ik.id])
+        keys_repo.drop_index_keys(conn, [ik.id], datetime.now(UTC))
     print(f"  1. old    {done:,} values one record at a time: {Run.rate(run.old):,.0f} values/s")
 
 

@@ -44,7 +44,7 @@ from vault.memory import pin_mmap_threshold, tune_gc
 from vault.metrics import MetricsServer, serve_metrics
 from vault.policy import PolicyHolder
 from vault.schema import RecordSchema, load_schema
-from vault.service import Access, Services
+from vault.service import Access, KeySync, Services
 from vault.service.access import printable
 from vault.storage import Database, grant_runtime_role, upgrade
 from vault.text import NerUnavailable, ScannerSetup
@@ -104,6 +104,8 @@ class App:
     credentials: grpc.ServerCredentials | None
     #: the /metrics endpoint, while :meth:`serve` runs with ``[metrics] listen`` set
     metrics_server: MetricsServer | None = None
+    #: erasures and rotations reaching this process's key caches, while :meth:`serve` runs
+    key_sync: KeySync | None = None
 
     def check_ready(self) -> None:
         """Refuse to start a server that cannot reach what it needs (STYLE 6): the database
@@ -148,6 +150,7 @@ class App:
         tune_gc()
         self.policy.start_watching()
         self.start_observability()
+        self.start_key_sync()
         return start_server(
             self.services,
             listen or self.settings.listen,
@@ -159,6 +162,13 @@ class App:
             reuse_port=reuse_port,
             health_listen=self.settings.server.health_listen,
         )
+
+    def start_key_sync(self) -> None:
+        """Apply erasures and rotations to this process's key caches (idempotent; see
+        ``vault/service/_sync.py``): its heartbeat is named after its audit chain."""
+        if self.key_sync is None:
+            self.key_sync = KeySync(self.db, self.keys, replica=self.audit.chain)
+            self.key_sync.start()
 
     def start_observability(self) -> None:
         """JSON logs, tracing and the metrics endpoint as the settings ask (idempotent).
@@ -180,6 +190,9 @@ class App:
         if self.settings.tracing.enabled:
             tracing.shutdown()
         self.policy.stop()
+        if self.key_sync is not None:
+            self.key_sync.stop()
+            self.key_sync = None
         self.audit.close()
         self.db.dispose()
 

@@ -99,6 +99,7 @@ def test_serve_pins_the_threshold_before_the_server_starts(monkeypatch: pytest.M
     stub = SimpleNamespace(
         policy=SimpleNamespace(start_watching=lambda: None),
         start_observability=lambda: None,
+        start_key_sync=lambda: None,
         services=None,
         settings=Settings(listen="127.0.0.1:0", max_workers=4, health_interval_seconds=1),
         authenticator=None,

@@ -18,14 +18,16 @@ def _stored(rec: StoredRecord) -> pb.CreateRecordResponse:
 
 
 def _receipt(r: ErasureReceipt) -> pb.ErasureReceipt:
-    ts = Timestamp()
+    ts, everywhere = Timestamp(), Timestamp()
     ts.FromDatetime(r.erased_at)
+    everywhere.FromDatetime(r.effective_everywhere_by)
     return pb.ErasureReceipt(
         tenant=r.tenant,
         record_id=r.record_id,
         erased_at=ts,
         data_key_ids=list(r.data_key_ids),
         tokens_erased=r.tokens_erased,
+        effective_everywhere_by=everywhere,
     )
 
 

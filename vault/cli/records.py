@@ -166,6 +166,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
             "erased_at": r.erased_at.isoformat(),
             "data_key_ids": list(r.data_key_ids),
             "tokens_erased": r.tokens_erased,
+            "effective_everywhere_by": (
+                r.effective_everywhere_by.isoformat() if r.effective_everywhere_by else None
+            ),
         }
     )
     return 0

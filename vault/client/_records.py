@@ -76,6 +76,9 @@ class ErasureReceipt:
     data_key_ids: tuple[str, ...]
     #: tokens of the record's values the erasure tombstoned (linked, standalone, text)
     tokens_erased: int = 0
+    #: by when every running server has dropped the erased keys from memory (None from a
+    #: server that does not say)
+    effective_everywhere_by: datetime | None = None
 
 
 def _record(r: pb.GetRecordResponse) -> Record:
@@ -107,6 +110,9 @@ def _receipt(r: pb.ErasureReceipt) -> ErasureReceipt:
         r.erased_at.ToDatetime(tzinfo=UTC),
         tuple(r.data_key_ids),
         r.tokens_erased,
+        r.effective_everywhere_by.ToDatetime(tzinfo=UTC)
+        if r.HasField("effective_everywhere_by")
+        else None,
     )
 
 

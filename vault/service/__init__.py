@@ -12,6 +12,7 @@
 
 from vault.service._core import DEGRADED, Core
 from vault.service._keyring import Keyring, TenantKey
+from vault.service._sync import EVICT_WITHIN_SECONDS, KeySync
 from vault.service._types import (
     ConsentView,
     ErasureReceipt,
@@ -28,6 +29,7 @@ from vault.service.services import Services
 
 __all__ = [
     "DEGRADED",
+    "EVICT_WITHIN_SECONDS",
     "Access",
     "Caller",
     "ConsentView",
@@ -35,6 +37,7 @@ __all__ = [
     "ErasureReceipt",
     "Export",
     "FieldOutput",
+    "KeySync",
     "Keyring",
     "Output",
     "RecordInput",

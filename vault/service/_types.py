@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vault.policy import Output as Output
+from vault.service._sync import EVICT_WITHIN_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,12 @@ class ErasureReceipt:
     #: tokens of the record's values the erasure tombstoned: linked to it, and standalone or
     #: text tokens found by their value fingerprint
     tokens_erased: int = 0
+
+    @property
+    def effective_everywhere_by(self) -> datetime:
+        """By when every running server has dropped the erased keys from memory (they apply
+        key events within ``EVICT_WITHIN_SECONDS``, see ``vault/service/_sync.py``)."""
+        return self.erased_at + timedelta(seconds=EVICT_WITHIN_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from vault.storage import _access_repo as access_repo
 from vault.storage import _keys_repo as keys_repo
 from vault.storage import _repo as repo
 from vault.storage import _restored as restored
+from vault.storage import _sync as sync
 from vault.storage import _tokens_repo as tokens_repo
 from vault.storage import models_access as _models_access  # noqa: F401 - registers its tables
 from vault.storage import models_tokens as _models_tokens  # noqa: F401 - registers its tables
@@ -51,6 +52,7 @@ __all__ = [
     "repo",
     "restored",
     "schema_problem",
+    "sync",
     "tokens_repo",
     "upgrade",
 ]

@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from vault.storage import _sync as sync
 from vault.storage._bulk import bulk_insert
 from vault.storage._repo import NewIndex
 from vault.storage._restored import erased_data_key
@@ -196,13 +197,27 @@ def older_tenant_keys(
     )
 
 
-def delete_unused_tenant_keys(conn: Connection, ids: list[str]) -> int:
-    """Destroy these tenant-key rows where no data key references them any more."""
+def delete_unused_tenant_keys(conn: Connection, ids: list[str], now: datetime) -> int:
+    """Destroy these tenant-key rows where no data key references them any more (a key event
+    tells every server to drop them from its cache)."""
     if not ids:
         return 0
     used = select(_dk.c.id).where(_dk.c.tenant_key_id == _tk.c.id).exists()
-    result = conn.execute(delete(_tk).where(_tk.c.id.in_(ids), ~used))
-    return int(result.rowcount)
+    return _destroy_tenant_keys(conn, [_tk.c.id.in_(ids), ~used], now)
+
+
+def _destroy_tenant_keys(conn: Connection, where: Sequence[Any], now: datetime) -> int:
+    """Delete the tenant-key rows ``where`` selects, with a key event per tenant."""
+    rows = conn.execute(select(_tk.c.id, _tk.c.tenant).where(*where)).all()
+    if not rows:
+        return 0
+    conn.execute(delete(_tk).where(_tk.c.id.in_([r.id for r in rows])))
+    by_tenant: dict[str, list[str]] = {}
+    for r in rows:
+        by_tenant.setdefault(str(r.tenant), []).append(str(r.id))
+    for tenant, ids in by_tenant.items():
+        sync.record_event(conn, tenant, sync.TENANT_KEYS, ids, now)
+    return len(rows)
 
 
 def erasures_since(conn: Connection, since: datetime) -> list[tuple[str, str, datetime]]:
@@ -556,13 +571,13 @@ def index_rows_under(conn: Connection, index_key_ids: Sequence[str]) -> int:
     )
 
 
-def drop_index_keys(conn: Connection, index_key_ids: Sequence[str]) -> int:
+def drop_index_keys(conn: Connection, index_key_ids: Sequence[str], now: datetime) -> int:
     """Delete the blind-index rows under these index keys, then the keys. Returns rows."""
     if not index_key_ids:
         return 0
     ids = list(index_key_ids)
     n = conn.execute(delete(_bi).where(_bi.c.index_key_id.in_(ids))).rowcount
-    conn.execute(delete(_tk).where(_tk.c.id.in_(ids)))
+    _destroy_tenant_keys(conn, [_tk.c.id.in_(ids)], now)
     return int(n)
 
 

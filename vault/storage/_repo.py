@@ -17,6 +17,7 @@ from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from vault.storage import _sync as sync
 from vault.storage._bulk import bulk_insert, db_time
 from vault.storage.models import (
     BlindIndexRow,
@@ -444,6 +445,7 @@ def erase_record(
     conn.execute(delete(_val).where(_val.c.record_id == record_id))
     conn.execute(delete(_dk).where(_dk.c.record_id == record_id))
     conn.execute(delete(_rec).where(_rec.c.id == record_id))
+    sync.record_event(conn, tenant, sync.DATA_KEYS, dek_ids, now)
     return dek_ids
 
 
@@ -519,6 +521,7 @@ def destroy_data_keys(
         ],
     )
     conn.execute(delete(_dk).where(_dk.c.id.in_(list(dek_ids))))
+    sync.record_event(conn, tenant, sync.DATA_KEYS, dek_ids, now)
 
 
 def records_not_updated_since(
@@ -571,6 +574,7 @@ def shred_class_values(
             delete(_val).where(_val.c.record_id == record_id, _val.c.data_key_id == dek_id)
         )
     conn.execute(delete(_dk).where(_dk.c.id == dek_id))
+    sync.record_event(conn, tenant, sync.DATA_KEYS, [dek_id], now)
     return len(names)
 
 

@@ -12,11 +12,13 @@ key version they reference then stays) or, asked to, delete them as the erasure 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import NamedTuple, cast
 
 from sqlalchemy import ColumnElement, Table, and_, delete, exists, or_, select
 from sqlalchemy.engine import Connection
 
+from vault.storage import _sync as sync
 from vault.storage.models import (
     BlindIndexRow,
     DataKeyRow,
@@ -39,6 +41,7 @@ class ErasedRow(NamedTuple):
 
     data_key_id: str
     record_id: str
+    tenant: str
 
 
 def erased_data_key() -> ColumnElement[bool]:
@@ -55,14 +58,14 @@ def erased_rows_under(conn: Connection, tenant_key_ids: Sequence[str]) -> list[E
     if not tenant_key_ids:
         return []
     rows = conn.execute(
-        select(_dk.c.id, _dk.c.record_id).where(
+        select(_dk.c.id, _dk.c.record_id, _dk.c.tenant).where(
             _dk.c.tenant_key_id.in_(list(tenant_key_ids)), erased_data_key()
         )
     ).all()
-    return [ErasedRow(str(r.id), str(r.record_id)) for r in rows]
+    return [ErasedRow(str(r.id), str(r.record_id), str(r.tenant)) for r in rows]
 
 
-def purge_erased(conn: Connection, rows: Sequence[ErasedRow]) -> int:
+def purge_erased(conn: Connection, rows: Sequence[ErasedRow], now: datetime) -> int:
     """Delete these data-key rows and, of records that are tombstoned or gone, every value,
     index row and record row left: what the erasure deleted. A live record's values are left
     alone (a rekey's tombstoned key row goes; what a restore put back under it stays unreadable
@@ -89,4 +92,7 @@ def purge_erased(conn: Connection, rows: Sequence[ErasedRow]) -> int:
     conn.execute(
         delete(_rec).where(_rec.c.id.in_(gone), exists().where(_er.c.record_id == _rec.c.id))
     )
+    for tenant in sorted({r.tenant for r in rows}):  # a server may have cached them since
+        ids = [r.data_key_id for r in rows if r.tenant == tenant]
+        sync.record_event(conn, tenant, sync.DATA_KEYS, ids, now)
     return int(deleted)

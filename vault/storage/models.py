@@ -247,3 +247,30 @@ class SchemaCompat(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     min_server: Mapped[str] = mapped_column(String(32))
+
+
+class KeyEvent(Base):
+    """A step that took key material out of use (an erasure's or rekey's data keys, a rotation's
+    destroyed tenant or index keys): what every running process must drop from its caches.
+    ``seq`` orders them; each replica records in ``replica_sync`` how far it has applied them."""
+
+    __tablename__ = "key_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT))
+    #: "data_keys" or "tenant_keys": which cache the ids are evicted from
+    kind: Mapped[str] = mapped_column(String(16))
+    #: JSON list of the key row ids
+    ids: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ReplicaSync(Base):
+    """Each running server's heartbeat: the key events it has applied to its caches, and when
+    it last said so (``shred-report`` waits for every live one)."""
+
+    __tablename__ = "replica_sync"
+
+    replica: Mapped[str] = mapped_column(String(64), primary_key=True)
+    applied_seq: Mapped[int] = mapped_column(Integer)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -492,6 +492,7 @@ class ErasureReceipt(_message.Message):
     ERASED_AT_FIELD_NUMBER: _builtins.int
     DATA_KEY_IDS_FIELD_NUMBER: _builtins.int
     TOKENS_ERASED_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_EVERYWHERE_BY_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     record_id: _builtins.str
     tokens_erased: _builtins.int
@@ -505,6 +506,13 @@ class ErasureReceipt(_message.Message):
     def data_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the data keys destroyed; their tombstones refuse any restored copy."""
 
+    @_builtins.property
+    def effective_everywhere_by(self) -> _timestamp_pb2.Timestamp:
+        """By when every running server has dropped the erased keys from its memory: erased_at plus
+        the bound within which servers apply key events (10 s); a copy of the rows written back
+        into the database after it opens nowhere (see shred-report for backups).
+        """
+
     def __init__(
         self,
         *,
@@ -513,10 +521,11 @@ class ErasureReceipt(_message.Message):
         erased_at: _timestamp_pb2.Timestamp | None = ...,
         data_key_ids: _abc.Iterable[_builtins.str] | None = ...,
         tokens_erased: _builtins.int = ...,
+        effective_everywhere_by: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_everywhere_by", b"effective_everywhere_by", "erased_at", b"erased_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_key_ids", b"data_key_ids", "erased_at", b"erased_at", "record_id", b"record_id", "tenant", b"tenant", "tokens_erased", b"tokens_erased"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_key_ids", b"data_key_ids", "effective_everywhere_by", b"effective_everywhere_by", "erased_at", b"erased_at", "record_id", b"record_id", "tenant", b"tenant", "tokens_erased", b"tokens_erased"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

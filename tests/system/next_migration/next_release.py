@@ -1,9 +1,9 @@
 """The next release's migration, as the system test applies it between replica restarts: an
 additive change (a new table and a nullable column), so it leaves ``schema_compat`` alone and
-the running server (whose newest migration is 0015) keeps serving on it.
+the running server (whose newest migration is 0016) keeps serving on it.
 
 Revision ID: 9001
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-05
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "9001"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from vault import crypto
 from vault.deadline import Deadline
@@ -117,7 +118,7 @@ def rotate_index(
             # (a later write naming the old key fails its foreign key, and the service retries).
             if names and keys_repo.unindexed_values(conn, tenant, names, current.id, 1):
                 continue
-            dropped = keys_repo.drop_index_keys(conn, old)
+            dropped = keys_repo.drop_index_keys(conn, old, datetime.now(UTC))
             break
     return IndexRotationReport(tenant, field_class, current.version, started, indexer.done, dropped)
 

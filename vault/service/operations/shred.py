@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Connection
 
 from vault.keys import FieldKeyInfo
-from vault.storage import Database, keys_repo
+from vault.service._sync import EVICT_WITHIN_SECONDS
+from vault.storage import Database, keys_repo, sync
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +18,8 @@ class ShredStatus:
     """Whether copies of an erased record's data keys can still be unwrapped from a backup
     taken before its erasure: ``complete`` once, for every class of its tenant, the tenant key
     was rotated (its old versions destroyed) and then the field-key versions that existed at
-    the erasure were trimmed from the key server."""
+    the erasure were trimmed from the key server, and every running server has dropped the
+    destroyed keys from its caches (so a copy written back into the database opens nowhere)."""
 
     record_id: str
     tenant: str
@@ -51,8 +55,9 @@ def shred_report(
         erased += [(*e, "fields") for e in keys_repo.destroyed_keys_since(conn, since)]
         oldest = {t: keys_repo.oldest_tenant_keys(conn, t) for t in {e[1] for e in erased}}
         pools = keys_repo.erased_token_keys_since(conn, since)
+        memory = {t: _memory_line(conn, t) for t in oldest}
     for record_id, tenant, erased_at, kind in sorted(erased, key=lambda e: e[2]):
-        pending: list[str] = []
+        pending: list[str] = [memory[tenant]] if memory[tenant] else []
         for c, made in sorted(oldest[tenant].items()):
             if made <= erased_at:
                 pending.append(f"{c}: rotate-tenant (a tenant-key version from before is left)")
@@ -69,6 +74,25 @@ def shred_report(
             pending += _pool_lines(pools.get(record_id, {}))
         out.append(ShredStatus(record_id, tenant, erased_at, tuple(pending), kind))
     return out
+
+
+def _memory_line(conn: Connection, tenant: str) -> str:
+    """What is left before every running server has dropped the tenant's destroyed keys from
+    memory: "" once each live one (a heartbeat within ``EVICT_WITHIN_SECONDS``; one silent
+    longer has cleared its caches, or is gone) has applied the tenant's newest key event."""
+    last = sync.newest_seq(conn, tenant)
+    now = datetime.now(UTC)
+    behind = [
+        r.replica
+        for r in sync.replicas(conn)
+        if r.applied_seq < last and (now - r.seen_at).total_seconds() < EVICT_WITHIN_SECONDS
+    ]
+    if not behind:
+        return ""
+    return (
+        f"memory: {len(behind)} running server(s) have not yet dropped the destroyed keys from"
+        f" their caches (each does within {EVICT_WITHIN_SECONDS:g} s): {', '.join(sorted(behind))}"
+    )
 
 
 def _pool_lines(live: Mapping[str, str]) -> list[str]:

@@ -127,7 +127,7 @@ class _TenantRun:
         with self._core.db.begin(write=purge) as conn:
             rows = restored.erased_rows_under(conn, self._old_ids)
             if purge:
-                restored.purge_erased(conn, rows)
+                restored.purge_erased(conn, rows, datetime.now(UTC))
         return len(rows)
 
     def rewrap_batch(self, current: TenantKey, batch: int) -> int | None:
@@ -179,7 +179,7 @@ class _TenantRun:
                 old_ids = keys_repo.older_tenant_keys(
                     conn, self._tenant, self._field_class, DATA, current.version
                 )
-                destroyed = keys_repo.delete_unused_tenant_keys(conn, old_ids)
+                destroyed = keys_repo.delete_unused_tenant_keys(conn, old_ids, datetime.now(UTC))
         except IntegrityError:
             # a service write referenced an old version at that very moment (PostgreSQL checks
             # the foreign key at the delete): nothing destroyed; running again finishes the job

@@ -32,8 +32,10 @@ RECORDS_SERVICE = records_pb2.DESCRIPTOR.services_by_name["Records"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 TOKENS_SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["Tokens"].full_name
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-#: how long a health probe may take before the part it waits on counts as not answering
-PROBE_TIMEOUT = 2.0
+#: how long a health probe may take before the part it waits on counts as not answering:
+#: shorter than the default health interval (2 s), so a black-holed database shows at the
+#: next round
+PROBE_TIMEOUT = 1.5
 #: the health service that says SERVING while the process runs (liveness probes)
 LIVENESS_SERVICE = "cvault.liveness"
 #: how long past the grace a stop waits for gRPC's own shutdown before it gives up on it

@@ -193,7 +193,7 @@ class App:
         if self.key_sync is not None:
             self.key_sync.stop()
             self.key_sync = None
-        self.audit.close()
+        self.audit.close(final_checkpoint=True)
         self.db.dispose()
 
 

@@ -339,16 +339,17 @@ class AuditLog:
         self.after_commit(entries)
         return entries
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Wait for a background checkpoint in progress (if any), then checkpoint the rows
-        appended since (a normal stop or SIGTERM leaves no tail that only the next start
-        would cover). A failure is logged, not raised: those rows stay verifiable."""
+    def close(self, timeout: float = 30.0, *, final_checkpoint: bool = False) -> None:
+        """Wait for a background checkpoint in progress (if any); with ``final_checkpoint`` (a
+        server's stop, SIGTERM or normal) then checkpoint the rows appended since, so no tail
+        is left that only the next start would cover. A failure is logged, not raised."""
         with self._state_lock:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
         with self._state_lock:
-            final = self._store is not None and self._pending > 0 and not self._running
+            final = final_checkpoint and self._store is not None
+            final = final and self._pending > 0 and not self._running
             if final:
                 self._pending, self._running = 0, True
         if final:

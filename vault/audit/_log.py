@@ -54,6 +54,9 @@ _CONNECTIVITY = (OperationalError, InterfaceError)
 _HINT_TRIES = 3
 #: appends remembered for the checkpoint at least (see AuditLog._appended)
 _APPENDED_MIN = 10_000
+#: a stopping server's last checkpoint: a few milliseconds when the store answers, and it must
+#: fit in the stop's margin (``vault/cli/dev.py`` FORCE_MARGIN) when it does not
+_FINAL_CHECKPOINT_SECONDS = 1.5
 
 
 class AuditLog:
@@ -353,7 +356,7 @@ class AuditLog:
             if final:
                 self._pending, self._running = 0, True
         if final:
-            self._checkpoint_job(min(timeout, 10.0))
+            self._checkpoint_job(min(timeout, _FINAL_CHECKPOINT_SECONDS))
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ class KeySync:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(self._interval + 5.0)
+            self._thread.join(1.0)  # a poll stuck on the database is left behind (daemon)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vault.storage import _sync as sync
 from vault.storage._bulk import bulk_insert
-from vault.storage._repo import NewIndex
+from vault.storage._repo import NewIndex, value_keys
 from vault.storage._restored import erased_data_key
 from vault.storage._types import is_uuid_id
 from vault.storage.models import (
@@ -443,24 +443,17 @@ def _values_to_index_query(after: bool, sqlite: bool = False) -> Select[Any]:
             _er.c.record_id.label("erased_record"),
         )
         .select_from(
-            batch.join(
-                _val,
-                and_(
-                    _val.c.record_id == batch.c.record_id,
-                    _val.c.field_name == batch.c.field_name,
+            value_keys(
+                batch.join(
+                    _val,
+                    and_(
+                        _val.c.record_id == batch.c.record_id,
+                        _val.c.field_name == batch.c.field_name,
+                    ),
                 ),
+                batch.c.tenant,
+                batch.c.record_id,
             )
-            .outerjoin(
-                _dk,
-                and_(
-                    _dk.c.id == _val.c.data_key_id,
-                    _dk.c.record_id == _val.c.record_id,
-                    _dk.c.tenant == batch.c.tenant,
-                    _dk.c.field_class == _val.c.field_class,
-                ),
-            )
-            .outerjoin(_edk, _edk.c.data_key_id == _val.c.data_key_id)
-            .outerjoin(_er, _er.c.record_id == batch.c.record_id)
         )
         .order_by(_val.c.record_id, _val.c.field_name)
     )

@@ -13,7 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Join,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -274,6 +286,25 @@ def is_erased(conn: Connection, tenant: str, record_id: str) -> bool:
     )
 
 
+def value_keys(values: Join, tenant: Any, record_id: Any) -> Join:
+    """``values`` (a join holding ``record_values``) with each value's data-key row (only its
+    record's own, of ``tenant`` and its class: a row moved elsewhere does not match) and the
+    tombstones of that key and of ``record_id``: what opening a stored value needs."""
+    return (
+        values.outerjoin(
+            _dk,
+            and_(
+                _dk.c.id == _val.c.data_key_id,
+                _dk.c.record_id == _val.c.record_id,
+                _dk.c.tenant == tenant,
+                _dk.c.field_class == _val.c.field_class,
+            ),
+        )
+        .outerjoin(_edk, _edk.c.data_key_id == _val.c.data_key_id)
+        .outerjoin(_er, _er.c.record_id == record_id)
+    )
+
+
 def _read_record_query(with_names: bool) -> Select[Any]:
     """Built once: statement construction costs more than running it on the hot read path."""
     on_values = _val.c.record_id == _rec.c.id
@@ -292,20 +323,7 @@ def _read_record_query(with_names: bool) -> Select[Any]:
             _edk.c.data_key_id.label("erased_key"),
             _er.c.record_id.label("erased_record"),
         )
-        .select_from(
-            _rec.outerjoin(_val, on_values)
-            .outerjoin(
-                _dk,
-                and_(
-                    _dk.c.id == _val.c.data_key_id,
-                    _dk.c.record_id == _val.c.record_id,
-                    _dk.c.tenant == _rec.c.tenant,
-                    _dk.c.field_class == _val.c.field_class,
-                ),
-            )
-            .outerjoin(_edk, _edk.c.data_key_id == _val.c.data_key_id)
-            .outerjoin(_er, _er.c.record_id == _rec.c.id)
-        )
+        .select_from(value_keys(_rec.outerjoin(_val, on_values), _rec.c.tenant, _rec.c.id))
         .where(_rec.c.tenant == bindparam("tenant"), _rec.c.id == bindparam("record_id"))
         .order_by(_val.c.field_name)
     )

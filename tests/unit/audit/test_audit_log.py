@@ -419,16 +419,19 @@ def test_checkpoint_by_age(
     assert store.puts == 1
 
 
+class _DownStore(MemoryCheckpointStore):
+    """A checkpoint store whose key server does not answer."""
+
+    def create(self, chain: str, name: str, data: Mapping[str, str], *, deadline: Deadline) -> bool:
+        raise KeyServerUnavailable("key server unavailable: secret/data/x")
+
+
 def test_failing_checkpoint_store_never_fails_the_call(
     db: Database, keys: KeyManager, deadline: Deadline, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Down(MemoryCheckpointStore):
-        def create(
-            self, chain: str, name: str, data: Mapping[str, str], *, deadline: Deadline
-        ) -> bool:
-            raise KeyServerUnavailable("key server unavailable: secret/data/x")
-
-    log = AuditLog(db, keys, checkpoint=Down(), checkpoint_every=1, checkpoint_in_background=False)
+    log = AuditLog(
+        db, keys, checkpoint=_DownStore(), checkpoint_every=1, checkpoint_in_background=False
+    )
     with caplog.at_level(logging.WARNING, logger="vault.audit"):
         log.record([event(0)], deadline=deadline)
     assert "checkpoint" in caplog.text
@@ -478,13 +481,7 @@ def test_close_checkpoints_the_tail(
 def test_close_with_the_store_down_logs_and_returns(
     db: Database, keys: KeyManager, deadline: Deadline, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Down(MemoryCheckpointStore):
-        def create(
-            self, chain: str, name: str, data: Mapping[str, str], *, deadline: Deadline
-        ) -> bool:
-            raise KeyServerUnavailable()
-
-    log = AuditLog(db, keys, checkpoint=Down(), checkpoint_in_background=False)
+    log = AuditLog(db, keys, checkpoint=_DownStore(), checkpoint_in_background=False)
     log.record([event(0)], deadline=deadline)
     with caplog.at_level(logging.WARNING, logger="vault.audit"):
         log.close(final_checkpoint=True)

@@ -30,7 +30,6 @@ from sqlalchemy.exc import IntegrityError
 from vault.storage import _sync as sync
 from vault.storage._bulk import bulk_insert
 from vault.storage._repo import NewIndex, value_keys
-from vault.storage._restored import erased_data_key
 from vault.storage._types import is_uuid_id
 from vault.storage.models import (
     AuditKey,
@@ -140,17 +139,20 @@ def tenant_classes(conn: Connection) -> list[tuple[str, str]]:
 
 
 def data_keys_under(
-    conn: Connection, tenant_key_ids: Sequence[str], limit: int
+    conn: Connection, tenant_key_ids: Sequence[str], limit: int, skip: Sequence[str] = ()
 ) -> list[DataKeyToRewrap]:
     """Up to ``limit`` data keys wrapped by any of these tenant keys (the index on
     ``tenant_key_id`` finds them; progress needs no order: a re-wrapped key leaves the set),
-    leaving out rows of erased records a restore brought back (never re-wrapped: see
-    :mod:`vault.storage._restored`)."""
+    but those of ``skip`` (rows of erased records a restore brought back, found once by
+    :func:`vault.storage._restored.erased_rows_under`: never re-wrapped)."""
     if not tenant_key_ids:
         return []
+    where = [_dk.c.tenant_key_id.in_(list(tenant_key_ids))]
+    if skip:
+        where.append(_dk.c.id.not_in(list(skip)))
     rows = conn.execute(
         select(_dk.c.id, _dk.c.record_id, _dk.c.tenant_key_id, _dk.c.wrapped)
-        .where(_dk.c.tenant_key_id.in_(list(tenant_key_ids)), ~erased_data_key())
+        .where(*where)
         .limit(limit)
     ).all()
     return [DataKeyToRewrap(r.id, r.record_id, r.tenant_key_id, bytes(r.wrapped)) for r in rows]

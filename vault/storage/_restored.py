@@ -44,7 +44,7 @@ class ErasedRow(NamedTuple):
     tenant: str
 
 
-def erased_data_key() -> ColumnElement[bool]:
+def _erased_data_key() -> ColumnElement[bool]:
     """True for a ``data_keys`` row that belongs to an erased record (see the module)."""
     return or_(
         exists().where(_edk.c.data_key_id == _dk.c.id),
@@ -59,7 +59,7 @@ def erased_rows_under(conn: Connection, tenant_key_ids: Sequence[str]) -> list[E
         return []
     rows = conn.execute(
         select(_dk.c.id, _dk.c.record_id, _dk.c.tenant).where(
-            _dk.c.tenant_key_id.in_(list(tenant_key_ids)), erased_data_key()
+            _dk.c.tenant_key_id.in_(list(tenant_key_ids)), _erased_data_key()
         )
     ).all()
     return [ErasedRow(str(r.id), str(r.record_id), str(r.tenant)) for r in rows]

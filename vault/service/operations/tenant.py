@@ -91,6 +91,8 @@ class _TenantRun:
         self._seconds = deadline_seconds
         self.scope = f"tenant:{tenant}/{field_class}"
         self._old_ids: list[str] = []
+        #: data-key rows of erased records left out of the re-wrap (see erased_rows)
+        self._skip: list[str] = []
 
     def _deadline(self) -> Deadline:
         return Deadline.after(self._seconds)
@@ -128,13 +130,14 @@ class _TenantRun:
             rows = restored.erased_rows_under(conn, self._old_ids)
             if purge:
                 restored.purge_erased(conn, rows, datetime.now(UTC))
+        self._skip = [] if purge else [r.data_key_id for r in rows]
         return len(rows)
 
     def rewrap_batch(self, current: TenantKey, batch: int) -> int | None:
         """Re-wrap up to ``batch`` data keys still under an old version: how many rows were
         replaced (a row changed meanwhile is read again next time); None when none is left."""
         with self._core.db.begin(write=False) as conn:
-            todo = keys_repo.data_keys_under(conn, self._old_ids, batch)
+            todo = keys_repo.data_keys_under(conn, self._old_ids, batch, self._skip)
         if not todo:
             return None
         rewrapped = self._rewrapped(todo, current)
